@@ -1,0 +1,1 @@
+//! Baton's master: binds, forks and supervises worker generations.

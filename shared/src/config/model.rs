@@ -1,0 +1,190 @@
+//! The validated configuration, as master and workers use it.
+//!
+//! A `Config` only exists once the file parsed and passed validation, so the
+//! rest of Baton never re-checks what is here. Positions (`Pos`) are kept for
+//! the entries whose failure can only be seen at runtime (binding a port,
+//! opening a log), so those errors can still name `file:line:col`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where in the config text an entry was written (1-based line and column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// Where the config came from: a file (its absolute path, resolved once at
+/// start so a reload re-reads the same file whatever the cwd) or the default
+/// config embedded in the binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Embedded,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Embedded => f.write_str("<embedded default config>"),
+        }
+    }
+}
+
+/// One error in a config, always with its place: `FILE:LINE:COL: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub pos: Pos,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.pos.line, self.pos.col, self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// All the errors found in one config (validation goes on after the first, so
+/// an operator fixes them in one pass).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A listen address as written in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    /// `unix:/path/to/socket`
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// One listen entry of a site. Either a plain string
+/// (`"127.0.0.1:8080"`, `"[::1]:8080"`, `"unix:/run/baton/http.sock"`) or a
+/// table `{ address = "...", backlog = 511, mode = "0660" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: ListenAddr,
+    /// listen(2) backlog; the kernel caps it at net.core.somaxconn.
+    pub backlog: i32,
+    /// File mode of a unix socket (ignored for TCP). Default 0o666, as a
+    /// socket is reached through its directory's permissions anyway.
+    pub mode: u32,
+    pub pos: Pos,
+}
+
+/// The user and group workers run as, resolved to ids at validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub listen: Vec<Listen>,
+    /// Host names this site answers to (lowercase, no port). Empty: any.
+    pub names: Vec<String>,
+    /// Absolute path of the document root (an existing directory).
+    pub root: PathBuf,
+    /// Index files tried, in order, for a directory request.
+    pub index: Vec<String>,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub source: Source,
+    /// Who workers run as. `None` when the master is not root (it cannot
+    /// change user, so workers run as the invoking user).
+    pub identity: Option<Identity>,
+    /// `run_as_root = true`: the explicit opt-in to workers running as root.
+    pub run_as_root: bool,
+    /// Number of workers per generation; `"auto"` resolves to the CPU count.
+    pub workers: usize,
+    /// Absolute path of the pidfile. Default `/run/baton.pid` for root,
+    /// `$XDG_RUNTIME_DIR/baton.pid` (or `/tmp/baton-UID.pid`) otherwise.
+    pub pid_file: PathBuf,
+    /// How long a draining generation (or a graceful stop) may take before
+    /// what is left is killed.
+    pub grace: Duration,
+    /// Log file (absolute path); `None` logs to stderr.
+    pub error_log: Option<PathBuf>,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub log_level: String,
+    /// How long a new worker may take to report `Ready`.
+    pub worker_ready_timeout: Duration,
+    /// How long a draining worker keeps an idle keep-alive connection open
+    /// for one last request before closing it.
+    pub drain_linger: Duration,
+    /// Idle keep-alive connections are closed after this long.
+    pub keepalive_timeout: Duration,
+    /// A request head must arrive within this long (slowloris).
+    pub header_timeout: Duration,
+    pub sites: Vec<Site>,
+}
+
+impl Config {
+    /// Every distinct listen entry of every site, first occurrence wins.
+    pub fn listens(&self) -> Vec<&Listen> {
+        let mut out: Vec<&Listen> = Vec::new();
+        for site in &self.sites {
+            for l in &site.listen {
+                if !out.iter().any(|o| o.addr == l.addr) {
+                    out.push(l);
+                }
+            }
+        }
+        out
+    }
+
+    /// The sites served on one listen address, in config order.
+    pub fn sites_on<'a>(&'a self, addr: &'a ListenAddr) -> impl Iterator<Item = &'a Site> + 'a {
+        self.sites
+            .iter()
+            .filter(move |s| s.listen.iter().any(|l| &l.addr == addr))
+    }
+
+    /// An error located at `pos` in this config's file.
+    pub fn error_at(&self, pos: Pos, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.source.to_string(),
+            pos,
+            message: message.into(),
+        }
+    }
+}

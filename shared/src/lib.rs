@@ -1,0 +1,7 @@
+//! What Baton's master and workers both need: the config model and its
+//! validation (one code path for `-t`, start and reload), the channel's
+//! messages, and logging.
+
+pub mod channel;
+pub mod config;
+pub mod logging;
