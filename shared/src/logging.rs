@@ -49,8 +49,12 @@ pub fn init(level: &str) {
 
 /// Changes the level after a reload changed `log_level`.
 pub fn set_level(level: &str) {
-    let filter = env_logger::filter::Builder::new().parse(level).build();
-    log::set_max_level(filter.filter());
+    if std::env::var_os("BATON_LOG").is_some() {
+        return; // the environment overrides the config, as at start
+    }
+    if let Ok(filter) = level.parse::<log::LevelFilter>() {
+        log::set_max_level(filter);
+    }
 }
 
 /// Called in a forked worker so its lines say "worker".
