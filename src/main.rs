@@ -1,1 +1,97 @@
-fn main() {}
+//! `baton`: the command line. Everything it does lives in the `master`
+//! crate; this file only turns arguments into one of three actions: serve,
+//! test a config (`-t`), or send a command to a running master (`-s`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// A multi-process HTTP server whose reloads never drop a connection.
+#[derive(Parser, Debug)]
+#[command(name = "baton", version, about, long_about = None)]
+struct Cli {
+    /// Config file (TOML). Without it, an embedded default config serves a
+    /// sample site on 127.0.0.1:8080.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Fork to the background; exit 0 once the server is ready, or 1 with
+    /// the startup error.
+    #[arg(long)]
+    daemon: bool,
+
+    /// Pidfile, overriding the config's pid_file.
+    #[arg(long, value_name = "PATH")]
+    pid_file: Option<PathBuf>,
+
+    /// Grace period for draining, overriding the config's grace (e.g. 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    grace: Option<Duration>,
+
+    /// Test the config and exit: 0 if valid, 1 with FILE:LINE:COL errors.
+    /// Binds nothing and writes nothing.
+    #[arg(short = 't', long = "test-config", conflicts_with_all = ["signal", "daemon"])]
+    test_config: bool,
+
+    /// Send a command to the running master found through the pid_file:
+    /// reload (waits for the outcome), stop (fast), quit (graceful), status.
+    #[arg(short = 's', long = "signal", value_name = "COMMAND")]
+    signal: Option<Command>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Command {
+    Reload,
+    Stop,
+    Quit,
+    Status,
+}
+
+impl Command {
+    fn word(self) -> &'static str {
+        match self {
+            Command::Reload => "reload",
+            Command::Stop => "stop",
+            Command::Quit => "quit",
+            Command::Status => "status",
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    baton_shared::config::parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration like \"30s\" or \"500ms\""))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let options = baton_master::Options {
+        source: baton_master::source_of(cli.config.as_deref()),
+        overrides: baton_master::Overrides {
+            pid_file: cli
+                .pid_file
+                .map(|p| std::path::absolute(&p).unwrap_or(p)),
+            grace: cli.grace,
+        },
+        daemon: cli.daemon,
+    };
+    let code = if cli.test_config {
+        match baton_master::test_config(&options) {
+            Ok(_) => {
+                println!("baton: the configuration {} is valid", options.source);
+                0
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!("baton: the configuration {} is invalid", options.source);
+                1
+            }
+        }
+    } else if let Some(cmd) = cli.signal {
+        baton_master::send_command(&options, cmd.word())
+    } else {
+        baton_master::serve(options)
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}

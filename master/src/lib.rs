@@ -1,1 +1,170 @@
-//! Baton's master: binds, forks and supervises worker generations.
+//! Baton's master: binds the listen sockets, forks and supervises worker
+//! generations, and hands the baton from one generation to the next on
+//! reload. `docs/architecture.md` tells the story; `supervisor.rs` is the
+//! loop.
+//!
+//! Startup order, and why:
+//! 1. the config is loaded and validated (a bad one ends here, exit 1,
+//!    nothing created);
+//! 2. the master's signals are blocked, before anything can fork, so a
+//!    signal can never hit a default handler;
+//! 3. `--daemon` forks now, before any fd or lock exists that the parent
+//!    would share;
+//! 4. the instance lock (a second instance stops here, "already running");
+//! 5. the error log, the listen sockets and the control socket;
+//! 6. the first generation is forked; only when all of it is ready is the
+//!    pidfile written and the daemon's parent released.
+//!
+//! Any failure before 6 completes exits 1 with the error and leaves nothing
+//! listening and no pidfile.
+
+mod control;
+mod daemon;
+mod generation;
+mod listeners;
+mod notify;
+mod pidfile;
+mod signals;
+mod spawn;
+mod supervisor;
+
+use std::path::{Path, PathBuf};
+
+use baton_shared::config::{Config, ConfigErrors, Source};
+
+pub use control::status as exit_status;
+pub use supervisor::{Overrides, load_config};
+
+/// What `baton` was asked to do with a config.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `-c FILE`, or the embedded default config.
+    pub source: Source,
+    pub overrides: Overrides,
+    pub daemon: bool,
+}
+
+/// Resolves `-c FILE` (made absolute once, so a reload re-reads the same
+/// file whatever the working directory) or the embedded default.
+pub fn source_of(path: Option<&Path>) -> Source {
+    match path {
+        Some(p) => Source::File(std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
+        None => Source::Embedded,
+    }
+}
+
+/// `baton -t`: validate and report, with no side effect at all.
+pub fn test_config(options: &Options) -> Result<Config, ConfigErrors> {
+    load_config(&options.source, &options.overrides)
+}
+
+/// `baton -s COMMAND`: find the master through the config's pid_file and
+/// run the command there.
+pub fn send_command(options: &Options, command: &str) -> i32 {
+    let pid_file = match &options.overrides.pid_file {
+        Some(p) => p.clone(),
+        None => {
+            let path = match &options.source {
+                Source::File(p) => Some(p.as_path()),
+                Source::Embedded => None,
+            };
+            match baton_shared::config::pid_file_of(path) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return exit_status::CONFIG_INVALID;
+                }
+            }
+        }
+    };
+    control::send(&pid_file, command)
+}
+
+/// Runs the server until it stops; returns the process exit status.
+pub fn serve(options: Options) -> i32 {
+    let config = match load_config(&options.source, &options.overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    if let Err(e) = signals::block() {
+        eprintln!("baton: cannot block signals: {e}");
+        return 1;
+    }
+    baton_shared::logging::init(&config.log_level);
+    let readiness = if options.daemon {
+        match daemon::daemonize() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("baton: cannot start as a daemon: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+    match prepare(config, options.overrides) {
+        Ok(setup) => {
+            let setup = supervisor::Setup {
+                readiness,
+                ..setup
+            };
+            match supervisor::Master::new(setup) {
+                Ok(master) => master.run(),
+                Err(e) => fail(None, &format!("cannot start the master loop: {e}")),
+            }
+        }
+        Err(e) => fail(readiness, &e),
+    }
+}
+
+fn fail(readiness: Option<daemon::Readiness>, error: &str) -> i32 {
+    match readiness {
+        Some(r) => r.failed(error),
+        None => log::error!("{error}"),
+    }
+    1
+}
+
+/// Steps 4 and 5 of the startup order. On error, whatever was created is
+/// dropped again (sockets closed, unix socket files removed).
+fn prepare(config: Config, overrides: Overrides) -> Result<supervisor::Setup, String> {
+    let lock = pidfile::acquire(&config.pid_file)?;
+    if let Some(path) = &config.error_log {
+        baton_shared::logging::redirect_stderr_to(path)
+            .map_err(|e| format!("cannot open error log {}: {e}", path.display()))?;
+    }
+    let mut listeners = listeners::ListenerSet::default();
+    if let Err(b) = listeners.prepare(&config) {
+        return Err(config
+            .error_at(
+                b.listen.pos,
+                format!("cannot bind {}: {}", b.listen.addr, b.error),
+            )
+            .to_string());
+    }
+    for l in config.listens() {
+        log::info!("listening on {}", l.addr);
+    }
+    let control_path: PathBuf = control::socket_path(&config.pid_file);
+    let control = match control::bind(&control_path) {
+        Ok(c) => c,
+        Err(e) => {
+            listeners.close_all();
+            return Err(format!(
+                "cannot create control socket {}: {e}",
+                control_path.display()
+            ));
+        }
+    };
+    Ok(supervisor::Setup {
+        config,
+        overrides,
+        lock,
+        listeners,
+        control: (control, control_path),
+        readiness: None,
+    })
+}

@@ -1,0 +1,84 @@
+//! `--daemon`: fork to the background, and let the foreground parent exit
+//! only when the outcome is known.
+//!
+//! The parent blocks on a pipe. The daemon writes `ok` once the first
+//! generation is ready and the pidfile exists (parent exits 0), or the
+//! startup error (parent prints it, exits 1). If the daemon dies without a
+//! word, the pipe reaches EOF and the parent exits 1 too: an init script
+//! never sees success for a server that is not serving.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::unistd::ForkResult;
+
+/// The daemon's end of the pipe to the waiting parent.
+pub struct Readiness {
+    pipe: File,
+}
+
+impl Readiness {
+    pub fn ready(mut self) {
+        let _ = self.pipe.write_all(b"ok\n");
+    }
+
+    pub fn failed(mut self, error: &str) {
+        let _ = self.pipe.write_all(format!("error\n{error}\n").as_bytes());
+    }
+}
+
+/// Forks. Returns in the daemon child; the parent never returns (it exits
+/// with the daemon's startup outcome).
+pub fn daemonize() -> std::io::Result<Readiness> {
+    let (read_end, write_end) = nix::unistd::pipe()?;
+    // SAFETY: called before any thread exists and before the master opens
+    // anything but this pipe; the child continues as the master.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { .. } => {
+            drop(write_end);
+            std::process::exit(wait_for_daemon(read_end));
+        }
+        ForkResult::Child => {
+            drop(read_end);
+            nix::unistd::setsid()?;
+            redirect_stdio_to_null()?;
+            Ok(Readiness {
+                pipe: File::from(write_end),
+            })
+        }
+    }
+}
+
+fn wait_for_daemon(read_end: OwnedFd) -> i32 {
+    let mut text = String::new();
+    let _ = File::from(read_end).read_to_string(&mut text);
+    let mut lines = text.splitn(2, '\n');
+    match lines.next() {
+        Some("ok") => 0,
+        Some("error") => {
+            eprint!("baton: {}", lines.next().unwrap_or("startup failed\n"));
+            1
+        }
+        _ => {
+            eprintln!("baton: the daemon exited during startup (see the error log)");
+            1
+        }
+    }
+}
+
+/// stdin and stdout go to /dev/null; stderr stays (it carries the log until
+/// `error_log` takes its place, and a startup error goes through the pipe).
+fn redirect_stdio_to_null() -> std::io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for fd in [0, 1] {
+        // SAFETY: dup2 between fds we own; replaces stdin/stdout atomically.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

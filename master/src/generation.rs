@@ -1,0 +1,142 @@
+//! Generations and the children that make them up: the master's whole
+//! picture of its processes, small enough to serialise for a future binary
+//! upgrade (pid, generation, slot, state).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_shared::channel::Channel;
+use baton_shared::config::{Config, ListenAddr};
+use mio::Token;
+use nix::unistd::Pid;
+
+/// Where a generation is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Forked; waiting for every worker's `Ready` until `deadline`.
+    Starting,
+    /// The current generation.
+    Serving,
+    /// Told to drain; killed at `deadline` if anything is left.
+    Draining,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Serving => "serving",
+            Phase::Draining => "draining",
+        }
+    }
+}
+
+/// Crash bookkeeping for one worker slot of the serving generation.
+#[derive(Debug, Clone, Default)]
+pub struct Slot {
+    /// Consecutive short-lived deaths; 0 when the slot is healthy.
+    pub crashes: u32,
+    /// When to fork a replacement, if one is due.
+    pub respawn_at: Option<Instant>,
+}
+
+/// A worker that lives at least this long before dying is not counted as a
+/// crash loop: its slot's backoff starts again from the bottom.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// From this many crashes in a row, the slot is reported as crash-looping.
+pub const CRASH_LOOP: u32 = 5;
+
+impl Slot {
+    /// Records a death of the worker in this slot that had lived `lived`,
+    /// and returns the delay before its replacement: 100 ms, doubling up to
+    /// 30 s while the deaths keep coming quickly.
+    pub fn record_crash(&mut self, lived: Duration, now: Instant) -> Duration {
+        self.crashes = if lived >= STABLE_AFTER {
+            1
+        } else {
+            self.crashes.saturating_add(1)
+        };
+        let shift = (self.crashes - 1).min(16);
+        let delay = BACKOFF_FIRST.saturating_mul(1 << shift).min(BACKOFF_MAX);
+        self.respawn_at = Some(now + delay);
+        delay
+    }
+}
+
+#[derive(Debug)]
+pub struct Generation {
+    pub number: u64,
+    pub config: Arc<Config>,
+    /// The listen addresses its workers were given.
+    pub addrs: Vec<ListenAddr>,
+    pub phase: Phase,
+    /// Ready deadline while Starting, kill deadline while Draining.
+    pub deadline: Option<Instant>,
+    pub slots: Vec<Slot>,
+}
+
+impl Generation {
+    pub fn new(number: u64, config: Arc<Config>, deadline: Instant) -> Generation {
+        let addrs = config.listens().iter().map(|l| l.addr.clone()).collect();
+        let slots = vec![Slot::default(); config.workers];
+        Generation {
+            number,
+            config,
+            addrs,
+            phase: Phase::Starting,
+            deadline: Some(deadline),
+            slots,
+        }
+    }
+}
+
+/// One forked worker.
+#[derive(Debug)]
+pub struct Child {
+    pub pid: Pid,
+    pub generation: u64,
+    pub slot: usize,
+    pub token: Token,
+    /// None once the channel closed or failed.
+    pub channel: Option<Channel>,
+    pub ready: bool,
+    pub draining: bool,
+    pub started: Instant,
+    pub connections: u64,
+    pub requests: u64,
+}
+
+impl Child {
+    pub fn state(&self) -> &'static str {
+        match (self.ready, self.draining) {
+            (_, true) => "draining",
+            (true, false) => "serving",
+            (false, false) => "starting",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets_after_a_stable_run() {
+        let now = Instant::now();
+        let mut slot = Slot::default();
+        let quick = Duration::from_millis(5);
+        let delays: Vec<_> = (0..12).map(|_| slot.record_crash(quick, now)).collect();
+        assert_eq!(delays[0], Duration::from_millis(100));
+        assert_eq!(delays[1], Duration::from_millis(200));
+        assert_eq!(delays[4], Duration::from_millis(1600));
+        assert_eq!(delays[11], BACKOFF_MAX);
+        assert_eq!(slot.crashes, 12);
+        assert_eq!(
+            slot.record_crash(Duration::from_secs(60), now),
+            BACKOFF_FIRST
+        );
+        assert_eq!(slot.crashes, 1);
+    }
+}

@@ -1,0 +1,171 @@
+//! Forking one worker.
+//!
+//! Workers are forked, not exec'd: they inherit the parsed config and the
+//! bound sockets. Fork copies everything else too, and CLOEXEC does nothing
+//! without exec, so the child tidies up by hand before it serves: it keeps
+//! only stdio, its channel and its generation's listeners (closing the
+//! master's epoll fd, signalfd, lock file, control socket, other workers'
+//! channels and retired listeners), drops privileges, and only then calls
+//! the worker's `run`. The signal mask is left as inherited (all the
+//! master's signals blocked) so no signal is lost before the worker has
+//! its own signalfd; `run` sets the mask it wants.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use baton_shared::channel::Channel;
+use baton_shared::config::{Config, Identity, ListenAddr};
+use nix::unistd::{ForkResult, Pid};
+
+/// A forked worker as the master sees it.
+pub struct Spawned {
+    pub pid: Pid,
+    pub channel: Channel,
+}
+
+/// Forks a worker of `generation` serving `listeners` (address and the
+/// master's fd for it).
+pub fn spawn(
+    config: &Arc<Config>,
+    generation: u64,
+    listeners: &[(ListenAddr, RawFd)],
+) -> std::io::Result<Spawned> {
+    let (master_end, worker_end) = UnixStream::pair()?;
+    let master_pid = std::process::id();
+    // SAFETY: the master is single-threaded (no other thread can hold a lock
+    // the child would need), and the child only tidies fds, drops
+    // privileges and runs the worker, then exits without returning.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { child } => {
+            drop(worker_end);
+            Ok(Spawned {
+                pid: child,
+                channel: Channel::new(master_end)?,
+            })
+        }
+        ForkResult::Child => {
+            // A panic must never unwind into the master's stack frames in the
+            // child; whatever happens, this process ends here.
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                child_main(config, generation, listeners, worker_end, master_pid)
+            }))
+            .unwrap_or(101);
+            // SAFETY: _exit ends the child without running the master's
+            // atexit handlers or flushing buffers it shares with the master.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+fn child_main(
+    config: &Arc<Config>,
+    generation: u64,
+    listeners: &[(ListenAddr, RawFd)],
+    channel: UnixStream,
+    master_pid: u32,
+) -> i32 {
+    baton_shared::logging::set_role_worker();
+    let mut keep: Vec<RawFd> = vec![0, 1, 2, channel.as_raw_fd()];
+    keep.extend(listeners.iter().map(|(_, fd)| *fd));
+    close_all_but(&mut keep);
+
+    if let Err(e) = drop_privileges(config) {
+        log::error!("worker of generation {generation}: {e}; exiting");
+        return 3;
+    }
+    // Set after the credential change: the kernel clears the parent-death
+    // signal when the effective ids change. SIGTERM makes the worker drain.
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
+    }
+    // The master may have died before the prctl took effect.
+    if nix::unistd::getppid().as_raw() as u32 != master_pid {
+        log::warn!("master {master_pid} died while this worker started; exiting");
+        return 1;
+    }
+    let listeners = listeners
+        .iter()
+        .map(|(addr, fd)| baton_worker::Listener {
+            // SAFETY: the fd was inherited from the master and is kept open
+            // by `close_all_but`; from here on this process owns it (the
+            // master's objects for it are never dropped in the child, which
+            // exits without unwinding).
+            fd: unsafe { OwnedFd::from_raw_fd(*fd) },
+            addr: addr.clone(),
+        })
+        .collect();
+    baton_worker::run(baton_worker::Setup {
+        config: Arc::clone(config),
+        generation,
+        listeners,
+        channel,
+    })
+}
+
+/// Closes every fd not in `keep` (which is sorted in place).
+fn close_all_but(keep: &mut [RawFd]) {
+    keep.sort_unstable();
+    let mut next: u32 = 0;
+    for &fd in keep.iter() {
+        let fd = fd as u32;
+        if fd > next {
+            close_range(next, fd - 1);
+        }
+        next = fd + 1;
+    }
+    close_range(next, u32::MAX);
+}
+
+fn close_range(first: u32, last: u32) {
+    // SAFETY: close_range(2) only closes fds; the fds closed here belong to
+    // master objects the child never uses again.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    if rc != 0 {
+        // Kernels before 5.9: close one by one up to the fd limit.
+        let max = nix::unistd::sysconf(nix::unistd::SysconfVar::OPEN_MAX)
+            .ok()
+            .flatten()
+            .unwrap_or(1024) as u32;
+        for fd in first..=last.min(max) {
+            // SAFETY: as above.
+            unsafe { libc::close(fd as i32) };
+        }
+    }
+}
+
+/// setgroups/initgroups, setgid, setuid, then proof that root is gone, and
+/// no_new_privs so no exec could regain it.
+fn drop_privileges(config: &Config) -> Result<(), String> {
+    if let Some(Identity { user, uid, gid, .. }) = &config.identity
+        && nix::unistd::geteuid().is_root()
+    {
+        let gid = nix::unistd::Gid::from_raw(*gid);
+        let uid = nix::unistd::Uid::from_raw(*uid);
+        let name = std::ffi::CString::new(user.as_str())
+            .map_err(|_| format!("user name {user:?} contains a NUL byte"))?;
+        nix::unistd::initgroups(&name, gid)
+            .map_err(|e| format!("initgroups({user}, {gid}) failed: {e}"))?;
+        nix::unistd::setgid(gid).map_err(|e| format!("setgid({gid}) failed: {e}"))?;
+        nix::unistd::setuid(uid).map_err(|e| format!("setuid({uid}) failed: {e}"))?;
+        if !uid.is_root() {
+            if nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_ok()
+                || nix::unistd::geteuid().is_root()
+            {
+                return Err("root privileges could be regained after setuid".into());
+            }
+        } else if !config.run_as_root {
+            return Err("refusing to run a worker as root".into());
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if rc != 0 {
+        return Err(format!(
+            "PR_SET_NO_NEW_PRIVS failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}

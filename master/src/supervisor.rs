@@ -1,0 +1,1067 @@
+//! The master's event loop: signals, the control socket and the workers'
+//! channels in one single-threaded mio loop (so `fork` is always safe), and
+//! the timers of the reload transaction, draining generations, respawns and
+//! stop.
+//!
+//! Every reload, whatever asked for it (signal, `baton -s reload`, later the
+//! admin API), goes through `request_reload`, runs as one transaction at a
+//! time, and ends in one `Outcome` that is logged, recorded for status and
+//! sent to whoever is waiting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use baton_shared::channel::{ToMaster, ToWorker};
+use baton_shared::config::{self, Config, ConfigErrors, Source};
+use mio::net::UnixListener;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::control::{self, status};
+use crate::daemon::Readiness;
+use crate::generation::{CRASH_LOOP, Child, Generation, Phase};
+use crate::listeners::ListenerSet;
+use crate::pidfile::{self, InstanceLock};
+use crate::{notify, signals, spawn};
+
+const SIGNALS: Token = Token(0);
+const CONTROL: Token = Token(1);
+const FIRST_DYNAMIC: usize = 2;
+
+/// Settings given on the command line; they win over the config file, on
+/// start and on every reload.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub pid_file: Option<PathBuf>,
+    pub grace: Option<Duration>,
+}
+
+/// Reads the config from its source and applies the overrides: the one
+/// loading path for start, `-t` and every reload.
+pub fn load_config(source: &Source, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+    let mut config = match source {
+        Source::File(path) => config::load_file(path)?,
+        Source::Embedded => config::load_embedded()?,
+    };
+    if let Some(p) = &overrides.pid_file {
+        config.pid_file = p.clone();
+    }
+    if let Some(g) = overrides.grace {
+        config.grace = g;
+    }
+    Ok(config)
+}
+
+/// How a reload ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Ok { generation: u64, took: Duration },
+    /// The config did not validate: the old generation was not touched.
+    Invalid(String),
+    /// The config was fine but applying it failed (bind, worker start).
+    Failed(String),
+}
+
+impl Outcome {
+    fn exit_status(&self) -> i32 {
+        match self {
+            Outcome::Ok { .. } => status::OK,
+            Outcome::Invalid(_) => status::CONFIG_INVALID,
+            Outcome::Failed(_) => status::APPLY_FAILED,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Outcome::Ok { generation, took } => {
+                format!("ok: generation {generation} serving after {} ms", took.as_millis())
+            }
+            Outcome::Invalid(e) => format!("failed: config invalid: {e}"),
+            Outcome::Failed(e) => format!("failed: {e}"),
+        }
+    }
+}
+
+/// A reload under way: the generation being started and who waits for it.
+struct Reload {
+    generation: u64,
+    started: Instant,
+    waiters: Vec<control::Conn>,
+    /// Listeners bound for it, closed again if it fails.
+    added: Vec<config::ListenAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    /// The first generation is starting; nothing is promised yet.
+    Starting,
+    Running,
+    Stopping { deadline: Instant, fast: bool },
+}
+
+pub struct Master {
+    poll: Poll,
+    signals: SignalFd,
+    control: Option<(UnixListener, PathBuf)>,
+    control_conns: HashMap<Token, control::Conn>,
+    /// `-s stop`/`-s quit` clients, answered by our exit (EOF).
+    stop_waiters: Vec<control::Conn>,
+    listeners: ListenerSet,
+    children: HashMap<Pid, Child>,
+    tokens: HashMap<Token, Pid>,
+    next_token: usize,
+    generations: BTreeMap<u64, Generation>,
+    /// The serving generation (0 before the first is ready).
+    current: u64,
+    next_generation: u64,
+    reload: Option<Reload>,
+    /// Reload requests that came during a reload: served by one more reload
+    /// after it, so a burst of signals gives at most two.
+    pending_reload: Option<Vec<control::Conn>>,
+    last_reload: Option<(SystemTime, Outcome)>,
+    reloads_ok: u64,
+    reloads_failed: u64,
+    restarts: u64,
+    lifecycle: Lifecycle,
+    source: Source,
+    overrides: Overrides,
+    pid_file: PathBuf,
+    _lock: InstanceLock,
+    readiness: Option<Readiness>,
+    started: Instant,
+    /// Set when the first generation could not start: the exit status.
+    startup_failure: Option<String>,
+}
+
+/// What `Master::start` needs, prepared by `lib.rs`.
+pub struct Setup {
+    pub config: Config,
+    pub overrides: Overrides,
+    pub lock: InstanceLock,
+    pub listeners: ListenerSet,
+    pub control: (UnixListener, PathBuf),
+    pub readiness: Option<Readiness>,
+}
+
+impl Master {
+    pub fn new(setup: Setup) -> io::Result<Master> {
+        let poll = Poll::new()?;
+        let mut signals = signals::open().map_err(io::Error::from)?;
+        poll.registry().register(
+            &mut SourceFd(&signals.as_raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
+        let (mut control, control_path) = setup.control;
+        poll.registry()
+            .register(&mut control, CONTROL, Interest::READABLE)?;
+        // Signals that arrived between blocking them and the signalfd are
+        // pending and will be read on the first loop turn.
+        let _ = &mut signals;
+        Ok(Master {
+            poll,
+            signals,
+            control: Some((control, control_path)),
+            control_conns: HashMap::new(),
+            stop_waiters: Vec::new(),
+            listeners: setup.listeners,
+            children: HashMap::new(),
+            tokens: HashMap::new(),
+            next_token: FIRST_DYNAMIC,
+            generations: BTreeMap::new(),
+            current: 0,
+            next_generation: 1,
+            reload: None,
+            pending_reload: None,
+            last_reload: None,
+            reloads_ok: 0,
+            reloads_failed: 0,
+            restarts: 0,
+            lifecycle: Lifecycle::Starting,
+            source: setup.config.source.clone(),
+            overrides: setup.overrides,
+            pid_file: setup.config.pid_file.clone(),
+            _lock: setup.lock,
+            readiness: setup.readiness,
+            started: Instant::now(),
+            startup_failure: None,
+        }
+        .with_first_generation(setup.config))
+    }
+
+    fn with_first_generation(mut self, config: Config) -> Master {
+        let config = Arc::new(config);
+        let number = self.new_generation(&config);
+        self.reload = Some(Reload {
+            generation: number,
+            started: Instant::now(),
+            waiters: Vec::new(),
+            added: Vec::new(),
+        });
+        self
+    }
+
+    /// Runs until the master should exit; returns its exit status.
+    pub fn run(mut self) -> i32 {
+        let mut events = Events::with_capacity(256);
+        loop {
+            if let Some(reason) = self.startup_failure.take() {
+                return self.exit_after_failed_start(&reason);
+            }
+            if matches!(self.lifecycle, Lifecycle::Stopping { .. }) && self.children.is_empty() {
+                return self.exit_stopped();
+            }
+            let now = Instant::now();
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("master event loop failed: {e}; stopping fast");
+                self.begin_stop(true);
+                continue;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => {
+                        for order in signals::drain(&mut self.signals) {
+                            self.on_order(order);
+                        }
+                    }
+                    CONTROL => self.accept_control(),
+                    token if self.control_conns.contains_key(&token) => {
+                        self.on_control_readable(token)
+                    }
+                    token => {
+                        if let Some(&pid) = self.tokens.get(&token) {
+                            self.on_channel(pid);
+                        }
+                    }
+                }
+            }
+            self.on_timers(Instant::now());
+        }
+    }
+
+    // ----- orders -------------------------------------------------------
+
+    fn on_order(&mut self, order: signals::Order) {
+        match order {
+            signals::Order::Reload => self.request_reload(None),
+            signals::Order::GracefulStop => match self.lifecycle {
+                Lifecycle::Stopping { .. } => self.stop_now("second stop signal"),
+                _ => self.begin_stop(false),
+            },
+            signals::Order::FastStop => match self.lifecycle {
+                Lifecycle::Stopping { fast: true, .. } => self.stop_now("second fast stop"),
+                _ => self.begin_stop(true),
+            },
+            signals::Order::ReapChildren => self.reap(),
+            signals::Order::Ignored(sig) => {
+                log::warn!("{sig} (binary upgrade) is not supported yet; ignored")
+            }
+        }
+    }
+
+    // ----- reload transaction -------------------------------------------
+
+    /// The one entry point for every reload request.
+    fn request_reload(&mut self, waiter: Option<control::Conn>) {
+        if let Lifecycle::Stopping { .. } = self.lifecycle {
+            if let Some(mut w) = waiter {
+                w.reply(status::APPLY_FAILED, "reload refused: the server is stopping");
+            }
+            return;
+        }
+        if self.reload.is_some() {
+            let pending = self.pending_reload.get_or_insert_with(Vec::new);
+            pending.extend(waiter);
+            log::info!("reload requested while one is running: queued");
+            return;
+        }
+        self.start_reload(waiter.into_iter().collect());
+    }
+
+    fn start_reload(&mut self, waiters: Vec<control::Conn>) {
+        let started = Instant::now();
+        notify::reloading();
+        log::info!("reloading: reading {}", self.source);
+        let mut config = match load_config(&self.source, &self.overrides) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.finish_reload(Outcome::Invalid(e.to_string()), waiters);
+            }
+        };
+        if config.pid_file != self.pid_file {
+            log::warn!(
+                "pid_file changed to {} in the config; a reload keeps {} (restart to change it)",
+                config.pid_file.display(),
+                self.pid_file.display()
+            );
+            config.pid_file = self.pid_file.clone();
+        }
+        if let Some(path) = &config.error_log
+            && let Err(e) = baton_shared::logging::redirect_stderr_to(path)
+        {
+            log::warn!("cannot reopen error log {}: {e}", path.display());
+        }
+        baton_shared::logging::set_level(&config.log_level);
+        let added = match self.listeners.prepare(&config) {
+            Ok(a) => a,
+            Err(b) => {
+                let msg = config
+                    .error_at(b.listen.pos, format!("cannot bind {}: {}", b.listen.addr, b.error))
+                    .to_string();
+                return self.finish_reload(Outcome::Failed(msg), waiters);
+            }
+        };
+        for addr in &added {
+            log::info!("listening on {addr}");
+        }
+        let config = Arc::new(config);
+        let generation = self.new_generation(&config);
+        self.reload = Some(Reload {
+            generation,
+            started,
+            waiters,
+            added,
+        });
+    }
+
+    /// Creates a generation and forks its workers. A fork failure fails the
+    /// generation (through the usual path, on the next loop turn).
+    fn new_generation(&mut self, config: &Arc<Config>) -> u64 {
+        let number = self.next_generation;
+        self.next_generation += 1;
+        let deadline = Instant::now() + config.worker_ready_timeout;
+        let generation = Generation::new(number, Arc::clone(config), deadline);
+        let slots = generation.slots.len();
+        self.generations.insert(number, generation);
+        log::info!("starting generation {number} with {slots} workers");
+        for slot in 0..slots {
+            if let Err(e) = self.spawn_worker(number, slot) {
+                log::error!("cannot fork a worker of generation {number}: {e}");
+                if let Some(g) = self.generations.get_mut(&number) {
+                    g.deadline = Some(Instant::now());
+                }
+                break;
+            }
+        }
+        number
+    }
+
+    fn spawn_worker(&mut self, generation: u64, slot: usize) -> io::Result<()> {
+        let Some(g) = self.generations.get(&generation) else {
+            return Ok(());
+        };
+        let mut fds = Vec::with_capacity(g.addrs.len());
+        for addr in &g.addrs {
+            match self.listeners.get(addr) {
+                Some(b) => fds.push((addr.clone(), b.fd())),
+                None => {
+                    return Err(io::Error::other(format!("listener {addr} is not bound")));
+                }
+            }
+        }
+        let spawned = spawn::spawn(&g.config, generation, &fds)?;
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        self.poll.registry().register(
+            &mut SourceFd(&spawned.channel.stream().as_raw_fd()),
+            token,
+            Interest::READABLE,
+        )?;
+        log::info!(
+            "forked worker {} (generation {generation}, slot {slot})",
+            spawned.pid
+        );
+        self.tokens.insert(token, spawned.pid);
+        self.children.insert(
+            spawned.pid,
+            Child {
+                pid: spawned.pid,
+                generation,
+                slot,
+                token,
+                channel: Some(spawned.channel),
+                ready: false,
+                draining: false,
+                started: Instant::now(),
+                connections: 0,
+                requests: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Every worker of the starting generation is ready: it becomes the
+    /// serving one and every older one drains.
+    fn commit(&mut self, number: u64) {
+        let Some(g) = self.generations.get_mut(&number) else {
+            return;
+        };
+        g.phase = Phase::Serving;
+        g.deadline = None;
+        let grace = g.config.grace;
+        let keep = g.addrs.clone();
+        self.current = number;
+        // Steer new connections away from removed or moved addresses before
+        // the old generation sweeps their queues.
+        self.listeners.retire_all_but(&keep);
+        let older: Vec<u64> = self
+            .generations
+            .iter()
+            .filter(|(n, g)| **n != number && g.phase == Phase::Serving)
+            .map(|(n, _)| *n)
+            .collect();
+        for old in older {
+            self.drain_generation(old, grace);
+        }
+        let reload = self.reload.take();
+        match self.lifecycle {
+            Lifecycle::Starting => {
+                self.lifecycle = Lifecycle::Running;
+                let pid = std::process::id();
+                if let Err(e) = pidfile::write(&self.pid_file, pid) {
+                    // Everything else is up; a missing pidfile must not be
+                    // silent, but it is not worth dropping the service for.
+                    log::error!("cannot write pidfile {}: {e}", self.pid_file.display());
+                }
+                if let Some(r) = self.readiness.take() {
+                    r.ready();
+                }
+                log::info!("ready: generation {number} serving, master pid {pid}");
+                notify::ready(number);
+            }
+            _ => {
+                if let Some(r) = reload {
+                    let outcome = Outcome::Ok {
+                        generation: number,
+                        took: r.started.elapsed(),
+                    };
+                    self.finish_reload(outcome, r.waiters);
+                }
+            }
+        }
+    }
+
+    fn drain_generation(&mut self, number: u64, grace: Duration) {
+        let Some(g) = self.generations.get_mut(&number) else {
+            return;
+        };
+        g.phase = Phase::Draining;
+        g.deadline = Some(Instant::now() + grace);
+        for s in &mut g.slots {
+            s.respawn_at = None;
+        }
+        log::info!("generation {number} draining (grace {} s)", grace.as_secs_f64());
+        for child in self.children.values_mut() {
+            if child.generation == number {
+                send(child, &ToWorker::Drain);
+            }
+        }
+        self.forget_generation_if_done(number);
+    }
+
+    /// The starting generation failed: kill it, keep the old one serving.
+    fn fail_generation(&mut self, number: u64, reason: String) {
+        let Some(g) = self.generations.remove(&number) else {
+            return;
+        };
+        for child in self.children.values_mut() {
+            if child.generation == number {
+                let _ = kill(child.pid, Signal::SIGKILL);
+            }
+        }
+        let _ = g;
+        let reload = match &self.reload {
+            Some(r) if r.generation == number => self.reload.take(),
+            _ => None,
+        };
+        if let Some(r) = &reload {
+            self.listeners.close(&r.added);
+        }
+        let reason = format!("generation {number} failed to start: {reason}");
+        match self.lifecycle {
+            Lifecycle::Starting => self.startup_failure = Some(reason),
+            _ => {
+                let waiters = reload.map(|r| r.waiters).unwrap_or_default();
+                self.finish_reload(Outcome::Failed(reason), waiters);
+            }
+        }
+    }
+
+    fn finish_reload(&mut self, outcome: Outcome, waiters: Vec<control::Conn>) {
+        match &outcome {
+            Outcome::Ok { .. } => {
+                self.reloads_ok += 1;
+                log::info!("reload {}", outcome.describe());
+            }
+            _ => {
+                self.reloads_failed += 1;
+                log::error!(
+                    "reload {}; generation {} keeps serving",
+                    outcome.describe(),
+                    self.current
+                );
+            }
+        }
+        let code = outcome.exit_status();
+        let text = match &outcome {
+            Outcome::Ok { generation, took } => {
+                format!("reloaded: generation {generation} in {} ms", took.as_millis())
+            }
+            Outcome::Invalid(e) => e.clone(),
+            Outcome::Failed(e) => e.clone(),
+        };
+        for mut w in waiters {
+            w.reply(code, &text);
+        }
+        self.last_reload = Some((SystemTime::now(), outcome));
+        notify::ready(self.current);
+        if let Some(next) = self.pending_reload.take()
+            && !matches!(self.lifecycle, Lifecycle::Stopping { .. })
+        {
+            self.start_reload(next);
+        }
+    }
+
+    // ----- children -----------------------------------------------------
+
+    fn on_channel(&mut self, pid: Pid) {
+        let Some(child) = self.children.get_mut(&pid) else {
+            return;
+        };
+        let Some(channel) = child.channel.as_mut() else {
+            return;
+        };
+        let result = channel.receive::<ToMaster>();
+        let eof = channel.eof();
+        let failed = result.is_err();
+        let mut became_ready = false;
+        match result {
+            Ok(messages) => {
+                for m in messages {
+                    match m {
+                        ToMaster::Ready => {
+                            if !child.ready {
+                                child.ready = true;
+                                became_ready = true;
+                            }
+                        }
+                        ToMaster::Stats {
+                            connections,
+                            requests,
+                        } => {
+                            child.connections = connections;
+                            child.requests = requests;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                log::error!("worker {pid}: {e}; killing it");
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+        if eof || failed {
+            self.close_channel(pid);
+        }
+        if became_ready {
+            let generation = child_generation(&self.children, pid);
+            self.on_ready(pid, generation);
+        }
+    }
+
+    fn close_channel(&mut self, pid: Pid) {
+        if let Some(child) = self.children.get_mut(&pid)
+            && let Some(ch) = child.channel.take()
+        {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&ch.stream().as_raw_fd()));
+            self.tokens.remove(&child.token);
+        }
+    }
+
+    fn on_ready(&mut self, pid: Pid, generation: u64) {
+        let Some(g) = self.generations.get(&generation) else {
+            return;
+        };
+        match g.phase {
+            Phase::Starting => {
+                let ready = self
+                    .children
+                    .values()
+                    .filter(|c| c.generation == generation && c.ready)
+                    .count();
+                if ready == g.slots.len() {
+                    self.commit(generation);
+                }
+            }
+            Phase::Serving => log::info!("worker {pid} (generation {generation}) ready"),
+            Phase::Draining => {
+                // Raced with the drain order: it was sent before Ready.
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    self.on_child_exit(pid, format!("exited with status {code}"), code == 0)
+                }
+                Ok(WaitStatus::Signaled(pid, sig, core)) => self.on_child_exit(
+                    pid,
+                    format!(
+                        "was killed by {sig}{}",
+                        if core { " (core dumped)" } else { "" }
+                    ),
+                    false,
+                ),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    fn on_child_exit(&mut self, pid: Pid, how: String, clean: bool) {
+        self.close_channel(pid);
+        let Some(child) = self.children.remove(&pid) else {
+            log::info!("process {pid} {how}");
+            return;
+        };
+        let number = child.generation;
+        let phase = self.generations.get(&number).map(|g| g.phase);
+        let stopping = matches!(self.lifecycle, Lifecycle::Stopping { .. });
+        match phase {
+            Some(Phase::Draining) => {
+                let line = format!("worker {pid} (generation {number}) {how} after draining");
+                if clean {
+                    log::info!("{line}");
+                } else {
+                    log::warn!("{line}");
+                }
+                self.forget_generation_if_done(number);
+            }
+            Some(Phase::Starting) => {
+                log::error!("worker {pid} (generation {number}) {how} before it was ready");
+                self.fail_generation(number, format!("worker {pid} {how} before it was ready"));
+            }
+            Some(Phase::Serving) if !stopping => {
+                let now = Instant::now();
+                let lived = now.duration_since(child.started);
+                let Some(g) = self.generations.get_mut(&number) else {
+                    return;
+                };
+                let slot = &mut g.slots[child.slot];
+                let delay = slot.record_crash(lived, now);
+                self.restarts += 1;
+                let crashes = slot.crashes;
+                if crashes >= CRASH_LOOP {
+                    log::error!(
+                        "worker {pid} (generation {number}, slot {}) {how}; crash loop: {crashes} \
+                         deaths in a row, next restart in {} ms",
+                        child.slot,
+                        delay.as_millis()
+                    );
+                } else {
+                    log::warn!(
+                        "worker {pid} (generation {number}, slot {}) {how}; restarting it in {} ms",
+                        child.slot,
+                        delay.as_millis()
+                    );
+                }
+            }
+            _ => {
+                log::info!("worker {pid} (generation {number}) {how}");
+                if phase.is_some() {
+                    self.forget_generation_if_done(number);
+                }
+            }
+        }
+    }
+
+    /// Drops a draining (or, when stopping, any) generation with no worker
+    /// left, and closes the listeners nobody holds any more.
+    fn forget_generation_if_done(&mut self, number: u64) {
+        let stopping = matches!(self.lifecycle, Lifecycle::Stopping { .. });
+        let Some(g) = self.generations.get(&number) else {
+            return;
+        };
+        if !(g.phase == Phase::Draining || stopping) {
+            return;
+        }
+        if self.children.values().any(|c| c.generation == number) {
+            return;
+        }
+        self.generations.remove(&number);
+        log::info!("generation {number} has ended");
+        let in_use: Vec<_> = self
+            .generations
+            .values()
+            .flat_map(|g| g.addrs.iter().cloned())
+            .collect();
+        self.listeners.close_unused(&in_use);
+    }
+
+    // ----- stop ---------------------------------------------------------
+
+    fn begin_stop(&mut self, fast: bool) {
+        let grace = self
+            .generations
+            .get(&self.current)
+            .map(|g| g.config.grace)
+            .unwrap_or(Duration::from_secs(10));
+        // A fast stop still gives workers a moment to exit by themselves.
+        let wait = if fast { Duration::from_secs(2) } else { grace };
+        self.lifecycle = Lifecycle::Stopping {
+            deadline: Instant::now() + wait,
+            fast,
+        };
+        notify::stopping();
+        log::info!(
+            "{} stop: {} workers",
+            if fast { "fast" } else { "graceful" },
+            self.children.len()
+        );
+        if let Some(r) = self.reload.take() {
+            self.listeners.close(&r.added);
+            for mut w in r.waiters {
+                w.reply(status::APPLY_FAILED, "reload abandoned: the server is stopping");
+            }
+        }
+        for mut w in self.pending_reload.take().unwrap_or_default() {
+            w.reply(status::APPLY_FAILED, "reload abandoned: the server is stopping");
+        }
+        for g in self.generations.values_mut() {
+            g.phase = Phase::Draining;
+            for s in &mut g.slots {
+                s.respawn_at = None;
+            }
+        }
+        let order = if fast { ToWorker::Stop } else { ToWorker::Drain };
+        for child in self.children.values_mut() {
+            send(child, &order);
+        }
+    }
+
+    /// Kills every worker now (second stop signal, or the deadline).
+    fn stop_now(&mut self, why: &str) {
+        log::warn!("{why}: killing {} workers now", self.children.len());
+        if !matches!(self.lifecycle, Lifecycle::Stopping { .. }) {
+            self.begin_stop(true);
+        }
+        for child in self.children.values() {
+            let _ = kill(child.pid, Signal::SIGKILL);
+        }
+        if let Lifecycle::Stopping { fast, .. } = self.lifecycle {
+            // Reaping follows by SIGCHLD; no further deadline is needed.
+            self.lifecycle = Lifecycle::Stopping {
+                deadline: Instant::now() + Duration::from_secs(3600),
+                fast,
+            };
+        }
+    }
+
+    fn exit_stopped(mut self) -> i32 {
+        pidfile::remove_if_ours(&self.pid_file, std::process::id());
+        self.listeners.close_all();
+        if let Some((_, path)) = self.control.take() {
+            let _ = std::fs::remove_file(&path);
+        }
+        log::info!("stopped");
+        // Dropping `self` closes the stop waiters' connections: their
+        // `baton -s stop` returns now.
+        0
+    }
+
+    fn exit_after_failed_start(mut self, reason: &str) -> i32 {
+        log::error!("{reason}");
+        // Nothing may stay listening: wait for the killed workers.
+        for child in self.children.values() {
+            let _ = kill(child.pid, Signal::SIGKILL);
+            let _ = waitpid(child.pid, None);
+        }
+        self.listeners.close_all();
+        if let Some((_, path)) = self.control.take() {
+            let _ = std::fs::remove_file(&path);
+        }
+        if let Some(r) = self.readiness.take() {
+            r.failed(reason);
+        }
+        1
+    }
+
+    // ----- control socket -----------------------------------------------
+
+    fn accept_control(&mut self) {
+        let Some((listener, _)) = self.control.as_ref() else {
+            return;
+        };
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    let mut conn = control::Conn::new(stream);
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut conn.stream, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        self.control_conns.insert(token, conn);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("control socket accept failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_control_readable(&mut self, token: Token) {
+        let Some(conn) = self.control_conns.get_mut(&token) else {
+            return;
+        };
+        let command = match conn.read_command() {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(_) => {
+                if let Some(mut c) = self.control_conns.remove(&token) {
+                    let _ = self.poll.registry().deregister(&mut c.stream);
+                }
+                return;
+            }
+        };
+        let Some(mut conn) = self.control_conns.remove(&token) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        match command.as_str() {
+            "reload" => self.request_reload(Some(conn)),
+            "status" => {
+                let text = self.status_text();
+                conn.reply(status::OK, &text);
+            }
+            "stop" | "quit" => {
+                conn.reply(status::OK, "");
+                self.stop_waiters.push(conn);
+                match self.lifecycle {
+                    Lifecycle::Stopping { .. } if command == "stop" => {
+                        self.stop_now("second fast stop")
+                    }
+                    Lifecycle::Stopping { .. } => {}
+                    _ => self.begin_stop(command == "stop"),
+                }
+            }
+            other => conn.reply(
+                status::APPLY_FAILED,
+                &format!("unknown command {other:?} (try reload, status, stop, quit)"),
+            ),
+        }
+    }
+
+    /// `baton -s status`: one `key: value` line each, workers one per line.
+    fn status_text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let state = match self.lifecycle {
+            Lifecycle::Starting => "starting",
+            Lifecycle::Running => "running",
+            Lifecycle::Stopping { .. } => "stopping",
+        };
+        let _ = writeln!(s, "pid: {}", std::process::id());
+        let _ = writeln!(s, "state: {state}");
+        let _ = writeln!(s, "config: {}", self.source);
+        let _ = writeln!(s, "uptime: {}s", self.started.elapsed().as_secs());
+        let _ = writeln!(s, "generation: {}", self.current);
+        let generations: Vec<String> = self
+            .generations
+            .values()
+            .map(|g| format!("{} {}", g.number, g.phase.name()))
+            .collect();
+        let _ = writeln!(s, "generations: {}", generations.join(", "));
+        let mut children: Vec<&Child> = self.children.values().collect();
+        children.sort_by_key(|c| (c.generation, c.slot, c.pid.as_raw()));
+        for c in children {
+            let _ = writeln!(
+                s,
+                "worker: pid={} generation={} slot={} state={} connections={} requests={}",
+                c.pid,
+                c.generation,
+                c.slot,
+                c.state(),
+                c.connections,
+                c.requests
+            );
+        }
+        let _ = writeln!(s, "restarts: {}", self.restarts);
+        let looping: Vec<String> = self
+            .generations
+            .get(&self.current)
+            .map(|g| {
+                g.slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.crashes >= CRASH_LOOP && s.respawn_at.is_some())
+                    .map(|(i, s)| format!("slot {i} ({} crashes)", s.crashes))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "crash_loop: {}",
+            if looping.is_empty() {
+                "no".to_string()
+            } else {
+                looping.join(", ")
+            }
+        );
+        let _ = writeln!(
+            s,
+            "reloads: {} ok, {} failed",
+            self.reloads_ok, self.reloads_failed
+        );
+        match &self.last_reload {
+            None => {
+                let _ = writeln!(s, "last_reload: none");
+            }
+            Some((at, outcome)) => {
+                let ago = at.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+                // Multi-line errors stay on one status line.
+                let text = outcome.describe().replace('\n', " | ");
+                let _ = writeln!(s, "last_reload: {text} ({ago}s ago)");
+            }
+        }
+        s
+    }
+
+    // ----- timers -------------------------------------------------------
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for g in self.generations.values() {
+            consider(g.deadline);
+            for s in &g.slots {
+                consider(s.respawn_at);
+            }
+        }
+        if let Lifecycle::Stopping { deadline, .. } = self.lifecycle {
+            consider(Some(deadline));
+        }
+        next
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        let mut expired_starting = Vec::new();
+        let mut expired_draining = Vec::new();
+        let mut respawns = Vec::new();
+        for (n, g) in &mut self.generations {
+            match (g.phase, g.deadline) {
+                (Phase::Starting, Some(d)) if d <= now => expired_starting.push(*n),
+                (Phase::Draining, Some(d)) if d <= now => {
+                    g.deadline = None;
+                    expired_draining.push((*n, g.config.grace));
+                }
+                _ => {}
+            }
+            if g.phase == Phase::Serving {
+                for (i, s) in g.slots.iter_mut().enumerate() {
+                    if s.respawn_at.is_some_and(|t| t <= now) {
+                        s.respawn_at = None;
+                        respawns.push((*n, i));
+                    }
+                }
+            }
+        }
+        for n in expired_starting {
+            let timeout = self
+                .generations
+                .get(&n)
+                .map(|g| g.config.worker_ready_timeout)
+                .unwrap_or_default();
+            let missing = self
+                .children
+                .values()
+                .filter(|c| c.generation == n && !c.ready)
+                .count();
+            self.fail_generation(
+                n,
+                format!(
+                    "{missing} worker(s) not ready within {} ms (worker_ready_timeout)",
+                    timeout.as_millis()
+                ),
+            );
+        }
+        for (n, grace) in expired_draining {
+            let left: Vec<Pid> = self
+                .children
+                .values()
+                .filter(|c| c.generation == n)
+                .map(|c| c.pid)
+                .collect();
+            if !left.is_empty() {
+                log::warn!(
+                    "generation {n}: {} workers still draining after the grace period ({} s); killing them",
+                    left.len(),
+                    grace.as_secs_f64()
+                );
+            }
+            for pid in left {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+        for (n, slot) in respawns {
+            if let Err(e) = self.spawn_worker(n, slot) {
+                log::error!("cannot fork a replacement worker for generation {n}: {e}");
+                if let Some(g) = self.generations.get_mut(&n) {
+                    let s = &mut g.slots[slot];
+                    s.record_crash(Duration::ZERO, now);
+                }
+            }
+        }
+        if let Lifecycle::Stopping { deadline, .. } = self.lifecycle
+            && deadline <= now
+            && !self.children.is_empty()
+        {
+            self.stop_now("stop deadline reached");
+        }
+    }
+}
+
+fn send(child: &mut Child, msg: &ToWorker) {
+    if msg == &ToWorker::Drain {
+        child.draining = true;
+    }
+    if let Some(ch) = child.channel.as_mut()
+        && let Err(e) = ch.send(msg)
+    {
+        log::debug!("cannot send {msg:?} to worker {}: {e}", child.pid);
+    }
+}
+
+fn child_generation(children: &HashMap<Pid, Child>, pid: Pid) -> u64 {
+    children.get(&pid).map(|c| c.generation).unwrap_or(0)
+}
