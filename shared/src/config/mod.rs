@@ -2,12 +2,45 @@
 //!
 //! `-t`, start and reload all go through `load_file` (or `load_embedded`),
 //! so they accept and refuse exactly the same configs with the same text.
+//!
+//! Loading goes in three steps, each collecting every error it finds:
+//!
+//! 1. `parse::syntax`: the TOML syntax (toml's own messages).
+//! 2. `parse::read`: keys and value types and forms (durations, listen
+//!    addresses, host names), with defaults filled in and relative paths
+//!    resolved against the config file's directory.
+//! 3. `validate::check`: what spans sites (an address listed twice, two
+//!    sites claiming one host name on one address) and what needs the system
+//!    (the root exists, a listen IP is this machine's, users exist), without
+//!    side effects.
+//!
+//! Who workers run as: when the master is root, `user` (default "nobody")
+//! and `group` (default that user's primary group); a user with uid 0 needs
+//! `run_as_root = true`. When the master is not root it cannot switch user,
+//! so there is no identity (`user` and `group` must still exist, and a
+//! `user` other than the invoking one gets a warning).
+//!
+//! Errors read `FILE:LINE:COL: message`, in file order.
 
+mod duration;
+mod listen;
+mod locate;
 mod model;
+mod parse;
+mod suggest;
+mod validate;
+
+#[cfg(test)]
+mod tests;
 
 pub use model::*;
 
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use locate::{Errors, LineIndex};
+use validate::System;
 
 /// The default config used when no `-c` is given: a sample site on
 /// 127.0.0.1:8080 that needs no root.
@@ -16,18 +49,133 @@ pub const EMBEDDED: &str = include_str!("default.toml");
 /// Reads, parses and validates a config file. `path` may be relative; the
 /// `Config` records it absolute.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
-    let _ = path;
-    unimplemented!("being written")
+    let (abs, text) = read(path)?;
+    let base = dir_of(&abs);
+    load_text(&text, Source::File(abs), &base, &System::current())
 }
 
 /// Parses and validates the embedded default config.
 pub fn load_embedded() -> Result<Config, ConfigErrors> {
-    unimplemented!("being written")
+    let repo = normalize(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")));
+    let sample = repo.join("sample-site");
+    // Into a TOML basic string.
+    let quoted = sample
+        .to_string_lossy()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    let text = EMBEDDED.replace("@SAMPLE_ROOT@", &quoted);
+    load_text(&text, Source::Embedded, &repo, &System::current())
 }
 
 /// Just the pid_file a config names (or the default one), reading only as much
 /// as needed, for `baton -s` to find the running master.
+///
+/// Only the TOML syntax and `pid_file` itself are checked: a mistake
+/// elsewhere in the file must not keep `-s reload` from finding the master
+/// (that reload will then report it).
 pub fn pid_file_of(path: Option<&Path>) -> Result<PathBuf, ConfigErrors> {
-    let _ = path;
-    unimplemented!("being written")
+    let Some(path) = path else {
+        return Ok(default_pid_file());
+    };
+    let (abs, text) = read(path)?;
+    let mut errs = Errors::new(Source::File(abs.clone()).to_string(), &text);
+    let pid_file = parse::syntax(&text, &mut errs)
+        .and_then(|table| parse::pid_file(&table, &dir_of(&abs), &mut errs));
+    errs.finish()?;
+    Ok(pid_file.unwrap_or_else(default_pid_file))
+}
+
+/// A duration as the config writes it (`"30s"`, `"500ms"`, `"1m30s"`, or a
+/// number of seconds), for command-line options that take one.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    duration::parse(text)
+}
+
+/// Where the pidfile goes when the config does not say: `/run/baton.pid`
+/// for root, else `$XDG_RUNTIME_DIR/baton.pid` (if set and absolute), else
+/// `/tmp/baton-UID.pid`.
+pub fn default_pid_file() -> PathBuf {
+    default_pid_file_for(
+        nix::unistd::geteuid().as_raw(),
+        std::env::var_os("XDG_RUNTIME_DIR"),
+    )
+}
+
+fn default_pid_file_for(euid: u32, xdg_runtime_dir: Option<OsString>) -> PathBuf {
+    if euid == 0 {
+        return PathBuf::from("/run/baton.pid");
+    }
+    match xdg_runtime_dir.map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir.join("baton.pid"),
+        _ => PathBuf::from(format!("/tmp/baton-{euid}.pid")),
+    }
+}
+
+/// Parses and validates config text. `base` is the directory relative paths
+/// are resolved against.
+fn load_text(
+    text: &str,
+    source: Source,
+    base: &Path,
+    sys: &System,
+) -> Result<Config, ConfigErrors> {
+    let mut errs = Errors::new(source.to_string(), text);
+    let config = parse::syntax(text, &mut errs).map(|table| {
+        let raw = parse::read(&table, base, &mut errs);
+        validate::check(raw, source, sys, &mut errs)
+    });
+    errs.finish()?;
+    // `syntax` gives no table only after recording an error, so `finish`
+    // returned it; this is never an empty error list.
+    config.ok_or_else(|| ConfigErrors(Vec::new()))
+}
+
+/// The absolute path of the config and its text.
+fn read(path: &Path) -> Result<(PathBuf, String), ConfigErrors> {
+    let fail = |file: &Path, pos: Pos, message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: file.display().to_string(),
+            pos,
+            message,
+        }])
+    };
+    let abs = std::path::absolute(path)
+        .map_err(|e| fail(path, Pos::default(), format!("cannot read config: {e}")))?;
+    let bytes = std::fs::read(&abs)
+        .map_err(|e| fail(&abs, Pos::default(), format!("cannot read config: {e}")))?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok((abs, text)),
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let prefix = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or_default();
+            let pos = LineIndex::new(prefix).pos(valid);
+            Err(fail(
+                &abs,
+                pos,
+                "invalid UTF-8: a config must be UTF-8 text".into(),
+            ))
+        }
+    }
+}
+
+/// The directory of an absolute file path.
+fn dir_of(file: &Path) -> PathBuf {
+    file.parent().unwrap_or(Path::new("/")).to_path_buf()
+}
+
+/// `path` without `.` and `..` components, lexically.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }

@@ -36,6 +36,8 @@ impl fmt::Display for Source {
 }
 
 /// One error in a config, always with its place: `FILE:LINE:COL: message`.
+/// A `pos.line` of 0 means the whole file (it could not be read) and shows as
+/// `FILE: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: String,
@@ -45,6 +47,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Line 0: the error is about the file as a whole (it cannot be read)
+        // or about a default that was not written anywhere.
+        if self.pos.line == 0 {
+            return write!(f, "{}: {}", self.file, self.message);
+        }
         write!(
             f,
             "{}:{}:{}: {}",

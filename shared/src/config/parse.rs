@@ -1,0 +1,666 @@
+//! TOML text → `Raw`: every key known, every value of the right type and
+//! form, with its position. Nothing here looks at the system; that is
+//! `validate`'s job.
+//!
+//! The TOML is walked as a `DeTable` (which keeps the byte span of every key
+//! and value) rather than deserialised with serde, so that every error can
+//! point at the exact key or value and all of them can be reported at once.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeArray, DeInteger, DeTable, DeValue};
+
+use super::duration;
+use super::listen;
+use super::locate::Errors;
+use super::model::{Listen, ListenAddr, Pos};
+use super::suggest;
+
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "user",
+    "group",
+    "run_as_root",
+    "workers",
+    "pid_file",
+    "grace",
+    "error_log",
+    "log_level",
+    "worker_ready_timeout",
+    "drain_linger",
+    "keepalive_timeout",
+    "header_timeout",
+    "site",
+];
+pub(crate) const SITE_KEYS: &[&str] = &["listen", "names", "root", "index"];
+pub(crate) const LISTEN_KEYS: &[&str] = &["address", "backlog", "mode"];
+pub(crate) const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+
+pub(crate) const MAX_WORKERS: i64 = 1024;
+pub(crate) const DEFAULT_BACKLOG: i32 = 511;
+pub(crate) const DEFAULT_MODE: u32 = 0o666;
+
+/// A value and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct At<T> {
+    pub value: T,
+    pub pos: Pos,
+}
+
+/// The config as written, checked for form but not against the system.
+/// Defaults are filled in; a value in error is left at its default (the
+/// error is already recorded) so checking can go on.
+#[derive(Debug)]
+pub(crate) struct Raw {
+    pub user: Option<At<String>>,
+    pub group: Option<At<String>>,
+    pub run_as_root: bool,
+    pub workers: usize,
+    /// Absolute (resolved against the config's directory).
+    pub pid_file: Option<At<PathBuf>>,
+    pub grace: Duration,
+    pub error_log: Option<At<PathBuf>>,
+    pub log_level: String,
+    pub worker_ready_timeout: Duration,
+    pub drain_linger: Duration,
+    pub keepalive_timeout: Duration,
+    pub header_timeout: Duration,
+    pub sites: Vec<RawSite>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawSite {
+    /// The `[[site]]` header.
+    pub pos: Pos,
+    pub listen: Vec<Listen>,
+    /// Lowercased.
+    pub names: Vec<At<String>>,
+    /// Absolute. `None` if missing or in error.
+    pub root: Option<At<PathBuf>>,
+    pub index: Vec<String>,
+}
+
+/// Parses the TOML syntax. `None` after recording the first syntax error
+/// in the file: a half-parsed document is not worth checking further.
+///
+/// Only the first error, because the parser's recovery makes the ones after
+/// it mostly echoes of it (a missing `]` gives five errors on the next
+/// line). The first in the file, not the first the parser reports, which may
+/// be a later one.
+pub(crate) fn syntax<'t>(text: &'t str, errs: &mut Errors<'_>) -> Option<DeTable<'t>> {
+    let (table, syntax_errors) = DeTable::parse_recoverable(text);
+    let Some(first) = syntax_errors
+        .iter()
+        .min_by_key(|e| e.span().map_or(0, |s| s.start))
+    else {
+        return Some(table.into_inner());
+    };
+    let span = first.span().unwrap_or(0..0);
+    // toml's message may go on over several lines; the first says it.
+    let message = first.message().lines().next().unwrap_or("invalid TOML");
+    errs.at_span(&span, message);
+    None
+}
+
+/// Reads the whole top-level table. `base` is the directory relative paths
+/// are resolved against.
+pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> Raw {
+    let mut r = Reader { base, errs };
+    let mut raw = Raw {
+        user: None,
+        group: None,
+        run_as_root: false,
+        workers: auto_workers(),
+        pid_file: None,
+        grace: Duration::from_secs(30),
+        error_log: None,
+        log_level: "info".to_owned(),
+        worker_ready_timeout: Duration::from_secs(10),
+        drain_linger: Duration::from_secs(1),
+        keepalive_timeout: Duration::from_secs(75),
+        header_timeout: Duration::from_secs(30),
+        sites: Vec::new(),
+    };
+    let mut have_site = false;
+    for (key, value) in table.iter() {
+        let name: &str = key.get_ref();
+        match name {
+            "user" => raw.user = r.name(name, value, "user"),
+            "group" => raw.group = r.name(name, value, "group"),
+            "run_as_root" => {
+                if let Some(b) = r.boolean(name, value) {
+                    raw.run_as_root = b;
+                }
+            }
+            "workers" => {
+                if let Some(n) = r.workers(value) {
+                    raw.workers = n;
+                }
+            }
+            "pid_file" => raw.pid_file = r.path(name, value),
+            "error_log" => raw.error_log = r.path(name, value),
+            "log_level" => {
+                if let Some(level) = r.log_level(value) {
+                    raw.log_level = level;
+                }
+            }
+            "grace" => r.duration(name, value, false, &mut raw.grace),
+            "worker_ready_timeout" => r.duration(name, value, true, &mut raw.worker_ready_timeout),
+            "drain_linger" => r.duration(name, value, false, &mut raw.drain_linger),
+            "keepalive_timeout" => r.duration(name, value, false, &mut raw.keepalive_timeout),
+            "header_timeout" => r.duration(name, value, true, &mut raw.header_timeout),
+            "site" => {
+                have_site = true;
+                raw.sites = r.sites(value);
+            }
+            _ => {
+                let mut message = suggest::unknown_key(name, TOP_KEYS);
+                if SITE_KEYS.contains(&name) {
+                    message = format!(
+                        "unknown key {name:?} at the top level: it belongs in a [[site]] table"
+                    );
+                }
+                r.errs.at_span(&key.span(), message);
+            }
+        }
+    }
+    if !have_site {
+        r.errs.at(
+            Pos { line: 1, col: 1 },
+            "no [[site]] in the config: nothing to serve",
+        );
+    }
+    raw
+}
+
+/// Just `pid_file`, resolved, if the table has one (for `baton -s`).
+pub(crate) fn pid_file(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> Option<PathBuf> {
+    let value = table.get("pid_file")?;
+    let mut r = Reader { base, errs };
+    r.path("pid_file", value).map(|at| at.value)
+}
+
+/// The CPU count, for `workers = "auto"`.
+fn auto_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(MAX_WORKERS as usize)
+}
+
+type Value<'t> = Spanned<DeValue<'t>>;
+
+struct Reader<'a, 'e, 'l> {
+    base: &'a Path,
+    errs: &'e mut Errors<'l>,
+}
+
+impl Reader<'_, '_, '_> {
+    fn pos(&self, value: &Value<'_>) -> Pos {
+        self.errs.pos(&value.span())
+    }
+
+    /// `"KEY" must be EXPECTED, not VALUE`, at the value.
+    fn wrong(&mut self, key: &str, value: &Value<'_>, expected: &str) {
+        let message = format!(
+            "{key:?} must be {expected}, not {}",
+            describe(value.get_ref())
+        );
+        self.errs.at_span(&value.span(), message);
+    }
+
+    fn string<'v>(&mut self, key: &str, value: &'v Value<'_>, expected: &str) -> Option<&'v str> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(s),
+            _ => {
+                self.wrong(key, value, expected);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, value: &Value<'_>) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong(key, value, "true or false");
+                None
+            }
+        }
+    }
+
+    /// A user or group name.
+    fn name(&mut self, key: &str, value: &Value<'_>, what: &str) -> Option<At<String>> {
+        let expected = format!("a {what} name");
+        let s = self.string(key, value, &expected)?;
+        if s.is_empty() || s.contains(['\0', ':', '\n']) {
+            self.wrong(key, value, &expected);
+            return None;
+        }
+        Some(At {
+            value: s.to_owned(),
+            pos: self.pos(value),
+        })
+    }
+
+    /// A path, resolved against the config's directory.
+    fn path(&mut self, key: &str, value: &Value<'_>) -> Option<At<PathBuf>> {
+        let expected = "a path";
+        let s = self.string(key, value, expected)?;
+        if s.is_empty() || s.contains('\0') {
+            self.wrong(key, value, expected);
+            return None;
+        }
+        Some(At {
+            value: resolve(self.base, s),
+            pos: self.pos(value),
+        })
+    }
+
+    fn workers(&mut self, value: &Value<'_>) -> Option<usize> {
+        let n = match value.get_ref() {
+            DeValue::String(s) if s.as_ref() == "auto" => return Some(auto_workers()),
+            DeValue::Integer(i) => integer(i),
+            _ => None,
+        };
+        match n {
+            Some(n @ 1..=MAX_WORKERS) => usize::try_from(n).ok(),
+            _ => {
+                let expected = format!("\"auto\" or a whole number from 1 to {MAX_WORKERS}");
+                self.wrong("workers", value, &expected);
+                None
+            }
+        }
+    }
+
+    fn log_level(&mut self, value: &Value<'_>) -> Option<String> {
+        if let DeValue::String(s) = value.get_ref() {
+            let lower = s.to_ascii_lowercase();
+            if LOG_LEVELS.contains(&lower.as_str()) {
+                return Some(lower);
+            }
+        }
+        let expected = format!("one of {}", LOG_LEVELS.join(", "));
+        self.wrong("log_level", value, &expected);
+        None
+    }
+
+    /// Sets `*out` if `value` is a duration (more than zero if `nonzero`).
+    fn duration(&mut self, key: &str, value: &Value<'_>, nonzero: bool, out: &mut Duration) {
+        let d = match value.get_ref() {
+            DeValue::String(s) => duration::parse(s),
+            DeValue::Integer(i) => integer(i)
+                .and_then(|n| u64::try_from(n).ok())
+                .map(Duration::from_secs),
+            _ => None,
+        };
+        match d {
+            Some(d) if nonzero && d.is_zero() => {
+                let message = format!("{key:?} must be more than 0");
+                self.errs.at_span(&value.span(), message);
+            }
+            Some(d) => *out = d,
+            None => self.wrong(key, value, "a duration like \"30s\" or \"500ms\""),
+        }
+    }
+
+    fn sites(&mut self, value: &Value<'_>) -> Vec<RawSite> {
+        let expected = "an array of tables, written [[site]]";
+        let DeValue::Array(array) = value.get_ref() else {
+            self.wrong("site", value, expected);
+            return Vec::new();
+        };
+        if array.is_empty() {
+            self.errs
+                .at_span(&value.span(), "no [[site]] in the config: nothing to serve");
+        }
+        let mut sites = Vec::new();
+        for item in array.iter() {
+            match item.get_ref() {
+                DeValue::Table(t) => sites.push(self.site(self.pos(item), t)),
+                _ => self.wrong("site", item, expected),
+            }
+        }
+        sites
+    }
+
+    fn site(&mut self, pos: Pos, table: &DeTable<'_>) -> RawSite {
+        let mut site = RawSite {
+            pos,
+            listen: Vec::new(),
+            names: Vec::new(),
+            root: None,
+            index: vec!["index.html".to_owned()],
+        };
+        let mut have_listen = false;
+        // Required keys an unknown key was taken for ("rot": "root"), so
+        // they are not reported missing as well.
+        let mut misspelt: Vec<&str> = Vec::new();
+        for (key, value) in table.iter() {
+            let name: &str = key.get_ref();
+            match name {
+                "listen" => {
+                    have_listen = true;
+                    site.listen = self.listens(value);
+                }
+                "names" => site.names = self.names(value),
+                "root" => site.root = self.path(name, value),
+                "index" => {
+                    if let Some(index) = self.index(value) {
+                        site.index = index;
+                    }
+                }
+                _ => {
+                    misspelt.extend(suggest::closest(name, SITE_KEYS));
+                    let mut message = suggest::unknown_key(name, SITE_KEYS);
+                    if TOP_KEYS.contains(&name) {
+                        message = format!(
+                            "unknown key {name:?} in a [[site]]: \
+                             top-level keys go before the first [[site]]"
+                        );
+                    }
+                    self.errs.at_span(&key.span(), message);
+                }
+            }
+        }
+        if !have_listen && !misspelt.contains(&"listen") {
+            self.errs.at(
+                pos,
+                "this [[site]] has no \"listen\" (for example listen = [\"127.0.0.1:8080\"])",
+            );
+        }
+        if !table.contains_key("root") && !misspelt.contains(&"root") {
+            self.errs.at(
+                pos,
+                "this [[site]] has no \"root\" (the directory to serve)",
+            );
+        }
+        site
+    }
+
+    fn array<'v, 't>(
+        &mut self,
+        key: &str,
+        value: &'v Value<'t>,
+        expected: &str,
+    ) -> Option<&'v DeArray<'t>> {
+        match value.get_ref() {
+            DeValue::Array(a) => Some(a),
+            _ => {
+                self.wrong(key, value, expected);
+                None
+            }
+        }
+    }
+
+    fn listens(&mut self, value: &Value<'_>) -> Vec<Listen> {
+        let expected = "an array of addresses like [\"127.0.0.1:8080\"]";
+        let Some(array) = self.array("listen", value, expected) else {
+            return Vec::new();
+        };
+        if array.is_empty() {
+            self.errs.at_span(
+                &value.span(),
+                "\"listen\" must list at least one address, like [\"127.0.0.1:8080\"]",
+            );
+        }
+        array.iter().filter_map(|item| self.listen(item)).collect()
+    }
+
+    /// One listen entry: an address string, a port number, or a table.
+    fn listen(&mut self, item: &Value<'_>) -> Option<Listen> {
+        let pos = self.pos(item);
+        let addr_value = match item.get_ref() {
+            DeValue::Table(t) => {
+                for (key, _) in t.iter() {
+                    let name: &str = key.get_ref();
+                    if !LISTEN_KEYS.contains(&name) {
+                        let message = suggest::unknown_key(name, LISTEN_KEYS);
+                        self.errs.at_span(&key.span(), message);
+                    }
+                }
+                match t.get("address") {
+                    Some(a) => a,
+                    None => {
+                        self.errs.at(pos, "listen table has no \"address\"");
+                        return None;
+                    }
+                }
+            }
+            DeValue::String(_) | DeValue::Integer(_) => item,
+            other => {
+                let message = format!(
+                    "each \"listen\" entry must be an address like \"127.0.0.1:8080\", \
+                     a port or a table with \"address\", not {}",
+                    describe(other)
+                );
+                self.errs.at(pos, message);
+                return None;
+            }
+        };
+        let addr = self.address(addr_value);
+        let mut listen = Listen {
+            addr: addr?,
+            backlog: DEFAULT_BACKLOG,
+            mode: DEFAULT_MODE,
+            pos,
+        };
+        let DeValue::Table(t) = item.get_ref() else {
+            return Some(listen);
+        };
+        let mut ok = true;
+        if let Some(v) = t.get("backlog") {
+            match v.get_ref() {
+                DeValue::Integer(i) => match integer(i).and_then(|n| i32::try_from(n).ok()) {
+                    Some(n @ 1..=65535) => listen.backlog = n,
+                    _ => ok = false,
+                },
+                _ => ok = false,
+            }
+            if !ok {
+                self.wrong("backlog", v, "a whole number from 1 to 65535");
+            }
+        }
+        if let Some(v) = t.get("mode") {
+            let mode = match v.get_ref() {
+                DeValue::String(s) => listen::parse_mode(s),
+                // A TOML octal literal (0o660) is a mode too; a decimal one
+                // is almost surely a mistake.
+                DeValue::Integer(i) if i.radix() == 8 => integer(i)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|&m| m <= 0o777),
+                _ => None,
+            };
+            match (mode, &listen.addr) {
+                (None, _) => {
+                    ok = false;
+                    self.wrong("mode", v, "an octal file mode like \"0660\"");
+                }
+                (Some(_), ListenAddr::Tcp(a)) => {
+                    ok = false;
+                    let message = format!("\"mode\" only applies to unix sockets, not to {a}");
+                    self.errs.at_span(&v.span(), message);
+                }
+                (Some(m), ListenAddr::Unix(_)) => listen.mode = m,
+            }
+        }
+        ok.then_some(listen)
+    }
+
+    fn address(&mut self, value: &Value<'_>) -> Option<ListenAddr> {
+        let parsed = match value.get_ref() {
+            DeValue::String(s) => listen::parse_addr(s, self.base),
+            DeValue::Integer(i) => match integer(i) {
+                Some(n) => listen::port_addr(n),
+                None => Err(format!("port {i} is out of range (1 to 65535)")),
+            },
+            _ => {
+                let expected = "an address like \"127.0.0.1:8080\", a port or \"unix:/path\"";
+                self.wrong("address", value, expected);
+                return None;
+            }
+        };
+        parsed
+            .map_err(|message| self.errs.at_span(&value.span(), message))
+            .ok()
+    }
+
+    fn names(&mut self, value: &Value<'_>) -> Vec<At<String>> {
+        let Some(array) = self.array("names", value, "an array of host names") else {
+            return Vec::new();
+        };
+        let mut names: Vec<At<String>> = Vec::new();
+        for item in array.iter() {
+            let Some(s) = self.string("names", item, "an array of host names") else {
+                continue;
+            };
+            let pos = self.pos(item);
+            if let Err(why) = check_host_name(s) {
+                self.errs.at(pos, format!("name {s:?} {why}"));
+                continue;
+            }
+            let lower = s.to_ascii_lowercase();
+            if let Some(first) = names.iter().find(|n| n.value == lower) {
+                let message = format!(
+                    "name {s:?} is already listed on line {} of this site",
+                    first.pos.line
+                );
+                self.errs.at(pos, message);
+                continue;
+            }
+            names.push(At { value: lower, pos });
+        }
+        names
+    }
+
+    fn index(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
+        let expected = "an array of file names like [\"index.html\"]";
+        let array = self.array("index", value, expected)?;
+        let mut ok = true;
+        let mut index = Vec::new();
+        for item in array.iter() {
+            let Some(s) = self.string("index", item, expected) else {
+                ok = false;
+                continue;
+            };
+            if s.is_empty() || s == "." || s == ".." || s.contains(['/', '\0']) {
+                ok = false;
+                let message = format!("index {s:?} must be a file name, without \"/\"");
+                self.errs.at_span(&item.span(), message);
+                continue;
+            }
+            index.push(s.to_owned());
+        }
+        ok.then_some(index)
+    }
+}
+
+/// Is `name` a plausible host name (or IP address) for the Host header?
+/// The error completes "name \"...\" ...".
+fn check_host_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    if name.contains(char::is_whitespace) {
+        return Err("must not contain spaces");
+    }
+    if let Some(inner) = name.strip_prefix('[') {
+        // An IPv6 literal, as Host carries it: "[::1]".
+        return match inner.strip_suffix(']') {
+            Some(ip) if ip.parse::<std::net::Ipv6Addr>().is_ok() => Ok(()),
+            _ if inner.contains("]:") => Err("must not include a port"),
+            _ => Err("is not a valid host name"),
+        };
+    }
+    if let Some((_, port)) = name.rsplit_once(':') {
+        return if !name[..name.len() - port.len() - 1].contains(':')
+            && port.bytes().all(|b| b.is_ascii_digit())
+        {
+            Err("must not include a port")
+        } else {
+            Err("is not a valid host name (write an IPv6 address as \"[::1]\")")
+        };
+    }
+    if name.len() > 253 {
+        return Err("is too long for a host name");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err("is not a valid host name")
+    }
+}
+
+/// `written` made absolute against `base` (the config's directory), with
+/// `.` components dropped; `..` is kept, as symlinks may make it matter.
+pub(crate) fn resolve(base: &Path, written: &str) -> PathBuf {
+    let joined = base.join(written);
+    std::path::absolute(&joined).unwrap_or(joined)
+}
+
+/// A TOML integer as i64, whatever its radix.
+fn integer(i: &DeInteger<'_>) -> Option<i64> {
+    i64::from_str_radix(i.as_str(), i.radix()).ok()
+}
+
+/// A value as the message should show it: strings quoted, numbers as
+/// written, arrays and tables by kind.
+fn describe(value: &DeValue<'_>) -> String {
+    match value {
+        DeValue::String(s) => format!("{s:?}"),
+        DeValue::Integer(i) => i.to_string(),
+        DeValue::Float(f) => f.to_string(),
+        DeValue::Boolean(b) => b.to_string(),
+        DeValue::Datetime(d) => d.to_string(),
+        DeValue::Array(_) => "an array".to_owned(),
+        DeValue::Table(_) => "a table".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names() {
+        for good in [
+            "example.com",
+            "EXAMPLE.com",
+            "localhost",
+            "a-b_c.example",
+            "127.0.0.1",
+            "[::1]",
+            "xn--bcher-kva.example",
+        ] {
+            assert_eq!(check_host_name(good), Ok(()), "{good}");
+        }
+        assert_eq!(
+            check_host_name("example.com:80"),
+            Err("must not include a port")
+        );
+        assert_eq!(check_host_name("[::1]:80"), Err("must not include a port"));
+        assert_eq!(check_host_name("a b"), Err("must not contain spaces"));
+        assert_eq!(check_host_name(""), Err("is empty"));
+        for bad in [
+            "*.example.com",
+            "a..b",
+            ".a",
+            "a.",
+            "ex/ample",
+            "bücher.de",
+            "[::1",
+        ] {
+            assert!(check_host_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_host_name("::1").is_err());
+        assert!(check_host_name(&"a".repeat(64)).is_err());
+        assert!(check_host_name(&["a"; 128].join(".")).is_err());
+    }
+}

@@ -1,0 +1,353 @@
+//! `Raw` → `Config`: the checks that look across sites and at the system
+//! (directories, interfaces, users). Only looks: creates, binds and opens
+//! nothing.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::IpAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+use nix::unistd::{Group, User};
+
+use super::locate::Errors;
+use super::model::{Config, Identity, Listen, ListenAddr, Pos, Site, Source};
+use super::parse::{At, Raw, RawSite};
+
+/// What validation needs to know about the process, apart from what it can
+/// look up (kept apart so tests can play a non-root master).
+pub(crate) struct System {
+    pub euid: u32,
+}
+
+impl System {
+    pub(crate) fn current() -> Self {
+        System {
+            euid: nix::unistd::geteuid().as_raw(),
+        }
+    }
+}
+
+/// sun_path holds 108 bytes on Linux, the terminating NUL included.
+const MAX_UNIX_PATH: usize = 107;
+
+pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_>) -> Config {
+    check_listens(&raw.sites, errs);
+    for site in &raw.sites {
+        if let Some(root) = &site.root {
+            check_root(root, errs);
+        }
+    }
+    check_addresses(&raw.sites, errs);
+    if let Some(p) = &raw.pid_file {
+        check_file_path("pid_file", p, errs);
+    }
+    if let Some(p) = &raw.error_log {
+        check_file_path("error_log", p, errs);
+    }
+    let identity = identity(&raw, sys, errs);
+
+    let pid_file = match raw.pid_file {
+        Some(p) => p.value,
+        None => super::default_pid_file_for(sys.euid, std::env::var_os("XDG_RUNTIME_DIR")),
+    };
+    let sites = raw
+        .sites
+        .into_iter()
+        .filter_map(|s| {
+            Some(Site {
+                listen: s.listen,
+                names: s.names.into_iter().map(|n| n.value).collect(),
+                root: s.root?.value,
+                index: s.index,
+                pos: s.pos,
+            })
+        })
+        .collect();
+    Config {
+        source,
+        identity,
+        run_as_root: raw.run_as_root,
+        workers: raw.workers,
+        pid_file,
+        grace: raw.grace,
+        error_log: raw.error_log.map(|p| p.value),
+        log_level: raw.log_level,
+        worker_ready_timeout: raw.worker_ready_timeout,
+        drain_linger: raw.drain_linger,
+        keepalive_timeout: raw.keepalive_timeout,
+        header_timeout: raw.header_timeout,
+        sites,
+    }
+}
+
+/// Addresses listed twice in a site, sites that would both claim a request
+/// on one address, and one address given different socket options.
+fn check_listens(sites: &[RawSite], errs: &mut Errors<'_>) {
+    // Every address: its first entry, and the sites on it so far.
+    let mut seen: BTreeMap<&ListenAddr, (&Listen, Vec<&RawSite>)> = BTreeMap::new();
+    for site in sites {
+        let mut in_site: Vec<&Listen> = Vec::new();
+        for l in &site.listen {
+            if let Some(first) = in_site.iter().find(|f| f.addr == l.addr) {
+                let message = format!(
+                    "{} is listed twice in this site (also on line {})",
+                    l.addr, first.pos.line
+                );
+                errs.at(l.pos, message);
+                continue;
+            }
+            in_site.push(l);
+            let (first, others) = seen.entry(&l.addr).or_insert((l, Vec::new()));
+            if first.backlog != l.backlog || first.mode != l.mode {
+                let message = match l.addr {
+                    ListenAddr::Tcp(_) => format!(
+                        "{} has backlog {} here but {} on line {}: \
+                         an address has one backlog for all its sites",
+                        l.addr, l.backlog, first.backlog, first.pos.line
+                    ),
+                    ListenAddr::Unix(_) => format!(
+                        "{} has backlog {} and mode {:04o} here but {} and {:04o} on line {}: \
+                         an address has one backlog and mode for all its sites",
+                        l.addr, l.backlog, l.mode, first.backlog, first.mode, first.pos.line
+                    ),
+                };
+                errs.at(l.pos, message);
+            }
+            if site.names.is_empty()
+                && let Some(other) = others.iter().find(|o| o.names.is_empty())
+            {
+                let message = format!(
+                    "the site on line {} already answers any host name on {}: \
+                     only one site per address may have no \"names\"",
+                    other.pos.line, l.addr
+                );
+                errs.at(l.pos, message);
+            }
+            for name in &site.names {
+                let other = others
+                    .iter()
+                    .find(|o| o.names.iter().any(|n| n.value == name.value));
+                if let Some(other) = other {
+                    let message = format!(
+                        "name {:?} on {} is already taken by the site on line {}",
+                        name.value, l.addr, other.pos.line
+                    );
+                    errs.at(name.pos, message);
+                }
+            }
+            others.push(site);
+        }
+    }
+}
+
+fn check_root(root: &At<std::path::PathBuf>, errs: &mut Errors<'_>) {
+    let path = &root.value;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => errs.at(root.pos, format!("root {path:?} is not a directory")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            errs.at(root.pos, format!("root {path:?} does not exist"));
+        }
+        Err(e) => errs.at(root.pos, format!("root {path:?}: {e}")),
+    }
+}
+
+/// Each distinct address once: a TCP address's IP must be this machine's, a
+/// unix socket's directory must exist.
+fn check_addresses(sites: &[RawSite], errs: &mut Errors<'_>) {
+    let mut done: Vec<&ListenAddr> = Vec::new();
+    let mut local: Option<Option<Vec<IpAddr>>> = None;
+    for l in sites.iter().flat_map(|s| &s.listen) {
+        if done.contains(&&l.addr) {
+            continue;
+        }
+        done.push(&l.addr);
+        match &l.addr {
+            ListenAddr::Tcp(a) => {
+                let ip = a.ip();
+                if ip.is_unspecified() || is_loopback_v4(ip) {
+                    continue;
+                }
+                let Some(ips) = local.get_or_insert_with(local_ips) else {
+                    continue;
+                };
+                if !ips.contains(&ip) {
+                    let message =
+                        format!("address {a} is not assigned to any interface of this machine");
+                    errs.at(l.pos, message);
+                }
+            }
+            ListenAddr::Unix(path) => check_socket_path(path, l.pos, errs),
+        }
+    }
+}
+
+/// All of 127.0.0.0/8 is local on Linux, though only 127.0.0.1 is listed.
+fn is_loopback_v4(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(v4) if v4.is_loopback())
+}
+
+/// The addresses of this machine's interfaces; `None` if they cannot be
+/// listed (then the check is skipped rather than failing every address).
+fn local_ips() -> Option<Vec<IpAddr>> {
+    match nix::ifaddrs::getifaddrs() {
+        Ok(addrs) => Some(
+            addrs
+                .filter_map(|ifa| {
+                    let a = ifa.address?;
+                    if let Some(v4) = a.as_sockaddr_in() {
+                        Some(IpAddr::V4(v4.ip()))
+                    } else {
+                        a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+                    }
+                })
+                .collect(),
+        ),
+        Err(e) => {
+            log::warn!("cannot list network interfaces ({e}); not checking listen addresses");
+            None
+        }
+    }
+}
+
+fn check_socket_path(path: &Path, pos: Pos, errs: &mut Errors<'_>) {
+    let what = format!("unix socket {path:?}");
+    let len = path.as_os_str().as_bytes().len();
+    if len > MAX_UNIX_PATH {
+        let message = format!("{what} is too long ({len} bytes, at most {MAX_UNIX_PATH})");
+        errs.at(pos, message);
+        return;
+    }
+    if !check_parent(&what, path, pos, errs) {
+        return;
+    }
+    // Whatever sits there is replaced by the socket when it is bound: only
+    // a stale socket may be.
+    if let Ok(m) = std::fs::symlink_metadata(path)
+        && !m.file_type().is_socket()
+    {
+        errs.at(pos, format!("{what} exists and is not a socket"));
+    }
+}
+
+/// The parent directory of a file the master will write must exist, and
+/// the file must not be a directory.
+fn check_file_path(key: &str, path: &At<std::path::PathBuf>, errs: &mut Errors<'_>) {
+    let what = format!("{key} {:?}", path.value);
+    if check_parent(&what, &path.value, path.pos, errs) && path.value.is_dir() {
+        errs.at(path.pos, format!("{what} is a directory"));
+    }
+}
+
+/// `true` if `path`'s parent is an existing directory; else records why not.
+fn check_parent(what: &str, path: &Path, pos: Pos, errs: &mut Errors<'_>) -> bool {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        errs.at(pos, format!("{what} is not a file path"));
+        return false;
+    };
+    let message = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return true,
+        Ok(_) => format!("{dir:?} (the directory of {what}) is not a directory"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            format!("directory {dir:?} of {what} does not exist")
+        }
+        Err(e) => format!("directory {dir:?} of {what}: {e}"),
+    };
+    errs.at(pos, message);
+    false
+}
+
+/// Who the workers run as. See the module docs of `config` for the rules.
+fn identity(raw: &Raw, sys: &System, errs: &mut Errors<'_>) -> Option<Identity> {
+    let user = match &raw.user {
+        Some(u) => lookup_user(&u.value, u.pos, errs),
+        None if sys.euid == 0 => {
+            let user = lookup_user("nobody", Pos { line: 1, col: 1 }, errs);
+            if user.is_none() {
+                errs.at(
+                    Pos { line: 1, col: 1 },
+                    "the master runs as root and \"user\" is not set; \
+                     set it to the user workers should run as",
+                );
+            }
+            user
+        }
+        None => None,
+    };
+    let group = raw
+        .group
+        .as_ref()
+        .and_then(|g| lookup_group(&g.value, g.pos, errs));
+
+    if sys.euid != 0 {
+        if let (Some(at), Some(u)) = (&raw.user, &user)
+            && u.uid.as_raw() != sys.euid
+        {
+            log::warn!(
+                "{}:{}:{}: user {:?} is ignored: the master is not root, \
+                 so workers run as the user that started it",
+                errs.file(),
+                at.pos.line,
+                at.pos.col,
+                at.value
+            );
+        }
+        return None;
+    }
+
+    let user = user?;
+    let pos = match (&raw.user, &raw.group) {
+        (Some(u), _) => u.pos,
+        (None, Some(g)) => g.pos,
+        (None, None) => Pos::default(),
+    };
+    if user.uid.is_root() && !raw.run_as_root {
+        let at = raw.user.as_ref().map_or(Pos { line: 1, col: 1 }, |u| u.pos);
+        errs.at(
+            at,
+            "workers would run as root; set run_as_root = true to allow it",
+        );
+    }
+    let gid = match (&raw.group, group) {
+        (None, _) => user.gid.as_raw(),
+        (Some(_), Some(g)) => g.gid.as_raw(),
+        // Already reported.
+        (Some(_), None) => return None,
+    };
+    Some(Identity {
+        user: user.name,
+        uid: user.uid.as_raw(),
+        gid,
+        pos,
+    })
+}
+
+fn lookup_user(name: &str, pos: Pos, errs: &mut Errors<'_>) -> Option<User> {
+    match User::from_name(name) {
+        Ok(Some(u)) => Some(u),
+        Ok(None) => {
+            errs.at(pos, format!("user {name:?} does not exist"));
+            None
+        }
+        Err(e) => {
+            errs.at(pos, format!("cannot look up user {name:?}: {e}"));
+            None
+        }
+    }
+}
+
+fn lookup_group(name: &str, pos: Pos, errs: &mut Errors<'_>) -> Option<Group> {
+    match Group::from_name(name) {
+        Ok(Some(g)) => Some(g),
+        Ok(None) => {
+            errs.at(pos, format!("group {name:?} does not exist"));
+            None
+        }
+        Err(e) => {
+            errs.at(pos, format!("cannot look up group {name:?}: {e}"));
+            None
+        }
+    }
+}
