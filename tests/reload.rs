@@ -1,0 +1,281 @@
+//! Reloads: under load nothing is lost, a bad config or a failed apply
+//! leaves the old generation serving, listeners are diffed, and a burst of
+//! signals gives one or two reloads.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::load::Load;
+use common::*;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+/// The inode of the socket listening on 127.0.0.1/0.0.0.0:`port`, from
+/// /proc/net/tcp (state 0A = LISTEN).
+fn listen_inode(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let local = f.get(1)?;
+        let p = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+        (p == port && f.get(3) == Some(&"0A")).then(|| f.get(9)?.parse().ok())?
+    })
+}
+
+/// Waits until only the current generation is left.
+fn wait_settled(env: &Env, workers: usize) -> Status {
+    let mut last = Status::default();
+    let ok = wait_until(Duration::from_secs(15), || {
+        last = env.status();
+        last.workers.len() == workers
+            && last
+                .workers
+                .iter()
+                .all(|w| w.generation == last.generation && w.state == "serving")
+    });
+    assert!(ok, "generations did not settle: {}", last.raw);
+    last
+}
+
+fn reloads_under_load(keepalive: usize, per_request: usize) {
+    let env = Env::new();
+    env.write_config(&env.simple_config());
+    let server = env.start();
+    let master = server.pid();
+    let body = std::fs::read(env.path("www/index.html")).unwrap();
+    wait_settled(&env, 2);
+    let fds_before = fd_count(master);
+    let inode_before = listen_inode(env.port);
+
+    let load = Load::start(env.port, keepalive, per_request, &body);
+    for i in 0..50 {
+        let out = env.reload();
+        assert!(
+            out.status.success(),
+            "reload {i} failed: {}\n{}",
+            text(&out.stderr),
+            server.log_text()
+        );
+    }
+    let counts = load.finish();
+    assert_eq!(
+        counts.failed, 0,
+        "failed requests across 50 reloads ({} ok): {:?}",
+        counts.ok, counts.errors
+    );
+    assert!(counts.ok >= 200, "the load barely ran: {} requests", counts.ok);
+
+    let status = wait_settled(&env, 2);
+    assert_eq!(status.generation, 51, "{}", status.raw);
+    assert_eq!(children_of(master).len(), 2, "children: {:?}", children_of(master));
+    assert!(zombies_of(master).is_empty());
+    assert_eq!(fd_count(master), fds_before, "the master leaks fds");
+    assert_eq!(listen_inode(env.port), inode_before, "the listen socket changed");
+}
+
+#[test]
+fn fifty_reloads_under_keepalive_load_lose_nothing() {
+    reloads_under_load(6, 0);
+}
+
+#[test]
+fn fifty_reloads_under_connection_per_request_load_lose_nothing() {
+    reloads_under_load(0, 6);
+}
+
+#[test]
+fn broken_config_reload_keeps_the_old_generation() {
+    let env = Env::new();
+    env.write_config(&env.simple_config());
+    let server = env.start();
+    let before = env.status();
+
+    let broken = env.simple_config().replace("root =", "rot =");
+    env.write_config(&broken);
+    let out = env.reload();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let line = broken.lines().position(|l| l.starts_with("rot =")).unwrap() + 1;
+    assert!(
+        err.contains(&format!("baton.toml:{line}:1: unknown key \"rot\", did you mean \"root\"?")),
+        "error was: {err}"
+    );
+    let after = env.status();
+    assert_eq!(after.generation, before.generation);
+    assert!(after.last_reload.contains("config invalid"), "{}", after.raw);
+    assert_eq!(get(env.port, "/").unwrap().status, 200);
+    assert!(server.log_text().contains("unknown key \"rot\""));
+}
+
+#[test]
+fn reload_that_cannot_bind_fails_with_status_2_and_old_keeps_serving() {
+    let env = Env::new();
+    env.write_config(&env.simple_config());
+    let _server = env.start();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let config = env
+        .simple_config()
+        .replace(&format!("\"127.0.0.1:{}\"", env.port), &format!("\"127.0.0.1:{}\", \"127.0.0.1:{taken_port}\"", env.port));
+    env.write_config(&config);
+    let out = env.reload();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("cannot bind 127.0.0.1:{taken_port}")),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(env.status().generation, 1);
+    assert_eq!(get(env.port, "/").unwrap().status, 200);
+}
+
+#[test]
+fn new_generation_that_is_not_ready_in_time_is_killed() {
+    let env = Env::new();
+    env.write_config(&env.simple_config());
+    let server = env.start();
+    let before = wait_settled(&env, 2);
+    let config = env
+        .simple_config()
+        .replace("worker_ready_timeout = \"5s\"", "worker_ready_timeout = \"1ms\"");
+    env.write_config(&config);
+    let out = env.reload();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("not ready within"), "{}", text(&out.stderr));
+    // The failed generation's workers are gone; the old ones still serve.
+    let after = wait_settled(&env, 2);
+    assert_eq!(after.serving_pids(), before.serving_pids());
+    assert_eq!(children_of(server.pid()).len(), 2);
+    assert_eq!(get(env.port, "/").unwrap().status, 200);
+}
+
+#[test]
+fn listeners_are_added_and_removed() {
+    let env = Env::new();
+    env.write_config(&env.simple_config());
+    let _server = env.start();
+    let second = free_port();
+    let both = env.simple_config().replace(
+        &format!("\"127.0.0.1:{}\"", env.port),
+        &format!("\"127.0.0.1:{}\", \"127.0.0.1:{second}\"", env.port),
+    );
+    env.write_config(&both);
+    let inode = listen_inode(env.port);
+    assert!(env.reload().status.success());
+    assert_eq!(get(second, "/").unwrap().status, 200);
+    assert_eq!(get(env.port, "/").unwrap().status, 200);
+    assert_eq!(listen_inode(env.port), inode, "unchanged listener kept its socket");
+
+    env.write_config(&env.simple_config());
+    assert!(env.reload().status.success());
+    wait_settled(&env, 2);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", second)).is_err(),
+        "removed listener still accepts"
+    );
+    assert_eq!(get(env.port, "/").unwrap().status, 200);
+}
+
+#[test]
+fn listener_moved_from_loopback_to_wildcard_under_load() {
+    let env = Env::new();
+    env.write_config(&env.simple_config());
+    let _server = env.start();
+    let body = std::fs::read(env.path("www/index.html")).unwrap();
+    let load = Load::start(env.port, 3, 3, &body);
+    let moved = env
+        .simple_config()
+        .replace(&format!("\"127.0.0.1:{}\"", env.port), &format!("\"0.0.0.0:{}\"", env.port));
+    env.write_config(&moved);
+    let out = env.reload();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_settled(&env, 2);
+    // And back again, still under load.
+    env.write_config(&env.simple_config());
+    let out = env.reload();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_settled(&env, 2);
+    let counts = load.finish();
+    assert_eq!(counts.failed, 0, "{} ok, errors {:?}", counts.ok, counts.errors);
+    assert!(counts.ok > 50);
+}
+
+#[test]
+fn a_burst_of_signals_gives_one_or_two_reloads() {
+    let env = Env::new();
+    env.write_config(&env.simple_config());
+    let server = env.start();
+    for _ in 0..50 {
+        server.signal(libc::SIGHUP);
+    }
+    // A reload of our own queues behind whatever the burst started, so when
+    // it returns the burst has been fully handled.
+    assert!(env.reload().status.success());
+    let status = wait_settled(&env, 2);
+    assert!(
+        (3..=4).contains(&status.generation),
+        "50 signals + 1 command gave generation {}",
+        status.generation
+    );
+    assert!(!server.log_text().contains("panicked"));
+}
+
+#[test]
+fn sigusr1_reloads_like_sighup() {
+    let env = Env::new();
+    env.write_config(&env.simple_config());
+    let server = env.start();
+    server.signal(libc::SIGUSR1);
+    assert!(server.wait_notify("READY=1", Duration::from_secs(10)).is_some());
+    assert_eq!(wait_settled(&env, 2).generation, 2);
+}
+
+#[test]
+fn unix_socket_listener_keeps_its_inode_and_is_removed_at_exit() {
+    use std::io::{BufReader, Write};
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::UnixStream;
+    let env = Env::new();
+    let sock = env.path("http.sock");
+    let config = env.simple_config().replace(
+        &format!("listen = [\"127.0.0.1:{}\"]", env.port),
+        &format!(
+            "listen = [\"127.0.0.1:{}\", {{ address = \"unix:{}\", mode = \"0660\" }}]",
+            env.port,
+            sock.display()
+        ),
+    );
+    env.write_config(&config);
+    let mut server = env.start();
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    let ask = || {
+        let mut s = UnixStream::connect(&sock).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        read_response(&mut BufReader::new(s), false).unwrap()
+    };
+    assert_eq!(ask().status, 200);
+    assert!(env.reload().status.success());
+    assert_eq!(std::fs::metadata(&sock).unwrap().ino(), meta.ino(), "same socket file");
+    assert_eq!(ask().status, 200);
+
+    // A second server may not take over the live socket's path.
+    let other = Env::new();
+    let other_config = other.simple_config().replace(
+        &format!("listen = [\"127.0.0.1:{}\"]", other.port),
+        &format!("listen = [\"unix:{}\"]", sock.display()),
+    );
+    other.write_config(&other_config);
+    let out = other.baton(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("another server is listening"), "{}", text(&out.stderr));
+    assert_eq!(ask().status, 200, "the refused server must not have unlinked it");
+
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(!sock.exists(), "socket file removed at exit");
+}
