@@ -4,6 +4,32 @@
 //! The master forks the worker, cleans up what fork left behind (its epoll
 //! and signalfd, fds that are not this worker's), drops privileges and then
 //! calls `run`. Nothing in here needs root.
+//!
+//! Where things are:
+//!
+//! - `signals`: dispositions, mask and the signalfd (TERM/QUIT drain, INT stops);
+//! - `event_loop`: the `Poll`, tokens, accepting, the tick, the channel;
+//! - `drain`: how a worker stops accepting and hands over;
+//! - `connection`: one client's state machine, its timeouts, lingering close;
+//! - `http::request` / `http::response`: heads in, heads out;
+//! - `handler`, `routing`, `files`: what a request is answered with;
+//! - `outgoing`, `stream`, `acceptor`: bytes and sockets;
+//! - `limits`: the fixed sizes and timings.
+
+mod acceptor;
+mod connection;
+mod drain;
+mod event_loop;
+mod files;
+mod handler;
+mod http;
+mod limits;
+mod outgoing;
+mod routing;
+mod signals;
+mod stream;
+#[cfg(test)]
+mod test_config;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
@@ -33,7 +59,28 @@ pub struct Setup {
 
 /// Runs the worker until it has drained or was told to stop; returns the
 /// process exit status.
+///
+/// 1. Signals: HUP, USR1, USR2 and PIPE ignored; TERM, QUIT, INT read from
+///    a signalfd; everything else unblocked.
+/// 2. A fresh `Poll` with the listeners, the channel and the signalfd;
+///    then `Ready` to the master.
+/// 3. The loop: accept, serve, `Stats` every second, timeouts on a tick.
+/// 4. On `Drain`, TERM/QUIT or the master's death: drain (see `drain`) and
+///    return 0 once no connection is left. On `Stop` or INT: return 0 now.
+///
+/// Returns 1 if the worker could not be set up at all.
 pub fn run(setup: Setup) -> i32 {
-    let _ = setup;
-    unimplemented!("being written")
+    baton_shared::logging::set_role_worker();
+    let generation = setup.generation;
+    let listeners = setup.listeners.len();
+    match event_loop::Worker::new(setup) {
+        Ok(worker) => {
+            log::debug!("generation {generation}: serving on {listeners} listener(s)");
+            worker.run()
+        }
+        Err(e) => {
+            log::error!("worker setup failed: {e}");
+            1
+        }
+    }
 }

@@ -1,0 +1,82 @@
+//! The worker's side of a shared listen socket.
+
+use std::io;
+
+use baton_shared::config::ListenAddr;
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+
+use crate::Listener;
+use crate::stream::Stream;
+
+#[derive(Debug)]
+pub enum Acceptor {
+    Tcp(mio::net::TcpListener),
+    Unix(mio::net::UnixListener),
+}
+
+impl Acceptor {
+    /// Takes over a listen socket the master passed down. It is already
+    /// non-blocking; set it anyway, as accepting must never block the loop.
+    pub fn new(listener: Listener) -> io::Result<Acceptor> {
+        match listener.addr {
+            ListenAddr::Tcp(_) => {
+                let l = std::net::TcpListener::from(listener.fd);
+                l.set_nonblocking(true)?;
+                Ok(Acceptor::Tcp(mio::net::TcpListener::from_std(l)))
+            }
+            ListenAddr::Unix(_) => {
+                let l = std::os::unix::net::UnixListener::from(listener.fd);
+                l.set_nonblocking(true)?;
+                Ok(Acceptor::Unix(mio::net::UnixListener::from_std(l)))
+            }
+        }
+    }
+
+    /// Accepts one connection (non-blocking, close-on-exec).
+    pub fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Acceptor::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                // Heads go out with MSG_MORE and bodies with sendfile, so
+                // Nagle would only delay the last partial segment.
+                let _ = s.set_nodelay(true);
+                Ok(Stream::Tcp(s))
+            }
+            Acceptor::Unix(l) => Ok(Stream::Unix(l.accept()?.0)),
+        }
+    }
+}
+
+impl Source for Acceptor {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Acceptor::Tcp(l) => l.register(registry, token, interests),
+            Acceptor::Unix(l) => l.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Acceptor::Tcp(l) => l.reregister(registry, token, interests),
+            Acceptor::Unix(l) => l.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Acceptor::Tcp(l) => l.deregister(registry),
+            Acceptor::Unix(l) => l.deregister(registry),
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! One client connection: a non-blocking state machine driven by readiness.
+//!
+//! mio is edge-triggered, so the connection remembers whether its socket is
+//! readable and writable and clears that only on `WouldBlock`; `drive` then
+//! makes all the progress it can: send what is queued, read what has
+//! arrived, answer complete requests in order. Each turn has a budget
+//! (bytes, requests) so a fast client cannot starve the others; a
+//! connection out of budget asks to be driven again (`Drive::Again`).
+//!
+//! Timers are not armed and disarmed: `deadline` computes the one that
+//! applies from the state and a few timestamps, and the loop checks it on
+//! its coarse tick.
+//!
+//! Closing is always a lingering close: `shutdown(Write)` so the client
+//! sees a clean end of stream, then input is read and discarded until the
+//! client closes too (or `LINGERING_CLOSE` passes). Closing a socket with
+//! unread input would make the kernel send a reset, and the client could
+//! lose the response it was reading.
+//!
+//! The shape is meant to grow: a proxied connection will own a second socket
+//! (the event loop's tokens already leave room for it) and a body that
+//! streams from it instead of from a file.
+
+use std::io;
+use std::time::Instant;
+
+use baton_shared::config::Config;
+use log::debug;
+
+use crate::handler;
+use crate::http::request::{self, Method, Parsed, Version};
+use crate::http::response::{Persistence, Response, Status, write_head};
+use crate::limits::{
+    BODY_TIMEOUT, DRAIN_PIPELINED_MAX, LINGERING_CLOSE, MAX_HEAD, READ_CHUNK, SEND_TIMEOUT,
+    TURN_BYTES, TURN_REQUESTS,
+};
+use crate::outgoing::{Outgoing, Sent};
+use crate::routing::Routes;
+use crate::stream::Stream;
+
+/// What the loop lends a connection while driving it.
+pub struct Ctx<'a> {
+    pub config: &'a Config,
+    pub routes: &'a Routes,
+    pub now: Instant,
+    /// The Date header for this second.
+    pub date: &'a str,
+    /// When the worker began draining, if it has.
+    pub drain_started: Option<Instant>,
+    /// Requests answered by this worker, for `Stats`.
+    pub requests: &'a mut u64,
+}
+
+/// What the loop should do with a connection after driving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drive {
+    /// Wait for the next event or deadline.
+    Wait,
+    /// Out of budget with work left: drive again on the next turn.
+    Again,
+    /// Finished: deregister and drop it.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// Our side is shut down; discarding input until EOF or `until`.
+    Lingering {
+        until: Instant,
+    },
+    Closed,
+}
+
+struct Budget {
+    bytes: usize,
+    requests: usize,
+}
+
+impl Budget {
+    fn turn() -> Budget {
+        Budget {
+            bytes: TURN_BYTES,
+            requests: TURN_REQUESTS,
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.bytes == 0 || self.requests == 0
+    }
+}
+
+pub struct Connection {
+    stream: Stream,
+    /// Index of the listener it was accepted on (routing).
+    listener: usize,
+    phase: Phase,
+    readable: bool,
+    writable: bool,
+    /// The client has finished sending (read returned 0).
+    peer_eof: bool,
+    /// Received bytes not yet consumed: request heads, pipelined requests.
+    inbuf: Vec<u8>,
+    /// The response being sent.
+    out: Option<Outgoing>,
+    /// Close once `out` is sent.
+    close_after: bool,
+    /// Body bytes of the current request still to read and throw away.
+    discard: u64,
+    /// Requests answered on this connection.
+    served: u64,
+    /// Responses sent without `Connection: close` while draining.
+    drain_pipelined: u32,
+    /// When it last became idle (accepted, or a response finished).
+    idle_since: Instant,
+    /// When the head now being received started to arrive.
+    head_started: Instant,
+    /// Last time bytes moved in either direction.
+    last_progress: Instant,
+}
+
+impl Connection {
+    pub fn new(stream: Stream, listener: usize, now: Instant) -> Connection {
+        Connection {
+            stream,
+            listener,
+            phase: Phase::Open,
+            readable: false,
+            writable: false,
+            peer_eof: false,
+            inbuf: Vec::new(),
+            out: None,
+            close_after: false,
+            discard: 0,
+            served: 0,
+            drain_pipelined: 0,
+            idle_since: now,
+            head_started: now,
+            last_progress: now,
+        }
+    }
+
+    pub fn stream_mut(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
+
+    /// Records readiness reported by the poll.
+    pub fn on_ready(&mut self, readable: bool, writable: bool) {
+        self.readable |= readable;
+        self.writable |= writable;
+    }
+
+    /// Waiting for a request with nothing of it received.
+    fn idle(&self) -> bool {
+        self.phase == Phase::Open
+            && self.out.is_none()
+            && self.discard == 0
+            && self.inbuf.is_empty()
+    }
+
+    /// When this connection's current timeout expires.
+    pub fn deadline(&self, config: &Config, drain_started: Option<Instant>) -> Instant {
+        match self.phase {
+            Phase::Closed => self.last_progress,
+            Phase::Lingering { until } => until,
+            Phase::Open if self.out.is_some() => self.last_progress + SEND_TIMEOUT,
+            Phase::Open if self.discard > 0 => self.last_progress + BODY_TIMEOUT,
+            Phase::Open if !self.inbuf.is_empty() => self.head_started + config.header_timeout,
+            Phase::Open => {
+                // A new connection has header_timeout to send its first
+                // request; a kept-alive one keepalive_timeout for the next.
+                let wait = if self.served == 0 {
+                    config.header_timeout
+                } else {
+                    config.keepalive_timeout
+                };
+                let deadline = self.idle_since + wait;
+                match drain_started {
+                    // Draining: one more request within the linger.
+                    Some(d) => deadline.min(self.idle_since.max(d) + config.drain_linger),
+                    None => deadline,
+                }
+            }
+        }
+    }
+
+    /// The deadline passed: time out whatever is in progress.
+    pub fn on_deadline(&mut self, ctx: &mut Ctx) {
+        match self.phase {
+            Phase::Closed => {}
+            Phase::Lingering { .. } => self.phase = Phase::Closed,
+            Phase::Open if self.out.is_some() || self.discard > 0 => {
+                debug!("connection made no progress for a minute: closed");
+                self.phase = Phase::Closed;
+            }
+            Phase::Open if !self.inbuf.is_empty() => {
+                // A head that did not complete in time (slowloris).
+                self.inbuf.clear();
+                let response = Response::status(Status::RequestTimeout);
+                self.queue(response, false, Version::Http11, true, ctx);
+            }
+            Phase::Open => {
+                // Idle for too long. A request already in the receive buffer
+                // whose event is not processed yet is served, not dropped:
+                // look once more before closing.
+                self.readable = true;
+                if self.fill(ctx, &mut Budget::turn()).is_err() {
+                    return;
+                }
+                if self.idle() {
+                    self.start_closing(ctx.now);
+                }
+            }
+        }
+    }
+
+    /// Makes all the progress possible now.
+    pub fn drive(&mut self, ctx: &mut Ctx) -> Drive {
+        let mut budget = Budget::turn();
+        loop {
+            match self.phase {
+                Phase::Closed => return Drive::Closed,
+                Phase::Lingering { .. } => return self.linger(&mut budget),
+                Phase::Open => {}
+            }
+            if budget.exhausted() {
+                return Drive::Again;
+            }
+            let mut progress = false;
+            if self.out.is_some() && self.writable {
+                match self.send(ctx, &mut budget) {
+                    Ok(p) => progress |= p,
+                    Err(()) => return Drive::Closed,
+                }
+                if self.phase != Phase::Open {
+                    continue;
+                }
+            }
+            if self.readable && !self.peer_eof && self.inbuf.len() < MAX_HEAD {
+                match self.fill(ctx, &mut budget) {
+                    Ok(p) => progress |= p,
+                    Err(()) => return Drive::Closed,
+                }
+            }
+            progress |= self.process(ctx, &mut budget);
+            if !progress {
+                break;
+            }
+        }
+        // Nothing more can happen before the next event. If the client has
+        // finished sending and everything it sent is answered (or can never
+        // be: a partial head or body), there is nothing left to do.
+        if self.peer_eof && self.out.is_none() {
+            self.phase = Phase::Closed;
+            return Drive::Closed;
+        }
+        Drive::Wait
+    }
+
+    /// Sends what is queued. `Err` when the connection is dead.
+    fn send(&mut self, ctx: &mut Ctx, budget: &mut Budget) -> Result<bool, ()> {
+        let Some(out) = self.out.as_mut() else {
+            return Ok(false);
+        };
+        let before = budget.bytes;
+        let result = out.write_to(&mut self.stream, &mut budget.bytes);
+        let progress = budget.bytes != before;
+        if progress {
+            self.last_progress = ctx.now;
+        }
+        match result {
+            Ok(Sent::All) => {
+                self.out = None;
+                if self.close_after {
+                    self.start_closing(ctx.now);
+                } else {
+                    self.idle_since = ctx.now;
+                    self.head_started = ctx.now;
+                }
+                Ok(true)
+            }
+            Ok(Sent::Blocked) => {
+                self.writable = false;
+                Ok(progress)
+            }
+            Ok(Sent::Budget) => Ok(progress),
+            Err(e) => {
+                log_io("send", &e);
+                self.phase = Phase::Closed;
+                Err(())
+            }
+        }
+    }
+
+    /// Reads what has arrived, up to the buffer limit. `Err` when the
+    /// connection is dead.
+    fn fill(&mut self, ctx: &mut Ctx, budget: &mut Budget) -> Result<bool, ()> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut progress = false;
+        while self.readable && !self.peer_eof && self.inbuf.len() < MAX_HEAD && budget.bytes > 0 {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.peer_eof = true;
+                    progress = true;
+                }
+                Ok(n) => {
+                    if self.inbuf.is_empty() && self.discard == 0 {
+                        self.head_started = ctx.now;
+                    }
+                    self.inbuf.extend_from_slice(&chunk[..n]);
+                    budget.bytes = budget.bytes.saturating_sub(n);
+                    self.last_progress = ctx.now;
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log_io("read", &e);
+                    self.phase = Phase::Closed;
+                    return Err(());
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Discards body bytes and answers the next complete request, if the
+    /// previous response is out.
+    fn process(&mut self, ctx: &mut Ctx, budget: &mut Budget) -> bool {
+        let mut progress = false;
+        if self.discard > 0 && !self.inbuf.is_empty() {
+            let n =
+                usize::try_from(self.discard).map_or(self.inbuf.len(), |d| d.min(self.inbuf.len()));
+            self.inbuf.drain(..n);
+            self.discard -= n as u64;
+            if self.discard == 0 {
+                self.idle_since = ctx.now;
+                self.head_started = ctx.now;
+            }
+            progress = true;
+        }
+        if self.phase != Phase::Open
+            || self.out.is_some()
+            || self.discard > 0
+            || self.inbuf.is_empty()
+            || budget.requests == 0
+        {
+            return progress;
+        }
+        match request::parse(&self.inbuf) {
+            Parsed::Partial => progress,
+            Parsed::Reject(status) => {
+                self.inbuf.clear();
+                self.queue(Response::status(status), false, Version::Http11, true, ctx);
+                true
+            }
+            Parsed::Request(req) => {
+                self.inbuf.drain(..req.head_len);
+                self.discard = req.content_length;
+                budget.requests -= 1;
+                self.served += 1;
+                *ctx.requests += 1;
+                let site = ctx
+                    .routes
+                    .pick(ctx.config, self.listener, req.host.as_deref());
+                let response = handler::respond(&req, site);
+                // Whether the next request is already here, after this
+                // one's body: if so it is served too, even when closing.
+                let next_is_here = self.inbuf.len() as u64 > self.discard;
+                let close = !req.keep_alive
+                    || (self.peer_eof && !next_is_here)
+                    // The client may hold its body back waiting for a 100
+                    // we never send: do not wait for it.
+                    || (req.expects_continue && req.content_length > 0)
+                    || self.closing_for_drain(ctx, next_is_here);
+                self.queue(
+                    response,
+                    req.method == Method::Head,
+                    req.version,
+                    close,
+                    ctx,
+                );
+                true
+            }
+        }
+    }
+
+    /// While draining, every response says `Connection: close`, except
+    /// that a pipelined request already received is served first.
+    fn closing_for_drain(&mut self, ctx: &Ctx, next_is_here: bool) -> bool {
+        if ctx.drain_started.is_none() {
+            return false;
+        }
+        if next_is_here && self.drain_pipelined < DRAIN_PIPELINED_MAX {
+            self.drain_pipelined += 1;
+            return false;
+        }
+        true
+    }
+
+    fn queue(
+        &mut self,
+        response: Response,
+        head_only: bool,
+        version: Version,
+        close: bool,
+        ctx: &Ctx,
+    ) {
+        let persistence = match (close, version) {
+            (true, _) => Persistence::Close,
+            (false, Version::Http10) => Persistence::KeepAlive,
+            (false, Version::Http11) => Persistence::Default,
+        };
+        let mut head = Vec::with_capacity(512);
+        write_head(&mut head, &response, ctx.date, persistence);
+        self.out = Some(Outgoing::new(head, response.body, !head_only));
+        self.close_after = close;
+        self.last_progress = ctx.now;
+    }
+
+    /// Sends our FIN and starts discarding input (lingering close).
+    fn start_closing(&mut self, now: Instant) {
+        self.out = None;
+        self.inbuf = Vec::new();
+        self.discard = 0;
+        if self.peer_eof {
+            self.phase = Phase::Closed;
+            return;
+        }
+        match self.stream.shutdown_write() {
+            Ok(()) => {
+                self.phase = Phase::Lingering {
+                    until: now + LINGERING_CLOSE,
+                }
+            }
+            Err(e) => {
+                log_io("shutdown", &e);
+                self.phase = Phase::Closed;
+            }
+        }
+    }
+
+    fn linger(&mut self, budget: &mut Budget) -> Drive {
+        let mut chunk = [0u8; READ_CHUNK];
+        while self.readable {
+            if budget.bytes == 0 {
+                return Drive::Again;
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.phase = Phase::Closed;
+                    return Drive::Closed;
+                }
+                Ok(n) => budget.bytes = budget.bytes.saturating_sub(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.phase = Phase::Closed;
+                    return Drive::Closed;
+                }
+            }
+        }
+        Drive::Wait
+    }
+}
+
+/// Client sockets fail in ordinary ways all the time (a browser closing a
+/// tab resets its connections): only the unusual is worth a debug line.
+fn log_io(what: &str, e: &io::Error) {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionAborted => {}
+        _ => debug!("connection {what}: {e}"),
+    }
+}

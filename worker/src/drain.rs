@@ -1,0 +1,122 @@
+//! Draining: how a worker hands over to the next generation.
+//!
+//! Triggered by the master's `Drain`, by SIGTERM/SIGQUIT, or by losing the
+//! master (the channel reached EOF or broke). In order:
+//!
+//! 1. Every listener is deregistered from the poll *before* its fd is
+//!    closed: epoll watches the socket, not the fd number, and the socket
+//!    lives on in the master and the next generation, so a closed but
+//!    still registered fd would keep waking this worker.
+//! 2. What is already queued on each listener is accepted first, so those
+//!    connections are served (each response with `Connection: close`), not
+//!    left to a socket this worker no longer watches.
+//! 3. In-flight requests finish. The next response on every connection
+//!    carries `Connection: close` (unless the next pipelined request is
+//!    already here; the last one then closes). An idle connection, including
+//!    one accepted that has sent nothing yet, gets `drain_linger` to send
+//!    one more request (see `Connection::deadline`).
+//! 4. Connections close with a lingering close, never while a request is
+//!    arriving unseen.
+//! 5. The worker exits as soon as no connection is left, not at the end of
+//!    a grace period. When the master is gone nobody will kill a worker
+//!    that takes too long, so it then gives up itself after `grace`.
+
+use std::fmt;
+use std::io;
+use std::time::Instant;
+
+use log::{debug, info, warn};
+
+use crate::event_loop::Worker;
+use crate::limits::DRAIN_ACCEPT_MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The master sent `Drain`.
+    Ordered,
+    /// SIGTERM or SIGQUIT.
+    Signal,
+    /// The channel to the master ended.
+    Orphaned,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Cause::Ordered => "told to drain",
+            Cause::Signal => "signalled to drain",
+            Cause::Orphaned => "orphaned",
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Drain {
+    pub started: Instant,
+    /// Exit by then whatever is left (only when orphaned).
+    pub give_up_at: Option<Instant>,
+}
+
+impl Worker {
+    pub(crate) fn begin_drain(&mut self, cause: Cause) {
+        let now = self.now;
+        let give_up_at = (cause == Cause::Orphaned).then(|| now + self.config.grace);
+        if let Some(drain) = self.drain.as_mut() {
+            drain.give_up_at = drain.give_up_at.or(give_up_at);
+            return;
+        }
+        info!("{cause}: draining {} connection(s)", self.conns.len());
+        self.drain = Some(Drain {
+            started: now,
+            give_up_at,
+        });
+        self.close_listeners();
+    }
+
+    fn close_listeners(&mut self) {
+        for i in 0..self.listeners.len() {
+            let Some(mut slot) = self.listeners[i].take() else {
+                continue;
+            };
+            if let Err(e) = self.poll.registry().deregister(&mut slot.acceptor) {
+                debug!("deregistering a listener: {e}");
+            }
+            for _ in 0..DRAIN_ACCEPT_MAX {
+                match slot.acceptor.accept() {
+                    Ok(stream) => self.add_connection(stream, i),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                        ) => {}
+                    Err(e) => {
+                        debug!("accepting the queue of a closing listener: {e}");
+                        break;
+                    }
+                }
+            }
+            drop(slot);
+        }
+    }
+
+    /// `Some(status)` when the worker should exit now.
+    pub(crate) fn exit_status(&self) -> Option<i32> {
+        if self.stop {
+            return Some(0);
+        }
+        let drain = self.drain.as_ref()?;
+        if self.conns.is_empty() {
+            info!("drained: exiting");
+            return Some(0);
+        }
+        if drain.give_up_at.is_some_and(|t| t <= self.now) {
+            warn!(
+                "orphaned and past the grace period: exiting with {} connection(s) open",
+                self.conns.len()
+            );
+            return Some(0);
+        }
+        None
+    }
+}

@@ -1,0 +1,440 @@
+//! The worker's mio loop: one thread, one `Poll`, everything non-blocking.
+//!
+//! Each turn: wait for events (or the next tick), dispatch them (channel,
+//! signals, listeners, connections), give connections that ran out of
+//! budget and listeners with more queued another go, and on the tick check
+//! deadlines and send `Stats`.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use baton_shared::channel::{Channel, ToMaster, ToWorker};
+use baton_shared::config::Config;
+use log::{debug, info, warn};
+use mio::event::Event;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::Setup;
+use crate::acceptor::Acceptor;
+use crate::connection::{Connection, Ctx, Drive};
+use crate::drain::{Cause, Drain};
+use crate::http::response::DateCache;
+use crate::limits::{ACCEPT_BUDGET, STATS_EVERY, TICK};
+use crate::routing::Routes;
+use crate::signals::{Order, Signals};
+use crate::stream::Stream;
+
+/// Which source a token belongs to.
+///
+/// Connections get two tokens each (`side` 0 is the client socket), so that
+/// a proxied connection's upstream socket can later be registered under the
+/// same connection without a new scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Channel,
+    Signals,
+    Listener(usize),
+    Connection { key: usize, side: usize },
+}
+
+const CHANNEL: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const LISTENER_BASE: usize = 2;
+const CONNECTION_BASE: usize = 1 << 20;
+
+fn listener_token(i: usize) -> Token {
+    Token(LISTENER_BASE + i)
+}
+
+fn connection_token(key: usize) -> Token {
+    Token(CONNECTION_BASE + key * 2)
+}
+
+fn target(token: Token) -> Target {
+    match token.0 {
+        0 => Target::Channel,
+        1 => Target::Signals,
+        t if t < CONNECTION_BASE => Target::Listener(t - LISTENER_BASE),
+        t => Target::Connection {
+            key: (t - CONNECTION_BASE) / 2,
+            side: (t - CONNECTION_BASE) % 2,
+        },
+    }
+}
+
+pub(crate) struct ListenerSlot {
+    pub(crate) acceptor: Acceptor,
+    /// More connections may be queued (edge-triggered: until WouldBlock).
+    ready: bool,
+    /// Accepting failed for lack of resources (fds, memory): retry after.
+    paused_until: Option<Instant>,
+}
+
+pub struct Worker {
+    pub(crate) config: Arc<Config>,
+    pub(crate) poll: Poll,
+    /// `None` once closed (draining).
+    pub(crate) listeners: Vec<Option<ListenerSlot>>,
+    routes: Routes,
+    /// `None` once the master is gone.
+    pub(crate) channel: Option<Channel>,
+    signals: Signals,
+    pub(crate) conns: Slab<Connection>,
+    /// Connections to drive again without waiting for an event.
+    runnable: VecDeque<usize>,
+    pub(crate) drain: Option<Drain>,
+    pub(crate) stop: bool,
+    requests: u64,
+    date: DateCache,
+    pub(crate) now: Instant,
+    next_tick: Instant,
+    next_stats: Instant,
+    last_accept_warning: Option<Instant>,
+}
+
+impl Worker {
+    /// Sets up signals, the poll and every registration. Nothing is accepted
+    /// and `Ready` is not sent until `run`.
+    pub fn new(setup: Setup) -> io::Result<Worker> {
+        let signals = Signals::install()?;
+        let poll = Poll::new()?;
+        let addrs: Vec<_> = setup.listeners.iter().map(|l| l.addr.clone()).collect();
+        let routes = Routes::new(&setup.config, &addrs);
+        if addrs.len() >= CONNECTION_BASE - LISTENER_BASE {
+            return Err(io::Error::other("too many listeners"));
+        }
+        let mut listeners = Vec::with_capacity(addrs.len());
+        for (i, listener) in setup.listeners.into_iter().enumerate() {
+            let mut acceptor = Acceptor::new(listener)?;
+            poll.registry()
+                .register(&mut acceptor, listener_token(i), Interest::READABLE)?;
+            listeners.push(Some(ListenerSlot {
+                acceptor,
+                // Connections may have queued before we registered.
+                ready: true,
+                paused_until: None,
+            }));
+        }
+        let channel = Channel::new(setup.channel)?;
+        poll.registry().register(
+            &mut SourceFd(&channel.stream().as_raw_fd()),
+            CHANNEL,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        poll.registry().register(
+            &mut SourceFd(&signals.raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
+        let now = Instant::now();
+        let mut date = DateCache::default();
+        date.update(SystemTime::now());
+        Ok(Worker {
+            config: setup.config,
+            poll,
+            listeners,
+            routes,
+            channel: Some(channel),
+            signals,
+            conns: Slab::new(),
+            runnable: VecDeque::new(),
+            drain: None,
+            stop: false,
+            requests: 0,
+            date,
+            now,
+            next_tick: now + TICK,
+            next_stats: now + STATS_EVERY,
+            last_accept_warning: None,
+        })
+    }
+
+    /// Serves until drained or stopped; returns the exit status.
+    pub fn run(mut self) -> i32 {
+        self.send_to_master(&ToMaster::Ready);
+        let mut events = Events::with_capacity(1024);
+        loop {
+            if let Some(code) = self.exit_status() {
+                return code;
+            }
+            let timeout = if self.has_work_now() {
+                std::time::Duration::ZERO
+            } else {
+                self.next_tick.saturating_duration_since(Instant::now())
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                log::error!("poll failed: {e}");
+                return 1;
+            }
+            self.now = Instant::now();
+            self.date.update(SystemTime::now());
+            for event in events.iter() {
+                self.dispatch(event);
+                if self.stop {
+                    return 0;
+                }
+            }
+            self.run_pending();
+            if self.now >= self.next_tick {
+                self.tick();
+            }
+        }
+    }
+
+    fn dispatch(&mut self, event: &Event) {
+        match target(event.token()) {
+            Target::Channel => self.on_channel(event),
+            Target::Signals => match self.signals.read() {
+                Some(Order::Stop) => {
+                    info!("SIGINT: stopping now");
+                    self.stop = true;
+                }
+                Some(Order::Drain) => self.begin_drain(Cause::Signal),
+                None => {}
+            },
+            Target::Listener(i) => {
+                if let Some(Some(slot)) = self.listeners.get_mut(i) {
+                    slot.ready = true;
+                }
+                self.accept_from(i, ACCEPT_BUDGET);
+            }
+            Target::Connection { key, side: _ } => {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.on_ready(
+                        event.is_readable() || event.is_read_closed() || event.is_error(),
+                        event.is_writable() || event.is_write_closed() || event.is_error(),
+                    );
+                    self.drive(key);
+                }
+            }
+        }
+    }
+
+    fn has_work_now(&self) -> bool {
+        !self.runnable.is_empty()
+            || self
+                .listeners
+                .iter()
+                .flatten()
+                .any(|l| l.ready && l.paused_until.is_none())
+    }
+
+    /// Connections out of budget and listeners with more queued.
+    fn run_pending(&mut self) {
+        for _ in 0..self.runnable.len() {
+            if let Some(key) = self.runnable.pop_front() {
+                self.drive(key);
+            }
+        }
+        for i in 0..self.listeners.len() {
+            if self.listeners[i]
+                .as_ref()
+                .is_some_and(|l| l.ready && l.paused_until.is_none())
+            {
+                self.accept_from(i, ACCEPT_BUDGET);
+            }
+        }
+    }
+
+    fn accept_from(&mut self, i: usize, budget: usize) {
+        for _ in 0..budget {
+            let Some(Some(slot)) = self.listeners.get_mut(i) else {
+                return;
+            };
+            if slot.paused_until.is_some() {
+                return;
+            }
+            match slot.acceptor.accept() {
+                Ok(stream) => self.add_connection(stream, i),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    slot.ready = false;
+                    return;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    // Out of fds or memory, most likely: the connection
+                    // stays queued; try again on the next tick.
+                    slot.paused_until = Some(self.now + TICK);
+                    let quiet = self
+                        .last_accept_warning
+                        .is_some_and(|t| self.now.duration_since(t) < STATS_EVERY * 10);
+                    if !quiet {
+                        warn!("accept failed: {e} (retrying; further failures not logged for 10s)");
+                        self.last_accept_warning = Some(self.now);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn add_connection(&mut self, stream: Stream, listener: usize) {
+        let entry = self.conns.vacant_entry();
+        let token = connection_token(entry.key());
+        let mut conn = Connection::new(stream, listener, self.now);
+        match self.poll.registry().register(
+            conn.stream_mut(),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            Ok(()) => {
+                entry.insert(conn);
+            }
+            Err(e) => debug!("registering a connection: {e}"),
+        }
+    }
+
+    fn ctx(&mut self) -> (Ctx<'_>, &mut Slab<Connection>) {
+        (
+            Ctx {
+                config: &self.config,
+                routes: &self.routes,
+                now: self.now,
+                date: self.date.get(),
+                drain_started: self.drain.as_ref().map(|d| d.started),
+                requests: &mut self.requests,
+            },
+            &mut self.conns,
+        )
+    }
+
+    fn drive(&mut self, key: usize) {
+        let (mut ctx, conns) = self.ctx();
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        match conn.drive(&mut ctx) {
+            Drive::Wait => {}
+            Drive::Again => self.runnable.push_back(key),
+            Drive::Closed => self.remove(key),
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            let _ = self.poll.registry().deregister(conn.stream_mut());
+        }
+    }
+
+    /// The coarse timer: deadlines, accept retries, stats.
+    fn tick(&mut self) {
+        self.next_tick = self.now + TICK;
+        let drain_started = self.drain.as_ref().map(|d| d.started);
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline(&self.config, drain_started) <= self.now)
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            let (mut ctx, conns) = self.ctx();
+            if let Some(conn) = conns.get_mut(key) {
+                conn.on_deadline(&mut ctx);
+                self.drive(key);
+            }
+        }
+        for slot in self.listeners.iter_mut().flatten() {
+            if slot.paused_until.is_some_and(|t| t <= self.now) {
+                slot.paused_until = None;
+            }
+        }
+        if self.now >= self.next_stats {
+            self.next_stats = self.now + STATS_EVERY;
+            let stats = ToMaster::Stats {
+                connections: self.conns.len() as u64,
+                requests: self.requests,
+            };
+            self.send_to_master(&stats);
+        }
+    }
+
+    fn on_channel(&mut self, event: &Event) {
+        let Some(channel) = self.channel.as_mut() else {
+            return;
+        };
+        if event.is_writable()
+            && channel.has_pending_output()
+            && let Err(e) = channel.flush()
+        {
+            self.master_lost(&e.to_string());
+            return;
+        }
+        let messages = match channel.receive::<ToWorker>() {
+            Ok(m) => m,
+            Err(e) => {
+                self.master_lost(&e.to_string());
+                return;
+            }
+        };
+        let eof = channel.eof();
+        for message in messages {
+            match message {
+                ToWorker::Drain => self.begin_drain(Cause::Ordered),
+                ToWorker::Stop => {
+                    info!("told to stop");
+                    self.stop = true;
+                }
+            }
+        }
+        if eof {
+            self.master_lost("channel closed");
+        }
+    }
+
+    fn send_to_master(&mut self, message: &ToMaster) {
+        if let Some(channel) = self.channel.as_mut()
+            && let Err(e) = channel.send(message)
+        {
+            self.master_lost(&e.to_string());
+        }
+    }
+
+    /// The channel ended or broke: the master is gone (or has given up on
+    /// us). Drain, and exit within the grace period whatever is left.
+    fn master_lost(&mut self, why: &str) {
+        if let Some(channel) = self.channel.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&channel.stream().as_raw_fd()));
+            if !self.stop {
+                warn!("lost the master ({why}): draining");
+            }
+        }
+        self.begin_drain(Cause::Orphaned);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        assert_eq!(target(CHANNEL), Target::Channel);
+        assert_eq!(target(SIGNALS), Target::Signals);
+        assert_eq!(target(listener_token(0)), Target::Listener(0));
+        assert_eq!(target(listener_token(7)), Target::Listener(7));
+        for key in [0, 1, 12345] {
+            assert_eq!(
+                target(connection_token(key)),
+                Target::Connection { key, side: 0 }
+            );
+            assert_eq!(
+                target(Token(connection_token(key).0 + 1)),
+                Target::Connection { key, side: 1 }
+            );
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Request heads: bytes → a `Request`, or the status to reject them with.
+//!
+//! Only what serving needs is kept; the head's bytes are released as soon as
+//! it is parsed. Anything that makes the framing of the bytes that follow
+//! uncertain (a malformed head, an unsupported body encoding, conflicting
+//! lengths) is a `Reject`: it is answered and the connection closed, as the
+//! next request could not be found reliably.
+
+use crate::limits::{MAX_DISCARDED_BODY, MAX_HEAD, MAX_HEADERS};
+
+use super::response::Status;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: Method,
+    pub version: Version,
+    /// Path and query of the target as sent (still percent-encoded); for an
+    /// absolute-form target, the part after the authority.
+    pub target: String,
+    /// From an absolute-form target, else from Host: lowercase, without
+    /// port or trailing dot. `None` when absent or empty.
+    pub host: Option<String>,
+    /// The client asked to keep the connection (HTTP/1.1 unless
+    /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
+    pub keep_alive: bool,
+    /// Body bytes that follow the head (`Content-Length`, 0 if absent).
+    pub content_length: u64,
+    /// `Expect: 100-continue`: the client may hold its body back.
+    pub expects_continue: bool,
+    /// Bytes of the buffer the head took.
+    pub head_len: usize,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// The head is not complete yet.
+    Partial,
+    Request(Request),
+    /// Answer with this status and close.
+    Reject(Status),
+}
+
+/// Parses the request head at the start of `buf`.
+pub fn parse(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+        Ok(httparse::Status::Complete(_)) => return Parsed::Reject(Status::HeaderFieldsTooLarge),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Parsed::Reject(Status::HeaderFieldsTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Reject(Status::HeaderFieldsTooLarge);
+        }
+        Err(httparse::Error::Version) if names_an_http_version(buf) => {
+            return Parsed::Reject(Status::VersionNotSupported);
+        }
+        Err(_) => return Parsed::Reject(Status::BadRequest),
+    };
+    let version = match req.version {
+        Some(0) => Version::Http10,
+        Some(1) => Version::Http11,
+        _ => return Parsed::Reject(Status::VersionNotSupported),
+    };
+    let method = match req.method {
+        Some("GET") => Method::Get,
+        Some("HEAD") => Method::Head,
+        _ => Method::Other,
+    };
+    let Some(raw_target) = req.path else {
+        return Parsed::Reject(Status::BadRequest);
+    };
+
+    let mut host_header: Option<&[u8]> = None;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut expects_continue = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            if host_header.is_some() {
+                return Parsed::Reject(Status::BadRequest);
+            }
+            host_header = Some(h.value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            // Repeated or comma-listed values must all agree (RFC 9112 6.3).
+            for v in h.value.split(|&b| b == b',') {
+                let Some(n) = parse_length(v.trim_ascii()) else {
+                    return Parsed::Reject(Status::BadRequest);
+                };
+                if content_length.is_some_and(|c| c != n) {
+                    return Parsed::Reject(Status::BadRequest);
+                }
+                content_length = Some(n);
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case("expect") {
+            expects_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+
+    // Both is how request smuggling starts: refuse and close.
+    if transfer_encoding && content_length.is_some() {
+        return Parsed::Reject(Status::BadRequest);
+    }
+    // Chunked bodies come with the body engine (a later issue).
+    if transfer_encoding {
+        return Parsed::Reject(Status::NotImplemented);
+    }
+    let content_length = content_length.unwrap_or(0);
+    if content_length > MAX_DISCARDED_BODY {
+        return Parsed::Reject(Status::PayloadTooLarge);
+    }
+
+    let (target, target_host) = match split_absolute_form(raw_target) {
+        Some((authority, path)) => (path, Some(authority)),
+        None => (raw_target.to_owned(), None),
+    };
+    if version == Version::Http11 && host_header.is_none() {
+        return Parsed::Reject(Status::BadRequest); // RFC 9112 3.2
+    }
+    let host = match target_host.map(str::as_bytes).or(host_header) {
+        Some(raw) => match normalize_host(raw) {
+            Ok(h) => h,
+            Err(()) => return Parsed::Reject(Status::BadRequest),
+        },
+        None => None,
+    };
+
+    Parsed::Request(Request {
+        method,
+        version,
+        target,
+        host,
+        keep_alive: match version {
+            Version::Http11 => !close,
+            Version::Http10 => keep_alive_token && !close,
+        },
+        content_length,
+        expects_continue,
+        head_len,
+    })
+}
+
+/// A Content-Length value: digits only, no sign, no overflow.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// `http://authority/path?q` → (`authority`, `/path?q`); `None` when the
+/// target is not in absolute form.
+fn split_absolute_form(target: &str) -> Option<(&str, String)> {
+    let rest = ["http://", "https://"].iter().find_map(|scheme| {
+        let head = target.get(..scheme.len())?;
+        head.eq_ignore_ascii_case(scheme)
+            .then(|| &target[scheme.len()..])
+    })?;
+    Some(match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
+        // `http://host?q` has the empty path, which is `/`.
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_owned()),
+    })
+}
+
+/// A Host value → lowercase name without port or trailing dot, `Ok(None)`
+/// when empty, `Err` when it cannot be a host (which is a 400).
+pub fn normalize_host(raw: &[u8]) -> Result<Option<String>, ()> {
+    let raw = raw.trim_ascii();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let (name, port) = if raw.first() == Some(&b'[') {
+        // An IPv6 literal: `[::1]` or `[::1]:8080`.
+        let end = raw.iter().position(|&b| b == b']').ok_or(())?;
+        let inside = &raw[1..end];
+        if inside.is_empty()
+            || !inside
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return Err(());
+        }
+        (&raw[..=end], &raw[end + 1..])
+    } else {
+        match raw.iter().position(|&b| b == b':') {
+            Some(i) => (&raw[..i], &raw[i..]),
+            None => (raw, &raw[raw.len()..]),
+        }
+    };
+    if !port.is_empty() && (port[0] != b':' || !port[1..].iter().all(u8::is_ascii_digit)) {
+        return Err(());
+    }
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    if name.is_empty() && !port.is_empty() {
+        return Err(());
+    }
+    let valid =
+        |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':');
+    if !name.iter().all(valid) {
+        return Err(());
+    }
+    Ok(Some(String::from_utf8_lossy(name).to_ascii_lowercase()))
+}
+
+/// Whether the request line ends in `HTTP/<digit>.<digit>`, so that a
+/// version httparse refuses is a 505 and not a plain 400.
+fn names_an_http_version(buf: &[u8]) -> bool {
+    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    let line = buf[..line_end].trim_ascii();
+    let last = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    matches!(last, [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(text: &str) -> Request {
+        match parse(text.as_bytes()) {
+            Parsed::Request(r) => r,
+            other => panic!("{text:?} → {other:?}"),
+        }
+    }
+
+    fn reject(text: &[u8]) -> Status {
+        match parse(text) {
+            Parsed::Reject(s) => s,
+            other => panic!("{:?} → {other:?}", String::from_utf8_lossy(text)),
+        }
+    }
+
+    #[test]
+    fn a_simple_get() {
+        let text = "GET /a/b?c=d HTTP/1.1\r\nHost: Example.ORG:8080\r\n\r\nNEXT";
+        let r = req(text);
+        assert_eq!(r.method, Method::Get);
+        assert_eq!(r.version, Version::Http11);
+        assert_eq!(r.target, "/a/b?c=d");
+        assert_eq!(r.host.as_deref(), Some("example.org"));
+        assert!(r.keep_alive);
+        assert_eq!(r.content_length, 0);
+        assert_eq!(r.head_len, text.len() - 4);
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n"), Parsed::Partial);
+        assert_eq!(parse(b"GE"), Parsed::Partial);
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(!req("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(
+            !req("GET / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, CLOSE\r\n\r\n").keep_alive
+        );
+        assert!(!req("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn host_is_required_in_http11_only() {
+        assert_eq!(reject(b"GET / HTTP/1.1\r\n\r\n"), Status::BadRequest);
+        assert_eq!(req("GET / HTTP/1.0\r\n\r\n").host, None);
+        assert_eq!(req("GET / HTTP/1.1\r\nHost:\r\n\r\n").host, None);
+        assert_eq!(
+            reject(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Status::BadRequest
+        );
+        assert_eq!(
+            reject(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"),
+            Status::BadRequest
+        );
+    }
+
+    #[test]
+    fn absolute_form_takes_its_host_from_the_target() {
+        let r = req("GET http://B.example/x?y HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(r.host.as_deref(), Some("b.example"));
+        assert_eq!(r.target, "/x?y");
+        let r = req("GET HTTPS://b.example:443 HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(
+            (r.host.as_deref(), r.target.as_str()),
+            (Some("b.example"), "/")
+        );
+    }
+
+    #[test]
+    fn hosts_are_normalized() {
+        let n = |s: &str| normalize_host(s.as_bytes());
+        assert_eq!(n("Example.org."), Ok(Some("example.org".into())));
+        assert_eq!(n("[::1]:8080"), Ok(Some("[::1]".into())));
+        assert_eq!(n("a:"), Ok(Some("a".into())));
+        assert_eq!(n(""), Ok(None));
+        assert_eq!(n("a:b"), Err(()));
+        assert_eq!(n("[::1"), Err(()));
+        assert_eq!(n("user@host"), Err(()));
+        assert_eq!(n(":80"), Err(()));
+    }
+
+    #[test]
+    fn bodies() {
+        let r = req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!((r.method, r.content_length), (Method::Other, 5));
+        let r =
+            req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(r.content_length, 5);
+        for bad in [
+            "Content-Length: 5\r\nContent-Length: 6",
+            "Content-Length: -1",
+            "Content-Length: +1",
+            "Content-Length: 99999999999999999999",
+            "Content-Length: 5\r\nTransfer-Encoding: chunked",
+        ] {
+            let text = format!("POST / HTTP/1.1\r\nHost: a\r\n{bad}\r\n\r\n");
+            assert_eq!(reject(text.as_bytes()), Status::BadRequest, "{bad}");
+        }
+        let chunked = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(reject(chunked), Status::NotImplemented);
+        let big = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1048577\r\n\r\n";
+        assert_eq!(reject(big), Status::PayloadTooLarge);
+        let r =
+            req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n");
+        assert!(r.expects_continue);
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            reject(b"GET / HTTP/2.0\r\n\r\n"),
+            Status::VersionNotSupported
+        );
+        assert_eq!(
+            reject(b"GET / HTTP/1.2\r\n\r\n"),
+            Status::VersionNotSupported
+        );
+        assert_eq!(reject(b"GET / FOO\r\n\r\n"), Status::BadRequest);
+        assert_eq!(reject(b"\x00\x01garbage\r\n\r\n"), Status::BadRequest);
+    }
+
+    #[test]
+    fn oversized_heads() {
+        let mut long = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
+        long.resize(MAX_HEAD + 10, b'a');
+        assert_eq!(reject(&long), Status::HeaderFieldsTooLarge);
+        long.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(reject(&long), Status::HeaderFieldsTooLarge);
+        let mut many = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+        for i in 0..MAX_HEADERS {
+            many.push_str(&format!("X-{i}: y\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(reject(many.as_bytes()), Status::HeaderFieldsTooLarge);
+    }
+}

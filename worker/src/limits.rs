@@ -1,0 +1,54 @@
+//! The worker's fixed limits and timings, in one place.
+//!
+//! The timeouts an operator tunes (`header_timeout`, `keepalive_timeout`,
+//! `drain_linger`, `grace`) live in the config; these are the ones that have
+//! not needed a knob yet.
+
+use std::time::Duration;
+
+/// Largest request head (request line + headers) accepted: 431 above.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Most header fields in one request head: 431 above.
+pub const MAX_HEADERS: usize = 100;
+
+/// Largest `Content-Length` body that is read and discarded so the
+/// connection can be kept; larger is 413 and the connection is closed.
+pub const MAX_DISCARDED_BODY: u64 = 1024 * 1024;
+
+/// Bytes read from a socket at a time.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// A response that makes no progress for this long is abandoned.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A request body that makes no progress for this long is abandoned.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// After `shutdown(Write)`, how long input is read and discarded before the
+/// socket is closed (so late bytes never turn the close into a reset).
+pub const LINGERING_CLOSE: Duration = Duration::from_secs(1);
+
+/// The coarse timer: deadlines are checked this often.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// How often `Stats` go to the master.
+pub const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// Connections accepted per listener per loop turn, so that one busy
+/// listener cannot starve the connections already open.
+pub const ACCEPT_BUDGET: usize = 64;
+
+/// Connections accepted from a listener's queue when draining, before it is
+/// closed: what was queued is served, but a flood cannot keep us there.
+pub const DRAIN_ACCEPT_MAX: usize = 4096;
+
+/// Bytes one connection may move per loop turn before others get a go.
+pub const TURN_BYTES: usize = 1024 * 1024;
+
+/// Requests one connection may have answered per loop turn.
+pub const TURN_REQUESTS: usize = 32;
+
+/// While draining, a response still keeps the connection open if the next
+/// pipelined request is already buffered; at most this many times.
+pub const DRAIN_PIPELINED_MAX: u32 = 16;

@@ -1,0 +1,133 @@
+//! What a connection has to send: a head, then a body.
+//!
+//! The head and any small body share one buffer, so most responses leave in
+//! a single `send`. A file body goes with sendfile(2) from the file's fd,
+//! resumed where it stopped on the next writable event; a file is never
+//! read into memory. When TLS comes, its stream cannot sendfile: the file
+//! will be read in chunks into `buf` instead, which is why the state is kept
+//! as "buffer, then file" rather than as one syscall.
+
+use std::fs::File;
+use std::io;
+
+use crate::stream::Stream;
+
+#[derive(Debug)]
+pub enum Body {
+    #[expect(dead_code, reason = "for 304s and bodiless proxied responses, next")]
+    Empty,
+    /// Small, generated bodies (status texts).
+    Bytes(Vec<u8>),
+    File(FileBody),
+}
+
+impl Body {
+    /// The Content-Length.
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Empty => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::File(f) => f.remaining,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct FileBody {
+    pub file: File,
+    pub offset: u64,
+    pub remaining: u64,
+}
+
+/// How far a write got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Everything is out.
+    All,
+    /// The socket is full: wait for writable.
+    Blocked,
+    /// This turn's byte budget is used up: come back later.
+    Budget,
+}
+
+#[derive(Debug)]
+pub struct Outgoing {
+    buf: Vec<u8>,
+    pos: usize,
+    file: Option<FileBody>,
+}
+
+impl Outgoing {
+    /// `head` is the encoded response head; the body follows it unless
+    /// `with_body` is false (HEAD).
+    pub fn new(mut head: Vec<u8>, body: Body, with_body: bool) -> Outgoing {
+        let mut file = None;
+        if with_body {
+            match body {
+                Body::Empty => {}
+                Body::Bytes(b) => head.extend_from_slice(&b),
+                Body::File(f) if f.remaining > 0 => file = Some(f),
+                Body::File(_) => {}
+            }
+        }
+        Outgoing {
+            buf: head,
+            pos: 0,
+            file,
+        }
+    }
+
+    /// Writes as much as the socket and `budget` allow; `budget` is
+    /// decreased by the bytes written.
+    pub fn write_to(&mut self, stream: &mut Stream, budget: &mut usize) -> io::Result<Sent> {
+        while self.pos < self.buf.len() {
+            if *budget == 0 {
+                return Ok(Sent::Budget);
+            }
+            match stream.send(&self.buf[self.pos..], self.file.is_some()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.pos += n;
+                    *budget = budget.saturating_sub(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Sent::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !self.buf.is_empty() {
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+        while let Some(f) = self.file.as_mut() {
+            if *budget == 0 {
+                return Ok(Sent::Budget);
+            }
+            let count = usize::try_from(f.remaining)
+                .unwrap_or(usize::MAX)
+                .min(*budget);
+            match stream.sendfile(&f.file, f.offset, count) {
+                // The file shrank under us: the promised length cannot be
+                // delivered, so the connection must end.
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file truncated while sending",
+                    ));
+                }
+                Ok(n) => {
+                    f.offset += n as u64;
+                    f.remaining -= n as u64;
+                    *budget = budget.saturating_sub(n);
+                    if f.remaining == 0 {
+                        self.file = None;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Sent::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Sent::All)
+    }
+}

@@ -1,0 +1,42 @@
+//! Config values for unit tests, built from the model's struct literals.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_shared::config::{Config, Listen, ListenAddr, Pos, Site, Source};
+
+pub fn site(root: &str, listen: &[&str], names: &[&str]) -> Site {
+    Site {
+        listen: listen
+            .iter()
+            .map(|a| Listen {
+                addr: ListenAddr::Tcp(a.parse().unwrap()),
+                backlog: 128,
+                mode: 0o666,
+                pos: Pos::default(),
+            })
+            .collect(),
+        names: names.iter().map(|n| n.to_string()).collect(),
+        root: PathBuf::from(root),
+        index: vec!["index.html".into()],
+        pos: Pos::default(),
+    }
+}
+
+pub fn config(sites: Vec<Site>) -> Config {
+    Config {
+        source: Source::Embedded,
+        identity: None,
+        run_as_root: false,
+        workers: 1,
+        pid_file: PathBuf::from("/nonexistent/baton.pid"),
+        grace: Duration::from_secs(30),
+        error_log: None,
+        log_level: "warn".into(),
+        worker_ready_timeout: Duration::from_secs(5),
+        drain_linger: Duration::from_secs(1),
+        keepalive_timeout: Duration::from_secs(60),
+        header_timeout: Duration::from_secs(10),
+        sites,
+    }
+}
