@@ -401,6 +401,8 @@ run_phase() {
 	local out=$TMP/$tag.wrk counts=$TMP/$tag.reloads wrk_rc=0
 	local -a hdr=()
 	[[ $load == close ]] && hdr=(-H 'Connection: close')
+	local before
+	before=$(children "${PID[$s]}")
 	log "$s $load: wrk -t1 -c$CONNECTIONS -d${DURATION}s, a reload every ${INTERVAL}s"
 	wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${hdr[@]}" \
 		"http://127.0.0.1:${PORT[$s]}/" >"$out" 2>&1 &
@@ -429,6 +431,12 @@ run_phase() {
 		die "$s (pid ${PID[$s]}) died during the $load phase"
 	}
 	settle "$s"
+	# A reload that exits 0 but starts no new workers would make a hollow zero.
+	local after
+	after=$(children "${PID[$s]}")
+	if [[ $reloads != n/a ]] && ((reloads > rfails)) && [[ $after == "$before" ]]; then
+		log "warning: $s still has the same workers ($after) after $reloads reloads"
+	fi
 }
 
 # -------------------------------------------------------------------- main
