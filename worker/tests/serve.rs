@@ -367,6 +367,12 @@ fn serves_files_then_drains() {
     assert_eq!(a.response(false).body, b"hello world\n");
     assert_eq!(a.response(false).body, b"<h1>dir</h1>\n");
 
+    // `Connection: close` is honoured.
+    let mut cl = w.connect();
+    cl.send("GET /hello.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert_eq!(cl.response(false).header("connection"), Some("close"));
+    cl.assert_closed();
+
     // HTTP/1.0 closes unless asked to keep alive.
     let mut b = w.connect();
     b.send("GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
@@ -400,6 +406,8 @@ fn serves_files_then_drains() {
     assert_eq!(idle.get("/hello.txt").status, 200);
     let mut late = w.connect();
     assert_eq!(late.get("/hello.txt").status, 200);
+    let mut pipe = w.connect();
+    assert_eq!(pipe.get("/hello.txt").status, 200);
     let mut partial = w.connect();
     partial.send("GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n");
     assert_eq!(a.get("/hello.txt").status, 200); // `partial` is in before we drain
@@ -411,6 +419,20 @@ fn serves_files_then_drains() {
     let r = late.get("/hello.txt");
     assert_eq!((r.status, r.header("connection")), (200, Some("close")));
     late.assert_closed();
+    // Two pipelined requests in one segment: the second is already there
+    // when the first is answered, so both are served, the last with close.
+    pipe.send(
+        "GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n\
+         GET /dir/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    let r = pipe.response(false);
+    assert_eq!((r.status, r.header("connection")), (200, None));
+    let r = pipe.response(false);
+    assert_eq!(
+        (r.body.as_slice(), r.header("connection")),
+        (&b"<h1>dir</h1>\n"[..], Some("close"))
+    );
+    pipe.assert_closed();
     partial.send("\r\n");
     let r = partial.response(false);
     assert_eq!((r.status, r.header("connection")), (200, Some("close")));
@@ -418,12 +440,18 @@ fn serves_files_then_drains() {
     // The idle one is closed cleanly once the linger (2s) is over.
     idle.assert_closed();
     assert!(drain_seen.elapsed() > Duration::from_millis(1500));
-    drop((idle, late, partial, b, slow));
+    drop((idle, late, partial, pipe, b, slow));
 
     // No connection left: the worker exits 0 without waiting for `grace`.
+    // Meanwhile it has reported what it served, about once a second.
+    let mut served = 0;
     while let Some(msg) = w.next_message() {
-        assert!(matches!(msg, ToMaster::Stats { .. }), "{msg:?}");
+        match msg {
+            ToMaster::Stats { requests, .. } => served = requests,
+            other => panic!("{other:?}"),
+        }
     }
+    assert!(served >= 20, "stats said {served} requests");
     assert_eq!(w.wait_exit(), WaitStatus::Exited(w.pid, 0));
     drop(w);
 }
@@ -436,6 +464,21 @@ fn an_orphaned_worker_drains_and_exits() {
     drop(w.channel.take()); // the master "dies"
     idle.assert_closed();
     drop(idle);
+    assert_eq!(w.wait_exit(), WaitStatus::Exited(w.pid, 0));
+}
+
+#[test]
+fn an_orphaned_worker_gives_up_after_the_grace_period() {
+    let mut w = TestWorker::start(|c| {
+        c.drain_linger = Duration::from_secs(600);
+        c.header_timeout = Duration::from_secs(600);
+        c.grace = Duration::from_millis(300);
+    });
+    // In flight for ever: half a head, never finished.
+    let mut stuck = w.connect();
+    stuck.send("GET / HTTP/1.1\r\n");
+    assert_eq!(w.connect().get("/hello.txt").status, 200); // `stuck` is in
+    drop(w.channel.take());
     assert_eq!(w.wait_exit(), WaitStatus::Exited(w.pid, 0));
 }
 
@@ -521,4 +564,19 @@ fn slow_and_idle_clients_time_out() {
     ));
     assert_eq!(big.response(false).status, 431);
     big.assert_closed();
+}
+
+#[test]
+fn a_refused_upload_is_answered_not_reset() {
+    let w = TestWorker::start(|_| {});
+    let mut c = w.connect();
+    // 2 MiB is over the limit: 413 and close. The client is still sending;
+    // the lingering close reads its bytes, so it gets the 413 and an EOF,
+    // not a reset that could destroy the response before it is read.
+    let body = vec![b'x'; 2 * 1024 * 1024];
+    c.send("POST /hello.txt HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2097152\r\n\r\n");
+    c.stream.write_all(&body).unwrap();
+    let r = c.response(false);
+    assert_eq!((r.status, r.header("connection")), (413, Some("close")));
+    c.assert_closed();
 }
