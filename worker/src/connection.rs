@@ -32,7 +32,7 @@ use crate::http::request::{self, Method, Parsed, Version};
 use crate::http::response::{Persistence, Response, Status, write_head};
 use crate::limits::{
     BODY_TIMEOUT, DRAIN_PIPELINED_MAX, LINGERING_CLOSE, MAX_HEAD, READ_CHUNK, SEND_TIMEOUT,
-    TURN_BYTES, TURN_REQUESTS,
+    TURN_BYTES, TURN_REQUESTS, after,
 };
 use crate::outgoing::{Outgoing, Sent};
 use crate::routing::Routes;
@@ -165,7 +165,9 @@ impl Connection {
             Phase::Lingering { until } => until,
             Phase::Open if self.out.is_some() => self.last_progress + SEND_TIMEOUT,
             Phase::Open if self.discard > 0 => self.last_progress + BODY_TIMEOUT,
-            Phase::Open if !self.inbuf.is_empty() => self.head_started + config.header_timeout,
+            Phase::Open if !self.inbuf.is_empty() => {
+                after(self.head_started, config.header_timeout)
+            }
             Phase::Open => {
                 // A new connection has header_timeout to send its first
                 // request; a kept-alive one keepalive_timeout for the next.
@@ -174,10 +176,10 @@ impl Connection {
                 } else {
                     config.keepalive_timeout
                 };
-                let deadline = self.idle_since + wait;
+                let deadline = after(self.idle_since, wait);
                 match drain_started {
                     // Draining: one more request within the linger.
-                    Some(d) => deadline.min(self.idle_since.max(d) + config.drain_linger),
+                    Some(d) => deadline.min(after(self.idle_since.max(d), config.drain_linger)),
                     None => deadline,
                 }
             }

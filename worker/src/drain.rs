@@ -28,7 +28,7 @@ use std::time::Instant;
 use log::{debug, info, warn};
 
 use crate::event_loop::Worker;
-use crate::limits::DRAIN_ACCEPT_MAX;
+use crate::limits::{DRAIN_ACCEPT_MAX, after};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
@@ -60,7 +60,7 @@ pub struct Drain {
 impl Worker {
     pub(crate) fn begin_drain(&mut self, cause: Cause) {
         let now = self.now;
-        let give_up_at = (cause == Cause::Orphaned).then(|| now + self.config.grace);
+        let give_up_at = (cause == Cause::Orphaned).then(|| after(now, self.config.grace));
         if let Some(drain) = self.drain.as_mut() {
             drain.give_up_at = drain.give_up_at.or(give_up_at);
             return;

@@ -4,7 +4,7 @@
 //! `drain_linger`, `grace`) live in the config; these are the ones that have
 //! not needed a knob yet.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest request head (request line + headers) accepted: 431 above.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -52,3 +52,11 @@ pub const TURN_REQUESTS: usize = 32;
 /// While draining, a response still keeps the connection open if the next
 /// pipelined request is already buffered; at most this many times.
 pub const DRAIN_PIPELINED_MAX: u32 = 16;
+
+/// `t + d`, for durations from the config: an absurdly long one means
+/// "practically never", not an overflow panic.
+pub fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(t)
+}

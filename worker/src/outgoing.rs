@@ -117,7 +117,7 @@ impl Outgoing {
                 }
                 Ok(n) => {
                     f.offset += n as u64;
-                    f.remaining -= n as u64;
+                    f.remaining = f.remaining.saturating_sub(n as u64);
                     *budget = budget.saturating_sub(n);
                     if f.remaining == 0 {
                         self.file = None;
