@@ -61,7 +61,8 @@ impl Command {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    baton_shared::config::parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration like \"30s\" or \"500ms\""))
+    baton_shared::config::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration like \"30s\" or \"500ms\""))
 }
 
 fn main() -> ExitCode {
@@ -69,9 +70,7 @@ fn main() -> ExitCode {
     let options = baton_master::Options {
         source: baton_master::source_of(cli.config.as_deref()),
         overrides: baton_master::Overrides {
-            pid_file: cli
-                .pid_file
-                .map(|p| std::path::absolute(&p).unwrap_or(p)),
+            pid_file: cli.pid_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
             grace: cli.grace,
         },
         daemon: cli.daemon,

@@ -20,7 +20,8 @@ fn serves_and_keeps_alive() {
     let mut s = connect(env.port);
     let mut reader = BufReader::new(s.try_clone().unwrap());
     for _ in 0..3 {
-        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
         let r = read_response(&mut reader, false).unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.body, b"<h1>hello from baton</h1>\n");
@@ -138,7 +139,12 @@ fn s_commands_report_not_running() {
     env.write_config(&env.simple_config());
     for cmd in ["reload", "status", "stop", "quit"] {
         let out = env.baton(&["-s", cmd]);
-        assert_eq!(out.status.code(), Some(3), "-s {cmd}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "-s {cmd}: {}",
+            text(&out.stderr)
+        );
         assert!(text(&out.stderr).contains("not running"));
     }
 }
@@ -146,9 +152,13 @@ fn s_commands_report_not_running() {
 #[test]
 fn config_test_accepts_good_and_rejects_bad_without_a_trace() {
     let env = Env::new();
-    let good = env
-        .simple_config()
-        .replace("grace = \"5s\"", &format!("grace = \"5s\"\nerror_log = \"{}\"", env.path("logs/error.log").display()));
+    let good = env.simple_config().replace(
+        "grace = \"5s\"",
+        &format!(
+            "grace = \"5s\"\nerror_log = \"{}\"",
+            env.path("logs/error.log").display()
+        ),
+    );
     std::fs::create_dir_all(env.path("logs")).unwrap();
     env.write_config(&good);
     let listing = || {
@@ -161,7 +171,10 @@ fn config_test_accepts_good_and_rejects_bad_without_a_trace() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("is valid"));
     assert_eq!(listing(), before, "-t created or removed files");
-    assert!(std::net::TcpListener::bind(("127.0.0.1", env.port)).is_ok(), "-t bound the port");
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", env.port)).is_ok(),
+        "-t bound the port"
+    );
 
     let bad = good.replace("workers = 2", "workers = \"lots\"\nwhatever = 1");
     env.write_config(&bad);
@@ -181,7 +194,11 @@ fn config_test_accepts_good_and_rejects_bad_without_a_trace() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("nope.toml"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nope.toml"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {
@@ -202,7 +219,11 @@ fn bad_config_at_start_exits_1_with_location_and_leaves_nothing() {
     env.write_config(&env.simple_config().replace("root =", "root = 5 #"));
     let out = env.baton(&[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("baton.toml:"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("baton.toml:"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(!env.pid_file().exists());
     assert!(std::net::TcpListener::bind(("127.0.0.1", env.port)).is_ok());
 }
@@ -217,7 +238,8 @@ fn graceful_stop_finishes_a_slow_response() {
     let mut server = env.start();
 
     let mut s = connect(env.port);
-    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut first = [0u8; 1024];
     let n = s.read(&mut first).unwrap();
     assert!(n > 0);
@@ -246,11 +268,18 @@ fn graceful_stop_finishes_a_slow_response() {
 fn graceful_stop_exits_at_once_when_idle() {
     let env = Env::new();
     // A long grace: exiting must not wait for it.
-    env.write_config(&env.simple_config().replace("grace = \"5s\"", "grace = \"60s\""));
+    env.write_config(
+        &env.simple_config()
+            .replace("grace = \"5s\"", "grace = \"60s\""),
+    );
     let mut server = env.start();
     let started = Instant::now();
     server.signal(libc::SIGQUIT);
-    assert!(server.wait_notify("STOPPING=1", Duration::from_secs(5)).is_some());
+    assert!(
+        server
+            .wait_notify("STOPPING=1", Duration::from_secs(5))
+            .is_some()
+    );
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(started.elapsed() < Duration::from_secs(5));
 }
@@ -259,39 +288,59 @@ fn graceful_stop_exits_at_once_when_idle() {
 fn grace_expiry_kills_a_stuck_old_worker() {
     let env = Env::new();
     env.write_file("www/big.bin", &vec![7u8; 16 * 1024 * 1024]);
-    env.write_config(&env.simple_config().replace("grace = \"5s\"", "grace = \"1s\""));
+    env.write_config(
+        &env.simple_config()
+            .replace("grace = \"5s\"", "grace = \"1s\""),
+    );
     let server = env.start();
     // A client that asks for a big file and never reads: its worker cannot
     // finish draining.
     let mut stuck = connect(env.port);
-    stuck.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stuck
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut first = [0u8; 16];
     stuck.read_exact(&mut first).unwrap();
     let old: Vec<i32> = env.status().serving_pids();
     assert!(env.reload().status.success());
     assert!(
-        wait_until(Duration::from_secs(5), || old.iter().all(|p| !pid_alive(*p))),
+        wait_until(Duration::from_secs(5), || old
+            .iter()
+            .all(|p| !pid_alive(*p))),
         "old workers still alive after grace: {}",
         env.status().raw
     );
-    assert!(server.log_text().contains("after the grace period"), "{}", server.log_text());
+    assert!(
+        server.log_text().contains("after the grace period"),
+        "{}",
+        server.log_text()
+    );
     assert_eq!(get(env.port, "/").unwrap().status, 200);
 }
 
 #[test]
 fn fast_stop_and_second_signal() {
     let env = Env::new();
-    env.write_config(&env.simple_config().replace("grace = \"5s\"", "grace = \"60s\""));
+    env.write_config(
+        &env.simple_config()
+            .replace("grace = \"5s\"", "grace = \"60s\""),
+    );
     env.write_file("www/big.bin", &vec![7u8; 16 * 1024 * 1024]);
     let mut server = env.start();
     let mut stuck = connect(env.port);
-    stuck.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stuck
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut first = [0u8; 16];
     stuck.read_exact(&mut first).unwrap();
     // Graceful stop would wait up to 60 s for the stuck client; the second
     // TERM stops at once.
     server.signal(libc::SIGTERM);
-    assert!(server.wait_notify("STOPPING=1", Duration::from_secs(5)).is_some());
+    assert!(
+        server
+            .wait_notify("STOPPING=1", Duration::from_secs(5))
+            .is_some()
+    );
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(0));
 }
@@ -326,7 +375,11 @@ fn killed_worker_is_replaced() {
     }));
     assert!(now.serving_pids().contains(&before[1]));
     assert_eq!(now.generation, 1, "a replacement is of the same generation");
-    assert!(server.log_text().contains(&format!("worker {} (generation 1, slot", before[0])));
+    assert!(
+        server
+            .log_text()
+            .contains(&format!("worker {} (generation 1, slot", before[0]))
+    );
     assert!(server.log_text().contains("was killed by SIGKILL"));
     assert_eq!(get(env.port, "/").unwrap().status, 200);
 }
@@ -357,7 +410,11 @@ fn crash_loop_backs_off_exponentially() {
         let min = Duration::from_millis(100 << i);
         assert!(*gap >= min, "restart {i} after {gap:?}, less than {min:?}");
     }
-    assert!(server.log_text().contains("crash loop"), "{}", server.log_text());
+    assert!(
+        server.log_text().contains("crash loop"),
+        "{}",
+        server.log_text()
+    );
     assert_eq!(children_of(server.pid()).len(), 1, "never a fork bomb");
 }
 
@@ -370,7 +427,9 @@ fn master_killed_leaves_no_worker() {
     assert_eq!(workers.len(), 2);
     server.signal(libc::SIGKILL);
     assert!(
-        wait_until(Duration::from_secs(2), || workers.iter().all(|p| !pid_alive(*p))),
+        wait_until(Duration::from_secs(2), || workers
+            .iter()
+            .all(|p| !pid_alive(*p))),
         "workers outlived the master"
     );
 }
@@ -387,14 +446,24 @@ fn workers_run_as_the_configured_user() {
     for pid in env.status().serving_pids() {
         let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let uid = st.lines().find(|l| l.starts_with("Uid:")).unwrap();
-        assert!(uid.split_whitespace().skip(1).all(|u| u == "65534"), "{uid}");
+        assert!(
+            uid.split_whitespace().skip(1).all(|u| u == "65534"),
+            "{uid}"
+        );
         let gid = st.lines().find(|l| l.starts_with("Gid:")).unwrap();
-        assert!(gid.split_whitespace().skip(1).all(|g| g == "65534"), "{gid}");
+        assert!(
+            gid.split_whitespace().skip(1).all(|g| g == "65534"),
+            "{gid}"
+        );
         let nnp = st.lines().find(|l| l.starts_with("NoNewPrivs:")).unwrap();
         assert!(nnp.ends_with('1'), "{nnp}");
     }
     let master = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    assert!(master.lines().any(|l| l.starts_with("Uid:") && l.contains("\t0\t")));
+    assert!(
+        master
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("\t0\t"))
+    );
 }
 
 #[test]
@@ -404,8 +473,15 @@ fn root_workers_need_explicit_opt_in() {
         return;
     }
     let env = Env::new();
-    env.write_config(&env.simple_config().replace("user = \"nobody\"", "user = \"root\""));
+    env.write_config(
+        &env.simple_config()
+            .replace("user = \"nobody\"", "user = \"root\""),
+    );
     let out = env.baton(&["-t"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("run_as_root"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("run_as_root"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -67,14 +67,27 @@ fn reloads_under_load(keepalive: usize, per_request: usize) {
         "failed requests across 50 reloads ({} ok): {:?}",
         counts.ok, counts.errors
     );
-    assert!(counts.ok >= 200, "the load barely ran: {} requests", counts.ok);
+    assert!(
+        counts.ok >= 200,
+        "the load barely ran: {} requests",
+        counts.ok
+    );
 
     let status = wait_settled(&env, 2);
     assert_eq!(status.generation, 51, "{}", status.raw);
-    assert_eq!(children_of(master).len(), 2, "children: {:?}", children_of(master));
+    assert_eq!(
+        children_of(master).len(),
+        2,
+        "children: {:?}",
+        children_of(master)
+    );
     assert!(zombies_of(master).is_empty());
     assert_eq!(fd_count(master), fds_before, "the master leaks fds");
-    assert_eq!(listen_inode(env.port), inode_before, "the listen socket changed");
+    assert_eq!(
+        listen_inode(env.port),
+        inode_before,
+        "the listen socket changed"
+    );
 }
 
 #[test]
@@ -101,12 +114,18 @@ fn broken_config_reload_keeps_the_old_generation() {
     let err = text(&out.stderr);
     let line = broken.lines().position(|l| l.starts_with("rot =")).unwrap() + 1;
     assert!(
-        err.contains(&format!("baton.toml:{line}:1: unknown key \"rot\", did you mean \"root\"?")),
+        err.contains(&format!(
+            "baton.toml:{line}:1: unknown key \"rot\", did you mean \"root\"?"
+        )),
         "error was: {err}"
     );
     let after = env.status();
     assert_eq!(after.generation, before.generation);
-    assert!(after.last_reload.contains("config invalid"), "{}", after.raw);
+    assert!(
+        after.last_reload.contains("config invalid"),
+        "{}",
+        after.raw
+    );
     assert_eq!(get(env.port, "/").unwrap().status, 200);
     assert!(server.log_text().contains("unknown key \"rot\""));
 }
@@ -118,9 +137,10 @@ fn reload_that_cannot_bind_fails_with_status_2_and_old_keeps_serving() {
     let _server = env.start();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_port = taken.local_addr().unwrap().port();
-    let config = env
-        .simple_config()
-        .replace(&format!("\"127.0.0.1:{}\"", env.port), &format!("\"127.0.0.1:{}\", \"127.0.0.1:{taken_port}\"", env.port));
+    let config = env.simple_config().replace(
+        &format!("\"127.0.0.1:{}\"", env.port),
+        &format!("\"127.0.0.1:{}\", \"127.0.0.1:{taken_port}\"", env.port),
+    );
     env.write_config(&config);
     let out = env.reload();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
@@ -139,13 +159,18 @@ fn new_generation_that_is_not_ready_in_time_is_killed() {
     env.write_config(&env.simple_config());
     let server = env.start();
     let before = wait_settled(&env, 2);
-    let config = env
-        .simple_config()
-        .replace("worker_ready_timeout = \"5s\"", "worker_ready_timeout = \"1ms\"");
+    let config = env.simple_config().replace(
+        "worker_ready_timeout = \"5s\"",
+        "worker_ready_timeout = \"1ms\"",
+    );
     env.write_config(&config);
     let out = env.reload();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("not ready within"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not ready within"),
+        "{}",
+        text(&out.stderr)
+    );
     // The failed generation's workers are gone; the old ones still serve.
     let after = wait_settled(&env, 2);
     assert_eq!(after.serving_pids(), before.serving_pids());
@@ -168,7 +193,11 @@ fn listeners_are_added_and_removed() {
     assert!(env.reload().status.success());
     assert_eq!(get(second, "/").unwrap().status, 200);
     assert_eq!(get(env.port, "/").unwrap().status, 200);
-    assert_eq!(listen_inode(env.port), inode, "unchanged listener kept its socket");
+    assert_eq!(
+        listen_inode(env.port),
+        inode,
+        "unchanged listener kept its socket"
+    );
 
     env.write_config(&env.simple_config());
     assert!(env.reload().status.success());
@@ -187,9 +216,10 @@ fn listener_moved_from_loopback_to_wildcard_under_load() {
     let _server = env.start();
     let body = std::fs::read(env.path("www/index.html")).unwrap();
     let load = Load::start(env.port, 3, 3, &body);
-    let moved = env
-        .simple_config()
-        .replace(&format!("\"127.0.0.1:{}\"", env.port), &format!("\"0.0.0.0:{}\"", env.port));
+    let moved = env.simple_config().replace(
+        &format!("\"127.0.0.1:{}\"", env.port),
+        &format!("\"0.0.0.0:{}\"", env.port),
+    );
     env.write_config(&moved);
     let out = env.reload();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -200,7 +230,11 @@ fn listener_moved_from_loopback_to_wildcard_under_load() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     wait_settled(&env, 2);
     let counts = load.finish();
-    assert_eq!(counts.failed, 0, "{} ok, errors {:?}", counts.ok, counts.errors);
+    assert_eq!(
+        counts.failed, 0,
+        "{} ok, errors {:?}",
+        counts.ok, counts.errors
+    );
     assert!(counts.ok > 50);
 }
 
@@ -230,7 +264,11 @@ fn sigusr1_reloads_like_sighup() {
     env.write_config(&env.simple_config());
     let server = env.start();
     server.signal(libc::SIGUSR1);
-    assert!(server.wait_notify("READY=1", Duration::from_secs(10)).is_some());
+    assert!(
+        server
+            .wait_notify("READY=1", Duration::from_secs(10))
+            .is_some()
+    );
     assert_eq!(wait_settled(&env, 2).generation, 2);
 }
 
@@ -255,12 +293,17 @@ fn unix_socket_listener_keeps_its_inode_and_is_removed_at_exit() {
     assert_eq!(meta.mode() & 0o777, 0o660);
     let ask = || {
         let mut s = UnixStream::connect(&sock).unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
         read_response(&mut BufReader::new(s), false).unwrap()
     };
     assert_eq!(ask().status, 200);
     assert!(env.reload().status.success());
-    assert_eq!(std::fs::metadata(&sock).unwrap().ino(), meta.ino(), "same socket file");
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().ino(),
+        meta.ino(),
+        "same socket file"
+    );
     assert_eq!(ask().status, 200);
 
     // A second server may not take over the live socket's path.
@@ -272,8 +315,16 @@ fn unix_socket_listener_keeps_its_inode_and_is_removed_at_exit() {
     other.write_config(&other_config);
     let out = other.baton(&[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("another server is listening"), "{}", text(&out.stderr));
-    assert_eq!(ask().status, 200, "the refused server must not have unlinked it");
+    assert!(
+        text(&out.stderr).contains("another server is listening"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        ask().status,
+        200,
+        "the refused server must not have unlinked it"
+    );
 
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));

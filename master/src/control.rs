@@ -125,7 +125,10 @@ pub fn send(pid_file: &Path, command: &str) -> i32 {
         Err(e) => {
             let pid = crate::pidfile::read(pid_file);
             match pid {
-                Some(pid) if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok() => {
+                Some(pid)
+                    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None)
+                        .is_ok() =>
+                {
                     eprintln!(
                         "baton: pid {pid} from {} is alive, but its control socket {} is not answering: {e}",
                         pid_file.display(),

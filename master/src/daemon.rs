@@ -30,7 +30,13 @@ impl Readiness {
 
 /// Forks. Returns in the daemon child; the parent never returns (it exits
 /// with the daemon's startup outcome).
-pub fn daemonize() -> std::io::Result<Readiness> {
+///
+/// `keep_stderr` is false when no `error_log` is configured: the daemon then
+/// points stderr at /dev/null too, since whoever started it may be reading
+/// that pipe to its end (`out=$(baton --daemon 2>&1)` would otherwise hang
+/// for the server's whole life). Startup errors still reach the caller,
+/// through the readiness pipe.
+pub fn daemonize(keep_stderr: bool) -> std::io::Result<Readiness> {
     let (read_end, write_end) = nix::unistd::pipe()?;
     // SAFETY: called before any thread exists and before the master opens
     // anything but this pipe; the child continues as the master.
@@ -42,7 +48,7 @@ pub fn daemonize() -> std::io::Result<Readiness> {
         ForkResult::Child => {
             drop(read_end);
             nix::unistd::setsid()?;
-            redirect_stdio_to_null()?;
+            redirect_stdio_to_null(keep_stderr)?;
             Ok(Readiness {
                 pipe: File::from(write_end),
             })
@@ -67,14 +73,15 @@ fn wait_for_daemon(read_end: OwnedFd) -> i32 {
     }
 }
 
-/// stdin and stdout go to /dev/null; stderr stays (it carries the log until
-/// `error_log` takes its place, and a startup error goes through the pipe).
-fn redirect_stdio_to_null() -> std::io::Result<()> {
+/// stdin and stdout go to /dev/null, and stderr too unless `keep_stderr`
+/// (then `error_log` replaces it right after).
+fn redirect_stdio_to_null(keep_stderr: bool) -> std::io::Result<()> {
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    for fd in [0, 1] {
+    let fds: &[i32] = if keep_stderr { &[0, 1] } else { &[0, 1, 2] };
+    for &fd in fds {
         // SAFETY: dup2 between fds we own; replaces stdin/stdout atomically.
         if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
             return Err(std::io::Error::last_os_error());

@@ -95,7 +95,12 @@ pub fn serve(options: Options) -> i32 {
     }
     baton_shared::logging::init(&config.log_level);
     let readiness = if options.daemon {
-        match daemon::daemonize() {
+        if config.error_log.is_none() {
+            eprintln!(
+                "baton: --daemon without error_log: the log is discarded once in the background"
+            );
+        }
+        match daemon::daemonize(config.error_log.is_some()) {
             Ok(r) => Some(r),
             Err(e) => {
                 eprintln!("baton: cannot start as a daemon: {e}");
@@ -107,10 +112,7 @@ pub fn serve(options: Options) -> i32 {
     };
     match prepare(config, options.overrides) {
         Ok(setup) => {
-            let setup = supervisor::Setup {
-                readiness,
-                ..setup
-            };
+            let setup = supervisor::Setup { readiness, ..setup };
             match supervisor::Master::new(setup) {
                 Ok(master) => master.run(),
                 Err(e) => fail(None, &format!("cannot start the master loop: {e}")),

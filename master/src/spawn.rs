@@ -78,7 +78,13 @@ fn child_main(
     // signal when the effective ids change. SIGTERM makes the worker drain.
     // SAFETY: prctl with integer arguments only.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
     }
     // The master may have died before the prctl took effect.
     if nix::unistd::getppid().as_raw() as u32 != master_pid {

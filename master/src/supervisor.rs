@@ -63,7 +63,10 @@ pub fn load_config(source: &Source, overrides: &Overrides) -> Result<Config, Con
 /// How a reload ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Ok { generation: u64, took: Duration },
+    Ok {
+        generation: u64,
+        took: Duration,
+    },
     /// The config did not validate: the old generation was not touched.
     Invalid(String),
     /// The config was fine but applying it failed (bind, worker start).
@@ -82,7 +85,10 @@ impl Outcome {
     fn describe(&self) -> String {
         match self {
             Outcome::Ok { generation, took } => {
-                format!("ok: generation {generation} serving after {} ms", took.as_millis())
+                format!(
+                    "ok: generation {generation} serving after {} ms",
+                    took.as_millis()
+                )
             }
             Outcome::Invalid(e) => format!("failed: config invalid: {e}"),
             Outcome::Failed(e) => format!("failed: {e}"),
@@ -104,7 +110,10 @@ enum Lifecycle {
     /// The first generation is starting; nothing is promised yet.
     Starting,
     Running,
-    Stopping { deadline: Instant, fast: bool },
+    Stopping {
+        deadline: Instant,
+        fast: bool,
+    },
 }
 
 pub struct Master {
@@ -279,7 +288,10 @@ impl Master {
     fn request_reload(&mut self, waiter: Option<control::Conn>) {
         if let Lifecycle::Stopping { .. } = self.lifecycle {
             if let Some(mut w) = waiter {
-                w.reply(status::APPLY_FAILED, "reload refused: the server is stopping");
+                w.reply(
+                    status::APPLY_FAILED,
+                    "reload refused: the server is stopping",
+                );
             }
             return;
         }
@@ -320,7 +332,10 @@ impl Master {
             Ok(a) => a,
             Err(b) => {
                 let msg = config
-                    .error_at(b.listen.pos, format!("cannot bind {}: {}", b.listen.addr, b.error))
+                    .error_at(
+                        b.listen.pos,
+                        format!("cannot bind {}: {}", b.listen.addr, b.error),
+                    )
                     .to_string();
                 return self.finish_reload(Outcome::Failed(msg), waiters);
             }
@@ -442,6 +457,10 @@ impl Master {
                 }
                 log::info!("ready: generation {number} serving, master pid {pid}");
                 notify::ready(number);
+                // A reload asked for while the server was starting.
+                if let Some(next) = self.pending_reload.take() {
+                    self.start_reload(next);
+                }
             }
             _ => {
                 if let Some(r) = reload {
@@ -464,7 +483,10 @@ impl Master {
         for s in &mut g.slots {
             s.respawn_at = None;
         }
-        log::info!("generation {number} draining (grace {} s)", grace.as_secs_f64());
+        log::info!(
+            "generation {number} draining (grace {} s)",
+            grace.as_secs_f64()
+        );
         for child in self.children.values_mut() {
             if child.generation == number {
                 send(child, &ToWorker::Drain);
@@ -519,7 +541,10 @@ impl Master {
         let code = outcome.exit_status();
         let text = match &outcome {
             Outcome::Ok { generation, took } => {
-                format!("reloaded: generation {generation} in {} ms", took.as_millis())
+                format!(
+                    "reloaded: generation {generation} in {} ms",
+                    took.as_millis()
+                )
             }
             Outcome::Invalid(e) => e.clone(),
             Outcome::Failed(e) => e.clone(),
@@ -740,11 +765,17 @@ impl Master {
         if let Some(r) = self.reload.take() {
             self.listeners.close(&r.added);
             for mut w in r.waiters {
-                w.reply(status::APPLY_FAILED, "reload abandoned: the server is stopping");
+                w.reply(
+                    status::APPLY_FAILED,
+                    "reload abandoned: the server is stopping",
+                );
             }
         }
         for mut w in self.pending_reload.take().unwrap_or_default() {
-            w.reply(status::APPLY_FAILED, "reload abandoned: the server is stopping");
+            w.reply(
+                status::APPLY_FAILED,
+                "reload abandoned: the server is stopping",
+            );
         }
         for g in self.generations.values_mut() {
             g.phase = Phase::Draining;
@@ -752,7 +783,11 @@ impl Master {
                 s.respawn_at = None;
             }
         }
-        let order = if fast { ToWorker::Stop } else { ToWorker::Drain };
+        let order = if fast {
+            ToWorker::Stop
+        } else {
+            ToWorker::Drain
+        };
         for child in self.children.values_mut() {
             send(child, &order);
         }
@@ -1014,6 +1049,10 @@ impl Master {
                     timeout.as_millis()
                 ),
             );
+        }
+        if !expired_draining.is_empty() {
+            // Workers that already exited are not "left": reap them first.
+            self.reap();
         }
         for (n, grace) in expired_draining {
             let left: Vec<Pid> = self

@@ -44,7 +44,10 @@ pub enum ChannelError {
     BadLength(usize),
     UnknownTag(u8),
     /// The body does not have the size its tag requires.
-    BadBody { tag: u8, len: usize },
+    BadBody {
+        tag: u8,
+        len: usize,
+    },
 }
 
 impl fmt::Display for ChannelError {

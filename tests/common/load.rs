@@ -56,7 +56,9 @@ impl Load {
             let stop = Arc::clone(&stop);
             let expected = expected.to_vec();
             let keep = i < keepalive;
-            threads.push(std::thread::spawn(move || client(port, keep, &expected, &stop)));
+            threads.push(std::thread::spawn(move || {
+                client(port, keep, &expected, &stop)
+            }));
         }
         Load { stop, threads }
     }
@@ -118,7 +120,11 @@ fn client(port: u16, keepalive: bool, expected: &[u8], stop: &AtomicBool) -> Cou
                     r.closes()
                 }
                 Ok(r) => {
-                    counts.fail(format!("status {} with {} body bytes", r.status, r.body.len()));
+                    counts.fail(format!(
+                        "status {} with {} body bytes",
+                        r.status,
+                        r.body.len()
+                    ));
                     continue 'connections;
                 }
                 Err(e) => {

@@ -14,12 +14,14 @@
 
 #![allow(dead_code)] // each test file uses its own part of the harness
 
-use std::io::{BufRead, BufReader, Read, Write};
+pub mod load;
+
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -218,7 +220,8 @@ impl Env {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .arg("-c")
             .arg(self.config_path())
             .args(extra_args)
@@ -227,9 +230,24 @@ impl Env {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
-            .process_group(0)
-            .spawn()
-            .expect("spawn baton");
+            .process_group(0);
+        // If the test process dies without running Drop (a timeout killed
+        // it), the server must not outlive it: the kernel kills the master,
+        // and its workers follow by their own parent-death signal.
+        // SAFETY: prctl is async-signal-safe and touches no memory.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("spawn baton");
         Server {
             child,
             notify,
@@ -340,7 +358,10 @@ impl Server {
     }
 
     fn wait_ready(mut self) -> Server {
-        if self.wait_notify("READY=1", Duration::from_secs(20)).is_none() {
+        if self
+            .wait_notify("READY=1", Duration::from_secs(20))
+            .is_none()
+        {
             let _ = self.child.kill();
             let _ = self.child.wait();
             panic!("baton did not become ready; its log:\n{}", self.log_text());
@@ -458,7 +479,10 @@ pub fn connect(port: u16) -> TcpStream {
 
 /// One GET on a new connection.
 pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
-    request(port, &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"))
+    request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 /// Sends raw bytes on a new connection and reads one response.
