@@ -229,6 +229,30 @@ fn bad_config_at_start_exits_1_with_location_and_leaves_nothing() {
 }
 
 #[test]
+fn root_the_workers_cannot_enter_fails_the_start() {
+    if !is_root() {
+        eprintln!("skipped: needs root (workers must run as another user)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    std::fs::set_permissions(env.path("www"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    env.write_config(&env.simple_config());
+    let out = env.baton(&["--daemon"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not accessible to user nobody"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!env.pid_file().exists());
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", env.port)).is_ok(),
+        "left listening"
+    );
+}
+
+#[test]
 fn graceful_stop_finishes_a_slow_response() {
     let env = Env::new();
     let size = 8 * 1024 * 1024;

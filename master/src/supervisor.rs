@@ -574,6 +574,7 @@ impl Master {
         let eof = channel.eof();
         let failed = result.is_err();
         let mut became_ready = false;
+        let mut failure = None;
         match result {
             Ok(messages) => {
                 for m in messages {
@@ -591,6 +592,7 @@ impl Master {
                             child.connections = connections;
                             child.requests = requests;
                         }
+                        ToMaster::Failed(reason) => failure = Some(reason),
                     }
                 }
             }
@@ -602,9 +604,19 @@ impl Master {
         if eof || failed {
             self.close_channel(pid);
         }
+        let generation = child_generation(&self.children, pid);
         if became_ready {
-            let generation = child_generation(&self.children, pid);
             self.on_ready(pid, generation);
+        }
+        if let Some(reason) = failure {
+            log::error!("worker {pid} (generation {generation}) cannot serve: {reason}");
+            let starting = self
+                .generations
+                .get(&generation)
+                .is_some_and(|g| g.phase == Phase::Starting);
+            if starting {
+                self.fail_generation(generation, reason);
+            }
         }
     }
 

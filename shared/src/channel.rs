@@ -35,6 +35,10 @@ pub enum ToMaster {
     Ready,
     /// Periodic counters, for status.
     Stats { connections: u64, requests: u64 },
+    /// The worker cannot serve (say, a site root its user cannot reach) and
+    /// is exiting; the reason is for the log and for whoever asked for the
+    /// reload. Sent instead of `Ready`.
+    Failed(String),
 }
 
 #[derive(Debug)]
@@ -81,6 +85,7 @@ const TAG_DRAIN: u8 = 1;
 const TAG_STOP: u8 = 2;
 const TAG_READY: u8 = 1;
 const TAG_STATS: u8 = 2;
+const TAG_FAILED: u8 = 3;
 
 impl Message for ToWorker {
     fn encode(&self, out: &mut Vec<u8>) {
@@ -114,6 +119,16 @@ impl Message for ToMaster {
                 out.extend_from_slice(&connections.to_le_bytes());
                 out.extend_from_slice(&requests.to_le_bytes());
             }
+            ToMaster::Failed(reason) => {
+                out.push(TAG_FAILED);
+                // Keep the frame well under MAX_FRAME, cutting on a char
+                // boundary.
+                let mut end = reason.len().min(4096);
+                while !reason.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.extend_from_slice(&reason.as_bytes()[..end]);
+            }
         }
     }
 
@@ -132,6 +147,7 @@ impl Message for ToMaster {
                     requests: u64::from_le_bytes(r.try_into().unwrap_or_default()),
                 })
             }
+            TAG_FAILED => Ok(ToMaster::Failed(String::from_utf8_lossy(body).into_owned())),
             t => Err(ChannelError::UnknownTag(t)),
         }
     }
@@ -279,11 +295,13 @@ mod tests {
             connections: 7,
             requests: u64::MAX,
         };
+        let failed = ToMaster::Failed("root \u{e9}t\u{e9} unreachable".into());
         w.send(&ToMaster::Ready).unwrap();
         w.send(&stats).unwrap();
+        w.send(&failed).unwrap();
         assert_eq!(
             m.receive::<ToMaster>().unwrap(),
-            vec![ToMaster::Ready, stats]
+            vec![ToMaster::Ready, stats, failed]
         );
     }
 

@@ -71,6 +71,15 @@ pub struct Setup {
 /// Returns 1 if the worker could not be set up at all.
 pub fn run(setup: Setup) -> i32 {
     baton_shared::logging::set_role_worker();
+    if let Err(reason) = check_roots(&setup.config) {
+        // Tell the master why instead of `Ready`: a reload to this config
+        // then fails with this reason and the old generation keeps serving.
+        log::error!("{reason}");
+        if let Ok(mut channel) = baton_shared::channel::Channel::new(setup.channel) {
+            let _ = channel.send(&baton_shared::channel::ToMaster::Failed(reason));
+        }
+        return 2;
+    }
     let generation = setup.generation;
     let listeners = setup.listeners.len();
     match event_loop::Worker::new(setup) {
@@ -83,4 +92,32 @@ pub fn run(setup: Setup) -> i32 {
             1
         }
     }
+}
+
+/// Every site root must be reachable by this worker's user (searchable
+/// directory). The master validated the config as root and cannot see
+/// this; a worker that would answer every request with 403 must not pass
+/// for a ready one.
+fn check_roots(config: &Config) -> Result<(), String> {
+    use nix::unistd::{AccessFlags, access};
+    for site in &config.sites {
+        if let Err(e) = access(&site.root, AccessFlags::X_OK) {
+            let who = nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| nix::unistd::geteuid().to_string());
+            return Err(config
+                .error_at(
+                    site.pos,
+                    format!(
+                        "root {} is not accessible to user {who}: {}",
+                        site.root.display(),
+                        e.desc()
+                    ),
+                )
+                .to_string());
+        }
+    }
+    Ok(())
 }
