@@ -252,8 +252,10 @@ fn root_the_workers_cannot_enter_fails_the_start() {
     );
 }
 
-#[test]
-fn graceful_stop_finishes_a_slow_response() {
+/// Starts a slow download, sends SIGTERM to `target` (the master, or the
+/// whole process group as an init system or Ctrl-\\ would), and checks the
+/// download completes byte for byte before the master exits 0.
+fn graceful_stop_finishes_a_slow_response(to_group: bool) {
     let env = Env::new();
     let size = 8 * 1024 * 1024;
     let big: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
@@ -268,7 +270,13 @@ fn graceful_stop_finishes_a_slow_response() {
     let n = s.read(&mut first).unwrap();
     assert!(n > 0);
     // The response is in flight and the client is slow: stop now.
-    server.signal(libc::SIGTERM);
+    let target = if to_group {
+        -server.pid()
+    } else {
+        server.pid()
+    };
+    // SAFETY: kill on our own server (or its process group).
+    unsafe { libc::kill(target, libc::SIGTERM) };
     let mut got = first[..n].to_vec();
     let mut chunk = [0u8; 64 * 1024];
     let started = Instant::now();
@@ -286,6 +294,74 @@ fn graceful_stop_finishes_a_slow_response() {
     assert_eq!(got.len() - head_end, size, "whole body delivered");
     assert_eq!(&got[head_end..], &big[..]);
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(!env.pid_file().exists());
+}
+
+#[test]
+fn graceful_stop_finishes_a_slow_response_sigterm_to_master() {
+    graceful_stop_finishes_a_slow_response(false);
+}
+
+#[test]
+fn graceful_stop_finishes_a_slow_response_sigterm_to_process_group() {
+    graceful_stop_finishes_a_slow_response(true);
+}
+
+#[test]
+fn host_routing_between_sites_on_one_address() {
+    let env = Env::new();
+    env.write_file("a/index.html", b"site a\n");
+    env.write_file("b/index.html", b"site b\n");
+    let config = format!(
+        "{}\n[[site]]\nlisten = [\"127.0.0.1:{port}\"]\nnames = [\"a.example\"]\nroot = \"{a}\"\n\n\
+         [[site]]\nlisten = [\"127.0.0.1:{port}\"]\nroot = \"{b}\"\n",
+        env.globals(),
+        port = env.port,
+        a = env.path("a").display(),
+        b = env.path("b").display(),
+    );
+    env.write_config(&config);
+    let _server = env.start();
+    let ask = |host: &str| {
+        request(
+            env.port,
+            &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+        .unwrap()
+        .body
+    };
+    assert_eq!(ask("a.example"), b"site a\n");
+    assert_eq!(ask("A.Example:8080"), b"site a\n", "case and port ignored");
+    assert_eq!(ask("other.example"), b"site b\n", "the catch-all site");
+}
+
+#[test]
+fn reload_reopens_the_error_log_after_rotation() {
+    let env = Env::new();
+    let log = env.path("logs/error.log");
+    std::fs::create_dir_all(env.path("logs")).unwrap();
+    let config = env.simple_config().replace(
+        "grace = \"5s\"",
+        &format!("grace = \"5s\"\nerror_log = \"{}\"", log.display()),
+    );
+    env.write_config(&config);
+    let _server = env.start();
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("ready: generation 1")
+    );
+    // logrotate without copytruncate: rename, then reload.
+    let rotated = env.path("logs/error.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    assert!(env.reload().status.success());
+    let fresh = std::fs::read_to_string(&log).expect("a new error.log after the reload");
+    assert!(fresh.contains("reload ok: generation 2"), "{fresh}");
+    assert!(
+        std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains("reloading")
+    );
 }
 
 #[test]

@@ -194,10 +194,12 @@ fn new_generation_that_cannot_serve_is_killed_and_old_keeps_serving() {
 }
 
 #[test]
-fn listeners_are_added_and_removed() {
+fn listeners_are_added_and_removed_under_load() {
     let env = Env::new();
     env.write_config(&env.simple_config());
     let _server = env.start();
+    let body = std::fs::read(env.path("www/index.html")).unwrap();
+    let load = Load::start(env.port, 3, 3, &body);
     let second = free_port();
     let both = env.simple_config().replace(
         &format!("\"127.0.0.1:{}\"", env.port),
@@ -222,6 +224,12 @@ fn listeners_are_added_and_removed() {
         "removed listener still accepts"
     );
     assert_eq!(get(env.port, "/").unwrap().status, 200);
+    let counts = load.finish();
+    assert_eq!(
+        counts.failed, 0,
+        "{} ok, errors {:?}",
+        counts.ok, counts.errors
+    );
 }
 
 #[test]
