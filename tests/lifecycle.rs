@@ -384,6 +384,18 @@ fn graceful_stop_exits_at_once_when_idle() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// A client that asks for /big.bin (16 MiB, more than socket buffers hold)
+/// and never reads past the first bytes: its worker cannot finish draining.
+fn stuck_download(port: u16) -> std::net::TcpStream {
+    let mut stuck = connect(port);
+    stuck
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 16];
+    stuck.read_exact(&mut first).unwrap();
+    stuck
+}
+
 #[test]
 fn grace_expiry_kills_a_stuck_old_worker() {
     let env = Env::new();
@@ -393,14 +405,7 @@ fn grace_expiry_kills_a_stuck_old_worker() {
             .replace("grace = \"5s\"", "grace = \"1s\""),
     );
     let server = env.start();
-    // A client that asks for a big file and never reads: its worker cannot
-    // finish draining.
-    let mut stuck = connect(env.port);
-    stuck
-        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut first = [0u8; 16];
-    stuck.read_exact(&mut first).unwrap();
+    let _stuck = stuck_download(env.port);
     let old: Vec<i32> = env.status().serving_pids();
     assert!(env.reload().status.success());
     assert!(
@@ -427,12 +432,7 @@ fn fast_stop_and_second_signal() {
     );
     env.write_file("www/big.bin", &vec![7u8; 16 * 1024 * 1024]);
     let mut server = env.start();
-    let mut stuck = connect(env.port);
-    stuck
-        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut first = [0u8; 16];
-    stuck.read_exact(&mut first).unwrap();
+    let _stuck = stuck_download(env.port);
     // Graceful stop would wait up to 60 s for the stuck client; the second
     // TERM stops at once.
     server.signal(libc::SIGTERM);

@@ -178,26 +178,13 @@ impl ListenerSet {
                 continue;
             }
             b.retired = true;
-            if let ListenAddr::Tcp(_) = b.addr {
-                let index: libc::c_int = libc::c_int::MAX;
-                // SAFETY: setsockopt with a valid fd, a pointer to a live
-                // c_int and its exact size.
-                let rc = unsafe {
-                    libc::setsockopt(
-                        b.socket.as_raw_fd(),
-                        libc::SOL_SOCKET,
-                        libc::SO_BINDTOIFINDEX,
-                        (&raw const index).cast(),
-                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                    )
-                };
-                if rc != 0 {
-                    log::debug!(
-                        "cannot steer new connections away from retired {}: {}",
-                        b.addr,
-                        io::Error::last_os_error()
-                    );
-                }
+            if let ListenAddr::Tcp(_) = b.addr
+                && let Err(e) = bind_to_ifindex(&b.socket, NO_SUCH_INTERFACE)
+            {
+                log::debug!(
+                    "cannot steer new connections away from retired {}: {e}",
+                    b.addr
+                );
             }
         }
     }
@@ -238,17 +225,9 @@ impl Bound {
     fn update(&mut self, listen: &Listen) -> io::Result<()> {
         if self.retired {
             // A reload brought a retired address back before its last user
-            // ended: it is ours again. Undo the steering.
-            let index: libc::c_int = 0;
-            // SAFETY: as in `retire_all_but`.
-            unsafe {
-                libc::setsockopt(
-                    self.socket.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_BINDTOIFINDEX,
-                    (&raw const index).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
+            // ended: it is ours again. Undo the steering (0: any interface).
+            if let ListenAddr::Tcp(_) = self.addr {
+                bind_to_ifindex(&self.socket, 0)?;
             }
             self.retired = false;
         }
@@ -282,6 +261,32 @@ impl Bound {
             ),
             Err(_) => {}
         }
+    }
+}
+
+/// An interface index no interface has: a listener bound to it is skipped
+/// by the kernel's lookup for every incoming connection.
+const NO_SUCH_INTERFACE: libc::c_int = libc::c_int::MAX;
+
+/// SO_BINDTOIFINDEX: restricts (or, with 0, unrestricts) which interface's
+/// traffic a socket takes. socket2 only offers the by-name variant, which
+/// needs an existing interface.
+fn bind_to_ifindex(socket: &Socket, index: libc::c_int) -> io::Result<()> {
+    // SAFETY: setsockopt with a valid fd, a pointer to a live c_int and its
+    // exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTOIFINDEX,
+            (&raw const index).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
