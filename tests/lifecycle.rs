@@ -400,11 +400,13 @@ fn stuck_download(port: u16) -> std::net::TcpStream {
 fn grace_expiry_kills_a_stuck_old_worker() {
     let env = Env::new();
     env.write_file("www/big.bin", &vec![7u8; 16 * 1024 * 1024]);
+    // The config says 30 s; `--grace 1s` overrides it, on start and on
+    // every reload.
     env.write_config(
         &env.simple_config()
-            .replace("grace = \"5s\"", "grace = \"1s\""),
+            .replace("grace = \"5s\"", "grace = \"30s\""),
     );
-    let server = env.start();
+    let server = env.start_with(&["--grace", "1s"]);
     let _stuck = stuck_download(env.port);
     let old: Vec<i32> = env.status().serving_pids();
     assert!(env.reload().status.success());
@@ -416,7 +418,7 @@ fn grace_expiry_kills_a_stuck_old_worker() {
         env.status().raw
     );
     assert!(
-        server.log_text().contains("after the grace period"),
+        server.log_text().contains("after the grace period (1 s)"),
         "{}",
         server.log_text()
     );

@@ -38,6 +38,8 @@ pub struct Slot {
     pub crashes: u32,
     /// When to fork a replacement, if one is due.
     pub respawn_at: Option<Instant>,
+    /// When the last death was recorded.
+    pub last_crash: Option<Instant>,
 }
 
 /// A worker that lives at least this long before dying is not counted as a
@@ -45,8 +47,10 @@ pub struct Slot {
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// From this many crashes in a row, the slot is reported as crash-looping.
+/// From this many crashes in a row, the slot is reported as crash-looping...
 pub const CRASH_LOOP: u32 = 5;
+/// ...for this long after the last of them.
+const CRASH_LOOP_REPORTED_FOR: Duration = Duration::from_secs(60);
 
 impl Slot {
     /// Records a death of the worker in this slot that had lived `lived`,
@@ -61,7 +65,18 @@ impl Slot {
         let shift = (self.crashes - 1).min(16);
         let delay = BACKOFF_FIRST.saturating_mul(1 << shift).min(BACKOFF_MAX);
         self.respawn_at = Some(now + delay);
+        self.last_crash = Some(now);
         delay
+    }
+
+    /// Crash-looping: `CRASH_LOOP` quick deaths in a row, the last one
+    /// recently (a replacement that has been up for a while is healthy
+    /// again, even though its counter only resets at its next death).
+    pub fn crash_looping(&self, now: Instant) -> bool {
+        self.crashes >= CRASH_LOOP
+            && self
+                .last_crash
+                .is_some_and(|t| now.duration_since(t) < CRASH_LOOP_REPORTED_FOR)
     }
 }
 
@@ -133,6 +148,8 @@ mod tests {
         assert_eq!(delays[4], Duration::from_millis(1600));
         assert_eq!(delays[11], BACKOFF_MAX);
         assert_eq!(slot.crashes, 12);
+        assert!(slot.crash_looping(now));
+        assert!(!slot.crash_looping(now + Duration::from_secs(61)));
         assert_eq!(
             slot.record_crash(Duration::from_secs(60), now),
             BACKOFF_FIRST

@@ -967,7 +967,7 @@ impl Master {
                 g.slots
                     .iter()
                     .enumerate()
-                    .filter(|(_, s)| s.crashes >= CRASH_LOOP && s.respawn_at.is_some())
+                    .filter(|(_, s)| s.crash_looping(Instant::now()))
                     .map(|(i, s)| format!("slot {i} ({} crashes)", s.crashes))
                     .collect()
             })
