@@ -18,6 +18,7 @@
 //! Any failure before 6 completes exits 1 with the error and leaves nothing
 //! listening and no pidfile.
 
+mod activation;
 mod control;
 mod daemon;
 mod generation;
@@ -94,6 +95,21 @@ pub fn serve(options: Options) -> i32 {
         return 1;
     }
     baton_shared::logging::init(&config.log_level);
+    if options.daemon
+        && let Some(l) = config
+            .listens()
+            .into_iter()
+            .find(|l| l.addr == baton_shared::config::ListenAddr::Stdin)
+    {
+        eprintln!(
+            "{}",
+            config.error_at(
+                l.pos,
+                "listen = \"stdin\" cannot be used with --daemon: the daemon detaches from stdin"
+            )
+        );
+        return 1;
+    }
     let readiness = if options.daemon {
         if config.error_log.is_none() {
             eprintln!(
@@ -139,7 +155,11 @@ fn prepare(config: Config, overrides: Overrides) -> Result<supervisor::Setup, St
             .map_err(|e| format!("cannot open error log {}: {e}", path.display()))?;
     }
     let mut listeners = listeners::ListenerSet::default();
-    if let Err(b) = listeners.prepare(&config) {
+    listeners.adopt_passed(activation::take_systemd(), &config);
+    let bound = listeners
+        .adopt_stdin(&config)
+        .and_then(|()| listeners.prepare(&config).map(|_| ()));
+    if let Err(b) = bound {
         return Err(config
             .error_at(
                 b.listen.pos,

@@ -24,6 +24,8 @@ use std::path::Path;
 use baton_shared::config::{Config, Listen, ListenAddr};
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::activation::{Passed, is_listening, take_stdin};
+
 /// One bound, listening socket.
 #[derive(Debug)]
 pub struct Bound {
@@ -36,6 +38,8 @@ pub struct Bound {
     unix_file: Option<(u64, u64)>,
     /// Retired sockets are kept only until the generations using them end.
     pub retired: bool,
+    /// Passed in by systemd or inetd rather than bound here.
+    pub adopted: bool,
 }
 
 impl Bound {
@@ -112,8 +116,12 @@ impl ListenerSet {
                     mode: listen.mode,
                     unix_file: None,
                     retired: false,
+                    adopted: false,
                 })
             }
+            ListenAddr::Stdin => Err(io::Error::other(
+                "stdin can only be taken over at start (from inetd), not on a reload",
+            )),
             ListenAddr::Unix(path) => {
                 let (socket, id) = bind_unix(path, listen.backlog, listen.mode)?;
                 Ok(Bound {
@@ -123,6 +131,7 @@ impl ListenerSet {
                     mode: listen.mode,
                     unix_file: Some(id),
                     retired: false,
+                    adopted: false,
                 })
             }
         }
@@ -150,7 +159,7 @@ impl ListenerSet {
                         && other.is_ipv4() == addr.is_ipv4()
                         && (other.ip().is_unspecified() || addr.ip().is_unspecified())
                 }
-                ListenAddr::Unix(_) => false,
+                ListenAddr::Unix(_) | ListenAddr::Stdin => false,
             })
             .collect();
         if overlapping.is_empty() {
@@ -160,6 +169,76 @@ impl ListenerSet {
             b.socket.set_reuse_port(true)?;
         }
         bind_tcp(addr, backlog, true).map_err(|_| original)
+    }
+
+    /// Adopts the sockets systemd passed whose address is in `config`;
+    /// logs and closes the rest. Call before `prepare`, which then binds
+    /// only what is still missing.
+    pub fn adopt_passed(&mut self, passed: Vec<Passed>, config: &Config) {
+        for p in passed {
+            let label = p.name.as_deref().unwrap_or("unnamed");
+            let socket = Socket::from(p.fd);
+            let Some(addr) = passed_addr(&socket) else {
+                log::warn!("closing passed socket ({label}): not a TCP or unix socket");
+                continue;
+            };
+            if !is_listening(socket.as_raw_fd()) {
+                log::warn!("closing passed socket {addr} ({label}): it is not listening");
+                continue;
+            }
+            let Some(listen) = config.listens().into_iter().find(|l| l.addr == addr) else {
+                log::warn!("closing passed socket {addr} ({label}): no site listens there");
+                continue;
+            };
+            if self.bound.contains_key(&addr) {
+                log::warn!("closing passed socket {addr} ({label}): passed twice");
+                continue;
+            }
+            if let Err(e) = socket.set_nonblocking(true) {
+                log::warn!("closing passed socket {addr} ({label}): {e}");
+                continue;
+            }
+            log::info!("using passed socket {addr} ({label})");
+            self.insert_adopted(listen, socket);
+        }
+    }
+
+    /// Takes over fd 0 for `listen = ["stdin"]`.
+    pub fn adopt_stdin(&mut self, config: &Config) -> Result<(), BindError> {
+        let Some(listen) = config
+            .listens()
+            .into_iter()
+            .find(|l| l.addr == ListenAddr::Stdin)
+        else {
+            return Ok(());
+        };
+        let socket = take_stdin()
+            .map(Socket::from)
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .map_err(|error| BindError {
+                listen: listen.clone(),
+                error,
+            })?;
+        log::info!("using the listening socket passed on stdin");
+        self.insert_adopted(listen, socket);
+        Ok(())
+    }
+
+    fn insert_adopted(&mut self, listen: &Listen, socket: Socket) {
+        self.bound.insert(
+            listen.addr.clone(),
+            Bound {
+                addr: listen.addr.clone(),
+                socket,
+                // What its owner chose; never re-listen()ed by us.
+                backlog: listen.backlog,
+                mode: listen.mode,
+                // Its owner created any socket file; never unlinked by us.
+                unix_file: None,
+                retired: false,
+                adopted: true,
+            },
+        );
     }
 
     /// Stops new connections reaching retired sockets (those not in
@@ -230,6 +309,10 @@ impl Bound {
                 bind_to_ifindex(&self.socket, 0)?;
             }
             self.retired = false;
+        }
+        if self.adopted {
+            // Its owner (systemd, inetd) set its options.
+            return Ok(());
         }
         if listen.backlog != self.backlog {
             // listen(2) again on a listening socket only changes its backlog.
@@ -336,4 +419,15 @@ fn bind_unix(path: &Path, backlog: i32, mode: u32) -> io::Result<(Socket, (u64, 
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     socket.listen(backlog)?;
     Ok((socket, (meta.dev(), meta.ino())))
+}
+
+/// The config address a passed socket is bound to.
+fn passed_addr(socket: &Socket) -> Option<ListenAddr> {
+    let local = socket.local_addr().ok()?;
+    if let Some(sa) = local.as_socket() {
+        return Some(ListenAddr::Tcp(sa));
+    }
+    local
+        .as_pathname()
+        .map(|p| ListenAddr::Unix(p.to_path_buf()))
 }

@@ -212,6 +212,18 @@ impl Env {
 
     /// Starts the server without waiting.
     pub fn spawn(&self, extra_args: &[&str]) -> Server {
+        let mut command = Command::new(BIN);
+        command
+            .arg("-c")
+            .arg(self.config_path())
+            .args(extra_args)
+            .stdin(Stdio::null());
+        self.spawn_command(command)
+    }
+
+    /// Starts `command` (which runs baton, perhaps through a wrapper that
+    /// execs it) as a test server: notify socket, log, own process group.
+    pub fn spawn_command(&self, mut command: Command) -> Server {
         let notify_path = self.path(&format!("notify-{}.sock", free_port()));
         let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
         let log = self.path("stderr.log");
@@ -220,14 +232,9 @@ impl Env {
             .append(true)
             .open(&log)
             .expect("log file");
-        let mut command = Command::new(BIN);
         command
-            .arg("-c")
-            .arg(self.config_path())
-            .args(extra_args)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("BATON_LOG", "info")
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .process_group(0);
@@ -357,7 +364,15 @@ impl Server {
         }
     }
 
-    fn wait_ready(mut self) -> Server {
+    /// The next notify message, whatever it says.
+    pub fn next_notify(&self, timeout: Duration) -> Option<String> {
+        let mut buf = [0u8; 4096];
+        self.notify.set_read_timeout(Some(timeout)).ok()?;
+        let n = self.notify.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).to_string())
+    }
+
+    pub fn wait_ready(mut self) -> Server {
         if self
             .wait_notify("READY=1", Duration::from_secs(20))
             .is_none()

@@ -19,17 +19,20 @@ impl Acceptor {
     /// Takes over a listen socket the master passed down. It is already
     /// non-blocking; set it anyway, as accepting must never block the loop.
     pub fn new(listener: Listener) -> io::Result<Acceptor> {
-        match listener.addr {
-            ListenAddr::Tcp(_) => {
-                let l = std::net::TcpListener::from(listener.fd);
-                l.set_nonblocking(true)?;
-                Ok(Acceptor::Tcp(mio::net::TcpListener::from_std(l)))
-            }
-            ListenAddr::Unix(_) => {
-                let l = std::os::unix::net::UnixListener::from(listener.fd);
-                l.set_nonblocking(true)?;
-                Ok(Acceptor::Unix(mio::net::UnixListener::from_std(l)))
-            }
+        let unix = match listener.addr {
+            ListenAddr::Tcp(_) => false,
+            ListenAddr::Unix(_) => true,
+            // A socket a superserver passed: its family says what it is.
+            ListenAddr::Stdin => is_unix_socket(&listener.fd)?,
+        };
+        if unix {
+            let l = std::os::unix::net::UnixListener::from(listener.fd);
+            l.set_nonblocking(true)?;
+            Ok(Acceptor::Unix(mio::net::UnixListener::from_std(l)))
+        } else {
+            let l = std::net::TcpListener::from(listener.fd);
+            l.set_nonblocking(true)?;
+            Ok(Acceptor::Tcp(mio::net::TcpListener::from_std(l)))
         }
     }
 
@@ -46,6 +49,13 @@ impl Acceptor {
             Acceptor::Unix(l) => Ok(Stream::Unix(l.accept()?.0)),
         }
     }
+}
+
+fn is_unix_socket(fd: &std::os::fd::OwnedFd) -> io::Result<bool> {
+    use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
+    use std::os::fd::AsRawFd;
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd())?;
+    Ok(addr.family() == Some(AddressFamily::Unix))
 }
 
 impl Source for Acceptor {

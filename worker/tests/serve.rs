@@ -163,6 +163,7 @@ impl TestWorker {
                 s.set_read_timeout(Some(WAIT))?;
                 Box::new(s)
             }
+            ListenAddr::Stdin => unreachable!("the tests bind real addresses"),
         };
         Ok(Client {
             stream,

@@ -7,11 +7,14 @@ use std::path::Path;
 use super::model::ListenAddr;
 use super::parse::resolve;
 
-const FORMS: &str = "use IP:PORT, [IPv6]:PORT, PORT or unix:/path";
+const FORMS: &str = "use IP:PORT, [IPv6]:PORT, PORT, unix:/path or stdin";
 
 /// Parses one address string. Relative unix socket paths are joined to
 /// `base`. The error is the whole message.
 pub(crate) fn parse_addr(text: &str, base: &Path) -> Result<ListenAddr, String> {
+    if text == "stdin" {
+        return Ok(ListenAddr::Stdin);
+    }
     if let Some(path) = text.strip_prefix("unix:") {
         if path.is_empty() {
             return Err(format!(
@@ -143,7 +146,7 @@ mod tests {
         );
         assert_eq!(
             err("localhost:80"),
-            r#"address "localhost:80": "localhost" is not an IP address (use IP:PORT, [IPv6]:PORT, PORT or unix:/path)"#
+            r#"address "localhost:80": "localhost" is not an IP address (use IP:PORT, [IPv6]:PORT, PORT unix:/path or stdin)"#
         );
         assert_eq!(
             err("::1:80"),
@@ -151,7 +154,7 @@ mod tests {
         );
         assert_eq!(
             err("[::1]"),
-            r#"address "[::1]" is not valid: use IP:PORT, [IPv6]:PORT, PORT or unix:/path"#
+            r#"address "[::1]" is not valid: use IP:PORT, [IPv6]:PORT, PORT, unix:/path or stdin"#
         );
         assert_eq!(
             err("[1.2.3.4]:80"),
@@ -163,7 +166,7 @@ mod tests {
         );
         assert_eq!(
             err("example.com"),
-            r#"address "example.com" is not valid: use IP:PORT, [IPv6]:PORT, PORT or unix:/path"#
+            r#"address "example.com" is not valid: use IP:PORT, [IPv6]:PORT, PORT, unix:/path or stdin"#
         );
         assert!(err("").contains("is not valid"));
         assert!(port_addr(0).is_err());

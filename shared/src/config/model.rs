@@ -87,6 +87,9 @@ pub enum ListenAddr {
     Tcp(SocketAddr),
     /// `unix:/path/to/socket`
     Unix(PathBuf),
+    /// `stdin`: the listening socket an inetd-style superserver passes as
+    /// fd 0 (inetd `wait` mode, lighttpd's `server.bind = "/dev/stdin"`).
+    Stdin,
 }
 
 impl fmt::Display for ListenAddr {
@@ -94,6 +97,7 @@ impl fmt::Display for ListenAddr {
         match self {
             ListenAddr::Tcp(a) => write!(f, "{a}"),
             ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            ListenAddr::Stdin => f.write_str("stdin"),
         }
     }
 }

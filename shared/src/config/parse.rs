@@ -477,7 +477,7 @@ impl Reader<'_, '_, '_> {
                     ok = false;
                     self.wrong("mode", v, "an octal file mode like \"0660\"");
                 }
-                (Some(_), ListenAddr::Tcp(a)) => {
+                (Some(_), a @ (ListenAddr::Tcp(_) | ListenAddr::Stdin)) => {
                     ok = false;
                     let message = format!("\"mode\" only applies to unix sockets, not to {a}");
                     self.errs.at_span(&v.span(), message);

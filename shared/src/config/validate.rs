@@ -102,7 +102,7 @@ fn check_listens(sites: &[RawSite], errs: &mut Errors<'_>) {
             let (first, others) = seen.entry(&l.addr).or_insert((l, Vec::new()));
             if first.backlog != l.backlog || first.mode != l.mode {
                 let message = match l.addr {
-                    ListenAddr::Tcp(_) => format!(
+                    ListenAddr::Tcp(_) | ListenAddr::Stdin => format!(
                         "{} has backlog {} here but {} on line {}: \
                          an address has one backlog for all its sites",
                         l.addr, l.backlog, first.backlog, first.pos.line
@@ -180,6 +180,8 @@ fn check_addresses(sites: &[RawSite], errs: &mut Errors<'_>) {
                 }
             }
             ListenAddr::Unix(path) => check_socket_path(path, l.pos, errs),
+            // Whether fd 0 is a listening socket is seen at start.
+            ListenAddr::Stdin => {}
         }
     }
 }
