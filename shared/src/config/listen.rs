@@ -146,7 +146,7 @@ mod tests {
         );
         assert_eq!(
             err("localhost:80"),
-            r#"address "localhost:80": "localhost" is not an IP address (use IP:PORT, [IPv6]:PORT, PORT unix:/path or stdin)"#
+            r#"address "localhost:80": "localhost" is not an IP address (use IP:PORT, [IPv6]:PORT, PORT, unix:/path or stdin)"#
         );
         assert_eq!(
             err("::1:80"),

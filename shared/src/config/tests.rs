@@ -470,7 +470,7 @@ listen = [
             r#"11:3: each "listen" entry must be an address like "127.0.0.1:8080", a port or a table with "address", not true"#,
             r#"12:3: listen table has no "address""#,
             r#"13:33: "backlog" must be a whole number from 1 to 65535, not 0"#,
-            r#"14:3: address "localhost:80": "localhost" is not an IP address (use IP:PORT, [IPv6]:PORT, PORT or unix:/path)"#,
+            r#"14:3: address "localhost:80": "localhost" is not an IP address (use IP:PORT, [IPv6]:PORT, PORT, unix:/path or stdin)"#,
             r#"15:3: port 0 is out of range (1 to 65535)"#,
             r#"16:3: unix socket "DIR/run/not-a-socket" exists and is not a socket"#,
             r#"17:3: unix socket "/run/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock" is too long (112 bytes, at most 107)"#,
