@@ -19,12 +19,15 @@
 //! listening and no pidfile.
 
 mod activation;
+mod admin;
 mod control;
 mod daemon;
 mod generation;
 mod listeners;
 mod notify;
 mod pidfile;
+mod reload;
+mod report;
 mod signals;
 mod spawn;
 mod supervisor;
@@ -34,7 +37,7 @@ use std::path::{Path, PathBuf};
 use baton_shared::config::{Config, ConfigErrors, Source};
 
 pub use control::status as exit_status;
-pub use supervisor::{Overrides, load_config};
+pub use supervisor::{Overrides, load_config, load_config_text};
 
 /// What `baton` was asked to do with a config.
 #[derive(Debug, Clone)]
@@ -83,7 +86,7 @@ pub fn send_command(options: &Options, command: &str) -> i32 {
 
 /// Runs the server until it stops; returns the process exit status.
 pub fn serve(options: Options) -> i32 {
-    let config = match load_config(&options.source, &options.overrides) {
+    let (config, config_text) = match load_config_text(&options.source, &options.overrides, None) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -126,7 +129,7 @@ pub fn serve(options: Options) -> i32 {
     } else {
         None
     };
-    match prepare(config, options.overrides) {
+    match prepare(config, config_text, options.overrides) {
         Ok(setup) => {
             let setup = supervisor::Setup { readiness, ..setup };
             match supervisor::Master::new(setup) {
@@ -148,7 +151,11 @@ fn fail(readiness: Option<daemon::Readiness>, error: &str) -> i32 {
 
 /// Steps 4 and 5 of the startup order. On error, whatever was created is
 /// dropped again (sockets closed, unix socket files removed).
-fn prepare(config: Config, overrides: Overrides) -> Result<supervisor::Setup, String> {
+fn prepare(
+    config: Config,
+    config_text: String,
+    overrides: Overrides,
+) -> Result<supervisor::Setup, String> {
     let lock = pidfile::acquire(&config.pid_file)?;
     if let Some(path) = &config.error_log {
         baton_shared::logging::redirect_stderr_to(path)
@@ -181,8 +188,29 @@ fn prepare(config: Config, overrides: Overrides) -> Result<supervisor::Setup, St
             ));
         }
     };
+    let admin = match &config.admin {
+        None => None,
+        Some(a) => match admin::Listener::bind(a) {
+            Ok(l) => {
+                log::info!("admin API on {}", a.listen);
+                Some((l, a.clone()))
+            }
+            Err(e) => {
+                listeners.close_all();
+                let _ = std::fs::remove_file(&control_path);
+                return Err(config
+                    .error_at(
+                        a.pos,
+                        format!("cannot serve the admin API on {}: {e}", a.listen),
+                    )
+                    .to_string());
+            }
+        },
+    };
     Ok(supervisor::Setup {
         config,
+        config_text,
+        admin,
         overrides,
         lock,
         listeners,

@@ -30,11 +30,14 @@ use crate::daemon::Readiness;
 use crate::generation::{CRASH_LOOP, Child, Generation, Phase};
 use crate::listeners::ListenerSet;
 use crate::pidfile::{self, InstanceLock};
+use crate::reload::{Outcome, Pending, Waiter};
+use crate::{admin, reload, report};
 use crate::{notify, signals, spawn};
 
 const SIGNALS: Token = Token(0);
 const CONTROL: Token = Token(1);
-const FIRST_DYNAMIC: usize = 2;
+const ADMIN: Token = Token(2);
+const FIRST_DYNAMIC: usize = 3;
 
 /// Settings given on the command line; they win over the config file, on
 /// start and on every reload.
@@ -47,9 +50,20 @@ pub struct Overrides {
 /// Reads the config from its source and applies the overrides: the one
 /// loading path for start, `-t` and every reload.
 pub fn load_config(source: &Source, overrides: &Overrides) -> Result<Config, ConfigErrors> {
-    let mut config = match source {
-        Source::File(path) => config::load_file(path)?,
-        Source::Embedded => config::load_embedded()?,
+    load_config_text(source, overrides, None).map(|(c, _)| c)
+}
+
+/// `load_config`, also returning the config's text; with `text`, that text
+/// is validated as if it were the config file (`POST /config`).
+pub fn load_config_text(
+    source: &Source,
+    overrides: &Overrides,
+    text: Option<&str>,
+) -> Result<(Config, String), ConfigErrors> {
+    let (mut config, text) = match (source, text) {
+        (Source::File(path), None) => config::load_file_keeping_text(path)?,
+        (Source::File(path), Some(t)) => (config::load_text_as_file(path, t)?, t.to_string()),
+        (Source::Embedded, _) => (config::load_embedded()?, config::EMBEDDED.to_string()),
     };
     if let Some(p) = &overrides.pid_file {
         config.pid_file = p.clone();
@@ -57,52 +71,21 @@ pub fn load_config(source: &Source, overrides: &Overrides) -> Result<Config, Con
     if let Some(g) = overrides.grace {
         config.grace = g;
     }
-    Ok(config)
-}
-
-/// How a reload ended.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Ok {
-        generation: u64,
-        took: Duration,
-    },
-    /// The config did not validate: the old generation was not touched.
-    Invalid(String),
-    /// The config was fine but applying it failed (bind, worker start).
-    Failed(String),
-}
-
-impl Outcome {
-    fn exit_status(&self) -> i32 {
-        match self {
-            Outcome::Ok { .. } => status::OK,
-            Outcome::Invalid(_) => status::CONFIG_INVALID,
-            Outcome::Failed(_) => status::APPLY_FAILED,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Outcome::Ok { generation, took } => {
-                format!(
-                    "ok: generation {generation} serving after {} ms",
-                    took.as_millis()
-                )
-            }
-            Outcome::Invalid(e) => format!("failed: config invalid: {e}"),
-            Outcome::Failed(e) => format!("failed: {e}"),
-        }
-    }
+    Ok((config, text))
 }
 
 /// A reload under way: the generation being started and who waits for it.
 struct Reload {
     generation: u64,
     started: Instant,
-    waiters: Vec<control::Conn>,
+    waiters: Vec<Waiter>,
     /// Listeners bound for it, closed again if it fails.
     added: Vec<config::ListenAddr>,
+    /// The text of the config it runs.
+    text: String,
+    /// It came from `POST /config`: write `text` to the config file once
+    /// it runs.
+    persist: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,9 +115,16 @@ pub struct Master {
     current: u64,
     next_generation: u64,
     reload: Option<Reload>,
-    /// Reload requests that came during a reload: served by one more reload
-    /// after it, so a burst of signals gives at most two.
-    pending_reload: Option<Vec<control::Conn>>,
+    /// Reload requests that came during a reload, run after it.
+    pending: Pending,
+    /// The admin API, if configured: its listener, its config, open requests.
+    admin: Option<(admin::Listener, config::Admin)>,
+    admin_conns: HashMap<Token, admin::Conn>,
+    /// The text of the config the serving generation runs (`GET /config`).
+    running_text: String,
+    /// Requests served by workers that have exited, for counters that never
+    /// go down.
+    requests_by_gone_workers: u64,
     last_reload: Option<(SystemTime, Outcome)>,
     reloads_ok: u64,
     reloads_failed: u64,
@@ -153,6 +143,8 @@ pub struct Master {
 /// What `Master::start` needs, prepared by `lib.rs`.
 pub struct Setup {
     pub config: Config,
+    pub config_text: String,
+    pub admin: Option<(admin::Listener, config::Admin)>,
     pub overrides: Overrides,
     pub lock: InstanceLock,
     pub listeners: ListenerSet,
@@ -172,6 +164,11 @@ impl Master {
         let (mut control, control_path) = setup.control;
         poll.registry()
             .register(&mut control, CONTROL, Interest::READABLE)?;
+        let mut admin = setup.admin;
+        if let Some((listener, _)) = admin.as_mut() {
+            poll.registry()
+                .register(listener, ADMIN, Interest::READABLE)?;
+        }
         // Signals that arrived between blocking them and the signalfd are
         // pending and will be read on the first loop turn.
         let _ = &mut signals;
@@ -189,7 +186,11 @@ impl Master {
             current: 0,
             next_generation: 1,
             reload: None,
-            pending_reload: None,
+            pending: Pending::default(),
+            admin,
+            admin_conns: HashMap::new(),
+            running_text: String::new(),
+            requests_by_gone_workers: 0,
             last_reload: None,
             reloads_ok: 0,
             reloads_failed: 0,
@@ -203,10 +204,10 @@ impl Master {
             started: Instant::now(),
             startup_failure: None,
         }
-        .with_first_generation(setup.config))
+        .with_first_generation(setup.config, setup.config_text))
     }
 
-    fn with_first_generation(mut self, config: Config) -> Master {
+    fn with_first_generation(mut self, config: Config, text: String) -> Master {
         let config = Arc::new(config);
         let number = self.new_generation(&config);
         self.reload = Some(Reload {
@@ -214,6 +215,8 @@ impl Master {
             started: Instant::now(),
             waiters: Vec::new(),
             added: Vec::new(),
+            text,
+            persist: false,
         });
         self
     }
@@ -248,6 +251,8 @@ impl Master {
                         }
                     }
                     CONTROL => self.accept_control(),
+                    ADMIN => self.accept_admin(),
+                    token if self.admin_conns.contains_key(&token) => self.on_admin_readable(token),
                     token if self.control_conns.contains_key(&token) => {
                         self.on_control_readable(token)
                     }
@@ -266,7 +271,10 @@ impl Master {
 
     fn on_order(&mut self, order: signals::Order) {
         match order {
-            signals::Order::Reload => self.request_reload(None),
+            signals::Order::Reload => self.request_reload(reload::Request {
+                waiters: Vec::new(),
+                text: None,
+            }),
             signals::Order::GracefulStop => match self.lifecycle {
                 Lifecycle::Stopping { .. } => self.stop_now("second stop signal"),
                 _ => self.begin_stop(false),
@@ -285,35 +293,39 @@ impl Master {
     // ----- reload transaction -------------------------------------------
 
     /// The one entry point for every reload request.
-    fn request_reload(&mut self, waiter: Option<control::Conn>) {
+    fn request_reload(&mut self, request: reload::Request) {
         if let Lifecycle::Stopping { .. } = self.lifecycle {
-            if let Some(mut w) = waiter {
-                w.reply(
-                    status::APPLY_FAILED,
-                    "reload refused: the server is stopping",
-                );
+            for w in request.waiters {
+                w.refuse("reload refused: the server is stopping");
             }
             return;
         }
         if self.reload.is_some() {
-            let pending = self.pending_reload.get_or_insert_with(Vec::new);
-            pending.extend(waiter);
+            self.pending.push(request);
             log::info!("reload requested while one is running: queued");
             return;
         }
-        self.start_reload(waiter.into_iter().collect());
+        self.start_reload(request);
     }
 
-    fn start_reload(&mut self, waiters: Vec<control::Conn>) {
+    fn start_reload(&mut self, request: reload::Request) {
         let started = Instant::now();
+        let waiters = request.waiters;
+        let persist = request.text.is_some();
         notify::reloading();
-        log::info!("reloading: reading {}", self.source);
-        let mut config = match load_config(&self.source, &self.overrides) {
-            Ok(c) => c,
-            Err(e) => {
-                return self.finish_reload(Outcome::Invalid(e.to_string()), waiters);
-            }
-        };
+        if persist {
+            log::info!(
+                "reloading: a config sent to the admin API for {}",
+                self.source
+            );
+        } else {
+            log::info!("reloading: reading {}", self.source);
+        }
+        let (mut config, text) =
+            match load_config_text(&self.source, &self.overrides, request.text.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return self.finish_reload(Outcome::Invalid(e), waiters),
+            };
         if config.pid_file != self.pid_file {
             log::warn!(
                 "pid_file changed to {} in the config; a reload keeps {} (restart to change it)",
@@ -350,6 +362,8 @@ impl Master {
             started,
             waiters,
             added,
+            text,
+            persist,
         });
     }
 
@@ -429,6 +443,7 @@ impl Master {
         g.deadline = None;
         let grace = g.config.grace;
         let keep = g.addrs.clone();
+        let config = Arc::clone(&g.config);
         self.current = number;
         // Steer new connections away from removed or moved addresses before
         // the old generation sweeps their queues.
@@ -443,6 +458,10 @@ impl Master {
             self.drain_generation(old, grace);
         }
         let reload = self.reload.take();
+        if let Some(r) = &reload {
+            self.running_text = r.text.clone();
+        }
+        self.update_admin(&config);
         match self.lifecycle {
             Lifecycle::Starting => {
                 self.lifecycle = Lifecycle::Running;
@@ -458,15 +477,21 @@ impl Master {
                 log::info!("ready: generation {number} serving, master pid {pid}");
                 notify::ready(number);
                 // A reload asked for while the server was starting.
-                if let Some(next) = self.pending_reload.take() {
+                if let Some(next) = self.pending.pop() {
                     self.start_reload(next);
                 }
             }
             _ => {
                 if let Some(r) = reload {
+                    let warning = if r.persist {
+                        self.persist_config(&r.text)
+                    } else {
+                        None
+                    };
                     let outcome = Outcome::Ok {
                         generation: number,
                         took: r.started.elapsed(),
+                        warning,
                     };
                     self.finish_reload(outcome, r.waiters);
                 }
@@ -523,7 +548,7 @@ impl Master {
         }
     }
 
-    fn finish_reload(&mut self, outcome: Outcome, waiters: Vec<control::Conn>) {
+    fn finish_reload(&mut self, outcome: Outcome, waiters: Vec<Waiter>) {
         match &outcome {
             Outcome::Ok { .. } => {
                 self.reloads_ok += 1;
@@ -538,26 +563,90 @@ impl Master {
                 );
             }
         }
-        let code = outcome.exit_status();
-        let text = match &outcome {
-            Outcome::Ok { generation, took } => {
-                format!(
-                    "reloaded: generation {generation} in {} ms",
-                    took.as_millis()
-                )
-            }
-            Outcome::Invalid(e) => e.clone(),
-            Outcome::Failed(e) => e.clone(),
-        };
-        for mut w in waiters {
-            w.reply(code, &text);
+        for w in waiters {
+            w.tell(&outcome);
         }
         self.last_reload = Some((SystemTime::now(), outcome));
         notify::ready(self.current);
-        if let Some(next) = self.pending_reload.take()
-            && !matches!(self.lifecycle, Lifecycle::Stopping { .. })
+        if !matches!(self.lifecycle, Lifecycle::Stopping { .. })
+            && let Some(next) = self.pending.pop()
         {
             self.start_reload(next);
+        }
+    }
+
+    /// Writes a config that `POST /config` sent, and that now runs, to the
+    /// config file: the old file is kept as `FILE.bak`, the new one written
+    /// to a temp file and renamed over it, so the file is never half
+    /// written. Returns a warning if that failed.
+    fn persist_config(&self, text: &str) -> Option<String> {
+        let Source::File(path) = &self.source else {
+            return Some("the server runs the embedded config: nothing was written".into());
+        };
+        let result = (|| -> io::Result<()> {
+            let mut bak = path.as_os_str().to_owned();
+            bak.push(".bak");
+            if path.exists() {
+                std::fs::copy(path, PathBuf::from(bak))?;
+            }
+            let mut tmp = path.as_os_str().to_owned();
+            tmp.push(format!(".tmp{}", std::process::id()));
+            let tmp = PathBuf::from(tmp);
+            std::fs::write(&tmp, text)?;
+            if let Ok(meta) = std::fs::metadata(path) {
+                let _ = std::fs::set_permissions(&tmp, meta.permissions());
+            }
+            std::fs::rename(&tmp, path)
+        })();
+        match result {
+            Ok(()) => {
+                log::info!(
+                    "wrote the new config to {} (the previous one is kept as .bak)",
+                    path.display()
+                );
+                None
+            }
+            Err(e) => {
+                let w = format!(
+                    "cannot write {}: {e}; the running config differs from the file",
+                    path.display()
+                );
+                log::error!("{w}");
+                Some(w)
+            }
+        }
+    }
+
+    /// Follows a change of `[admin]` in a reloaded config.
+    fn update_admin(&mut self, config: &Config) {
+        let same = match (&self.admin, &config.admin) {
+            (None, None) => true,
+            (Some((_, old)), Some(new)) => old == new,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        if let Some((mut old, _)) = self.admin.take() {
+            let _ = self.poll.registry().deregister(&mut old);
+            old.remove_file();
+            log::info!("admin API closed");
+        }
+        if let Some(new) = &config.admin {
+            match admin::Listener::bind(new) {
+                Ok(mut l) => {
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut l, ADMIN, Interest::READABLE)
+                        .is_ok()
+                    {
+                        log::info!("admin API on {}", new.listen);
+                        self.admin = Some((l, new.clone()));
+                    }
+                }
+                Err(e) => log::error!("cannot serve the admin API on {}: {e}", new.listen),
+            }
         }
     }
 
@@ -680,6 +769,7 @@ impl Master {
             log::info!("process {pid} {how}");
             return;
         };
+        self.requests_by_gone_workers += child.requests;
         let number = child.generation;
         let phase = self.generations.get(&number).map(|g| g.phase);
         let stopping = matches!(self.lifecycle, Lifecycle::Stopping { .. });
@@ -776,18 +866,14 @@ impl Master {
         );
         if let Some(r) = self.reload.take() {
             self.listeners.close(&r.added);
-            for mut w in r.waiters {
-                w.reply(
-                    status::APPLY_FAILED,
-                    "reload abandoned: the server is stopping",
-                );
+            for w in r.waiters {
+                w.refuse("reload abandoned: the server is stopping");
             }
         }
-        for mut w in self.pending_reload.take().unwrap_or_default() {
-            w.reply(
-                status::APPLY_FAILED,
-                "reload abandoned: the server is stopping",
-            );
+        for request in self.pending.drain() {
+            for w in request.waiters {
+                w.refuse("reload abandoned: the server is stopping");
+            }
         }
         for g in self.generations.values_mut() {
             g.phase = Phase::Draining;
@@ -829,6 +915,9 @@ impl Master {
         if let Some((_, path)) = self.control.take() {
             let _ = std::fs::remove_file(&path);
         }
+        if let Some((admin, _)) = self.admin.take() {
+            admin.remove_file();
+        }
         log::info!("stopped");
         // Dropping `self` closes the stop waiters' connections: their
         // `baton -s stop` returns now.
@@ -845,6 +934,9 @@ impl Master {
         self.listeners.close_all();
         if let Some((_, path)) = self.control.take() {
             let _ = std::fs::remove_file(&path);
+        }
+        if let Some((admin, _)) = self.admin.take() {
+            admin.remove_file();
         }
         if let Some(r) = self.readiness.take() {
             r.failed(reason);
@@ -902,9 +994,12 @@ impl Master {
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
         match command.as_str() {
-            "reload" => self.request_reload(Some(conn)),
+            "reload" => self.request_reload(reload::Request {
+                waiters: vec![Waiter::Control(conn)],
+                text: None,
+            }),
             "status" => {
-                let text = self.status_text();
+                let text = report::text(&self.snapshot());
                 conn.reply(status::OK, &text);
             }
             "stop" | "quit" => {
@@ -925,79 +1020,175 @@ impl Master {
         }
     }
 
-    /// `baton -s status`: one `key: value` line each, workers one per line.
-    fn status_text(&self) -> String {
-        use std::fmt::Write;
-        let mut s = String::new();
-        let state = match self.lifecycle {
-            Lifecycle::Starting => "starting",
-            Lifecycle::Running => "running",
-            Lifecycle::Stopping { .. } => "stopping",
-        };
-        let _ = writeln!(s, "pid: {}", std::process::id());
-        let _ = writeln!(s, "state: {state}");
-        let _ = writeln!(s, "config: {}", self.source);
-        let _ = writeln!(s, "uptime: {}s", self.started.elapsed().as_secs());
-        let _ = writeln!(s, "generation: {}", self.current);
-        let generations: Vec<String> = self
-            .generations
-            .values()
-            .map(|g| format!("{} {}", g.number, g.phase.name()))
-            .collect();
-        let _ = writeln!(s, "generations: {}", generations.join(", "));
+    fn snapshot(&self) -> report::Snapshot {
+        let now = Instant::now();
         let mut children: Vec<&Child> = self.children.values().collect();
         children.sort_by_key(|c| (c.generation, c.slot, c.pid.as_raw()));
-        for c in children {
-            let _ = writeln!(
-                s,
-                "worker: pid={} generation={} slot={} state={} connections={} requests={}",
-                c.pid,
-                c.generation,
-                c.slot,
-                c.state(),
-                c.connections,
-                c.requests
-            );
-        }
-        let _ = writeln!(s, "restarts: {}", self.restarts);
-        let looping: Vec<String> = self
-            .generations
-            .get(&self.current)
-            .map(|g| {
-                g.slots
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.crash_looping(Instant::now()))
-                    .map(|(i, s)| format!("slot {i} ({} crashes)", s.crashes))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "crash_loop: {}",
-            if looping.is_empty() {
-                "no".to_string()
-            } else {
-                looping.join(", ")
-            }
-        );
-        let _ = writeln!(
-            s,
-            "reloads: {} ok, {} failed",
-            self.reloads_ok, self.reloads_failed
-        );
-        match &self.last_reload {
-            None => {
-                let _ = writeln!(s, "last_reload: none");
-            }
-            Some((at, outcome)) => {
+        report::Snapshot {
+            pid: std::process::id(),
+            state: match self.lifecycle {
+                Lifecycle::Starting => "starting",
+                Lifecycle::Running => "running",
+                Lifecycle::Stopping { .. } => "stopping",
+            },
+            config: self.source.to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            generation: self.current,
+            generations: self
+                .generations
+                .values()
+                .map(|g| (g.number, g.phase.name()))
+                .collect(),
+            workers: children
+                .iter()
+                .map(|c| report::WorkerView {
+                    pid: c.pid.as_raw(),
+                    generation: c.generation,
+                    slot: c.slot,
+                    state: c.state(),
+                    connections: c.connections,
+                    requests: c.requests,
+                })
+                .collect(),
+            restarts: self.restarts,
+            crash_loop: self
+                .generations
+                .get(&self.current)
+                .map(|g| {
+                    g.slots
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| s.crash_looping(now))
+                        .map(|(i, s)| (i, s.crashes))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            reloads_ok: self.reloads_ok,
+            reloads_failed: self.reloads_failed,
+            last_reload: self.last_reload.as_ref().map(|(at, outcome)| {
                 let ago = at.elapsed().map(|d| d.as_secs()).unwrap_or(0);
-                // Multi-line errors stay on one status line.
-                let text = outcome.describe().replace('\n', " | ");
-                let _ = writeln!(s, "last_reload: {text} ({ago}s ago)");
+                (outcome.clone(), ago)
+            }),
+            requests_by_gone_workers: self.requests_by_gone_workers,
+        }
+    }
+
+    // ----- admin API ----------------------------------------------------
+
+    fn accept_admin(&mut self) {
+        loop {
+            let Some((listener, _)) = self.admin.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok(mut conn) => {
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut conn.stream, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        self.admin_conns.insert(token, conn);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("admin API accept failed: {e}");
+                    break;
+                }
             }
         }
-        s
+    }
+
+    fn on_admin_readable(&mut self, token: Token) {
+        let Some(conn) = self.admin_conns.get_mut(&token) else {
+            return;
+        };
+        let request = match conn.read_request() {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(_) => {
+                if let Some(mut c) = self.admin_conns.remove(&token) {
+                    let _ = self.poll.registry().deregister(&mut c.stream);
+                }
+                return;
+            }
+        };
+        let Some(mut conn) = self.admin_conns.remove(&token) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        match request {
+            Ok(req) => self.on_admin_request(req, conn),
+            Err(refused) => {
+                log::warn!("admin API: refused a request: {}", refused.message);
+                let body = serde_json::json!({ "error": refused.message });
+                conn.respond_json(refused.status, &body);
+            }
+        }
+    }
+
+    /// The admin API's endpoints (docs/admin-api.md).
+    fn on_admin_request(&mut self, req: admin::Request, mut conn: admin::Conn) {
+        use serde_json::json;
+        let path = req.path.split('?').next().unwrap_or("").to_string();
+        let allow = match path.as_str() {
+            "/status" | "/metrics" => "GET",
+            "/reload" | "/stop" => "POST",
+            "/config" => "GET, POST",
+            _ => {
+                let body = json!({ "error": format!("no endpoint {path}") });
+                return conn.respond_json(404, &body);
+            }
+        };
+        match (req.method.as_str(), path.as_str()) {
+            ("GET", "/status") => {
+                let body = report::json(&self.snapshot());
+                conn.respond_json(200, &body);
+            }
+            ("GET", "/metrics") => {
+                let body = report::metrics(&self.snapshot());
+                conn.respond(200, "text/plain; version=0.0.4", body.as_bytes());
+            }
+            ("GET", "/config") => {
+                conn.respond(200, "application/toml", self.running_text.as_bytes());
+            }
+            ("POST", "/reload") => self.request_reload(reload::Request {
+                waiters: vec![Waiter::Admin(conn)],
+                text: None,
+            }),
+            ("POST", "/config") => {
+                if self.source == Source::Embedded {
+                    let body = json!({
+                        "error": "the server runs the embedded default config: there is no config file to replace"
+                    });
+                    return conn.respond_json(409, &body);
+                }
+                match String::from_utf8(req.body) {
+                    Ok(text) => self.request_reload(reload::Request {
+                        waiters: vec![Waiter::Admin(conn)],
+                        text: Some(text),
+                    }),
+                    Err(_) => {
+                        let body = json!({ "error": "the config must be UTF-8 text" });
+                        conn.respond_json(400, &body);
+                    }
+                }
+            }
+            ("POST", "/stop") => {
+                conn.respond_json(202, &json!({ "stopping": true }));
+                if !matches!(self.lifecycle, Lifecycle::Stopping { .. }) {
+                    self.begin_stop(false);
+                }
+            }
+            _ => {
+                let body = json!({ "error": format!("{} {path}: use {allow}", req.method) });
+                conn.respond_json(405, &body);
+            }
+        }
     }
 
     // ----- timers -------------------------------------------------------

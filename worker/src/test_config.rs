@@ -37,6 +37,7 @@ pub fn config(sites: Vec<Site>) -> Config {
         drain_linger: Duration::from_secs(1),
         keepalive_timeout: Duration::from_secs(60),
         header_timeout: Duration::from_secs(10),
+        admin: None,
         sites,
     }
 }

@@ -54,6 +54,7 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
             index: vec!["index.html".into()],
             pos: Pos::default(),
         }],
+        admin: None,
     };
     tweak(&mut config);
     config

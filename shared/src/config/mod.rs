@@ -54,6 +54,24 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     load_text(&text, Source::File(abs), &base, &System::current())
 }
 
+/// Reads and validates a config file, returning its text too (what the
+/// admin API's `GET /config` shows of the running config).
+pub fn load_file_keeping_text(path: &Path) -> Result<(Config, String), ConfigErrors> {
+    let (abs, text) = read(path)?;
+    let base = dir_of(&abs);
+    let config = load_text(&text, Source::File(abs), &base, &System::current())?;
+    Ok((config, text))
+}
+
+/// Validates `text` as if it were the config file at `path`: same
+/// positions, same relative paths (for the admin API's `POST /config`,
+/// which writes the text there only once it runs).
+pub fn load_text_as_file(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let base = dir_of(&abs);
+    load_text(text, Source::File(abs), &base, &System::current())
+}
+
 /// Parses and validates the embedded default config.
 pub fn load_embedded() -> Result<Config, ConfigErrors> {
     let repo = normalize(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")));

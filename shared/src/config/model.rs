@@ -137,6 +137,19 @@ pub struct Site {
     pub pos: Pos,
 }
 
+/// `[admin]`: where the master serves the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// A unix socket, or a loopback TCP address (the API has no
+    /// authentication: reaching it is the permission).
+    pub listen: ListenAddr,
+    /// File mode of the unix socket; default 0o600.
+    pub mode: u32,
+    /// Owner (uid, gid) of the unix socket; default the master's user.
+    pub owner: Option<(u32, u32)>,
+    pub pos: Pos,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub source: Source,
@@ -167,6 +180,8 @@ pub struct Config {
     /// A request head must arrive within this long (slowloris).
     pub header_timeout: Duration,
     pub sites: Vec<Site>,
+    /// The admin API; off unless configured.
+    pub admin: Option<Admin>,
 }
 
 impl Config {

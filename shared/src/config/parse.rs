@@ -32,9 +32,11 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "keepalive_timeout",
     "header_timeout",
     "site",
+    "admin",
 ];
 pub(crate) const SITE_KEYS: &[&str] = &["listen", "names", "root", "index"];
 pub(crate) const LISTEN_KEYS: &[&str] = &["address", "backlog", "mode"];
+pub(crate) const ADMIN_KEYS: &[&str] = &["listen", "mode", "owner"];
 pub(crate) const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
 pub(crate) const MAX_WORKERS: i64 = 1024;
@@ -67,6 +69,16 @@ pub(crate) struct Raw {
     pub keepalive_timeout: Duration,
     pub header_timeout: Duration,
     pub sites: Vec<RawSite>,
+    pub admin: Option<RawAdmin>,
+}
+
+/// `[admin]`, as written.
+#[derive(Debug)]
+pub(crate) struct RawAdmin {
+    pub pos: Pos,
+    pub listen: Option<At<ListenAddr>>,
+    pub mode: u32,
+    pub owner: Option<At<String>>,
 }
 
 #[derive(Debug)]
@@ -121,6 +133,7 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
         keepalive_timeout: Duration::from_secs(75),
         header_timeout: Duration::from_secs(30),
         sites: Vec::new(),
+        admin: None,
     };
     let mut have_site = false;
     for (key, value) in table.iter() {
@@ -154,6 +167,7 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
                 have_site = true;
                 raw.sites = r.sites(value);
             }
+            "admin" => raw.admin = r.admin(value),
             _ => {
                 let mut message = suggest::unknown_key(name, TOP_KEYS);
                 if SITE_KEYS.contains(&name) {
@@ -486,6 +500,49 @@ impl Reader<'_, '_, '_> {
             }
         }
         ok.then_some(listen)
+    }
+
+    /// The `[admin]` table.
+    fn admin(&mut self, value: &Value<'_>) -> Option<RawAdmin> {
+        let DeValue::Table(table) = value.get_ref() else {
+            self.wrong("admin", value, "a table, [admin]");
+            return None;
+        };
+        let mut admin = RawAdmin {
+            pos: self.pos(value),
+            listen: None,
+            mode: 0o600,
+            owner: None,
+        };
+        for (key, v) in table.iter() {
+            let name: &str = key.get_ref();
+            match name {
+                "listen" => {
+                    let pos = self.pos(v);
+                    admin.listen = self.address(v).map(|value| At { value, pos });
+                }
+                "mode" => {
+                    let text = self.string(name, v, "an octal file mode like \"0600\"");
+                    match text.map(listen::parse_mode) {
+                        Some(Some(m)) => admin.mode = m,
+                        Some(None) => self.wrong(name, v, "an octal file mode like \"0600\""),
+                        None => {}
+                    }
+                }
+                "owner" => admin.owner = self.name(name, v, "user"),
+                _ => {
+                    let message = suggest::unknown_key(name, ADMIN_KEYS);
+                    self.errs.at_span(&key.span(), message);
+                }
+            }
+        }
+        if admin.listen.is_none() && !table.contains_key("listen") {
+            self.errs.at(
+                admin.pos,
+                "[admin] needs \"listen\", e.g. listen = \"unix:/run/baton/admin.sock\"",
+            );
+        }
+        Some(admin)
     }
 
     fn address(&mut self, value: &Value<'_>) -> Option<ListenAddr> {

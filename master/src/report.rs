@@ -1,0 +1,252 @@
+//! What the master tells about itself: `baton -s status` (text), the admin
+//! API's `GET /status` (JSON) and `GET /metrics` (Prometheus text format),
+//! all three rendered from one `Snapshot` so they never disagree.
+
+use std::fmt::Write;
+
+use serde_json::json;
+
+use crate::reload::Outcome;
+
+pub struct WorkerView {
+    pub pid: i32,
+    pub generation: u64,
+    pub slot: usize,
+    pub state: &'static str,
+    pub connections: u64,
+    pub requests: u64,
+}
+
+pub struct Snapshot {
+    pub pid: u32,
+    pub state: &'static str,
+    pub config: String,
+    pub uptime_secs: u64,
+    pub generation: u64,
+    /// (number, phase) of every live generation.
+    pub generations: Vec<(u64, &'static str)>,
+    pub workers: Vec<WorkerView>,
+    pub restarts: u64,
+    /// Slots of the serving generation that are crash-looping: (slot, crashes).
+    pub crash_loop: Vec<(usize, u32)>,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    /// The last reload and how many seconds ago it ended.
+    pub last_reload: Option<(Outcome, u64)>,
+    /// Requests served by workers that have exited (their last report).
+    pub requests_by_gone_workers: u64,
+}
+
+/// `baton -s status`: one `key: value` line each, workers one per line.
+pub fn text(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "pid: {}", s.pid);
+    let _ = writeln!(out, "state: {}", s.state);
+    let _ = writeln!(out, "config: {}", s.config);
+    let _ = writeln!(out, "uptime: {}s", s.uptime_secs);
+    let _ = writeln!(out, "generation: {}", s.generation);
+    let generations: Vec<String> = s
+        .generations
+        .iter()
+        .map(|(n, phase)| format!("{n} {phase}"))
+        .collect();
+    let _ = writeln!(out, "generations: {}", generations.join(", "));
+    for w in &s.workers {
+        let _ = writeln!(
+            out,
+            "worker: pid={} generation={} slot={} state={} connections={} requests={}",
+            w.pid, w.generation, w.slot, w.state, w.connections, w.requests
+        );
+    }
+    let _ = writeln!(out, "restarts: {}", s.restarts);
+    let looping: Vec<String> = s
+        .crash_loop
+        .iter()
+        .map(|(slot, crashes)| format!("slot {slot} ({crashes} crashes)"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "crash_loop: {}",
+        if looping.is_empty() {
+            "no".to_string()
+        } else {
+            looping.join(", ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "reloads: {} ok, {} failed",
+        s.reloads_ok, s.reloads_failed
+    );
+    match &s.last_reload {
+        None => {
+            let _ = writeln!(out, "last_reload: none");
+        }
+        Some((outcome, ago)) => {
+            // Multi-line errors stay on one status line.
+            let text = outcome.describe().replace('\n', " | ");
+            let _ = writeln!(out, "last_reload: {text} ({ago}s ago)");
+        }
+    }
+    out
+}
+
+/// `GET /status`.
+pub fn json(s: &Snapshot) -> serde_json::Value {
+    let workers: Vec<_> = s
+        .workers
+        .iter()
+        .map(|w| {
+            json!({
+                "pid": w.pid,
+                "generation": w.generation,
+                "slot": w.slot,
+                "state": w.state,
+                "connections": w.connections,
+                "requests": w.requests,
+            })
+        })
+        .collect();
+    let last_reload = s.last_reload.as_ref().map(|(outcome, ago)| {
+        let (result, error) = match outcome {
+            Outcome::Ok { .. } => ("ok", None),
+            Outcome::Invalid(e) => ("invalid", Some(e.to_string())),
+            Outcome::Failed(e) => ("failed", Some(e.clone())),
+        };
+        let mut v = json!({
+            "result": result,
+            "error": error,
+            "seconds_ago": ago,
+            "detail": outcome.http().1,
+        });
+        if let Outcome::Ok { generation, .. } = outcome {
+            v["generation"] = json!(generation);
+        }
+        v
+    });
+    json!({
+        "pid": s.pid,
+        "state": s.state,
+        "config": s.config,
+        "uptime_seconds": s.uptime_secs,
+        "generation": s.generation,
+        "workers": workers,
+        "restarts": s.restarts,
+        "crash_loop": s.crash_loop.iter().map(|(slot, n)| json!({"slot": slot, "crashes": n})).collect::<Vec<_>>(),
+        "reloads": { "ok": s.reloads_ok, "failed": s.reloads_failed },
+        "last_reload": last_reload,
+    })
+}
+
+/// `GET /metrics`, in the Prometheus text exposition format. Counters
+/// include what workers that have since exited had reported, so they never
+/// go down across reloads.
+pub fn metrics(s: &Snapshot) -> String {
+    let mut out = String::new();
+    fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+    }
+    family(
+        &mut out,
+        "baton_generation",
+        "gauge",
+        "The serving worker generation.",
+    );
+    let _ = writeln!(out, "baton_generation {}", s.generation);
+    family(
+        &mut out,
+        "baton_uptime_seconds",
+        "gauge",
+        "Seconds since the master started.",
+    );
+    let _ = writeln!(out, "baton_uptime_seconds {}", s.uptime_secs);
+    family(
+        &mut out,
+        "baton_reloads_total",
+        "counter",
+        "Reloads by result.",
+    );
+    let _ = writeln!(out, "baton_reloads_total{{result=\"ok\"}} {}", s.reloads_ok);
+    let _ = writeln!(
+        out,
+        "baton_reloads_total{{result=\"failed\"}} {}",
+        s.reloads_failed
+    );
+    family(
+        &mut out,
+        "baton_worker_restarts_total",
+        "counter",
+        "Workers of the serving generation replaced after dying.",
+    );
+    let _ = writeln!(out, "baton_worker_restarts_total {}", s.restarts);
+    family(
+        &mut out,
+        "baton_workers",
+        "gauge",
+        "Worker processes by generation and state.",
+    );
+    let mut counts: Vec<((u64, &str), u64)> = Vec::new();
+    for w in &s.workers {
+        match counts
+            .iter_mut()
+            .find(|(k, _)| *k == (w.generation, w.state))
+        {
+            Some((_, n)) => *n += 1,
+            None => counts.push(((w.generation, w.state), 1)),
+        }
+    }
+    for ((generation, state), n) in &counts {
+        let _ = writeln!(
+            out,
+            "baton_workers{{generation=\"{generation}\",state=\"{state}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "baton_connections",
+        "gauge",
+        "Open client connections, by generation.",
+    );
+    let mut by_gen: Vec<(u64, u64, u64)> = Vec::new();
+    for w in &s.workers {
+        match by_gen.iter_mut().find(|(g, _, _)| *g == w.generation) {
+            Some((_, c, r)) => {
+                *c += w.connections;
+                *r += w.requests;
+            }
+            None => by_gen.push((w.generation, w.connections, w.requests)),
+        }
+    }
+    for (generation, connections, _) in &by_gen {
+        let _ = writeln!(
+            out,
+            "baton_connections{{generation=\"{generation}\"}} {connections}"
+        );
+    }
+    family(
+        &mut out,
+        "baton_generation_requests",
+        "gauge",
+        "Requests served by the live workers of each generation.",
+    );
+    for (generation, _, requests) in &by_gen {
+        let _ = writeln!(
+            out,
+            "baton_generation_requests{{generation=\"{generation}\"}} {requests}"
+        );
+    }
+    family(
+        &mut out,
+        "baton_requests_total",
+        "counter",
+        "Requests served since the master started.",
+    );
+    let live: u64 = s.workers.iter().map(|w| w.requests).sum();
+    let _ = writeln!(
+        out,
+        "baton_requests_total {}",
+        live + s.requests_by_gone_workers
+    );
+    out
+}
