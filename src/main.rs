@@ -36,7 +36,8 @@ struct Cli {
     test_config: bool,
 
     /// Send a command to the running master found through the pid_file:
-    /// reload (waits for the outcome), stop (fast), quit (graceful), status.
+    /// reload (waits for the outcome), reopen (log files, after rotation),
+    /// stop (fast), quit (graceful), status.
     #[arg(short = 's', long = "signal", value_name = "COMMAND")]
     signal: Option<Command>,
 }
@@ -44,6 +45,7 @@ struct Cli {
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum Command {
     Reload,
+    Reopen,
     Stop,
     Quit,
     Status,
@@ -53,6 +55,7 @@ impl Command {
     fn word(self) -> &'static str {
         match self {
             Command::Reload => "reload",
+            Command::Reopen => "reopen",
             Command::Stop => "stop",
             Command::Quit => "quit",
             Command::Status => "status",

@@ -336,6 +336,40 @@ fn host_routing_between_sites_on_one_address() {
 }
 
 #[test]
+fn s_reopen_hands_the_new_error_log_to_the_workers_without_a_new_generation() {
+    let env = Env::new();
+    let log = env.path("logs/error.log");
+    std::fs::create_dir_all(env.path("logs")).unwrap();
+    let config = env.simple_config().replace(
+        "grace = \"5s\"",
+        &format!("grace = \"5s\"\nerror_log = \"{}\"", log.display()),
+    );
+    env.write_config(&config);
+    let _server = env.start();
+    let workers = env.status().serving_pids();
+    let rotated = env.path("logs/error.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+
+    let out = env.baton(&["-s", "reopen"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let status = env.status();
+    assert_eq!(status.generation, 1, "no new generation");
+    assert_eq!(status.serving_pids(), workers);
+    assert!(std::fs::read_to_string(&log).unwrap().contains("reopened error log"));
+
+    // The workers write to the new file too: their drain lines land there.
+    assert!(env.reload().status.success());
+    assert!(wait_until(Duration::from_secs(5), || {
+        let fresh = std::fs::read_to_string(&log).unwrap_or_default();
+        workers
+            .iter()
+            .all(|p| fresh.contains(&format!("baton worker {p}: told to drain")))
+    }));
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(!old.contains("told to drain"), "a worker still wrote to the rotated file");
+}
+
+#[test]
 fn reload_reopens_the_error_log_after_rotation() {
     let env = Env::new();
     let log = env.path("logs/error.log");

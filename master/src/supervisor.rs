@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -88,6 +88,16 @@ struct Reload {
     persist: bool,
 }
 
+/// A `baton -s reopen` under way: the workers that have not confirmed yet.
+struct Reopen {
+    waiting: Vec<Pid>,
+    waiters: Vec<control::Conn>,
+    deadline: Instant,
+}
+
+/// How long workers get to confirm a log reopen.
+const REOPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lifecycle {
     /// The first generation is starting; nothing is promised yet.
@@ -125,6 +135,7 @@ pub struct Master {
     /// Requests served by workers that have exited, for counters that never
     /// go down.
     requests_by_gone_workers: u64,
+    reopen: Option<Reopen>,
     last_reload: Option<(SystemTime, Outcome)>,
     reloads_ok: u64,
     reloads_failed: u64,
@@ -191,6 +202,7 @@ impl Master {
             admin_conns: HashMap::new(),
             running_text: String::new(),
             requests_by_gone_workers: 0,
+            reopen: None,
             last_reload: None,
             reloads_ok: 0,
             reloads_failed: 0,
@@ -664,6 +676,7 @@ impl Master {
         let failed = result.is_err();
         let mut became_ready = false;
         let mut failure = None;
+        let mut reopened = false;
         match result {
             Ok(messages) => {
                 for m in messages {
@@ -682,6 +695,7 @@ impl Master {
                             child.requests = requests;
                         }
                         ToMaster::Failed(reason) => failure = Some(reason),
+                        ToMaster::ReopenDone => reopened = true,
                     }
                 }
             }
@@ -694,6 +708,9 @@ impl Master {
             self.close_channel(pid);
         }
         let generation = child_generation(&self.children, pid);
+        if reopened {
+            self.reopen_confirmed(pid);
+        }
         if became_ready {
             self.on_ready(pid, generation);
         }
@@ -770,6 +787,8 @@ impl Master {
             return;
         };
         self.requests_by_gone_workers += child.requests;
+        // A worker that ended has nothing left to reopen.
+        self.reopen_confirmed(pid);
         let number = child.generation;
         let phase = self.generations.get(&number).map(|g| g.phase);
         let stopping = matches!(self.lifecycle, Lifecycle::Stopping { .. });
@@ -1002,6 +1021,7 @@ impl Master {
                 let text = report::text(&self.snapshot());
                 conn.reply(status::OK, &text);
             }
+            "reopen" => self.reopen_logs(conn),
             "stop" | "quit" => {
                 conn.reply(status::OK, "");
                 self.stop_waiters.push(conn);
@@ -1015,7 +1035,7 @@ impl Master {
             }
             other => conn.reply(
                 status::APPLY_FAILED,
-                &format!("unknown command {other:?} (try reload, status, stop, quit)"),
+                &format!("unknown command {other:?} (try reload, reopen, status, stop, quit)"),
             ),
         }
     }
@@ -1070,6 +1090,90 @@ impl Master {
                 (outcome.clone(), ago)
             }),
             requests_by_gone_workers: self.requests_by_gone_workers,
+        }
+    }
+
+    // ----- log reopening ------------------------------------------------
+
+    /// `baton -s reopen` (after a log rotation): the master reopens its log
+    /// files with its own privileges and hands the new fds to every worker,
+    /// which need no access to the log directory; it answers once every
+    /// worker has confirmed. No new generation is started.
+    fn reopen_logs(&mut self, mut conn: control::Conn) {
+        if let Some(op) = self.reopen.as_mut() {
+            op.waiters.push(conn);
+            return;
+        }
+        let error_log = self
+            .generations
+            .get(&self.current)
+            .and_then(|g| g.config.error_log.clone());
+        let mut fds = Vec::new();
+        if let Some(path) = &error_log {
+            if let Err(e) = baton_shared::logging::redirect_stderr_to(path) {
+                let msg = format!("cannot reopen error log {}: {e}", path.display());
+                log::error!("{msg}");
+                return conn.reply(status::APPLY_FAILED, &msg);
+            }
+            log::info!("reopened error log {}", path.display());
+            // SAFETY: F_DUPFD_CLOEXEC on fd 2, which is open.
+            let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+            if fd >= 0 {
+                // SAFETY: `fd` was just created and belongs to no one else.
+                fds.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let message = ToWorker::ReopenLogs {
+            error_log: error_log.is_some(),
+            files: raw.len() as u32,
+        };
+        let mut waiting = Vec::new();
+        for child in self.children.values_mut() {
+            let Some(channel) = child.channel.as_mut() else {
+                continue;
+            };
+            match channel.send_with_fds(&message, &raw) {
+                Ok(()) => waiting.push(child.pid),
+                Err(e) => log::warn!("cannot send reopened logs to worker {}: {e}", child.pid),
+            }
+        }
+        // `fds` are dropped here: each worker has its own copy now.
+        self.reopen = Some(Reopen {
+            waiting,
+            waiters: vec![conn],
+            deadline: Instant::now() + REOPEN_TIMEOUT,
+        });
+        self.reopen_confirmed(Pid::from_raw(0));
+    }
+
+    /// `pid` confirmed (or ended); answers once nobody is left.
+    fn reopen_confirmed(&mut self, pid: Pid) {
+        let Some(op) = self.reopen.as_mut() else {
+            return;
+        };
+        op.waiting.retain(|p| *p != pid);
+        if op.waiting.is_empty()
+            && let Some(op) = self.reopen.take()
+        {
+            for mut w in op.waiters {
+                w.reply(status::OK, "logs reopened");
+            }
+        }
+    }
+
+    fn reopen_timed_out(&mut self) {
+        if let Some(op) = self.reopen.take() {
+            let pids: Vec<String> = op.waiting.iter().map(|p| p.to_string()).collect();
+            let msg = format!(
+                "workers {} did not confirm the reopened logs within {} s",
+                pids.join(", "),
+                REOPEN_TIMEOUT.as_secs()
+            );
+            log::error!("{msg}");
+            for mut w in op.waiters {
+                w.reply(status::APPLY_FAILED, &msg);
+            }
         }
     }
 
@@ -1209,10 +1313,14 @@ impl Master {
         if let Lifecycle::Stopping { deadline, .. } = self.lifecycle {
             consider(Some(deadline));
         }
+        consider(self.reopen.as_ref().map(|r| r.deadline));
         next
     }
 
     fn on_timers(&mut self, now: Instant) {
+        if self.reopen.as_ref().is_some_and(|r| r.deadline <= now) {
+            self.reopen_timed_out();
+        }
         let mut expired_starting = Vec::new();
         let mut expired_draining = Vec::new();
         let mut respawns = Vec::new();

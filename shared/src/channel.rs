@@ -11,10 +11,20 @@
 //! New variants can be added at the end without touching the framing; an
 //! unknown tag is a protocol error, as master and worker always come from
 //! the same binary.
+//!
+//! File descriptors (reopened log files) travel beside a frame as
+//! SCM_RIGHTS ancillary data on the frame's first byte. The receiver queues
+//! every fd that arrives; a message that carries fds says how many
+//! (`ReopenLogs { files }`), and its handler takes exactly that many from the
+//! queue with `take_fds`, checking they all came.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
 /// Frames are small; anything larger is garbage or an attack.
 pub const MAX_FRAME: usize = 64 * 1024;
@@ -26,6 +36,9 @@ pub enum ToWorker {
     Drain,
     /// Exit now (fast stop).
     Stop,
+    /// Log files were reopened (rotation): `files` fds come with this
+    /// message, the error log first if `error_log` is set.
+    ReopenLogs { error_log: bool, files: u32 },
 }
 
 /// Worker → master.
@@ -39,6 +52,8 @@ pub enum ToMaster {
     /// is exiting; the reason is for the log and for whoever asked for the
     /// reload. Sent instead of `Ready`.
     Failed(String),
+    /// The log files of a `ReopenLogs` are in use; the old ones are closed.
+    ReopenDone,
 }
 
 #[derive(Debug)]
@@ -47,6 +62,11 @@ pub enum ChannelError {
     /// The frame's declared length is 0 or above `MAX_FRAME`.
     BadLength(usize),
     UnknownTag(u8),
+    /// A message announced fds that did not arrive with it.
+    MissingFds {
+        expected: usize,
+        got: usize,
+    },
     /// The body does not have the size its tag requires.
     BadBody {
         tag: u8,
@@ -60,6 +80,9 @@ impl fmt::Display for ChannelError {
             ChannelError::Io(e) => write!(f, "channel i/o error: {e}"),
             ChannelError::BadLength(n) => write!(f, "channel frame of bad length {n}"),
             ChannelError::UnknownTag(t) => write!(f, "channel frame with unknown tag {t}"),
+            ChannelError::MissingFds { expected, got } => {
+                write!(f, "channel message announced {expected} fds but {got} came")
+            }
             ChannelError::BadBody { tag, len } => {
                 write!(f, "channel frame tag {tag} with a body of bad length {len}")
             }
@@ -83,27 +106,41 @@ pub trait Message: Sized {
 
 const TAG_DRAIN: u8 = 1;
 const TAG_STOP: u8 = 2;
+const TAG_REOPEN_LOGS: u8 = 3;
 const TAG_READY: u8 = 1;
 const TAG_STATS: u8 = 2;
 const TAG_FAILED: u8 = 3;
+const TAG_REOPEN_DONE: u8 = 4;
 
 impl Message for ToWorker {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.push(match self {
-            ToWorker::Drain => TAG_DRAIN,
-            ToWorker::Stop => TAG_STOP,
-        });
+        match self {
+            ToWorker::Drain => out.push(TAG_DRAIN),
+            ToWorker::Stop => out.push(TAG_STOP),
+            ToWorker::ReopenLogs { error_log, files } => {
+                out.push(TAG_REOPEN_LOGS);
+                out.push(u8::from(*error_log));
+                out.extend_from_slice(&files.to_le_bytes());
+            }
+        }
     }
 
     fn decode(frame: &[u8]) -> Result<Self, ChannelError> {
         let (&tag, body) = frame.split_first().ok_or(ChannelError::BadLength(0))?;
-        let msg = match tag {
-            TAG_DRAIN => ToWorker::Drain,
-            TAG_STOP => ToWorker::Stop,
-            t => return Err(ChannelError::UnknownTag(t)),
-        };
-        expect_body(tag, body, 0)?;
-        Ok(msg)
+        match tag {
+            TAG_DRAIN => expect_body(tag, body, 0).map(|()| ToWorker::Drain),
+            TAG_STOP => expect_body(tag, body, 0).map(|()| ToWorker::Stop),
+            TAG_REOPEN_LOGS => {
+                expect_body(tag, body, 5)?;
+                let mut n = [0u8; 4];
+                n.copy_from_slice(&body[1..5]);
+                Ok(ToWorker::ReopenLogs {
+                    error_log: body[0] != 0,
+                    files: u32::from_le_bytes(n),
+                })
+            }
+            t => Err(ChannelError::UnknownTag(t)),
+        }
     }
 }
 
@@ -129,6 +166,7 @@ impl Message for ToMaster {
                 }
                 out.extend_from_slice(&reason.as_bytes()[..end]);
             }
+            ToMaster::ReopenDone => out.push(TAG_REOPEN_DONE),
         }
     }
 
@@ -148,6 +186,7 @@ impl Message for ToMaster {
                 })
             }
             TAG_FAILED => Ok(ToMaster::Failed(String::from_utf8_lossy(body).into_owned())),
+            TAG_REOPEN_DONE => expect_body(tag, body, 0).map(|()| ToMaster::ReopenDone),
             t => Err(ChannelError::UnknownTag(t)),
         }
     }
@@ -181,6 +220,8 @@ pub struct Channel {
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     eof: bool,
+    /// Fds received and not yet taken by a message's handler.
+    fds: VecDeque<OwnedFd>,
 }
 
 impl Channel {
@@ -192,6 +233,7 @@ impl Channel {
             inbuf: Vec::new(),
             outbuf: Vec::new(),
             eof: false,
+            fds: VecDeque::new(),
         })
     }
 
@@ -221,6 +263,49 @@ impl Channel {
         Ok(())
     }
 
+    /// Sends a message with fds attached. Only when nothing else is queued
+    /// (the fds must ride on the frame's first byte); the rest of a partly
+    /// sent frame queues as usual.
+    pub fn send_with_fds<M: Message>(
+        &mut self,
+        msg: &M,
+        fds: &[RawFd],
+    ) -> Result<(), ChannelError> {
+        self.flush()?;
+        if !self.outbuf.is_empty() {
+            return Err(ChannelError::Io(io::ErrorKind::WouldBlock.into()));
+        }
+        let mut bytes = Vec::new();
+        frame(msg, &mut bytes);
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let sent = loop {
+            match sendmsg::<()>(
+                self.stream.as_raw_fd(),
+                &[IoSlice::new(&bytes)],
+                &cmsg,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(ChannelError::Io(e.into())),
+            }
+        };
+        self.outbuf.extend_from_slice(&bytes[sent..]);
+        self.flush()
+    }
+
+    /// Takes the next `n` received fds, which a message just announced.
+    pub fn take_fds(&mut self, n: usize) -> Result<Vec<OwnedFd>, ChannelError> {
+        if self.fds.len() < n {
+            return Err(ChannelError::MissingFds {
+                expected: n,
+                got: self.fds.len(),
+            });
+        }
+        Ok(self.fds.drain(..n).collect())
+    }
+
     pub fn has_pending_output(&self) -> bool {
         !self.outbuf.is_empty()
     }
@@ -230,7 +315,7 @@ impl Channel {
     pub fn receive<M: Message>(&mut self) -> Result<Vec<M>, ChannelError> {
         let mut chunk = [0u8; 4096];
         loop {
-            match self.stream.read(&mut chunk) {
+            match self.read_with_fds(&mut chunk) {
                 Ok(0) => {
                     self.eof = true;
                     break;
@@ -270,6 +355,31 @@ impl Channel {
     /// The peer closed its end.
     pub fn eof(&self) -> bool {
         self.eof
+    }
+
+    /// read(2) that also collects fds sent with SCM_RIGHTS. They arrive
+    /// close-on-exec (MSG_CMSG_CLOEXEC).
+    fn read_with_fds(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut space = nix::cmsg_space!([RawFd; 16]);
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = recvmsg::<()>(
+            self.stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        let n = msg.bytes;
+        for c in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: the kernel just installed this fd in our table
+                    // for us; nothing else owns it.
+                    self.fds.push_back(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -349,6 +459,33 @@ mod tests {
         assert!(matches!(
             r.receive::<ToMaster>(),
             Err(ChannelError::BadBody { .. })
+        ));
+    }
+
+    #[test]
+    fn fds_travel_with_their_message() {
+        use std::io::{Read, Seek};
+        let (mut m, mut w) = pair();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"log line\n").unwrap();
+        let msg = ToWorker::ReopenLogs {
+            error_log: true,
+            files: 1,
+        };
+        m.send_with_fds(&msg, &[file.as_raw_fd()]).unwrap();
+        assert_eq!(w.receive::<ToWorker>().unwrap(), vec![msg]);
+        let mut got = w.take_fds(1).unwrap();
+        let mut received = std::fs::File::from(got.remove(0));
+        received.rewind().unwrap();
+        let mut text = String::new();
+        received.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "log line\n", "the same open file");
+        assert!(matches!(
+            w.take_fds(1),
+            Err(ChannelError::MissingFds {
+                expected: 1,
+                got: 0
+            })
         ));
     }
 

@@ -385,11 +385,40 @@ impl Worker {
                     info!("told to stop");
                     self.stop = true;
                 }
+                ToWorker::ReopenLogs { error_log, files } => self.reopen_logs(error_log, files),
             }
         }
         if eof {
             self.master_lost("channel closed");
         }
+    }
+
+    /// Takes the log files the master reopened (log rotation): the error log
+    /// goes onto fd 2, where every log line is written; then confirms.
+    fn reopen_logs(&mut self, error_log: bool, files: u32) {
+        let Some(channel) = self.channel.as_mut() else {
+            return;
+        };
+        let fds = match channel.take_fds(files as usize) {
+            Ok(fds) => fds,
+            Err(e) => {
+                warn!("cannot reopen logs: {e}");
+                return;
+            }
+        };
+        let mut fds = fds.into_iter();
+        if error_log && let Some(fd) = fds.next() {
+            // SAFETY: dup2 between two open fds; replaces fd 2 atomically, so
+            // no log line is lost or split.
+            if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&fd), 2) } < 0 {
+                warn!(
+                    "cannot reopen the error log: {}",
+                    std::io::Error::last_os_error()
+                );
+                return;
+            }
+        }
+        self.send_to_master(&ToMaster::ReopenDone);
     }
 
     fn send_to_master(&mut self, message: &ToMaster) {
