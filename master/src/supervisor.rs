@@ -86,7 +86,20 @@ struct Reload {
     /// It came from `POST /config`: write `text` to the config file once
     /// it runs.
     persist: bool,
+    /// Once committed: the old workers that have not yet said they stopped
+    /// accepting. The reload is reported done when this empties, so "reload
+    /// returned" means "every new connection reaches the new generation".
+    handover: Option<Handover>,
 }
+
+struct Handover {
+    waiting: Vec<Pid>,
+    deadline: Instant,
+}
+
+/// How long the reload waits for old workers to stop accepting (they do
+/// it as soon as they read `Drain`; this only bounds a stuck one).
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A `baton -s reopen` under way: the workers that have not confirmed yet.
 struct Reopen {
@@ -229,6 +242,7 @@ impl Master {
             added: Vec::new(),
             text,
             persist: false,
+            handover: None,
         });
         self
     }
@@ -376,6 +390,7 @@ impl Master {
             added,
             text,
             persist,
+            handover: None,
         });
     }
 
@@ -466,10 +481,10 @@ impl Master {
             .filter(|(n, g)| **n != number && g.phase == Phase::Serving)
             .map(|(n, _)| *n)
             .collect();
-        for old in older {
-            self.drain_generation(old, grace);
+        for old in &older {
+            self.drain_generation(*old, grace);
         }
-        let reload = self.reload.take();
+        let mut reload = self.reload.take();
         if let Some(r) = &reload {
             self.running_text = r.text.clone();
         }
@@ -494,21 +509,58 @@ impl Master {
                 }
             }
             _ => {
-                if let Some(r) = reload {
-                    let warning = if r.persist {
-                        self.persist_config(&r.text)
-                    } else {
-                        None
-                    };
-                    let outcome = Outcome::Ok {
-                        generation: number,
-                        took: r.started.elapsed(),
-                        warning,
-                    };
-                    self.finish_reload(outcome, r.waiters);
+                if let Some(r) = reload.as_mut() {
+                    // Done once the old workers have stopped accepting.
+                    let waiting = self
+                        .children
+                        .values()
+                        .filter(|c| older.contains(&c.generation) && c.channel.is_some())
+                        .map(|c| c.pid)
+                        .collect();
+                    r.handover = Some(Handover {
+                        waiting,
+                        deadline: Instant::now() + HANDOVER_TIMEOUT,
+                    });
                 }
+                self.reload = reload;
+                self.handover_progress(None, false);
             }
         }
+    }
+
+    /// An old worker stopped accepting (`Draining`) or ended (`pid`), or
+    /// the wait timed out (`force`): once no old worker accepts, the reload
+    /// is done.
+    fn handover_progress(&mut self, pid: Option<Pid>, force: bool) {
+        let Some(h) = self.reload.as_mut().and_then(|r| r.handover.as_mut()) else {
+            return;
+        };
+        if let Some(p) = pid {
+            h.waiting.retain(|w| *w != p);
+        }
+        if !(force || h.waiting.is_empty()) {
+            return;
+        }
+        if force {
+            log::warn!(
+                "reload: workers {:?} of the old generation did not confirm they stopped accepting",
+                h.waiting
+            );
+        }
+        let Some(r) = self.reload.take() else {
+            return;
+        };
+        let warning = if r.persist {
+            self.persist_config(&r.text)
+        } else {
+            None
+        };
+        let outcome = Outcome::Ok {
+            generation: r.generation,
+            took: r.started.elapsed(),
+            warning,
+        };
+        self.finish_reload(outcome, r.waiters);
     }
 
     fn drain_generation(&mut self, number: u64, grace: Duration) {
@@ -677,6 +729,7 @@ impl Master {
         let mut became_ready = false;
         let mut failure = None;
         let mut reopened = false;
+        let mut stopped_accepting = false;
         match result {
             Ok(messages) => {
                 for m in messages {
@@ -696,6 +749,7 @@ impl Master {
                         }
                         ToMaster::Failed(reason) => failure = Some(reason),
                         ToMaster::ReopenDone => reopened = true,
+                        ToMaster::Draining => stopped_accepting = true,
                     }
                 }
             }
@@ -710,6 +764,9 @@ impl Master {
         let generation = child_generation(&self.children, pid);
         if reopened {
             self.reopen_confirmed(pid);
+        }
+        if stopped_accepting {
+            self.handover_progress(Some(pid), false);
         }
         if became_ready {
             self.on_ready(pid, generation);
@@ -781,7 +838,11 @@ impl Master {
     }
 
     fn on_child_exit(&mut self, pid: Pid, how: String, clean: bool) {
+        // What it said before dying comes first (a `Failed` with its reason
+        // may still sit in the channel when the exit is reaped).
+        self.on_channel(pid);
         self.close_channel(pid);
+        self.handover_progress(Some(pid), false);
         let Some(child) = self.children.remove(&pid) else {
             log::info!("process {pid} {how}");
             return;
@@ -1314,10 +1375,24 @@ impl Master {
             consider(Some(deadline));
         }
         consider(self.reopen.as_ref().map(|r| r.deadline));
+        consider(
+            self.reload
+                .as_ref()
+                .and_then(|r| r.handover.as_ref())
+                .map(|h| h.deadline),
+        );
         next
     }
 
     fn on_timers(&mut self, now: Instant) {
+        let handover_due = self
+            .reload
+            .as_ref()
+            .and_then(|r| r.handover.as_ref())
+            .is_some_and(|h| h.deadline <= now);
+        if handover_due {
+            self.handover_progress(None, true);
+        }
         if self.reopen.as_ref().is_some_and(|r| r.deadline <= now) {
             self.reopen_timed_out();
         }

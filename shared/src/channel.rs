@@ -54,6 +54,8 @@ pub enum ToMaster {
     Failed(String),
     /// The log files of a `ReopenLogs` are in use; the old ones are closed.
     ReopenDone,
+    /// Draining: the listeners are closed, this worker accepts nothing more.
+    Draining,
 }
 
 #[derive(Debug)]
@@ -111,6 +113,7 @@ const TAG_READY: u8 = 1;
 const TAG_STATS: u8 = 2;
 const TAG_FAILED: u8 = 3;
 const TAG_REOPEN_DONE: u8 = 4;
+const TAG_DRAINING: u8 = 5;
 
 impl Message for ToWorker {
     fn encode(&self, out: &mut Vec<u8>) {
@@ -167,6 +170,7 @@ impl Message for ToMaster {
                 out.extend_from_slice(&reason.as_bytes()[..end]);
             }
             ToMaster::ReopenDone => out.push(TAG_REOPEN_DONE),
+            ToMaster::Draining => out.push(TAG_DRAINING),
         }
     }
 
@@ -187,6 +191,7 @@ impl Message for ToMaster {
             }
             TAG_FAILED => Ok(ToMaster::Failed(String::from_utf8_lossy(body).into_owned())),
             TAG_REOPEN_DONE => expect_body(tag, body, 0).map(|()| ToMaster::ReopenDone),
+            TAG_DRAINING => expect_body(tag, body, 0).map(|()| ToMaster::Draining),
             t => Err(ChannelError::UnknownTag(t)),
         }
     }

@@ -71,6 +71,9 @@ impl Worker {
             give_up_at,
         });
         self.close_listeners();
+        // From here on this worker accepts nothing: the master's reload may
+        // tell its caller that new connections reach the new generation.
+        self.send_to_master(&baton_shared::channel::ToMaster::Draining);
     }
 
     fn close_listeners(&mut self) {

@@ -421,7 +421,7 @@ impl Worker {
         self.send_to_master(&ToMaster::ReopenDone);
     }
 
-    fn send_to_master(&mut self, message: &ToMaster) {
+    pub(crate) fn send_to_master(&mut self, message: &ToMaster) {
         if let Some(channel) = self.channel.as_mut()
             && let Err(e) = channel.send(message)
         {
