@@ -377,11 +377,31 @@ impl Server {
             .wait_notify("READY=1", Duration::from_secs(20))
             .is_none()
         {
+            let diagnosis = self.diagnose();
             let _ = self.child.kill();
             let _ = self.child.wait();
-            panic!("baton did not become ready; its log:\n{}", self.log_text());
+            panic!(
+                "baton did not become ready; {diagnosis}\nits log:\n{}",
+                self.log_text()
+            );
         }
         self
+    }
+
+    /// What the master process is doing, for a failure message.
+    pub fn diagnose(&self) -> String {
+        let pid = self.pid();
+        let read = |what: &str| {
+            std::fs::read_to_string(format!("/proc/{pid}/{what}"))
+                .unwrap_or_else(|e| format!("({e})"))
+        };
+        format!(
+            "master {pid}: stat {:?}, wchan {:?}, stack:\n{}children: {:?}",
+            read("stat").trim(),
+            read("wchan"),
+            read("stack"),
+            children_of(pid)
+        )
     }
 
     pub fn log_text(&self) -> String {
