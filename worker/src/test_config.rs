@@ -19,6 +19,7 @@ pub fn site(root: &str, listen: &[&str], names: &[&str]) -> Site {
         names: names.iter().map(|n| n.to_string()).collect(),
         root: PathBuf::from(root),
         index: vec!["index.html".into()],
+        files: Default::default(),
         pos: Pos::default(),
     }
 }
@@ -37,6 +38,7 @@ pub fn config(sites: Vec<Site>) -> Config {
         drain_linger: Duration::from_secs(1),
         keepalive_timeout: Duration::from_secs(60),
         header_timeout: Duration::from_secs(10),
+        http: Default::default(),
         sites,
     }
 }

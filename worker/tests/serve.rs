@@ -42,6 +42,7 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
         drain_linger: Duration::from_secs(2),
         keepalive_timeout: Duration::from_secs(60),
         header_timeout: Duration::from_secs(10),
+        http: Default::default(),
         sites: vec![Site {
             listen: vec![Listen {
                 addr,
@@ -52,6 +53,7 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
             names: vec![],
             root,
             index: vec!["index.html".into()],
+            files: Default::default(),
             pos: Pos::default(),
         }],
     };
