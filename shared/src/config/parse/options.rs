@@ -94,7 +94,8 @@ impl Reader<'_, '_, '_> {
                 _ => self.wrong(key, value, "a charset like \"utf-8\", or false"),
             },
             "types" => {
-                if let Some(table) = self.table(key, value, "a table like { md = \"text/markdown\" }")
+                if let Some(table) =
+                    self.table(key, value, "a table like { md = \"text/markdown\" }")
                 {
                     for (ext, v) in table.iter() {
                         let name: &str = ext.get_ref();
@@ -125,8 +126,9 @@ impl Reader<'_, '_, '_> {
                     for (prefix, v) in table.iter() {
                         let p: &str = prefix.get_ref();
                         if !p.starts_with('/') {
-                            let message =
-                                format!("path prefix {p:?} must start with \"/\", like \"/assets/\"");
+                            let message = format!(
+                                "path prefix {p:?} must start with \"/\", like \"/assets/\""
+                            );
                             self.errs.at_span(&prefix.span(), message);
                             continue;
                         }
@@ -137,12 +139,12 @@ impl Reader<'_, '_, '_> {
                 }
             }
             "error_pages" => {
-                if let Some(table) =
-                    self.table(key, value, "a table like { 404 = \"/404.html\" }")
+                if let Some(table) = self.table(key, value, "a table like { 404 = \"/404.html\" }")
                 {
                     for (code, v) in table.iter() {
                         let c: &str = code.get_ref();
-                        let Some(status) = c.parse::<u16>().ok().filter(|s| (400..=599).contains(s))
+                        let Some(status) =
+                            c.parse::<u16>().ok().filter(|s| (400..=599).contains(s))
                         else {
                             let message =
                                 format!("error page status {c:?} must be a status from 400 to 599");
@@ -271,7 +273,11 @@ impl Reader<'_, '_, '_> {
         {
             return Some(s.to_string());
         }
-        self.wrong(key, value, "a URL path under the root, like \"/index.html\"");
+        self.wrong(
+            key,
+            value,
+            "a URL path under the root, like \"/index.html\"",
+        );
         None
     }
 }
@@ -294,14 +300,14 @@ fn parse_size(s: &str) -> Option<u64> {
 /// An RFC 9110 token (header names, media type parts, charsets).
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Printable, no CR, LF or NUL: safe to put in a response head.
 fn is_header_value(s: &str) -> bool {
-    s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+    s.bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
 }
 
 #[cfg(test)]
