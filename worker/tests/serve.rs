@@ -327,7 +327,7 @@ fn serves_files_then_drains() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"hello world\n");
     assert_eq!(r.header("content-length"), Some("12"));
-    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
     assert_eq!(r.header("server"), Some("baton"));
     assert!(httpdate::parse_http_date(r.header("date").unwrap()).is_ok());
     assert!(httpdate::parse_http_date(r.header("last-modified").unwrap()).is_ok());
