@@ -68,6 +68,10 @@ pub struct Request {
 }
 
 #[derive(Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per request, moved once: a Box would cost an allocation per request"
+)]
 pub enum Parsed {
     /// The head is not complete yet.
     Partial,
@@ -307,7 +311,7 @@ fn split_absolute_form(target: &str) -> Option<(&str, String)> {
 
 /// A Host value → lowercase name without port or trailing dot, `Ok(None)`
 /// when empty, `Err` when it cannot be a host (which is a 400).
-pub fn normalize_host(raw: &[u8]) -> Result<Option<String>, ()> {
+pub(crate) fn normalize_host(raw: &[u8]) -> Result<Option<String>, ()> {
     let raw = raw.trim_ascii();
     if raw.is_empty() {
         return Ok(None);

@@ -57,6 +57,10 @@ struct Found {
     segments: Vec<Vec<u8>>,
 }
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once per request and consumed at once"
+)]
 enum Outcome {
     File(Found),
     Listing(String),

@@ -45,7 +45,7 @@ pub fn preferred(accept: Option<&str>) -> Vec<(&'static str, &'static str)> {
         .map(|&(name, suffix)| (weight(accept, name), name, suffix))
         .filter(|&(q, _, _)| q > 0)
         .collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0)); // stable: ties keep ENCODINGS order
+    out.sort_by_key(|e| std::cmp::Reverse(e.0)); // stable: ties keep ENCODINGS order
     out.into_iter().map(|(_, n, s)| (n, s)).collect()
 }
 
