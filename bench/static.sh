@@ -122,6 +122,8 @@ write_configs() {
 		NGX
 		;;
 	lighttpd)
+		# lighttpd opens its error log after dropping to nobody.
+		[[ -n $USER_LINE ]] && chown nobody "$d"
 		cat >"$d/lighttpd.conf" <<-LTD
 			server.document-root = "$WWW"
 			server.bind = "127.0.0.1"
