@@ -528,3 +528,68 @@ pub fn request(port: u16, raw: &str) -> std::io::Result<Response> {
     let mut r = BufReader::new(s);
     read_response(&mut r, raw.starts_with("HEAD "))
 }
+
+// ---- Helpers for the static file and HTTP engine tests ----
+
+impl Env {
+    /// One site on 127.0.0.1:port serving `www/`, with `global` lines after
+    /// the globals and `site` lines in the `[[site]]`.
+    pub fn config_with(&self, global: &str, site: &str) -> String {
+        format!(
+            "{}{global}\n[[site]]\nlisten = [\"127.0.0.1:{}\"]\nroot = \"{}\"\n{site}\n",
+            self.globals(),
+            self.port,
+            self.path("www").display()
+        )
+    }
+
+    /// Writes `config_with(global, site)` and starts the server on it.
+    pub fn start_config(&self, global: &str, site: &str) -> Server {
+        self.write_config(&self.config_with(global, site));
+        self.start()
+    }
+}
+
+/// Sends `bytes` on a new connection, half-closes nothing, and reads until
+/// the server closes the connection (or 10 s pass, which fails the caller's
+/// checks): everything the server answered.
+pub fn exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut s = connect(port);
+    s.write_all(bytes).expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// Whether the server closed `s` (EOF or reset) within its read timeout,
+/// discarding anything still sent before that.
+pub fn closed_by_server(s: &mut TcpStream) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false, // timed out: still open
+        }
+    }
+}
+
+/// All the responses in `bytes` (Content-Length framed; `head` for
+/// responses to HEAD requests).
+pub fn parse_responses(bytes: &[u8], head: bool) -> Vec<Response> {
+    let mut reader = BufReader::new(bytes);
+    let mut out = Vec::new();
+    while let Ok(r) = read_response(&mut reader, head) {
+        out.push(r);
+    }
+    out
+}
+
+/// The first status code in raw response bytes, if any.
+pub fn first_status(bytes: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(bytes);
+    text.split_whitespace().nth(1)?.parse().ok()
+}

@@ -28,13 +28,13 @@ use baton_shared::config::Config;
 use log::debug;
 
 use crate::handler;
-use crate::http::request::{self, Method, Parsed, Version};
+use crate::http::body::{BodyReader, Step};
+use crate::http::request::{self, BodyFraming, Method, Parsed, Version};
 use crate::http::response::{Persistence, Response, Status, write_head};
 use crate::limits::{
-    BODY_TIMEOUT, DRAIN_PIPELINED_MAX, LINGERING_CLOSE, MAX_HEAD, READ_CHUNK, SEND_TIMEOUT,
-    TURN_BYTES, TURN_REQUESTS, after,
+    DRAIN_PIPELINED_MAX, LINGERING_CLOSE, READ_CHUNK, TURN_BYTES, TURN_REQUESTS, after,
 };
-use crate::outgoing::{Outgoing, Sent};
+use crate::outgoing::{Body, Outgoing, Sent};
 use crate::routing::Routes;
 use crate::stream::Stream;
 
@@ -90,6 +90,17 @@ impl Budget {
     }
 }
 
+/// A response waiting for its request's body to be read (and discarded):
+/// answering before would leave the body's bytes where the next request
+/// is expected, and a malformed body must still be able to turn into a 400.
+struct Held {
+    response: Response,
+    head_only: bool,
+    version: Version,
+    /// The client asked to keep the connection.
+    keep_alive: bool,
+}
+
 pub struct Connection {
     stream: Stream,
     /// Index of the listener it was accepted on (routing).
@@ -105,8 +116,10 @@ pub struct Connection {
     out: Option<Outgoing>,
     /// Close once `out` is sent.
     close_after: bool,
-    /// Body bytes of the current request still to read and throw away.
-    discard: u64,
+    /// The body of the current request, being read and thrown away.
+    body: Option<BodyReader>,
+    /// The current request's response, sent once its body is read.
+    held: Option<Held>,
     /// Requests answered on this connection.
     served: u64,
     /// Responses sent without `Connection: close` while draining.
@@ -131,7 +144,8 @@ impl Connection {
             inbuf: Vec::new(),
             out: None,
             close_after: false,
-            discard: 0,
+            body: None,
+            held: None,
             served: 0,
             drain_pipelined: 0,
             idle_since: now,
@@ -154,7 +168,8 @@ impl Connection {
     fn idle(&self) -> bool {
         self.phase == Phase::Open
             && self.out.is_none()
-            && self.discard == 0
+            && self.body.is_none()
+            && self.held.is_none()
             && self.inbuf.is_empty()
     }
 
@@ -163,8 +178,12 @@ impl Connection {
         match self.phase {
             Phase::Closed => self.last_progress,
             Phase::Lingering { until } => until,
-            Phase::Open if self.out.is_some() => self.last_progress + SEND_TIMEOUT,
-            Phase::Open if self.discard > 0 => self.last_progress + BODY_TIMEOUT,
+            Phase::Open if self.out.is_some() => {
+                after(self.last_progress, config.http.send_timeout)
+            }
+            Phase::Open if self.body.is_some() => {
+                after(self.last_progress, config.http.body_timeout)
+            }
             Phase::Open if !self.inbuf.is_empty() => {
                 after(self.head_started, config.header_timeout)
             }
@@ -191,8 +210,8 @@ impl Connection {
         match self.phase {
             Phase::Closed => {}
             Phase::Lingering { .. } => self.phase = Phase::Closed,
-            Phase::Open if self.out.is_some() || self.discard > 0 => {
-                debug!("connection made no progress for a minute: closed");
+            Phase::Open if self.out.is_some() || self.body.is_some() => {
+                debug!("connection made no progress within the send or body timeout: closed");
                 self.phase = Phase::Closed;
             }
             Phase::Open if !self.inbuf.is_empty() => {
@@ -238,7 +257,7 @@ impl Connection {
                     continue;
                 }
             }
-            if self.readable && !self.peer_eof && self.inbuf.len() < MAX_HEAD {
+            if self.readable && !self.peer_eof && self.inbuf.len() < self.in_limit(ctx) {
                 match self.fill(ctx, &mut budget) {
                     Ok(p) => progress |= p,
                     Err(()) => return Drive::Closed,
@@ -294,19 +313,26 @@ impl Connection {
         }
     }
 
+    /// How much unprocessed input is buffered at most: a head's worth (a
+    /// complete head is processed before more is read).
+    fn in_limit(&self, ctx: &Ctx) -> usize {
+        ctx.config.http.max_header_size.max(READ_CHUNK)
+    }
+
     /// Reads what has arrived, up to the buffer limit. `Err` when the
     /// connection is dead.
     fn fill(&mut self, ctx: &mut Ctx, budget: &mut Budget) -> Result<bool, ()> {
         let mut chunk = [0u8; READ_CHUNK];
         let mut progress = false;
-        while self.readable && !self.peer_eof && self.inbuf.len() < MAX_HEAD && budget.bytes > 0 {
+        let limit = self.in_limit(ctx);
+        while self.readable && !self.peer_eof && self.inbuf.len() < limit && budget.bytes > 0 {
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
                     self.peer_eof = true;
                     progress = true;
                 }
                 Ok(n) => {
-                    if self.inbuf.is_empty() && self.discard == 0 {
+                    if self.inbuf.is_empty() && self.body.is_none() {
                         self.head_started = ctx.now;
                     }
                     self.inbuf.extend_from_slice(&chunk[..n]);
@@ -326,30 +352,50 @@ impl Connection {
         Ok(progress)
     }
 
-    /// Discards body bytes and answers the next complete request, if the
-    /// previous response is out.
+    /// Discards body bytes, sends a response whose body is read, and
+    /// answers the next complete request, if the previous response is out.
     fn process(&mut self, ctx: &mut Ctx, budget: &mut Budget) -> bool {
         let mut progress = false;
-        if self.discard > 0 && !self.inbuf.is_empty() {
-            let n =
-                usize::try_from(self.discard).map_or(self.inbuf.len(), |d| d.min(self.inbuf.len()));
-            self.inbuf.drain(..n);
-            self.discard -= n as u64;
-            if self.discard == 0 {
-                self.idle_since = ctx.now;
-                self.head_started = ctx.now;
+        if let Some(body) = self.body.as_mut()
+            && !self.inbuf.is_empty()
+        {
+            let http = &ctx.config.http;
+            let (used, step) = body.consume(&self.inbuf, http.max_body_size, http.max_header_size);
+            self.inbuf.drain(..used);
+            progress = used > 0 || step != Step::More;
+            match step {
+                Step::More => {}
+                Step::Done => self.body = None,
+                Step::Invalid(status) => {
+                    // The framing is lost: nothing after this can be read.
+                    self.body = None;
+                    self.inbuf.clear();
+                    self.held = Some(Held {
+                        response: Response::status(status),
+                        head_only: false,
+                        version: Version::Http11,
+                        keep_alive: false,
+                    });
+                }
             }
+        }
+        if self.body.is_none()
+            && self.out.is_none()
+            && let Some(held) = self.held.take()
+        {
+            self.finish(held, ctx);
             progress = true;
         }
         if self.phase != Phase::Open
             || self.out.is_some()
-            || self.discard > 0
+            || self.body.is_some()
+            || self.held.is_some()
             || self.inbuf.is_empty()
             || budget.requests == 0
         {
             return progress;
         }
-        match request::parse(&self.inbuf) {
+        match request::parse(&self.inbuf, &ctx.config.http) {
             Parsed::Partial => progress,
             Parsed::Reject(status) => {
                 self.inbuf.clear();
@@ -358,33 +404,51 @@ impl Connection {
             }
             Parsed::Request(req) => {
                 self.inbuf.drain(..req.head_len);
-                self.discard = req.content_length;
                 budget.requests -= 1;
                 self.served += 1;
                 *ctx.requests += 1;
                 let site = ctx
                     .routes
                     .pick(ctx.config, self.listener, req.host.as_deref());
-                let response = handler::respond(&req, site);
-                // Whether the next request is already here, after this
-                // one's body: if so it is served too, even when closing.
-                let next_is_here = self.inbuf.len() as u64 > self.discard;
-                let close = !req.keep_alive
-                    || (self.peer_eof && !next_is_here)
-                    // The client may hold its body back waiting for a 100
-                    // we never send: do not wait for it.
-                    || (req.expects_continue && req.content_length > 0)
-                    || self.closing_for_drain(ctx, next_is_here);
-                self.queue(
-                    response,
-                    req.method == Method::Head,
-                    req.version,
-                    close,
-                    ctx,
-                );
+                let held = Held {
+                    response: handler::respond(&req, site),
+                    head_only: req.method == Method::Head,
+                    version: req.version,
+                    keep_alive: req.keep_alive,
+                };
+                self.body = match req.body {
+                    BodyFraming::None => None,
+                    BodyFraming::Length(n) => Some(BodyReader::length(n)),
+                    BodyFraming::Chunked => Some(BodyReader::chunked()),
+                };
+                if self.body.is_none() {
+                    self.finish(held, ctx);
+                    return true;
+                }
+                self.held = Some(held);
+                if req.expects_continue {
+                    // The client waits for this before sending its body.
+                    let interim = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+                    self.out = Some(Outgoing::new(interim, Body::Empty, false));
+                    self.close_after = false;
+                    self.last_progress = ctx.now;
+                }
                 true
             }
         }
+    }
+
+    /// Queues the response of a request whose body is consumed, deciding
+    /// whether the connection stays open after it.
+    fn finish(&mut self, held: Held, ctx: &Ctx) {
+        // Whether the next request is already here: if so it is served
+        // too, even when closing for a drain.
+        let next_is_here = !self.inbuf.is_empty();
+        let close = !held.keep_alive
+            || (self.peer_eof && !next_is_here)
+            || self.served >= ctx.config.http.keepalive_requests
+            || self.closing_for_drain(ctx, next_is_here);
+        self.queue(held.response, held.head_only, held.version, close, ctx);
     }
 
     /// While draining, every response says `Connection: close`, except
@@ -414,7 +478,8 @@ impl Connection {
             (false, Version::Http11) => Persistence::Default,
         };
         let mut head = Vec::with_capacity(512);
-        write_head(&mut head, &response, ctx.date, persistence);
+        let server = ctx.config.http.server_token.as_deref();
+        write_head(&mut head, &response, ctx.date, server, persistence);
         self.out = Some(Outgoing::new(head, response.body, !head_only));
         self.close_after = close;
         self.last_progress = ctx.now;
@@ -424,7 +489,8 @@ impl Connection {
     fn start_closing(&mut self, now: Instant) {
         self.out = None;
         self.inbuf = Vec::new();
-        self.discard = 0;
+        self.body = None;
+        self.held = None;
         if self.peer_eof {
             self.phase = Phase::Closed;
             return;

@@ -251,6 +251,12 @@ impl Worker {
             if slot.paused_until.is_some() {
                 return;
             }
+            // At the limit, connections stay in the listen queue, where
+            // another worker (or this one, a tick later) takes them.
+            if self.conns.len() >= self.config.http.max_connections {
+                slot.paused_until = Some(self.now + TICK);
+                return;
+            }
             match slot.acceptor.accept() {
                 Ok(stream) => self.add_connection(stream, i),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -12,21 +12,22 @@
 //! - `drain`: how a worker stops accepting and hands over;
 //! - `connection`: one client's state machine, its timeouts, lingering close;
 //! - `http::request` / `http::response`: heads in, heads out;
-//! - `handler`, `routing`, `files`: what a request is answered with;
+//! - `http::body`: request bodies, read and discarded within limits;
+//! - `handler`, `routing`, `static_files`: what a request is answered with;
 //! - `outgoing`, `stream`, `acceptor`: bytes and sockets;
-//! - `limits`: the fixed sizes and timings.
+//! - `limits`: the fixed sizes and timings (the tunable ones are config).
 
 mod acceptor;
 mod connection;
 mod drain;
 mod event_loop;
-mod files;
 mod handler;
-mod http;
+pub mod http;
 mod limits;
 mod outgoing;
 mod routing;
 mod signals;
+mod static_files;
 mod stream;
 #[cfg(test)]
 mod test_config;

@@ -1,29 +1,13 @@
 //! The worker's fixed limits and timings, in one place.
 //!
-//! The timeouts an operator tunes (`header_timeout`, `keepalive_timeout`,
-//! `drain_linger`, `grace`) live in the config; these are the ones that have
-//! not needed a knob yet.
+//! The limits and timeouts an operator tunes (`header_timeout`,
+//! `keepalive_timeout`, `max_header_size`, `send_timeout`, ...) live in the
+//! config (`HttpLimits`); these are the ones that have not needed a knob.
 
 use std::time::{Duration, Instant};
 
-/// Largest request head (request line + headers) accepted: 431 above.
-pub const MAX_HEAD: usize = 16 * 1024;
-
-/// Most header fields in one request head: 431 above.
-pub const MAX_HEADERS: usize = 100;
-
-/// Largest `Content-Length` body that is read and discarded so the
-/// connection can be kept; larger is 413 and the connection is closed.
-pub const MAX_DISCARDED_BODY: u64 = 1024 * 1024;
-
 /// Bytes read from a socket at a time.
 pub const READ_CHUNK: usize = 16 * 1024;
-
-/// A response that makes no progress for this long is abandoned.
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A request body that makes no progress for this long is abandoned.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// After `shutdown(Write)`, how long input is read and discarded before the
 /// socket is closed (so late bytes never turn the close into a reset).

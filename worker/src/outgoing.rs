@@ -14,7 +14,7 @@ use crate::stream::Stream;
 
 #[derive(Debug)]
 pub enum Body {
-    #[expect(dead_code, reason = "for 304s and bodiless proxied responses, next")]
+    /// No body: 304s, `100 Continue`.
     Empty,
     /// Small, generated bodies (status texts).
     Bytes(Vec<u8>),

@@ -34,11 +34,14 @@ impl Stream {
         }
     }
 
-    /// Writes from `buf`. `more` says a body follows at once (`MSG_MORE`),
-    /// so the kernel holds the head back and sends it in the same segment as
-    /// the start of the body instead of in a small packet of its own.
+    /// Writes from `buf`. `more` says a body follows at once (`MSG_MORE`,
+    /// the per-call TCP_CORK), so the kernel holds the head back and sends
+    /// it in the same segment as the start of the body instead of in a small
+    /// packet of its own. The sendfile that follows uncorks, as it is sent
+    /// without the flag. Only on TCP: a unix socket has no segments to fill.
     pub fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
-        let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+        let cork = more && matches!(self, Stream::Tcp(_));
+        let flags = libc::MSG_NOSIGNAL | if cork { libc::MSG_MORE } else { 0 };
         // SAFETY: `buf` is a valid slice for `buf.len()` bytes and the fd is
         // owned by `self` for the duration of the call.
         let n = unsafe { libc::send(self.fd(), buf.as_ptr().cast(), buf.len(), flags) };

@@ -19,6 +19,7 @@ pub fn site(root: &str, listen: &[&str], names: &[&str]) -> Site {
         names: names.iter().map(|n| n.to_string()).collect(),
         root: PathBuf::from(root),
         index: vec!["index.html".into()],
+        files: Default::default(),
         pos: Pos::default(),
     }
 }
@@ -38,6 +39,7 @@ pub fn config(sites: Vec<Site>) -> Config {
         keepalive_timeout: Duration::from_secs(60),
         header_timeout: Duration::from_secs(10),
         admin: None,
+        http: Default::default(),
         sites,
     }
 }

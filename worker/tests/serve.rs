@@ -42,6 +42,7 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
         drain_linger: Duration::from_secs(2),
         keepalive_timeout: Duration::from_secs(60),
         header_timeout: Duration::from_secs(10),
+        http: Default::default(),
         sites: vec![Site {
             listen: vec![Listen {
                 addr,
@@ -52,6 +53,7 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
             names: vec![],
             root,
             index: vec!["index.html".into()],
+            files: Default::default(),
             pos: Pos::default(),
         }],
         admin: None,
@@ -327,7 +329,7 @@ fn serves_files_then_drains() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"hello world\n");
     assert_eq!(r.header("content-length"), Some("12"));
-    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
     assert_eq!(r.header("server"), Some("baton"));
     assert!(httpdate::parse_http_date(r.header("date").unwrap()).is_ok());
     assert!(httpdate::parse_http_date(r.header("last-modified").unwrap()).is_ok());

@@ -134,6 +134,8 @@ pub struct Site {
     pub root: PathBuf,
     /// Index files tried, in order, for a directory request.
     pub index: Vec<String>,
+    /// How files are served: listings, dotfiles, symlinks, types, headers.
+    pub files: FileOptions,
     pub pos: Pos,
 }
 
@@ -148,6 +150,111 @@ pub struct Admin {
     /// Owner (uid, gid) of the unix socket; default the master's user.
     pub owner: Option<(u32, u32)>,
     pub pos: Pos,
+}
+
+/// Whether a symlink under the root may be followed (nginx's
+/// `disable_symlinks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Symlinks {
+    /// Followed wherever they point: the root's owner decides.
+    #[default]
+    Follow,
+    /// Followed only when the link and its target have the same owner, so a
+    /// user who can write under the root cannot link to another's files.
+    Owner,
+    /// Never followed, at any component of the path.
+    Never,
+}
+
+/// A site's static-file options. `Default` is what a `[[site]]` that sets
+/// none of them gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOptions {
+    /// Serve an HTML listing for a directory without an index file.
+    pub directory_listing: bool,
+    /// Serve names starting with `.` (`.git`, `.env`): off means 404.
+    pub dotfiles: bool,
+    pub symlinks: Symlinks,
+    /// Extension (lowercase, no dot) → Content-Type, before the built-in
+    /// table.
+    pub types: Vec<(String, String)>,
+    /// Content-Type when neither table knows the extension.
+    pub default_type: String,
+    /// Added to text types (`text/html; charset=utf-8`). `None`: never.
+    pub charset: Option<String>,
+    /// Serve `x.br` / `x.gz` beside `x` to clients that accept them.
+    pub precompressed: bool,
+    /// Headers added to every response of the site.
+    pub headers: Vec<(String, String)>,
+    /// URL-path prefix → headers added (after the site's) to responses for
+    /// paths under it, in config order.
+    pub path_headers: Vec<(String, Vec<(String, String)>)>,
+    /// Status → URL path (under the root) of the page sent with it.
+    pub error_pages: Vec<(u16, String)>,
+    /// URL path served (with 200) when a GET or HEAD finds no file: the
+    /// `try_files $uri $uri/ /index.html` of single-page apps.
+    pub fallback: Option<String>,
+}
+
+impl Default for FileOptions {
+    fn default() -> FileOptions {
+        FileOptions {
+            directory_listing: false,
+            dotfiles: false,
+            symlinks: Symlinks::Follow,
+            types: Vec::new(),
+            default_type: "application/octet-stream".to_owned(),
+            charset: Some("utf-8".to_owned()),
+            precompressed: false,
+            headers: Vec::new(),
+            path_headers: Vec::new(),
+            error_pages: Vec::new(),
+            fallback: None,
+        }
+    }
+}
+
+/// The HTTP/1.1 engine's limits, global to all sites (a request's site is
+/// only known once its head is parsed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request head (request line and headers): 431 above.
+    pub max_header_size: usize,
+    /// Most header fields in a request: 431 above.
+    pub max_headers: usize,
+    /// Longest request target: 414 above.
+    pub max_uri_length: usize,
+    /// Largest request body read (and discarded): 413 above.
+    pub max_body_size: u64,
+    /// Open connections per worker; past it, new ones wait in the queue.
+    pub max_connections: usize,
+    /// Requests on one keep-alive connection before it is closed.
+    pub keepalive_requests: u64,
+    /// A request body that makes no progress for this long is abandoned.
+    pub body_timeout: Duration,
+    /// A response the client does not read for this long is abandoned.
+    pub send_timeout: Duration,
+    /// The `Server` header's value; `None` sends no `Server` header.
+    pub server_token: Option<String>,
+}
+
+/// Upper bound of `max_headers` (the parser's slots live on the stack).
+pub const MAX_HEADERS_LIMIT: usize = 1024;
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            max_header_size: 16 * 1024,
+            max_headers: 100,
+            max_uri_length: 8 * 1024,
+            max_body_size: 1024 * 1024,
+            max_connections: 4096,
+            keepalive_requests: 1000,
+            body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            server_token: Some("baton".to_owned()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +286,8 @@ pub struct Config {
     pub keepalive_timeout: Duration,
     /// A request head must arrive within this long (slowloris).
     pub header_timeout: Duration,
+    /// Limits and timeouts of the HTTP/1.1 engine.
+    pub http: HttpLimits,
     pub sites: Vec<Site>,
     /// The admin API; off unless configured.
     pub admin: Option<Admin>,

@@ -15,8 +15,10 @@ use toml::de::{DeArray, DeInteger, DeTable, DeValue};
 use super::duration;
 use super::listen;
 use super::locate::Errors;
-use super::model::{Listen, ListenAddr, Pos};
+use super::model::{FileOptions, HttpLimits, Listen, ListenAddr, Pos};
 use super::suggest;
+
+mod options;
 
 pub(crate) const TOP_KEYS: &[&str] = &[
     "user",
@@ -31,10 +33,35 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "drain_linger",
     "keepalive_timeout",
     "header_timeout",
+    "max_header_size",
+    "max_headers",
+    "max_uri_length",
+    "max_body_size",
+    "max_connections",
+    "keepalive_requests",
+    "body_timeout",
+    "send_timeout",
+    "server_token",
     "site",
     "admin",
 ];
-pub(crate) const SITE_KEYS: &[&str] = &["listen", "names", "root", "index"];
+pub(crate) const SITE_KEYS: &[&str] = &[
+    "listen",
+    "names",
+    "root",
+    "index",
+    "directory_listing",
+    "dotfiles",
+    "symlinks",
+    "types",
+    "default_type",
+    "charset",
+    "precompressed",
+    "headers",
+    "path_headers",
+    "error_pages",
+    "fallback",
+];
 pub(crate) const LISTEN_KEYS: &[&str] = &["address", "backlog", "mode"];
 pub(crate) const ADMIN_KEYS: &[&str] = &["listen", "mode", "owner"];
 pub(crate) const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
@@ -68,6 +95,7 @@ pub(crate) struct Raw {
     pub drain_linger: Duration,
     pub keepalive_timeout: Duration,
     pub header_timeout: Duration,
+    pub http: HttpLimits,
     pub sites: Vec<RawSite>,
     pub admin: Option<RawAdmin>,
 }
@@ -91,6 +119,7 @@ pub(crate) struct RawSite {
     /// Absolute. `None` if missing or in error.
     pub root: Option<At<PathBuf>>,
     pub index: Vec<String>,
+    pub files: FileOptions,
 }
 
 /// Parses the TOML syntax. `None` after recording the first syntax error
@@ -132,6 +161,7 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
         drain_linger: Duration::from_secs(1),
         keepalive_timeout: Duration::from_secs(75),
         header_timeout: Duration::from_secs(30),
+        http: HttpLimits::default(),
         sites: Vec::new(),
         admin: None,
     };
@@ -163,6 +193,9 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
             "drain_linger" => r.duration(name, value, false, &mut raw.drain_linger),
             "keepalive_timeout" => r.duration(name, value, false, &mut raw.keepalive_timeout),
             "header_timeout" => r.duration(name, value, true, &mut raw.header_timeout),
+            "max_header_size" | "max_headers" | "max_uri_length" | "max_body_size"
+            | "max_connections" | "keepalive_requests" | "body_timeout" | "send_timeout"
+            | "server_token" => r.http_limit(name, value, &mut raw.http),
             "site" => {
                 have_site = true;
                 raw.sites = r.sites(value);
@@ -346,6 +379,7 @@ impl Reader<'_, '_, '_> {
             names: Vec::new(),
             root: None,
             index: vec!["index.html".to_owned()],
+            files: FileOptions::default(),
         };
         let mut have_listen = false;
         // Required keys an unknown key was taken for ("rot": "root"), so
@@ -365,6 +399,9 @@ impl Reader<'_, '_, '_> {
                         site.index = index;
                     }
                 }
+                "directory_listing" | "dotfiles" | "symlinks" | "types" | "default_type"
+                | "charset" | "precompressed" | "headers" | "path_headers" | "error_pages"
+                | "fallback" => self.file_option(name, value, &mut site.files),
                 _ => {
                     misspelt.extend(suggest::closest(name, SITE_KEYS));
                     let mut message = suggest::unknown_key(name, SITE_KEYS);

@@ -225,7 +225,7 @@ frob = 1
             r#"1:1: unknown key "wokers", did you mean "workers"?"#,
             r#"3:39: unknown key "backlogg", did you mean "backlog"?"#,
             r#"4:1: unknown key "rot", did you mean "root"?"#,
-            r#"6:1: unknown key "frob" (expected listen, names, root, index)"#,
+            r#"6:1: unknown key "frob" (expected listen, names, root, index, directory_listing, dotfiles, symlinks, types, default_type, charset, precompressed, headers, path_headers, error_pages, fallback)"#,
         ]
     );
 }
@@ -773,5 +773,86 @@ fn pid_file_of_reads_only_what_it_needs() {
             .unwrap_err()
             .to_string()
             .ends_with("missing.toml: cannot read config: No such file or directory (os error 2)")
+    );
+}
+
+#[test]
+fn http_limits_and_file_options() {
+    let d = dir();
+    let www = d.path().join("www");
+    let text = format!(
+        "max_header_size = \"8k\"\nmax_headers = 50\nmax_uri_length = 2048\n\
+         max_body_size = \"2m\"\nmax_connections = 10\nkeepalive_requests = 5\n\
+         body_timeout = \"5s\"\nsend_timeout = \"7s\"\nserver_token = false\n\
+         [[site]]\nlisten = [\"127.0.0.1:8080\"]\nroot = \"{}\"\n\
+         directory_listing = true\ndotfiles = \"allow\"\nsymlinks = \"owner\"\n\
+         types = {{ md = \"text/markdown\" }}\ndefault_type = \"text/plain\"\n\
+         charset = false\nprecompressed = true\n\
+         headers = {{ \"Cache-Control\" = \"max-age=3600\" }}\n\
+         path_headers = {{ \"/assets/\" = {{ \"X-A\" = \"1\" }} }}\n\
+         error_pages = {{ 404 = \"/404.html\" }}\nfallback = \"/index.html\"\n",
+        www.display()
+    );
+    let c = load_in(&d, 0, &text).unwrap();
+    let h = &c.http;
+    assert_eq!(
+        (
+            h.max_header_size,
+            h.max_headers,
+            h.max_uri_length,
+            h.max_body_size
+        ),
+        (8192, 50, 2048, 2 << 20)
+    );
+    assert_eq!((h.max_connections, h.keepalive_requests), (10, 5));
+    assert_eq!(
+        (h.body_timeout, h.send_timeout),
+        (Duration::from_secs(5), Duration::from_secs(7))
+    );
+    assert_eq!(h.server_token, None);
+    let f = &c.sites[0].files;
+    assert!(f.directory_listing && f.dotfiles && f.precompressed);
+    assert_eq!(f.symlinks, Symlinks::Owner);
+    assert_eq!(f.types, [("md".to_string(), "text/markdown".to_string())]);
+    assert_eq!(
+        (f.default_type.as_str(), f.charset.as_deref()),
+        ("text/plain", None)
+    );
+    assert_eq!(f.headers, [("Cache-Control".into(), "max-age=3600".into())]);
+    assert_eq!(f.path_headers[0].0, "/assets/");
+    assert_eq!(f.error_pages, [(404, "/404.html".to_string())]);
+    assert_eq!(f.fallback.as_deref(), Some("/index.html"));
+
+    let (_d, c) = ok("[[site]]\nlisten = [\"127.0.0.1:8080\"]\nroot = \"www\"\n");
+    assert_eq!(c.http, HttpLimits::default());
+    assert_eq!(c.sites[0].files, FileOptions::default());
+}
+
+#[test]
+fn bad_http_limits_and_file_options_are_located() {
+    let text = "max_header_size = \"lots\"\nmax_headers = 0\nserver_token = \"a\\nb\"\n\
+                keepalive_request = 3\n\
+                [[site]]\nlisten = [\"127.0.0.1:8080\"]\nroot = \"www\"\n\
+                symlinks = \"sometimes\"\ndotfiles = true\n\
+                headers = { \"Bad Name\" = \"x\", \"Content-Length\" = \"1\" }\n\
+                error_pages = { 200 = \"/x\", 404 = \"x\" }\nfallback = \"index.html\"\n\
+                types = { \".md\" = \"markdown\" }\nprecompresed = true\n";
+    assert_eq!(
+        errors(text),
+        [
+            r#"1:19: "max_header_size" must be a size like 16384 or "16k", not "lots""#,
+            r#"2:15: "max_headers" must be a whole number from 1 to 1024, not 0"#,
+            r#"3:16: "server_token" must be a product name like "baton", or false, not "a\nb""#,
+            r#"4:1: unknown key "keepalive_request", did you mean "keepalive_requests"?"#,
+            r#"8:12: "symlinks" must be one of follow, owner, never, not "sometimes""#,
+            r#"9:12: "dotfiles" must be "deny" or "allow", not true"#,
+            r#"10:13: header name "Bad Name" is not a valid HTTP field name"#,
+            r#"10:31: header "Content-Length" is set by Baton itself and cannot be added"#,
+            r#"11:17: error page status "200" must be a status from 400 to 599"#,
+            r#"11:35: "error_pages" must be a URL path under the root, like "/index.html", not "x""#,
+            r#"12:12: "fallback" must be a URL path under the root, like "/index.html", not "index.html""#,
+            r#"13:11: type extension ".md" must be a file extension without its dot, like "md""#,
+            r#"14:1: unknown key "precompresed", did you mean "precompressed"?"#,
+        ]
     );
 }

@@ -62,6 +62,7 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
                 names: s.names.into_iter().map(|n| n.value).collect(),
                 root: s.root?.value,
                 index: s.index,
+                files: s.files,
                 pos: s.pos,
             })
         })
@@ -79,6 +80,7 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
         drain_linger: raw.drain_linger,
         keepalive_timeout: raw.keepalive_timeout,
         header_timeout: raw.header_timeout,
+        http: raw.http,
         sites,
         admin,
     }

@@ -1,4 +1,8 @@
-//! HTTP/1.1 framing: request heads in, response heads out.
+//! HTTP/1.1 framing: request heads and bodies in, response heads out.
+//!
+//! Public so the fuzz target can drive the parser; nothing else outside
+//! the worker uses it.
 
+pub mod body;
 pub mod request;
 pub mod response;

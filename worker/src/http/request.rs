@@ -6,7 +6,9 @@
 //! lengths) is a `Reject`: it is answered and the connection closed, as the
 //! next request could not be found reliably.
 
-use crate::limits::{MAX_DISCARDED_BODY, MAX_HEAD, MAX_HEADERS};
+use std::mem::MaybeUninit;
+
+use baton_shared::config::{HttpLimits, MAX_HEADERS_LIMIT};
 
 use super::response::Status;
 
@@ -23,6 +25,26 @@ pub enum Version {
     Http11,
 }
 
+/// How the request's body is framed (RFC 9112 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// The request headers static files look at, kept as sent (trimmed).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Conditions {
+    pub if_match: Option<String>,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
+    pub if_unmodified_since: Option<String>,
+    pub if_range: Option<String>,
+    pub range: Option<String>,
+    pub accept_encoding: Option<String>,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request {
     pub method: Method,
@@ -36,15 +58,20 @@ pub struct Request {
     /// The client asked to keep the connection (HTTP/1.1 unless
     /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
     pub keep_alive: bool,
-    /// Body bytes that follow the head (`Content-Length`, 0 if absent).
-    pub content_length: u64,
-    /// `Expect: 100-continue`: the client may hold its body back.
+    pub body: BodyFraming,
+    /// `Expect: 100-continue` in HTTP/1.1: the client may hold its body
+    /// back until it sees `100 Continue`.
     pub expects_continue: bool,
+    pub conditions: Conditions,
     /// Bytes of the buffer the head took.
     pub head_len: usize,
 }
 
 #[derive(Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per request, moved once: a Box would cost an allocation per request"
+)]
 pub enum Parsed {
     /// The head is not complete yet.
     Partial,
@@ -53,17 +80,26 @@ pub enum Parsed {
     Reject(Status),
 }
 
-/// Parses the request head at the start of `buf`.
-pub fn parse(buf: &[u8]) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
-        Ok(httparse::Status::Complete(_)) => return Parsed::Reject(Status::HeaderFieldsTooLarge),
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-            return Parsed::Reject(Status::HeaderFieldsTooLarge);
+/// Parses the request head at the start of `buf`, within `limits`.
+pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
+    // Uninitialised slots: filling 100 headers' worth of memory for every
+    // request would cost more than parsing most of them.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_LIMIT];
+    let max_headers = limits.max_headers.clamp(1, MAX_HEADERS_LIMIT);
+    let mut req = httparse::Request::new(&mut []);
+    let max_head = limits.max_header_size;
+    let head_len = match req.parse_with_uninit_headers(buf, &mut slots[..max_headers]) {
+        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
+        Ok(httparse::Status::Complete(_)) => return too_large(buf, limits),
+        Ok(httparse::Status::Partial) if buf.len() >= max_head => return too_large(buf, limits),
+        Ok(httparse::Status::Partial) => {
+            // A request line longer than any allowed target can be refused
+            // before the rest of it arrives.
+            if !buf.contains(&b'\n') && buf.len() > limits.max_uri_length + 32 {
+                return Parsed::Reject(Status::UriTooLong);
+            }
+            return Parsed::Partial;
         }
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(httparse::Error::TooManyHeaders) => {
             return Parsed::Reject(Status::HeaderFieldsTooLarge);
         }
@@ -72,6 +108,11 @@ pub fn parse(buf: &[u8]) -> Parsed {
         }
         Err(_) => return Parsed::Reject(Status::BadRequest),
     };
+    // httparse accepts a lone LF as a line end (RFC 9112 2.2 allows it); a
+    // lone CR anywhere in the head is refused (2.2: "MUST NOT").
+    if has_bare_cr(&buf[..head_len]) {
+        return Parsed::Reject(Status::BadRequest);
+    }
     let version = match req.version {
         Some(0) => Version::Http10,
         Some(1) => Version::Http11,
@@ -85,13 +126,17 @@ pub fn parse(buf: &[u8]) -> Parsed {
     let Some(raw_target) = req.path else {
         return Parsed::Reject(Status::BadRequest);
     };
+    if raw_target.len() > limits.max_uri_length {
+        return Parsed::Reject(Status::UriTooLong);
+    }
 
     let mut host_header: Option<&[u8]> = None;
     let mut close = false;
     let mut keep_alive_token = false;
     let mut content_length: Option<u64> = None;
-    let mut transfer_encoding = false;
+    let mut transfer_encoding: Option<Vec<u8>> = None;
     let mut expects_continue = false;
+    let mut conditions = Conditions::default();
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
@@ -120,24 +165,45 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 content_length = Some(n);
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            transfer_encoding = true;
+            // Several fields are one list (RFC 9110 5.3).
+            let te = transfer_encoding.get_or_insert_with(Vec::new);
+            if !te.is_empty() {
+                te.push(b',');
+            }
+            te.extend_from_slice(h.value);
         } else if name.eq_ignore_ascii_case("expect") {
             expects_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if let Some(slot) = condition_slot(&mut conditions, name) {
+            // Each of these is meaningful once; a repeated one is a list
+            // (If-Match, If-None-Match) or nonsense, so keep the lists whole.
+            let v = String::from_utf8_lossy(h.value.trim_ascii());
+            if let Some(prev) = slot.as_mut() {
+                prev.push_str(", ");
+                prev.push_str(&v);
+            } else {
+                *slot = Some(v.into_owned());
+            }
         }
     }
 
-    // Both is how request smuggling starts: refuse and close.
-    if transfer_encoding && content_length.is_some() {
-        return Parsed::Reject(Status::BadRequest);
-    }
-    // Chunked bodies come with the body engine (a later issue).
-    if transfer_encoding {
-        return Parsed::Reject(Status::NotImplemented);
-    }
-    let content_length = content_length.unwrap_or(0);
-    if content_length > MAX_DISCARDED_BODY {
-        return Parsed::Reject(Status::PayloadTooLarge);
-    }
+    let body = match (transfer_encoding, content_length) {
+        // Both is how request smuggling starts: refuse and close.
+        (Some(_), Some(_)) => return Parsed::Reject(Status::BadRequest),
+        // HTTP/1.0 has no transfer codings: the framing cannot be trusted
+        // (RFC 9112 6.1).
+        (Some(_), None) if version == Version::Http10 => {
+            return Parsed::Reject(Status::BadRequest);
+        }
+        (Some(te), None) => match chunked_only(&te) {
+            Ok(()) => BodyFraming::Chunked,
+            Err(status) => return Parsed::Reject(status),
+        },
+        (None, Some(n)) if n > limits.max_body_size => {
+            return Parsed::Reject(Status::PayloadTooLarge);
+        }
+        (None, Some(0) | None) => BodyFraming::None,
+        (None, Some(n)) => BodyFraming::Length(n),
+    };
 
     let (target, target_host) = match split_absolute_form(raw_target) {
         Some((authority, path)) => (path, Some(authority)),
@@ -163,10 +229,60 @@ pub fn parse(buf: &[u8]) -> Parsed {
             Version::Http11 => !close,
             Version::Http10 => keep_alive_token && !close,
         },
-        content_length,
-        expects_continue,
+        body,
+        expects_continue: expects_continue && version == Version::Http11,
+        conditions,
         head_len,
     })
+}
+
+/// 414 if it is the request line that is too long, else 431.
+fn too_large(buf: &[u8], limits: &HttpLimits) -> Parsed {
+    let line = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    if line > limits.max_uri_length + 32 {
+        Parsed::Reject(Status::UriTooLong)
+    } else {
+        Parsed::Reject(Status::HeaderFieldsTooLarge)
+    }
+}
+
+/// A CR not followed by LF.
+fn has_bare_cr(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\r' && head.get(i + 1) != Some(&b'\n'))
+}
+
+/// The only transfer coding a static server can undo is `chunked`, and it
+/// must come last (RFC 9112 6.3): anything else is a 501, a malformed list
+/// a 400.
+fn chunked_only(te: &[u8]) -> Result<(), Status> {
+    let codings: Vec<&[u8]> = te
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty())
+        .collect();
+    match codings.as_slice() {
+        [] => Err(Status::BadRequest),
+        [one] if one.eq_ignore_ascii_case(b"chunked") => Ok(()),
+        [.., last] if !last.eq_ignore_ascii_case(b"chunked") => Err(Status::BadRequest),
+        _ => Err(Status::NotImplemented),
+    }
+}
+
+/// Where a conditional or negotiation header goes, if `name` is one.
+fn condition_slot<'c>(c: &'c mut Conditions, name: &str) -> Option<&'c mut Option<String>> {
+    let slot = match name.len() {
+        5 if name.eq_ignore_ascii_case("range") => &mut c.range,
+        8 if name.eq_ignore_ascii_case("if-match") => &mut c.if_match,
+        8 if name.eq_ignore_ascii_case("if-range") => &mut c.if_range,
+        13 if name.eq_ignore_ascii_case("if-none-match") => &mut c.if_none_match,
+        15 if name.eq_ignore_ascii_case("accept-encoding") => &mut c.accept_encoding,
+        17 if name.eq_ignore_ascii_case("if-modified-since") => &mut c.if_modified_since,
+        19 if name.eq_ignore_ascii_case("if-unmodified-since") => &mut c.if_unmodified_since,
+        _ => return None,
+    };
+    Some(slot)
 }
 
 /// A Content-Length value: digits only, no sign, no overflow.
@@ -195,7 +311,7 @@ fn split_absolute_form(target: &str) -> Option<(&str, String)> {
 
 /// A Host value → lowercase name without port or trailing dot, `Ok(None)`
 /// when empty, `Err` when it cannot be a host (which is a 400).
-pub fn normalize_host(raw: &[u8]) -> Result<Option<String>, ()> {
+pub(crate) fn normalize_host(raw: &[u8]) -> Result<Option<String>, ()> {
     let raw = raw.trim_ascii();
     if raw.is_empty() {
         return Ok(None);
@@ -246,6 +362,14 @@ fn names_an_http_version(buf: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    fn limits() -> HttpLimits {
+        HttpLimits::default()
+    }
+
+    fn parse(buf: &[u8]) -> Parsed {
+        super::parse(buf, &limits())
+    }
+
     fn req(text: &str) -> Request {
         match parse(text.as_bytes()) {
             Parsed::Request(r) => r,
@@ -269,7 +393,7 @@ mod tests {
         assert_eq!(r.target, "/a/b?c=d");
         assert_eq!(r.host.as_deref(), Some("example.org"));
         assert!(r.keep_alive);
-        assert_eq!(r.content_length, 0);
+        assert_eq!(r.body, BodyFraming::None);
         assert_eq!(r.head_len, text.len() - 4);
     }
 
@@ -332,10 +456,10 @@ mod tests {
     #[test]
     fn bodies() {
         let r = req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n");
-        assert_eq!((r.method, r.content_length), (Method::Other, 5));
+        assert_eq!((r.method, r.body), (Method::Other, BodyFraming::Length(5)));
         let r =
             req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n");
-        assert_eq!(r.content_length, 5);
+        assert_eq!(r.body, BodyFraming::Length(5));
         for bad in [
             "Content-Length: 5\r\nContent-Length: 6",
             "Content-Length: -1",
@@ -346,8 +470,17 @@ mod tests {
             let text = format!("POST / HTTP/1.1\r\nHost: a\r\n{bad}\r\n\r\n");
             assert_eq!(reject(text.as_bytes()), Status::BadRequest, "{bad}");
         }
-        let chunked = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(reject(chunked), Status::NotImplemented);
+        let chunked = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(req(chunked).body, BodyFraming::Chunked);
+        let te = |v: &str| format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {v}\r\n\r\n");
+        assert_eq!(
+            reject(te("gzip, chunked").as_bytes()),
+            Status::NotImplemented
+        );
+        assert_eq!(reject(te("chunked, gzip").as_bytes()), Status::BadRequest);
+        assert_eq!(reject(te("").as_bytes()), Status::BadRequest);
+        let te10 = b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(reject(te10), Status::BadRequest);
         let big = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1048577\r\n\r\n";
         assert_eq!(reject(big), Status::PayloadTooLarge);
         let r =
@@ -371,16 +504,58 @@ mod tests {
 
     #[test]
     fn oversized_heads() {
+        let max_head = limits().max_header_size;
         let mut long = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
-        long.resize(MAX_HEAD + 10, b'a');
+        long.resize(max_head + 10, b'a');
         assert_eq!(reject(&long), Status::HeaderFieldsTooLarge);
         long.extend_from_slice(b"\r\n\r\n");
         assert_eq!(reject(&long), Status::HeaderFieldsTooLarge);
         let mut many = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
-        for i in 0..MAX_HEADERS {
+        for i in 0..limits().max_headers {
             many.push_str(&format!("X-{i}: y\r\n"));
         }
         many.push_str("\r\n");
         assert_eq!(reject(many.as_bytes()), Status::HeaderFieldsTooLarge);
+    }
+
+    #[test]
+    fn long_targets_are_414() {
+        let uri = "/".repeat(limits().max_uri_length + 1);
+        let text = format!("GET {uri} HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(reject(text.as_bytes()), Status::UriTooLong);
+        // Refused before the line is even complete.
+        let partial = format!("GET {uri}{uri}");
+        assert_eq!(reject(partial.as_bytes()), Status::UriTooLong);
+    }
+
+    #[test]
+    fn malformed_heads_are_400() {
+        for bad in [
+            &b"GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n z\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n: y\r\n\r\n",
+            b"GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"G\x01T / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(
+                reject(bad),
+                Status::BadRequest,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn conditions_are_kept() {
+        let r = req(
+            "GET / HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"a\"\r\nif-none-match: \"b\"\r\nRange: bytes=0-1\r\nAccept-Encoding: br\r\n\r\n",
+        );
+        assert_eq!(r.conditions.if_none_match.as_deref(), Some("\"a\", \"b\""));
+        assert_eq!(r.conditions.range.as_deref(), Some("bytes=0-1"));
+        assert_eq!(r.conditions.accept_encoding.as_deref(), Some("br"));
     }
 }

@@ -1,5 +1,6 @@
 //! Responses: status, headers, and the head's bytes.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -8,13 +9,18 @@ use crate::outgoing::Body;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Ok,
+    PartialContent,
     MovedPermanently,
+    NotModified,
     BadRequest,
     Forbidden,
     NotFound,
     MethodNotAllowed,
     RequestTimeout,
+    PreconditionFailed,
     PayloadTooLarge,
+    UriTooLong,
+    RangeNotSatisfiable,
     HeaderFieldsTooLarge,
     InternalServerError,
     NotImplemented,
@@ -25,13 +31,18 @@ impl Status {
     pub fn code(self) -> u16 {
         match self {
             Status::Ok => 200,
+            Status::PartialContent => 206,
             Status::MovedPermanently => 301,
+            Status::NotModified => 304,
             Status::BadRequest => 400,
             Status::Forbidden => 403,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
+            Status::PreconditionFailed => 412,
             Status::PayloadTooLarge => 413,
+            Status::UriTooLong => 414,
+            Status::RangeNotSatisfiable => 416,
             Status::HeaderFieldsTooLarge => 431,
             Status::InternalServerError => 500,
             Status::NotImplemented => 501,
@@ -42,13 +53,18 @@ impl Status {
     pub fn reason(self) -> &'static str {
         match self {
             Status::Ok => "OK",
+            Status::PartialContent => "Partial Content",
             Status::MovedPermanently => "Moved Permanently",
+            Status::NotModified => "Not Modified",
             Status::BadRequest => "Bad Request",
             Status::Forbidden => "Forbidden",
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::RequestTimeout => "Request Timeout",
+            Status::PreconditionFailed => "Precondition Failed",
             Status::PayloadTooLarge => "Content Too Large",
+            Status::UriTooLong => "URI Too Long",
+            Status::RangeNotSatisfiable => "Range Not Satisfiable",
             Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
             Status::InternalServerError => "Internal Server Error",
             Status::NotImplemented => "Not Implemented",
@@ -63,7 +79,7 @@ pub struct Response {
     pub status: Status,
     /// Headers besides the ones every response gets (Server, Date,
     /// Content-Length, Connection).
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(Cow<'static, str>, String)>,
     pub body: Body,
 }
 
@@ -73,14 +89,28 @@ impl Response {
         let text = format!("{} {}\n", status.code(), status.reason());
         Response {
             status,
-            headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
+            headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
             body: Body::Bytes(text.into_bytes()),
         }
     }
 
     pub fn with_header(mut self, name: &'static str, value: String) -> Response {
-        self.headers.push((name, value));
+        self.headers.push((Cow::Borrowed(name), value));
         self
+    }
+
+    /// Sets a header from the config, replacing one of the same name.
+    pub fn set_header(&mut self, name: &str, value: &str) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.headers
+            .push((Cow::Owned(name.to_owned()), value.to_owned()));
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -95,17 +125,27 @@ pub enum Persistence {
 }
 
 /// Appends the status line and headers (and the blank line) to `out`.
-pub fn write_head(out: &mut Vec<u8>, response: &Response, date: &str, persistence: Persistence) {
+/// `server` is the Server header's value, if one is sent.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    response: &Response,
+    date: &str,
+    server: Option<&str>,
+    persistence: Persistence,
+) {
     let mut head = String::with_capacity(256);
     let status = response.status;
     // Writing to a String cannot fail.
-    let _ = write!(
-        head,
-        "HTTP/1.1 {} {}\r\nServer: baton\r\nDate: {date}\r\nContent-Length: {}\r\n",
-        status.code(),
-        status.reason(),
-        response.body.len()
-    );
+    let _ = write!(head, "HTTP/1.1 {} {}\r\n", status.code(), status.reason());
+    if let Some(server) = server {
+        let _ = write!(head, "Server: {server}\r\n");
+    }
+    let _ = write!(head, "Date: {date}\r\n");
+    // A 304 describes the representation the client already has: a length
+    // here would claim a body of that size (RFC 9110 8.6).
+    if status != Status::NotModified {
+        let _ = write!(head, "Content-Length: {}\r\n", response.body.len());
+    }
     for (name, value) in &response.headers {
         let _ = write!(head, "{name}: {value}\r\n");
     }
@@ -151,6 +191,7 @@ mod tests {
             &mut out,
             &r,
             "Thu, 01 Jan 1970 00:00:00 GMT",
+            Some("baton"),
             Persistence::Close,
         );
         assert_eq!(

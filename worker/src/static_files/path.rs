@@ -1,6 +1,4 @@
-//! Static files: a request path → a file under the site's root, or why not.
-//!
-//! The steps, in order:
+//! Request path → segments under the root, safely.
 //!
 //! 1. The path (query already split off) is split on `/` *before* decoding,
 //!    then each segment is percent-decoded exactly once. An invalid escape
@@ -9,30 +7,18 @@
 //!    an encoded slash is never turned into a separator, and no file name
 //!    can contain one, so no resource can match. (Treating it as a
 //!    separator would let `..%2F..` slip past step 3.)
-//! 3. Dot segments are resolved (`.` and empty segments dropped, `..` drops
-//!    the previous one); a `..` with nothing left to drop would leave the
-//!    root, which is a 403. Because decoding came first, `%2e%2e` counts as
-//!    `..` here and is resolved, not passed to the filesystem.
-//! 4. A remaining segment that starts with `.` (dotfiles: `.git`, `.env`)
-//!    is a 404. (ACME's `/.well-known/` will need an exception later.)
-//! 5. The file is opened (`O_NONBLOCK`, so a FIFO cannot hang the worker)
-//!    and `fstat`ed on the open fd: a regular file is served; a directory
-//!    asked for with a trailing slash serves its first existing index file
-//!    (403 when none: there are no listings); a directory without the slash
-//!    is a 301 to the slash URL; anything else (device, FIFO, socket) 403.
+//! 3. Dot segments are resolved (RFC 3986 5.2.4: `.` and empty segments
+//!    dropped, `..` drops the previous one); a `..` with nothing left to
+//!    drop would leave the root, which is a 403. Because decoding came
+//!    first, `%2e%2e` counts as `..` here and is resolved, not passed to the
+//!    filesystem.
 //!
-//! Symlinks are followed, as nginx does by default: the root's owner
-//! decides what it links to.
+//! What is left can only name something under the root, except through a
+//! symlink, which `open` deals with per the site's policy.
 
 use std::ffi::OsStr;
-use std::fs::{File, Metadata, OpenOptions};
-use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
-
-use log::debug;
 
 use crate::http::response::Status;
 
@@ -40,9 +26,9 @@ use crate::http::response::Status;
 #[derive(Debug, PartialEq, Eq)]
 pub struct UrlPath {
     /// Decoded segments, none empty, `.` or `..`.
-    segments: Vec<Vec<u8>>,
+    pub segments: Vec<Vec<u8>>,
     /// The path ended in `/` (or in a dot segment): a directory is meant.
-    dir: bool,
+    pub dir: bool,
 }
 
 impl UrlPath {
@@ -73,10 +59,25 @@ impl UrlPath {
                 _ => segments.push(seg),
             }
         }
-        if escaped || segments.iter().any(|s| s.starts_with(b".")) {
+        if escaped {
             return Err(Status::NotFound);
         }
         Ok(UrlPath { segments, dir })
+    }
+
+    /// Whether a segment is hidden (a dotfile or dot-directory).
+    pub fn hidden(&self) -> bool {
+        self.segments.iter().any(|s| s.starts_with(b"."))
+    }
+
+    /// The same path with `name` appended (an index file).
+    pub fn join(&self, name: &str) -> UrlPath {
+        let mut segments = self.segments.clone();
+        segments.push(name.as_bytes().to_vec());
+        UrlPath {
+            segments,
+            dir: false,
+        }
     }
 
     /// Where it is under `root`.
@@ -132,7 +133,7 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Percent-encodes one segment, leaving RFC 3986 `pchar`s as they are.
-fn percent_encode(seg: &[u8], out: &mut String) {
+pub fn percent_encode(seg: &[u8], out: &mut String) {
     for &b in seg {
         let keep = b.is_ascii_alphanumeric()
             || matches!(
@@ -161,94 +162,6 @@ fn percent_encode(seg: &[u8], out: &mut String) {
             out.push('%');
             out.push(HEX[(b >> 4) as usize] as char);
             out.push(HEX[(b & 15) as usize] as char);
-        }
-    }
-}
-
-/// An open file ready to be served.
-#[derive(Debug)]
-pub struct StaticFile {
-    pub file: File,
-    pub len: u64,
-    pub modified: Option<SystemTime>,
-    pub content_type: &'static str,
-}
-
-#[derive(Debug)]
-pub enum Found {
-    File(StaticFile),
-    /// 301 to this location.
-    Redirect(String),
-    Error(Status),
-}
-
-/// Looks `path` (percent-encoded, no query) up under `root`; `query` (with
-/// its `?`, or empty) is kept on a redirect.
-pub fn lookup(root: &Path, index: &[String], path: &str, query: &str) -> Found {
-    let url = match UrlPath::parse(path) {
-        Ok(u) => u,
-        Err(status) => return Found::Error(status),
-    };
-    let fs_path = url.under(root);
-    let (file, meta) = match open(&fs_path) {
-        Ok(f) => f,
-        Err(status) => return Found::Error(status),
-    };
-    if meta.is_file() {
-        if url.dir && !url.segments.is_empty() {
-            return Found::Error(Status::NotFound); // `/file.txt/`
-        }
-        return Found::File(static_file(file, &meta, &fs_path));
-    }
-    if !meta.is_dir() {
-        return Found::Error(Status::Forbidden);
-    }
-    drop(file);
-    if !url.dir {
-        return Found::Redirect(format!("{}{query}", url.to_url(true)));
-    }
-    for name in index {
-        let candidate = fs_path.join(name);
-        match open(&candidate) {
-            Ok((file, meta)) if meta.is_file() => {
-                return Found::File(static_file(file, &meta, &candidate));
-            }
-            Ok(_) | Err(Status::NotFound) => {}
-            Err(status) => return Found::Error(status),
-        }
-    }
-    Found::Error(Status::Forbidden)
-}
-
-fn static_file(file: File, meta: &Metadata, path: &Path) -> StaticFile {
-    StaticFile {
-        file,
-        len: meta.len(),
-        modified: meta.modified().ok(),
-        content_type: mime_guess::from_path(path)
-            .first_raw()
-            .unwrap_or("application/octet-stream"),
-    }
-}
-
-/// Opens for reading without blocking (FIFOs) or acquiring a terminal, and
-/// stats the open fd (not the path, which could change in between).
-fn open(path: &Path) -> Result<(File, Metadata), Status> {
-    let result = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .and_then(|f| f.metadata().map(|m| (f, m)));
-    result.map_err(|e| status_for(&e, path))
-}
-
-fn status_for(e: &io::Error, path: &Path) -> Status {
-    match e.raw_os_error() {
-        Some(libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG | libc::ELOOP) => Status::NotFound,
-        Some(libc::EACCES | libc::EPERM) => Status::Forbidden,
-        _ => {
-            debug!("open {}: {e}", path.display());
-            Status::InternalServerError
         }
     }
 }
@@ -306,10 +219,11 @@ mod tests {
     }
 
     #[test]
-    fn dotfiles_are_hidden() {
-        assert_eq!(parse("/.git/config"), Err(Status::NotFound));
-        assert_eq!(parse("/a/.env"), Err(Status::NotFound));
-        assert_eq!(parse("/%2egit"), Err(Status::NotFound));
+    fn dotfiles_are_seen_after_decoding() {
+        assert!(UrlPath::parse("/.git/config").unwrap().hidden());
+        assert!(UrlPath::parse("/a/.env").unwrap().hidden());
+        assert!(UrlPath::parse("/%2egit").unwrap().hidden());
+        assert!(!UrlPath::parse("/a/b.c").unwrap().hidden());
     }
 
     #[test]
@@ -318,52 +232,5 @@ mod tests {
         assert_eq!(u.to_url(true), "/a%20b/c%3F/");
         assert_eq!(UrlPath::parse("/").unwrap().to_url(false), "/");
         assert_eq!(u.under(Path::new("/srv")), Path::new("/srv/a b/c?"));
-    }
-
-    #[test]
-    fn lookup_on_a_real_tree() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(root.join("sub")).unwrap();
-        std::fs::create_dir_all(root.join("empty")).unwrap();
-        std::fs::write(root.join("index.html"), "<p>hi</p>").unwrap();
-        std::fs::write(root.join("sub/index.html"), "sub").unwrap();
-        std::fs::write(root.join("a.css"), "x{}").unwrap();
-        std::fs::write(dir.path().join("secret"), "no").unwrap();
-        nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-        let index = vec!["index.html".to_string()];
-        let look = |p: &str, q: &str| lookup(&root, &index, p, q);
-
-        match look("/", "") {
-            Found::File(f) => {
-                assert_eq!((f.len, f.content_type), (9, "text/html"));
-                assert!(f.modified.is_some());
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(look("/a.css", ""), Found::File(f) if f.content_type == "text/css"));
-        assert!(matches!(look("/sub/", ""), Found::File(f) if f.len == 3));
-        assert!(matches!(look("/sub", "?x=1"), Found::Redirect(l) if l == "/sub/?x=1"));
-        assert!(matches!(
-            look("/empty/", ""),
-            Found::Error(Status::Forbidden)
-        ));
-        assert!(matches!(
-            look("/missing", ""),
-            Found::Error(Status::NotFound)
-        ));
-        assert!(matches!(
-            look("/a.css/", ""),
-            Found::Error(Status::NotFound)
-        ));
-        assert!(matches!(
-            look("/a.css/x", ""),
-            Found::Error(Status::NotFound)
-        ));
-        assert!(matches!(
-            look("/../secret", ""),
-            Found::Error(Status::Forbidden)
-        ));
-        assert!(matches!(look("/fifo", ""), Found::Error(Status::Forbidden)));
     }
 }

@@ -1,0 +1,335 @@
+//! The HTTP/1.1 engine over raw sockets: pipelining, keep-alive limits,
+//! HTTP/1.0, 100-continue, bodies, limits, timeouts, malformed input, and a
+//! slow client that must not hold up anyone else.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const GET: &str = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+
+/// Connections the server's workers hold open, from `baton -s status`.
+fn open_connections(env: &Env) -> u64 {
+    let out = env.baton(&["-s", "status"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("worker:"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("connections="))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let env = Env::new();
+    env.write_file("www/a.txt", b"A");
+    env.write_file("www/b.txt", b"BB");
+    let _s = env.start_config("", "");
+    let out = exchange(
+        env.port,
+        b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\nHEAD /b.txt HTTP/1.1\r\nHost: a\r\n\r\n\
+          GET /b.txt HTTP/1.1\r\nHost: a\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    let mut reader = BufReader::new(out.as_slice());
+    let a = read_response(&mut reader, false).unwrap();
+    let head = read_response(&mut reader, true).unwrap();
+    let b = read_response(&mut reader, false).unwrap();
+    let last = read_response(&mut reader, false).unwrap();
+    assert_eq!(a.body, b"A");
+    assert_eq!(head.header("content-length"), Some("2"));
+    assert_eq!(b.body, b"BB");
+    assert_eq!(last.body, b"A");
+    assert!(last.closes());
+}
+
+#[test]
+fn keepalive_requests_and_idle_timeout() {
+    let env = Env::new();
+    let _s = env.start_config("keepalive_requests = 3\nkeepalive_timeout = \"1s\"", "");
+    let mut s = connect(env.port);
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    for i in 1..=3 {
+        s.write_all(GET.as_bytes()).unwrap();
+        let r = read_response(&mut reader, false).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.closes(), i == 3, "request {i}");
+    }
+    assert!(closed_by_server(&mut s));
+
+    // Idle past keepalive_timeout: closed by the server.
+    let mut s = connect(env.port);
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    s.write_all(GET.as_bytes()).unwrap();
+    assert!(!read_response(&mut reader, false).unwrap().closes());
+    let started = Instant::now();
+    assert!(closed_by_server(&mut s));
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(700), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+}
+
+#[test]
+fn http10_with_and_without_keep_alive() {
+    let env = Env::new();
+    let _s = env.start_config("", "");
+    let out = exchange(env.port, b"GET / HTTP/1.0\r\n\r\n");
+    let r = parse_responses(&out, false);
+    assert_eq!(r.len(), 1);
+    assert!(r[0].closes());
+    assert!(out.starts_with(b"HTTP/1.1 200"));
+
+    let mut s = connect(env.port);
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        let r = read_response(&mut reader, false).unwrap();
+        assert_eq!(r.header("connection"), Some("keep-alive"));
+    }
+}
+
+#[test]
+fn expect_100_continue_and_request_bodies() {
+    let env = Env::new();
+    env.write_file("www/a.txt", b"A");
+    let _s = env.start_config("", "");
+    let mut s = connect(env.port);
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    s.write_all(
+        b"GET /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+    reader.read_line(&mut line).unwrap();
+    s.write_all(b"hello").unwrap();
+    let r = read_response(&mut reader, false).unwrap();
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"A"[..]));
+    assert!(!r.closes());
+
+    // A chunked body is read and discarded, and the next request found.
+    s.write_all(
+        b"POST /a.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n3;ext=x\r\nabc\r\n0\r\nTrailer: 1\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .unwrap();
+    let r = read_response(&mut reader, false).unwrap();
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    assert_eq!(read_response(&mut reader, false).unwrap().body, b"A");
+    // And a Content-Length one, sent in pieces.
+    s.write_all(b"GET /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234")
+        .unwrap();
+    s.flush().unwrap();
+    s.write_all(b"56789GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut reader, false).unwrap().body, b"A");
+    assert_eq!(read_response(&mut reader, false).unwrap().body, b"A");
+}
+
+#[test]
+fn malformed_input_is_refused_and_closed() {
+    let env = Env::new();
+    let _s = env.start_config("max_body_size = 100", "");
+    let cases: &[(&[u8], u16)] = &[
+        (b"GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n", 400), // bare CR
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n  folded\r\n\r\n", 400), // obs-fold
+        (b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: y\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX(: y\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n", 400),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ), // smuggling
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX", 400),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n",
+            400,
+        ),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400), // NUL
+        (b"GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n\r\n", 400), // no Host in 1.1
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+        (b"GET / HTTP/1.7\r\nHost: a\r\n\r\n", 505),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400), // TLS hello
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n", 413),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n",
+            413,
+        ),
+    ];
+    for (raw, status) in cases {
+        let out = exchange(env.port, raw);
+        let shown = String::from_utf8_lossy(raw);
+        assert_eq!(first_status(&out), Some(*status), "{shown:?}");
+        let r = parse_responses(&out, false);
+        assert_eq!(r.len(), 1, "{shown:?}: exactly one response, then closed");
+        assert!(r[0].closes(), "{shown:?}");
+    }
+    // The server is still fine.
+    assert_eq!(get(env.port, "/").unwrap().status, 200);
+}
+
+#[test]
+fn configured_limits_give_431_414_413() {
+    let env = Env::new();
+    let _s = env.start_config(
+        "max_header_size = 2048\nmax_headers = 10\nmax_uri_length = 100\nmax_body_size = 10",
+        "",
+    );
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+        "a".repeat(3000)
+    );
+    assert_eq!(
+        first_status(&exchange(env.port, big_header.as_bytes())),
+        Some(431)
+    );
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+    for i in 0..10 {
+        many.push_str(&format!("X-{i}: y\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(
+        first_status(&exchange(env.port, many.as_bytes())),
+        Some(431)
+    );
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(200));
+    assert_eq!(
+        first_status(&exchange(env.port, long_uri.as_bytes())),
+        Some(414)
+    );
+    let body = b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n";
+    assert_eq!(first_status(&exchange(env.port, body)), Some(413));
+    // Just within every limit: served.
+    let ok = format!(
+        "GET /?{} HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789",
+        "q".repeat(90)
+    );
+    assert_eq!(first_status(&exchange(env.port, ok.as_bytes())), Some(200));
+}
+
+#[test]
+fn header_and_body_timeouts() {
+    let env = Env::new();
+    let _s = env.start_config("header_timeout = \"1s\"\nbody_timeout = \"1s\"", "");
+    // Slowloris: a head that never ends gets a 408 and is closed.
+    let mut s = connect(env.port);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-1: a\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert_eq!(first_status(&out), Some(408));
+    // A body that stops coming: the connection is dropped.
+    let mut s = connect(env.port);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc")
+        .unwrap();
+    let started = Instant::now();
+    assert!(closed_by_server(&mut s));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_slow_reader_neither_blocks_others_nor_stays_forever() {
+    let env = Env::new();
+    let big = vec![b'x'; 64 << 20];
+    env.write_file("www/big.bin", &big);
+    let one_worker = "send_timeout = \"2s\"";
+    let text = env
+        .config_with(one_worker, "")
+        .replace("workers = 2", "workers = 1");
+    env.write_config(&text);
+    let _s = env.start();
+    // A client that asks for 64 MiB and reads none of it: the worker's
+    // socket buffer fills, and it must go on serving everyone else.
+    let mut slow = connect(env.port);
+    slow.write_all(b"GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    slow.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let started = Instant::now();
+    for _ in 0..20 {
+        let r = get(env.port, "/").unwrap();
+        assert_eq!(r.status, 200);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The one worker's RSS did not swallow the file.
+    let status = env.status();
+    let worker = status.serving_pids()[0];
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{worker}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(rss_kib < 32 * 1024, "worker RSS {rss_kib} KiB");
+    // Past send_timeout without reading, the connection is dropped.
+    assert!(wait_until(Duration::from_secs(10), || open_connections(
+        &env
+    ) == 0));
+    drop(slow);
+}
+
+#[test]
+fn max_connections_leaves_the_rest_queued() {
+    let env = Env::new();
+    let text = env
+        .config_with("max_connections = 2", "")
+        .replace("workers = 2", "workers = 1");
+    env.write_config(&text);
+    let _s = env.start();
+    let a = connect(env.port);
+    let b = connect(env.port);
+    assert!(wait_until(Duration::from_secs(5), || open_connections(
+        &env
+    ) == 2));
+    let mut c = connect(env.port);
+    c.set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    c.write_all(GET.as_bytes()).unwrap();
+    let mut buf = [0u8; 1];
+    assert!(c.read(&mut buf).is_err(), "served past max_connections");
+    drop(a);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let r = read_response(&mut BufReader::new(c), false).unwrap();
+    assert_eq!(r.status, 200);
+    drop(b);
+}
+
+#[test]
+fn date_and_server_headers() {
+    let env = Env::new();
+    {
+        let _s = env.start_config("", "");
+        let r = get(env.port, "/").unwrap();
+        assert_eq!(r.header("server"), Some("baton"));
+        assert!(httpdate::parse_http_date(r.header("date").unwrap()).is_ok());
+    }
+    let env = Env::new();
+    {
+        let _s = env.start_config("server_token = false", "");
+        let r = get(env.port, "/").unwrap();
+        assert_eq!(r.header("server"), None);
+        assert!(r.header("date").is_some());
+    }
+    let env = Env::new();
+    let _s = env.start_config("server_token = \"web\"", "");
+    assert_eq!(get(env.port, "/").unwrap().header("server"), Some("web"));
+}

@@ -1,0 +1,73 @@
+//! Content-Type: the site's `types` first, then mime_guess's full table
+//! (the IANA and Apache lists), then the site's `default_type`; the
+//! site's `charset` is added to text types, which browsers would otherwise
+//! decode by guesswork.
+
+use std::path::Path;
+
+use baton_shared::config::FileOptions;
+
+/// The Content-Type of the file at `path` (the name asked for, not a
+/// precompressed variant's).
+pub fn content_type(path: &Path, files: &FileOptions) -> String {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let configured = ext
+        .as_deref()
+        .and_then(|e| files.types.iter().find(|(x, _)| x == e))
+        .map(|(_, t)| t.as_str());
+    let essence = configured
+        .or_else(|| {
+            ext.as_deref()
+                .and_then(|e| mime_guess::from_ext(e).first_raw())
+        })
+        .unwrap_or(files.default_type.as_str());
+    match &files.charset {
+        Some(cs) if wants_charset(essence) => format!("{essence}; charset={cs}"),
+        _ => essence.to_owned(),
+    }
+}
+
+/// Text types without a charset parameter of their own.
+fn wants_charset(t: &str) -> bool {
+    if t.contains(';') {
+        return false;
+    }
+    t.starts_with("text/")
+        || matches!(
+            t,
+            "application/javascript"
+                | "application/json"
+                | "application/xml"
+                | "application/rss+xml"
+                | "application/atom+xml"
+                | "application/manifest+json"
+                | "image/svg+xml"
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_overrides_and_charset() {
+        let mut files = FileOptions::default();
+        let ct = |p: &str, f: &FileOptions| content_type(Path::new(p), f);
+        assert_eq!(ct("a.html", &files), "text/html; charset=utf-8");
+        assert_eq!(ct("a.JS", &files), "text/javascript; charset=utf-8");
+        assert_eq!(ct("a.png", &files), "image/png");
+        assert_eq!(ct("a.woff2", &files), "font/woff2");
+        assert_eq!(ct("noext", &files), "application/octet-stream");
+        files.types.push(("md".into(), "text/markdown".into()));
+        files.types.push(("png".into(), "image/x-mine".into()));
+        files.default_type = "text/plain".into();
+        files.charset = None;
+        assert_eq!(ct("a.md", &files), "text/markdown");
+        assert_eq!(ct("a.png", &files), "image/x-mine");
+        assert_eq!(ct("README", &files), "text/plain");
+        files.charset = Some("iso-8859-1".into());
+        assert_eq!(ct("a.txt", &files), "text/plain; charset=iso-8859-1");
+    }
+}

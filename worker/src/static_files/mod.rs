@@ -1,0 +1,293 @@
+//! Static files: a GET or HEAD → the response a file, directory or error
+//! makes, as nginx's static module would give it.
+//!
+//! The pipeline, in the order it runs:
+//!
+//! 1. `path`: percent-decode once, remove dot segments, refuse NUL and
+//!    encoded slashes; nothing left can name a place above the root.
+//! 2. Dotfiles (any segment starting with `.`) are a 404 unless the site
+//!    has `dotfiles = "allow"`.
+//! 3. `open`: the file is opened under the root with the site's symlink
+//!    policy, and `fstat`ed on the fd.
+//! 4. A directory: without a trailing slash, a 301 to it (query kept);
+//!    with one, the first index file that exists, else a listing when
+//!    `directory_listing` is on (`listing`), else 403.
+//! 5. Not found (404), with a `fallback`: the fallback path instead (an
+//!    SPA's `index.html`), through the same steps.
+//! 6. `precompressed`: `x.br` / `x.gz` in the client's order of preference.
+//! 7. `conditional`: ETag and Last-Modified, then If-Match,
+//!    If-Unmodified-Since (412), If-None-Match, If-Modified-Since (304).
+//! 8. `range`: one range → 206, unsatisfiable → 416, If-Range checked.
+//! 9. `mime`: Content-Type; then the site's and the path's `headers` on
+//!    successful and redirect responses, and the site's `error_pages` for
+//!    errors.
+//!
+//! Files are never read into memory: the body is the open file, which the
+//! connection sends with sendfile(2) as the socket drains.
+
+mod conditional;
+mod listing;
+mod mime;
+mod open;
+mod path;
+mod precompressed;
+mod range;
+
+use std::fs::{File, Metadata};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use baton_shared::config::Site;
+
+use crate::http::request::Request;
+use crate::http::response::{Response, Status};
+use crate::outgoing::{Body, FileBody};
+use conditional::Validators;
+use open::{open_under, open_url};
+use path::UrlPath;
+use range::Ranged;
+
+/// A regular file found for a request.
+struct Found {
+    file: File,
+    meta: Metadata,
+    /// Its path, for its type (an index file's own name, not the URL's).
+    path: PathBuf,
+    /// Its segments under the root (for precompressed variants).
+    segments: Vec<Vec<u8>>,
+}
+
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once per request and consumed at once"
+)]
+enum Outcome {
+    File(Found),
+    Listing(String),
+    Redirect(String),
+    Error(Status),
+}
+
+/// Answers a GET or HEAD of `target` (path and query, percent-encoded).
+pub fn serve(req: &Request, site: &Site) -> Response {
+    let (path, query) = match req.target.find('?') {
+        Some(i) => req.target.split_at(i),
+        None => (req.target.as_str(), ""),
+    };
+    // A fragment is never sent by a client; if it is, it is not the path.
+    let path = path.split('#').next().unwrap_or_default();
+    let mut outcome = resolve(site, path, query);
+    if let (Outcome::Error(Status::NotFound), Some(fallback)) = (&outcome, &site.files.fallback) {
+        outcome = resolve(site, fallback, "");
+    }
+    let mut response = match outcome {
+        Outcome::File(found) => file_response(req, site, found),
+        Outcome::Listing(html) => Response {
+            status: Status::Ok,
+            headers: vec![("Content-Type".into(), "text/html; charset=utf-8".into())],
+            body: Body::Bytes(html.into_bytes()),
+        },
+        Outcome::Redirect(location) => {
+            Response::status(Status::MovedPermanently).with_header("Location", location)
+        }
+        Outcome::Error(status) => error_response(site, status),
+    };
+    add_configured_headers(&mut response, site, path);
+    response
+}
+
+/// Steps 1 to 4 for one URL path.
+fn resolve(site: &Site, path: &str, query: &str) -> Outcome {
+    let files = &site.files;
+    let url = match UrlPath::parse(path) {
+        Ok(u) => u,
+        Err(status) => return Outcome::Error(status),
+    };
+    if !files.dotfiles && url.hidden() {
+        return Outcome::Error(Status::NotFound);
+    }
+    let (file, meta) = match open_url(&site.root, &url, files.symlinks) {
+        Ok(f) => f,
+        Err(status) => return Outcome::Error(status),
+    };
+    if meta.is_file() {
+        if url.dir && !url.segments.is_empty() {
+            return Outcome::Error(Status::NotFound); // `/file.txt/`
+        }
+        return Outcome::File(Found {
+            file,
+            meta,
+            path: url.under(&site.root),
+            segments: url.segments,
+        });
+    }
+    if !meta.is_dir() {
+        return Outcome::Error(Status::Forbidden); // device, FIFO, socket
+    }
+    if !url.dir {
+        return Outcome::Redirect(format!("{}{query}", url.to_url(true)));
+    }
+    for name in &site.index {
+        let candidate = url.join(name);
+        match open_url(&site.root, &candidate, files.symlinks) {
+            Ok((file, meta)) if meta.is_file() => {
+                return Outcome::File(Found {
+                    file,
+                    meta,
+                    path: candidate.under(&site.root),
+                    segments: candidate.segments,
+                });
+            }
+            Ok(_) | Err(Status::NotFound) => {}
+            Err(status) => return Outcome::Error(status),
+        }
+    }
+    if files.directory_listing {
+        // Listed through the fd opened under the symlink policy, not by
+        // path again.
+        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        if let Some(html) = listing::render(&fd_path, &url.to_url(true), files.dotfiles) {
+            return Outcome::Listing(html);
+        }
+    }
+    Outcome::Error(Status::Forbidden)
+}
+
+/// Steps 6 to 9 for a found file.
+fn file_response(req: &Request, site: &Site, found: Found) -> Response {
+    let files = &site.files;
+    let c = &req.conditions;
+    let mut headers: Vec<(std::borrow::Cow<'static, str>, String)> = Vec::with_capacity(8);
+    headers.push((
+        "Content-Type".into(),
+        mime::content_type(&found.path, files),
+    ));
+    let (mut file, mut meta) = (found.file, found.meta);
+    if files.precompressed {
+        // The response depends on Accept-Encoding whichever is sent.
+        headers.push(("Vary".into(), "Accept-Encoding".into()));
+        if let Some((coding, f, m)) = variant(site, &found.segments, c.accept_encoding.as_deref()) {
+            headers.push(("Content-Encoding".into(), coding.to_owned()));
+            (file, meta) = (f, m);
+        }
+    }
+    let len = meta.len();
+    let v = Validators::new(len, meta.modified().ok());
+    headers.push(("ETag".into(), v.etag.clone()));
+    if let Some(m) = v.modified {
+        headers.push(("Last-Modified".into(), httpdate::fmt_http_date(m)));
+    }
+    match conditional::evaluate(c, &v) {
+        Some(Status::NotModified) => {
+            return Response {
+                status: Status::NotModified,
+                headers,
+                body: Body::Empty,
+            };
+        }
+        Some(status) => return Response::status(status),
+        None => {}
+    }
+    headers.push(("Accept-Ranges".into(), "bytes".into()));
+    let ranged = if conditional::if_range_holds(c, &v) {
+        range::select(c.range.as_deref(), len)
+    } else {
+        Ranged::Full
+    };
+    let (status, offset, remaining) = match ranged {
+        Ranged::Full => (Status::Ok, 0, len),
+        Ranged::Part { start, end } => {
+            headers.push(("Content-Range".into(), format!("bytes {start}-{end}/{len}")));
+            (Status::PartialContent, start, end - start + 1)
+        }
+        Ranged::Unsatisfiable => {
+            return Response::status(Status::RangeNotSatisfiable)
+                .with_header("Content-Range", format!("bytes */{len}"));
+        }
+    };
+    Response {
+        status,
+        headers,
+        body: Body::File(FileBody {
+            file,
+            offset,
+            remaining,
+        }),
+    }
+}
+
+/// The best precompressed variant the client accepts that exists as a
+/// regular file: its coding, file and metadata.
+fn variant(
+    site: &Site,
+    segments: &[Vec<u8>],
+    accept: Option<&str>,
+) -> Option<(&'static str, File, Metadata)> {
+    let (last, parents) = segments.split_last()?;
+    for (coding, suffix) in precompressed::preferred(accept) {
+        let mut segs = parents.to_vec();
+        segs.push([last.as_slice(), suffix.as_bytes()].concat());
+        if let Ok((f, m)) = open_under(&site.root, &segs, site.files.symlinks)
+            && m.is_file()
+        {
+            return Some((coding, f, m));
+        }
+    }
+    None
+}
+
+/// An error status, with the site's page for it if it has one that can be
+/// served.
+fn error_response(site: &Site, status: Status) -> Response {
+    let page = site
+        .files
+        .error_pages
+        .iter()
+        .find(|(code, _)| *code == status.code());
+    if let Some((_, page)) = page
+        && let Outcome::File(found) = resolve(site, page, "")
+    {
+        return Response {
+            status,
+            headers: vec![(
+                "Content-Type".into(),
+                mime::content_type(&found.path, &site.files),
+            )],
+            body: Body::File(FileBody {
+                remaining: found.meta.len(),
+                file: found.file,
+                offset: 0,
+            }),
+        };
+    }
+    Response::status(status)
+}
+
+/// The site's `headers`, then those of every `path_headers` prefix the
+/// normalised path is under, on the statuses nginx's `add_header` uses
+/// (success and redirects: a 404 must not be cached for an hour).
+fn add_configured_headers(response: &mut Response, site: &Site, path: &str) {
+    if !matches!(
+        response.status,
+        Status::Ok | Status::PartialContent | Status::MovedPermanently | Status::NotModified
+    ) {
+        return;
+    }
+    for (name, value) in &site.files.headers {
+        response.set_header(name, value);
+    }
+    if site.files.path_headers.is_empty() {
+        return;
+    }
+    let Ok(url) = UrlPath::parse(path) else {
+        return;
+    };
+    let normal = url.to_url(url.dir);
+    for (prefix, headers) in &site.files.path_headers {
+        if normal.starts_with(prefix.as_str()) || format!("{normal}/") == *prefix {
+            for (name, value) in headers {
+                response.set_header(name, value);
+            }
+        }
+    }
+}
