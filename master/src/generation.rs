@@ -90,6 +90,9 @@ pub struct Generation {
     /// Ready deadline while Starting, kill deadline while Draining.
     pub deadline: Option<Instant>,
     pub slots: Vec<Slot>,
+    /// Its access log files (`Config::access_logs` order), given to every
+    /// worker it forks, including replacements; replaced on reopen.
+    pub access_logs: Vec<std::os::fd::OwnedFd>,
 }
 
 impl Generation {
@@ -103,6 +106,7 @@ impl Generation {
             phase: Phase::Starting,
             deadline: Some(deadline),
             slots,
+            access_logs: Vec::new(),
         }
     }
 }
@@ -121,6 +125,9 @@ pub struct Child {
     pub started: Instant,
     pub connections: u64,
     pub requests: u64,
+    /// Responses by status class (1xx..5xx) and body bytes, as last reported.
+    pub responses: [u64; 5],
+    pub bytes: u64,
 }
 
 impl Child {

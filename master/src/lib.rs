@@ -24,6 +24,7 @@ mod control;
 mod daemon;
 mod generation;
 mod listeners;
+mod logfiles;
 mod notify;
 mod pidfile;
 mod reload;
@@ -158,7 +159,7 @@ fn prepare(
 ) -> Result<supervisor::Setup, String> {
     let lock = pidfile::acquire(&config.pid_file)?;
     if let Some(path) = &config.error_log {
-        baton_shared::logging::redirect_stderr_to(path)
+        logfiles::redirect_stderr(path, &config)
             .map_err(|e| format!("cannot open error log {}: {e}", path.display()))?;
     }
     let mut listeners = listeners::ListenerSet::default();
@@ -207,9 +208,21 @@ fn prepare(
             }
         },
     };
+    let access_logs = match logfiles::open_access_logs(&config) {
+        Ok(fds) => fds,
+        Err(e) => {
+            listeners.close_all();
+            let _ = std::fs::remove_file(&control_path);
+            if let Some((a, _)) = &admin {
+                a.remove_file();
+            }
+            return Err(e);
+        }
+    };
     Ok(supervisor::Setup {
         config,
         config_text,
+        access_logs,
         admin,
         overrides,
         lock,

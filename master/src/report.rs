@@ -15,6 +15,8 @@ pub struct WorkerView {
     pub state: &'static str,
     pub connections: u64,
     pub requests: u64,
+    pub responses: [u64; 5],
+    pub bytes: u64,
 }
 
 pub struct Snapshot {
@@ -35,6 +37,8 @@ pub struct Snapshot {
     pub last_reload: Option<(Outcome, u64)>,
     /// Requests served by workers that have exited (their last report).
     pub requests_by_gone_workers: u64,
+    pub responses_by_gone_workers: [u64; 5],
+    pub bytes_by_gone_workers: u64,
 }
 
 /// `baton -s status`: one `key: value` line each, workers one per line.
@@ -247,6 +251,33 @@ pub fn metrics(s: &Snapshot) -> String {
         out,
         "baton_requests_total {}",
         live + s.requests_by_gone_workers
+    );
+    family(
+        &mut out,
+        "baton_responses_total",
+        "counter",
+        "Responses by status class since the master started.",
+    );
+    for (i, gone) in s.responses_by_gone_workers.iter().enumerate() {
+        let live: u64 = s.workers.iter().map(|w| w.responses[i]).sum();
+        let _ = writeln!(
+            out,
+            "baton_responses_total{{class=\"{}xx\"}} {}",
+            i + 1,
+            live + gone
+        );
+    }
+    family(
+        &mut out,
+        "baton_sent_bytes_total",
+        "counter",
+        "Response body bytes sent since the master started.",
+    );
+    let live: u64 = s.workers.iter().map(|w| w.bytes).sum();
+    let _ = writeln!(
+        out,
+        "baton_sent_bytes_total {}",
+        live + s.bytes_by_gone_workers
     );
     out
 }

@@ -30,6 +30,7 @@ pub fn spawn(
     config: &Arc<Config>,
     generation: u64,
     listeners: &[(ListenAddr, RawFd)],
+    access_logs: &[RawFd],
 ) -> std::io::Result<Spawned> {
     let (master_end, worker_end) = UnixStream::pair()?;
     let master_pid = std::process::id();
@@ -48,7 +49,14 @@ pub fn spawn(
             // A panic must never unwind into the master's stack frames in the
             // child; whatever happens, this process ends here.
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                child_main(config, generation, listeners, worker_end, master_pid)
+                child_main(
+                    config,
+                    generation,
+                    listeners,
+                    access_logs,
+                    worker_end,
+                    master_pid,
+                )
             }))
             .unwrap_or(101);
             // SAFETY: _exit ends the child without running the master's
@@ -62,12 +70,14 @@ fn child_main(
     config: &Arc<Config>,
     generation: u64,
     listeners: &[(ListenAddr, RawFd)],
+    access_logs: &[RawFd],
     channel: UnixStream,
     master_pid: u32,
 ) -> i32 {
     baton_shared::logging::set_role_worker();
     let mut keep: Vec<RawFd> = vec![0, 1, 2, channel.as_raw_fd()];
     keep.extend(listeners.iter().map(|(_, fd)| *fd));
+    keep.extend_from_slice(access_logs);
     close_all_but(&mut keep);
 
     if let Err(e) = drop_privileges(config) {
@@ -102,10 +112,16 @@ fn child_main(
             addr: addr.clone(),
         })
         .collect();
+    let access_logs = access_logs
+        .iter()
+        // SAFETY: as for the listeners: inherited, kept open, ours now.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) })
+        .collect();
     baton_worker::run(baton_worker::Setup {
         config: Arc::clone(config),
         generation,
         listeners,
+        access_logs,
         channel,
     })
 }

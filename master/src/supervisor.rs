@@ -148,6 +148,8 @@ pub struct Master {
     /// Requests served by workers that have exited, for counters that never
     /// go down.
     requests_by_gone_workers: u64,
+    responses_by_gone_workers: [u64; 5],
+    bytes_by_gone_workers: u64,
     reopen: Option<Reopen>,
     last_reload: Option<(SystemTime, Outcome)>,
     reloads_ok: u64,
@@ -168,6 +170,7 @@ pub struct Master {
 pub struct Setup {
     pub config: Config,
     pub config_text: String,
+    pub access_logs: Vec<std::os::fd::OwnedFd>,
     pub admin: Option<(admin::Listener, config::Admin)>,
     pub overrides: Overrides,
     pub lock: InstanceLock,
@@ -215,6 +218,8 @@ impl Master {
             admin_conns: HashMap::new(),
             running_text: String::new(),
             requests_by_gone_workers: 0,
+            responses_by_gone_workers: [0; 5],
+            bytes_by_gone_workers: 0,
             reopen: None,
             last_reload: None,
             reloads_ok: 0,
@@ -229,12 +234,17 @@ impl Master {
             started: Instant::now(),
             startup_failure: None,
         }
-        .with_first_generation(setup.config, setup.config_text))
+        .with_first_generation(setup.config, setup.config_text, setup.access_logs))
     }
 
-    fn with_first_generation(mut self, config: Config, text: String) -> Master {
+    fn with_first_generation(
+        mut self,
+        config: Config,
+        text: String,
+        access_logs: Vec<std::os::fd::OwnedFd>,
+    ) -> Master {
         let config = Arc::new(config);
-        let number = self.new_generation(&config);
+        let number = self.new_generation(&config, access_logs);
         self.reload = Some(Reload {
             generation: number,
             started: Instant::now(),
@@ -361,7 +371,7 @@ impl Master {
             config.pid_file = self.pid_file.clone();
         }
         if let Some(path) = &config.error_log
-            && let Err(e) = baton_shared::logging::redirect_stderr_to(path)
+            && let Err(e) = crate::logfiles::redirect_stderr(path, &config)
         {
             log::warn!("cannot reopen error log {}: {e}", path.display());
         }
@@ -381,8 +391,15 @@ impl Master {
         for addr in &added {
             log::info!("listening on {addr}");
         }
+        let access_logs = match crate::logfiles::open_access_logs(&config) {
+            Ok(fds) => fds,
+            Err(e) => {
+                self.listeners.close(&added);
+                return self.finish_reload(Outcome::Failed(e), waiters);
+            }
+        };
         let config = Arc::new(config);
-        let generation = self.new_generation(&config);
+        let generation = self.new_generation(&config, access_logs);
         self.reload = Some(Reload {
             generation,
             started,
@@ -396,11 +413,16 @@ impl Master {
 
     /// Creates a generation and forks its workers. A fork failure fails the
     /// generation (through the usual path, on the next loop turn).
-    fn new_generation(&mut self, config: &Arc<Config>) -> u64 {
+    fn new_generation(
+        &mut self,
+        config: &Arc<Config>,
+        access_logs: Vec<std::os::fd::OwnedFd>,
+    ) -> u64 {
         let number = self.next_generation;
         self.next_generation += 1;
         let deadline = Instant::now() + config.worker_ready_timeout;
-        let generation = Generation::new(number, Arc::clone(config), deadline);
+        let mut generation = Generation::new(number, Arc::clone(config), deadline);
+        generation.access_logs = access_logs;
         let slots = generation.slots.len();
         self.generations.insert(number, generation);
         log::info!("starting generation {number} with {slots} workers");
@@ -429,7 +451,8 @@ impl Master {
                 }
             }
         }
-        let spawned = spawn::spawn(&g.config, generation, &fds)?;
+        let logs: Vec<i32> = g.access_logs.iter().map(|f| f.as_raw_fd()).collect();
+        let spawned = spawn::spawn(&g.config, generation, &fds, &logs)?;
         let token = Token(self.next_token);
         self.next_token += 1;
         self.poll.registry().register(
@@ -455,6 +478,8 @@ impl Master {
                 started: Instant::now(),
                 connections: 0,
                 requests: 0,
+                responses: [0; 5],
+                bytes: 0,
             },
         );
         Ok(())
@@ -743,9 +768,13 @@ impl Master {
                         ToMaster::Stats {
                             connections,
                             requests,
+                            responses,
+                            bytes,
                         } => {
                             child.connections = connections;
                             child.requests = requests;
+                            child.responses = responses;
+                            child.bytes = bytes;
                         }
                         ToMaster::Failed(reason) => failure = Some(reason),
                         ToMaster::ReopenDone => reopened = true,
@@ -848,6 +877,14 @@ impl Master {
             return;
         };
         self.requests_by_gone_workers += child.requests;
+        for (total, n) in self
+            .responses_by_gone_workers
+            .iter_mut()
+            .zip(child.responses)
+        {
+            *total += n;
+        }
+        self.bytes_by_gone_workers += child.bytes;
         // A worker that ended has nothing left to reopen.
         self.reopen_confirmed(pid);
         let number = child.generation;
@@ -1129,6 +1166,8 @@ impl Master {
                     state: c.state(),
                     connections: c.connections,
                     requests: c.requests,
+                    responses: c.responses,
+                    bytes: c.bytes,
                 })
                 .collect(),
             restarts: self.restarts,
@@ -1151,6 +1190,8 @@ impl Master {
                 (outcome.clone(), ago)
             }),
             requests_by_gone_workers: self.requests_by_gone_workers,
+            responses_by_gone_workers: self.responses_by_gone_workers,
+            bytes_by_gone_workers: self.bytes_by_gone_workers,
         }
     }
 
@@ -1165,13 +1206,14 @@ impl Master {
             op.waiters.push(conn);
             return;
         }
-        let error_log = self
-            .generations
-            .get(&self.current)
-            .and_then(|g| g.config.error_log.clone());
-        let mut fds = Vec::new();
+        let Some(current) = self.generations.get(&self.current) else {
+            return conn.reply(status::APPLY_FAILED, "no generation is serving");
+        };
+        let config = Arc::clone(&current.config);
+        let error_log = config.error_log.clone();
+        let mut error_fd = None;
         if let Some(path) = &error_log {
-            if let Err(e) = baton_shared::logging::redirect_stderr_to(path) {
+            if let Err(e) = crate::logfiles::redirect_stderr(path, &config) {
                 let msg = format!("cannot reopen error log {}: {e}", path.display());
                 log::error!("{msg}");
                 return conn.reply(status::APPLY_FAILED, &msg);
@@ -1181,25 +1223,43 @@ impl Master {
             let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
             if fd >= 0 {
                 // SAFETY: `fd` was just created and belongs to no one else.
-                fds.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+                error_fd = Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
             }
         }
-        let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
-        let message = ToWorker::ReopenLogs {
-            error_log: error_log.is_some(),
-            files: raw.len() as u32,
-        };
+        // Each generation gets its own config's access logs, reopened.
         let mut waiting = Vec::new();
-        for child in self.children.values_mut() {
-            let Some(channel) = child.channel.as_mut() else {
+        let numbers: Vec<u64> = self.generations.keys().copied().collect();
+        for number in numbers {
+            let Some(g) = self.generations.get_mut(&number) else {
                 continue;
             };
-            match channel.send_with_fds(&message, &raw) {
-                Ok(()) => waiting.push(child.pid),
-                Err(e) => log::warn!("cannot send reopened logs to worker {}: {e}", child.pid),
+            match crate::logfiles::open_access_logs(&g.config) {
+                Ok(fds) => g.access_logs = fds,
+                Err(e) => {
+                    log::error!("{e}; generation {number} keeps its old access log files");
+                }
+            }
+            let mut raw: Vec<i32> = error_fd.iter().map(|f| f.as_raw_fd()).collect();
+            raw.extend(g.access_logs.iter().map(|f| f.as_raw_fd()));
+            let message = ToWorker::ReopenLogs {
+                error_log: error_fd.is_some(),
+                files: raw.len() as u32,
+            };
+            for child in self.children.values_mut() {
+                if child.generation != number {
+                    continue;
+                }
+                let Some(channel) = child.channel.as_mut() else {
+                    continue;
+                };
+                match channel.send_with_fds(&message, &raw) {
+                    Ok(()) => waiting.push(child.pid),
+                    Err(e) => log::warn!("cannot send reopened logs to worker {}: {e}", child.pid),
+                }
             }
         }
-        // `fds` are dropped here: each worker has its own copy now.
+        // Our copy of the error log fd is dropped here; each worker has its
+        // own now.
         self.reopen = Some(Reopen {
             waiting,
             waiters: vec![conn],

@@ -46,8 +46,15 @@ pub enum ToWorker {
 pub enum ToMaster {
     /// The worker has dropped privileges and is accepting.
     Ready,
-    /// Periodic counters, for status.
-    Stats { connections: u64, requests: u64 },
+    /// Periodic counters, for status and metrics (totals since the worker
+    /// started): open connections, requests, responses by status class
+    /// (1xx..5xx), body bytes sent.
+    Stats {
+        connections: u64,
+        requests: u64,
+        responses: [u64; 5],
+        bytes: u64,
+    },
     /// The worker cannot serve (say, a site root its user cannot reach) and
     /// is exiting; the reason is for the log and for whoever asked for the
     /// reload. Sent instead of `Ready`.
@@ -154,10 +161,17 @@ impl Message for ToMaster {
             ToMaster::Stats {
                 connections,
                 requests,
+                responses,
+                bytes,
             } => {
                 out.push(TAG_STATS);
-                out.extend_from_slice(&connections.to_le_bytes());
-                out.extend_from_slice(&requests.to_le_bytes());
+                for n in [*connections, *requests]
+                    .iter()
+                    .chain(responses.iter())
+                    .chain([*bytes].iter())
+                {
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
             }
             ToMaster::Failed(reason) => {
                 out.push(TAG_FAILED);
@@ -182,11 +196,18 @@ impl Message for ToMaster {
                 Ok(ToMaster::Ready)
             }
             TAG_STATS => {
-                expect_body(tag, body, 16)?;
-                let (c, r) = body.split_at(8);
+                expect_body(tag, body, 8 * 8)?;
+                let mut n = body.chunks_exact(8).map(|c| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(c);
+                    u64::from_le_bytes(b)
+                });
+                let mut next = || n.next().unwrap_or(0);
                 Ok(ToMaster::Stats {
-                    connections: u64::from_le_bytes(c.try_into().unwrap_or_default()),
-                    requests: u64::from_le_bytes(r.try_into().unwrap_or_default()),
+                    connections: next(),
+                    requests: next(),
+                    responses: [next(), next(), next(), next(), next()],
+                    bytes: next(),
                 })
             }
             TAG_FAILED => Ok(ToMaster::Failed(String::from_utf8_lossy(body).into_owned())),
@@ -409,6 +430,8 @@ mod tests {
         let stats = ToMaster::Stats {
             connections: 7,
             requests: u64::MAX,
+            responses: [1, 2, 3, 4, 5],
+            bytes: 99,
         };
         let failed = ToMaster::Failed("root \u{e9}t\u{e9} unreachable".into());
         w.send(&ToMaster::Ready).unwrap();
@@ -429,6 +452,8 @@ mod tests {
             &ToMaster::Stats {
                 connections: 1,
                 requests: 2,
+                responses: [0; 5],
+                bytes: 0,
             },
             &mut bytes,
         );

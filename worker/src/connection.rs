@@ -22,11 +22,12 @@
 //! streams from it instead of from a file.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use baton_shared::config::Config;
 use log::debug;
 
+use crate::access_log::{AccessLog, Entry};
 use crate::handler;
 use crate::http::body::{BodyReader, Step};
 use crate::http::request::{self, BodyFraming, Method, Parsed, Version};
@@ -49,6 +50,27 @@ pub struct Ctx<'a> {
     pub drain_started: Option<Instant>,
     /// Requests answered by this worker, for `Stats`.
     pub requests: &'a mut u64,
+    pub access_log: &'a mut AccessLog,
+}
+
+/// A request being answered, as the access log will record it.
+struct LogStart {
+    time: SystemTime,
+    start: Instant,
+    method: String,
+    target: String,
+    protocol: &'static str,
+    host: Option<String>,
+    referer: Option<String>,
+    user_agent: Option<String>,
+    site: Option<usize>,
+}
+
+/// A response on its way out: logged once sent (or abandoned).
+struct PendingLog {
+    start: LogStart,
+    status: u16,
+    bytes: u64,
 }
 
 /// What the loop should do with a connection after driving it.
@@ -130,11 +152,20 @@ pub struct Connection {
     head_started: Instant,
     /// Last time bytes moved in either direction.
     last_progress: Instant,
+    /// The client's address, for the access log.
+    peer: String,
+    /// The request whose response is being prepared (body being read).
+    log_start: Option<LogStart>,
+    /// The response being sent, to log once it is.
+    pending_log: Option<PendingLog>,
 }
 
 impl Connection {
     pub fn new(stream: Stream, listener: usize, now: Instant) -> Connection {
         Connection {
+            peer: stream.peer_label(),
+            log_start: None,
+            pending_log: None,
             stream,
             listener,
             phase: Phase::Open,
@@ -212,6 +243,7 @@ impl Connection {
             Phase::Lingering { .. } => self.phase = Phase::Closed,
             Phase::Open if self.out.is_some() || self.body.is_some() => {
                 debug!("connection made no progress within the send or body timeout: closed");
+                self.log_done(ctx, false);
                 self.phase = Phase::Closed;
             }
             Phase::Open if !self.inbuf.is_empty() => {
@@ -292,6 +324,7 @@ impl Connection {
         match result {
             Ok(Sent::All) => {
                 self.out = None;
+                self.log_done(ctx, true);
                 if self.close_after {
                     self.start_closing(ctx.now);
                 } else {
@@ -307,6 +340,7 @@ impl Connection {
             Ok(Sent::Budget) => Ok(progress),
             Err(e) => {
                 log_io("send", &e);
+                self.log_done(ctx, false);
                 self.phase = Phase::Closed;
                 Err(())
             }
@@ -416,6 +450,21 @@ impl Connection {
                     version: req.version,
                     keep_alive: req.keep_alive,
                 };
+                self.log_start = Some(LogStart {
+                    time: SystemTime::now(),
+                    start: self.head_started,
+                    method: req.log.method,
+                    target: req.target,
+                    protocol: match req.version {
+                        Version::Http10 => "HTTP/1.0",
+                        Version::Http11 => "HTTP/1.1",
+                    },
+                    host: req.host,
+                    referer: req.log.referer,
+                    user_agent: req.log.user_agent,
+                    site: site
+                        .and_then(|s| ctx.config.sites.iter().position(|x| std::ptr::eq(x, s))),
+                });
                 self.body = match req.body {
                     BodyFraming::None => None,
                     BodyFraming::Length(n) => Some(BodyReader::length(n)),
@@ -448,6 +497,17 @@ impl Connection {
             || (self.peer_eof && !next_is_here)
             || self.served >= ctx.config.http.keepalive_requests
             || self.closing_for_drain(ctx, next_is_here);
+        if let Some(start) = self.log_start.take() {
+            self.pending_log = Some(PendingLog {
+                start,
+                status: held.response.status.code(),
+                bytes: if held.head_only {
+                    0
+                } else {
+                    held.response.body.len()
+                },
+            });
+        }
         self.queue(held.response, held.head_only, held.version, close, ctx);
     }
 
@@ -483,6 +543,31 @@ impl Connection {
         self.out = Some(Outgoing::new(head, response.body, !head_only));
         self.close_after = close;
         self.last_progress = ctx.now;
+    }
+
+    /// Logs the response just sent (`complete`) or abandoned: an abandoned
+    /// one logs no body bytes, as nothing says how much the client got.
+    fn log_done(&mut self, ctx: &mut Ctx, complete: bool) {
+        let Some(p) = self.pending_log.take() else {
+            return;
+        };
+        let s = &p.start;
+        ctx.access_log.record(
+            s.site,
+            &Entry {
+                remote: &self.peer,
+                time: s.time,
+                method: &s.method,
+                target: &s.target,
+                protocol: s.protocol,
+                host: s.host.as_deref(),
+                status: p.status,
+                bytes: if complete { p.bytes } else { 0 },
+                referer: s.referer.as_deref(),
+                user_agent: s.user_agent.as_deref(),
+                request_time: ctx.now.saturating_duration_since(s.start),
+            },
+        );
     }
 
     /// Sends our FIN and starts discarding input (lingering close).

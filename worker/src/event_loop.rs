@@ -21,6 +21,7 @@ use slab::Slab;
 
 use crate::Setup;
 use crate::acceptor::Acceptor;
+use crate::access_log::AccessLog;
 use crate::connection::{Connection, Ctx, Drive};
 use crate::drain::{Cause, Drain};
 use crate::http::response::DateCache;
@@ -90,6 +91,7 @@ pub struct Worker {
     pub(crate) drain: Option<Drain>,
     pub(crate) stop: bool,
     requests: u64,
+    pub(crate) access_log: AccessLog,
     date: DateCache,
     pub(crate) now: Instant,
     next_tick: Instant,
@@ -105,6 +107,7 @@ impl Worker {
         let poll = Poll::new()?;
         let addrs: Vec<_> = setup.listeners.iter().map(|l| l.addr.clone()).collect();
         let routes = Routes::new(&setup.config, &addrs);
+        let access_log = AccessLog::new(&setup.config, setup.access_logs);
         if addrs.len() >= CONNECTION_BASE - LISTENER_BASE {
             return Err(io::Error::other("too many listeners"));
         }
@@ -146,6 +149,7 @@ impl Worker {
             drain: None,
             stop: false,
             requests: 0,
+            access_log,
             date,
             now,
             next_tick: now + TICK,
@@ -160,6 +164,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         loop {
             if let Some(code) = self.exit_status() {
+                self.access_log.flush();
                 return code;
             }
             let timeout = if self.has_work_now() {
@@ -178,6 +183,7 @@ impl Worker {
             for event in events.iter() {
                 self.dispatch(event);
                 if self.stop {
+                    self.access_log.flush();
                     return 0;
                 }
             }
@@ -310,6 +316,7 @@ impl Worker {
                 date: self.date.get(),
                 drain_started: self.drain.as_ref().map(|d| d.started),
                 requests: &mut self.requests,
+                access_log: &mut self.access_log,
             },
             &mut self.conns,
         )
@@ -357,9 +364,13 @@ impl Worker {
         }
         if self.now >= self.next_stats {
             self.next_stats = self.now + STATS_EVERY;
+            // Lines reach the file at least once a second.
+            self.access_log.flush();
             let stats = ToMaster::Stats {
                 connections: self.conns.len() as u64,
                 requests: self.requests,
+                responses: self.access_log.responses,
+                bytes: self.access_log.bytes,
             };
             self.send_to_master(&stats);
         }
@@ -424,6 +435,7 @@ impl Worker {
                 return;
             }
         }
+        self.access_log.replace(fds.collect());
         self.send_to_master(&ToMaster::ReopenDone);
     }
 

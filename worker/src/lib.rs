@@ -18,6 +18,7 @@
 //! - `limits`: the fixed sizes and timings (the tunable ones are config).
 
 mod acceptor;
+mod access_log;
 mod connection;
 mod drain;
 mod event_loop;
@@ -54,6 +55,9 @@ pub struct Setup {
     /// The worker generation this worker belongs to (1 for the first).
     pub generation: u64,
     pub listeners: Vec<Listener>,
+    /// The access log files, in `Config::access_logs` order, opened by the
+    /// master.
+    pub access_logs: Vec<OwnedFd>,
     /// This worker's end of its channel to the master.
     pub channel: UnixStream,
 }

@@ -68,6 +68,17 @@ impl Stream {
     }
 
     /// Sends our FIN; reading stays possible (lingering close).
+    /// The client's address as the access log shows it.
+    pub fn peer_label(&self) -> String {
+        match self {
+            Stream::Tcp(s) => s
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_else(|_| "-".into()),
+            Stream::Unix(_) => "unix:".into(),
+        }
+    }
+
     pub fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Write),

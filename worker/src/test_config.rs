@@ -20,6 +20,7 @@ pub fn site(root: &str, listen: &[&str], names: &[&str]) -> Site {
         root: PathBuf::from(root),
         index: vec!["index.html".into()],
         files: Default::default(),
+        access_log: None,
         pos: Pos::default(),
     }
 }
@@ -39,6 +40,9 @@ pub fn config(sites: Vec<Site>) -> Config {
         keepalive_timeout: Duration::from_secs(60),
         header_timeout: Duration::from_secs(10),
         admin: None,
+        access_log_format: Default::default(),
+        log_mode: 0o640,
+        log_owner: None,
         http: Default::default(),
         sites,
     }

@@ -54,9 +54,13 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
             root,
             index: vec!["index.html".into()],
             files: Default::default(),
+            access_log: None,
             pos: Pos::default(),
         }],
         admin: None,
+        access_log_format: Default::default(),
+        log_mode: 0o640,
+        log_owner: None,
     };
     tweak(&mut config);
     config
@@ -100,6 +104,7 @@ impl TestWorker {
                 addr: addr.clone(),
             }],
             channel: worker_end,
+            access_logs: Vec::new(),
         };
         // SAFETY: the child only closes fds and calls `run`, then exits; it
         // never returns into the test harness.

@@ -136,7 +136,20 @@ pub struct Site {
     pub index: Vec<String>,
     /// How files are served: listings, dotfiles, symlinks, types, headers.
     pub files: FileOptions,
+    /// The access log its requests go to (its own `access_log`, else the
+    /// global one); `None`: not logged.
+    pub access_log: Option<PathBuf>,
     pub pos: Pos,
+}
+
+/// The access log's line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// nginx's "combined", plus the request time and upstream time.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[admin]`: where the master serves the admin API.
@@ -291,6 +304,11 @@ pub struct Config {
     pub sites: Vec<Site>,
     /// The admin API; off unless configured.
     pub admin: Option<Admin>,
+    pub access_log_format: LogFormat,
+    /// Mode of log files the master creates (default 0o640).
+    pub log_mode: u32,
+    /// Owner (uid, gid) of log files the master creates; default its own.
+    pub log_owner: Option<(u32, u32)>,
 }
 
 impl Config {
@@ -312,6 +330,18 @@ impl Config {
         self.sites
             .iter()
             .filter(move |s| s.listen.iter().any(|l| &l.addr == addr))
+    }
+
+    /// Every distinct access log file, in config order; a site's log is
+    /// `access_logs()[i]` where `i` is `access_log_index(site)`.
+    pub fn access_logs(&self) -> Vec<&PathBuf> {
+        let mut out: Vec<&PathBuf> = Vec::new();
+        for p in self.sites.iter().filter_map(|s| s.access_log.as_ref()) {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
     }
 
     /// An error located at `pos` in this config's file.

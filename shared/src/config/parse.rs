@@ -15,7 +15,7 @@ use toml::de::{DeArray, DeInteger, DeTable, DeValue};
 use super::duration;
 use super::listen;
 use super::locate::Errors;
-use super::model::{FileOptions, HttpLimits, Listen, ListenAddr, Pos};
+use super::model::{FileOptions, HttpLimits, Listen, ListenAddr, LogFormat, Pos};
 use super::suggest;
 
 mod options;
@@ -42,6 +42,10 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "body_timeout",
     "send_timeout",
     "server_token",
+    "access_log",
+    "access_log_format",
+    "log_mode",
+    "log_owner",
     "site",
     "admin",
 ];
@@ -61,6 +65,7 @@ pub(crate) const SITE_KEYS: &[&str] = &[
     "path_headers",
     "error_pages",
     "fallback",
+    "access_log",
 ];
 pub(crate) const LISTEN_KEYS: &[&str] = &["address", "backlog", "mode"];
 pub(crate) const ADMIN_KEYS: &[&str] = &["listen", "mode", "owner"];
@@ -98,6 +103,11 @@ pub(crate) struct Raw {
     pub http: HttpLimits,
     pub sites: Vec<RawSite>,
     pub admin: Option<RawAdmin>,
+    /// `access_log`: a path, or `None` inside for "off".
+    pub access_log: Option<At<Option<PathBuf>>>,
+    pub access_log_format: LogFormat,
+    pub log_mode: u32,
+    pub log_owner: Option<At<String>>,
 }
 
 /// `[admin]`, as written.
@@ -120,6 +130,7 @@ pub(crate) struct RawSite {
     pub root: Option<At<PathBuf>>,
     pub index: Vec<String>,
     pub files: FileOptions,
+    pub access_log: Option<At<Option<PathBuf>>>,
 }
 
 /// Parses the TOML syntax. `None` after recording the first syntax error
@@ -164,6 +175,10 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
         http: HttpLimits::default(),
         sites: Vec::new(),
         admin: None,
+        access_log: None,
+        access_log_format: LogFormat::Combined,
+        log_mode: 0o640,
+        log_owner: None,
     };
     let mut have_site = false;
     for (key, value) in table.iter() {
@@ -201,6 +216,23 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
                 raw.sites = r.sites(value);
             }
             "admin" => raw.admin = r.admin(value),
+            "access_log" => raw.access_log = r.access_log(value),
+            "access_log_format" => match r.string(name, value, "\"combined\" or \"json\"") {
+                Some("combined") => raw.access_log_format = LogFormat::Combined,
+                Some("json") => raw.access_log_format = LogFormat::Json,
+                Some(_) => r.wrong(name, value, "\"combined\" or \"json\""),
+                None => {}
+            },
+            "log_mode" => {
+                let expected = "an octal file mode like \"0640\"";
+                if let Some(text) = r.string(name, value, expected) {
+                    match listen::parse_mode(text) {
+                        Some(m) => raw.log_mode = m,
+                        None => r.wrong(name, value, expected),
+                    }
+                }
+            }
+            "log_owner" => raw.log_owner = r.name(name, value, "user"),
             _ => {
                 let mut message = suggest::unknown_key(name, TOP_KEYS);
                 if SITE_KEYS.contains(&name) {
@@ -380,6 +412,7 @@ impl Reader<'_, '_, '_> {
             root: None,
             index: vec!["index.html".to_owned()],
             files: FileOptions::default(),
+            access_log: None,
         };
         let mut have_listen = false;
         // Required keys an unknown key was taken for ("rot": "root"), so
@@ -394,6 +427,7 @@ impl Reader<'_, '_, '_> {
                 }
                 "names" => site.names = self.names(value),
                 "root" => site.root = self.path(name, value),
+                "access_log" => site.access_log = self.access_log(value),
                 "index" => {
                     if let Some(index) = self.index(value) {
                         site.index = index;
@@ -537,6 +571,20 @@ impl Reader<'_, '_, '_> {
             }
         }
         ok.then_some(listen)
+    }
+
+    /// `access_log`: a file path, or "off".
+    fn access_log(&mut self, value: &Value<'_>) -> Option<At<Option<PathBuf>>> {
+        if let DeValue::String(s) = value.get_ref()
+            && s.as_ref() == "off"
+        {
+            let pos = self.pos(value);
+            return Some(At { value: None, pos });
+        }
+        self.path("access_log", value).map(|at| At {
+            value: Some(at.value),
+            pos: at.pos,
+        })
     }
 
     /// The `[admin]` table.

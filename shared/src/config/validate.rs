@@ -48,6 +48,25 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
     }
     let identity = identity(&raw, sys, errs);
     let admin = raw.admin.as_ref().and_then(|a| check_admin(a, errs));
+    for at in raw
+        .sites
+        .iter()
+        .filter_map(|s| s.access_log.as_ref())
+        .chain(raw.access_log.as_ref())
+    {
+        if let Some(path) = &at.value {
+            let p = At {
+                value: path.clone(),
+                pos: at.pos,
+            };
+            check_file_path("access_log", &p, errs);
+        }
+    }
+    let log_owner = raw
+        .log_owner
+        .as_ref()
+        .and_then(|o| lookup_user(&o.value, o.pos, errs).map(|u| (u.uid.as_raw(), u.gid.as_raw())));
+    let global_log = raw.access_log.as_ref().and_then(|a| a.value.clone());
 
     let pid_file = match raw.pid_file {
         Some(p) => p.value,
@@ -63,6 +82,10 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
                 root: s.root?.value,
                 index: s.index,
                 files: s.files,
+                access_log: match &s.access_log {
+                    Some(at) => at.value.clone(),
+                    None => global_log.clone(),
+                },
                 pos: s.pos,
             })
         })
@@ -83,6 +106,9 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
         http: raw.http,
         sites,
         admin,
+        access_log_format: raw.access_log_format,
+        log_mode: raw.log_mode,
+        log_owner,
     }
 }
 

@@ -63,8 +63,18 @@ pub struct Request {
     /// back until it sees `100 Continue`.
     pub expects_continue: bool,
     pub conditions: Conditions,
+    /// What the access log records besides the request line.
+    pub log: LogHeaders,
     /// Bytes of the buffer the head took.
     pub head_len: usize,
+}
+
+/// The method as sent, Referer and User-Agent: for the access log only.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LogHeaders {
+    pub method: String,
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -137,6 +147,10 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
     let mut transfer_encoding: Option<Vec<u8>> = None;
     let mut expects_continue = false;
     let mut conditions = Conditions::default();
+    let mut log = LogHeaders {
+        method: req.method.unwrap_or("").to_string(),
+        ..LogHeaders::default()
+    };
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
@@ -171,6 +185,10 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
                 te.push(b',');
             }
             te.extend_from_slice(h.value);
+        } else if name.eq_ignore_ascii_case("referer") {
+            log.referer = Some(String::from_utf8_lossy(h.value.trim_ascii()).into_owned());
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            log.user_agent = Some(String::from_utf8_lossy(h.value.trim_ascii()).into_owned());
         } else if name.eq_ignore_ascii_case("expect") {
             expects_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if let Some(slot) = condition_slot(&mut conditions, name) {
@@ -232,6 +250,7 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
         body,
         expects_continue: expects_continue && version == Version::Http11,
         conditions,
+        log,
         head_len,
     })
 }
