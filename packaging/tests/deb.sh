@@ -15,7 +15,7 @@
 # policy-rc.d in the copy keeps dpkg from starting the service. Prints
 # "N passed, N failed" last.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 REPO=$PWD
 
 [ "$(id -u)" = 0 ] || { echo "deb.sh: needs root (chroot, dpkg)" >&2; exit 1; }
@@ -49,8 +49,10 @@ C=$(mktemp -d /var/tmp/baton-deb-root.XXXXXX)
 cleanup() {
     # Anything still running in the chroot was started by this test.
     local pid
-    for pid in $(ls /proc | grep -E '^[0-9]+$'); do
-        [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$C" ] && kill -KILL "$pid" 2>/dev/null
+    for root in /proc/[0-9]*/root; do
+        pid=${root#/proc/}
+        pid=${pid%/root}
+        [ "$(readlink "$root" 2>/dev/null)" = "$C" ] && kill -KILL "$pid" 2>/dev/null
     done
     umount "$C/proc" 2>/dev/null
     rm -rf "$C"

@@ -11,7 +11,7 @@
 #
 # Prints "N passed, N failed" last.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 REPO=$PWD
 INITD=$REPO/packaging/openrc/baton.initd
 

@@ -10,7 +10,7 @@
 # Kills only processes it started, by pid or by the process group of the
 # master it started. Prints "N passed, N failed" last; exits 1 on a failure.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 REPO=$PWD
 
 if [ "$(id -u)" != 0 ]; then

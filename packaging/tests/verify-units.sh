@@ -18,7 +18,7 @@
 # Installs systemd (for systemd-analyze) from apt if it is missing. Kills
 # only processes it started. Prints "N passed, N failed" last.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 REPO=$PWD
 UNITS=$REPO/packaging/systemd
 
