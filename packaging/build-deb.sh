@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Builds the Debian package from this checkout:
+#
+#   packaging/build-deb.sh [OUTDIR]        # default OUTDIR: ./dist
+#
+# Copies the tracked files (git ls-files) to a scratch source tree, puts
+# packaging/debian/ there as debian/, runs `dpkg-buildpackage -b`, copies
+# the .deb (and the -dbgsym .deb) to OUTDIR and runs lintian on it
+# (OUTDIR/lintian.txt). Needs dpkg-dev, debhelper (installed from apt if
+# missing, as root), lintian (optional) and a Rust toolchain (cargo in PATH,
+# e.g. from rustup). CARGO_TARGET_DIR is honoured, so an existing build
+# directory is reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+OUT=$(realpath -m "${1:-$REPO/dist}")
+
+need=()
+command -v dpkg-buildpackage >/dev/null || need+=(dpkg-dev)
+command -v dh >/dev/null || need+=(debhelper)
+if [ "${#need[@]}" -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
+fi
+command -v cargo >/dev/null || export PATH=$HOME/.cargo/bin:$PATH
+
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+DEBVERSION=$(sed -n '1s/^baton (\([^)]*\)).*/\1/p' packaging/debian/changelog)
+if [ "$VERSION" != "$DEBVERSION" ]; then
+    echo "build-deb.sh: Cargo.toml says $VERSION, packaging/debian/changelog $DEBVERSION" >&2
+    exit 1
+fi
+
+WORK=$(mktemp -d /tmp/baton-deb.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+SRC=$WORK/baton-$VERSION
+mkdir -p "$SRC"
+git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$SRC"
+cp -a packaging/debian "$SRC/debian"
+
+(cd "$SRC" && dpkg-buildpackage -b -us -uc)
+
+mkdir -p "$OUT"
+cp "$WORK"/*.deb "$OUT"/ 2>/dev/null || true
+cp "$WORK"/*.ddeb "$OUT"/ 2>/dev/null || true
+DEB=$(ls "$OUT"/baton_"$VERSION"_*.deb)
+echo "== built $DEB"
+dpkg-deb --info "$DEB" | sed -n '/Package:/,$p'
+dpkg-deb --contents "$DEB"
+
+if command -v lintian >/dev/null; then
+    echo "== lintian"
+    # lintian exits non-zero on errors; report them, docs/packaging.md
+    # explains each remaining tag.
+    lintian --info --display-info --pedantic "$WORK"/*.changes 2>&1 | tee "$OUT/lintian.txt" || true
+else
+    echo "== lintian not installed: skipped"
+fi

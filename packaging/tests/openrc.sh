@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Checks packaging/openrc/baton.initd as far as possible without OpenRC:
+# `sh -n`, shellcheck (if installed), then the script is sourced by a POSIX
+# shell with stand-ins for OpenRC's helpers (ebegin, eend, checkpath) and
+# its functions run against a scratch install: configtest, start the way
+# OpenRC's start-stop-daemon would (command + command_args), reload with a
+# good and a broken config, stop_pre refusing a restart on a broken config.
+#
+#   sudo bash packaging/tests/openrc.sh
+#   sudo BATON_BIN=/path/to/baton bash packaging/tests/openrc.sh
+#
+# Prints "N passed, N failed" last.
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+REPO=$PWD
+INITD=$REPO/packaging/openrc/baton.initd
+
+PASS=0
+FAIL=0
+ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
+nok() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
+check() {
+    local what=$1
+    shift
+    if "$@"; then ok "$what"; else nok "$what"; fi
+}
+
+check "sh -n" sh -n "$INITD"
+if command -v shellcheck >/dev/null; then
+    # SC2034: OpenRC reads the variables; SC2154: RC_CMD comes from OpenRC.
+    check "shellcheck -s sh" shellcheck -s sh -e SC2034,SC2154 "$INITD"
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "openrc.sh: the run checks need root; skipped"
+    echo "$PASS passed, $FAIL failed"
+    [ "$FAIL" = 0 ]
+    exit
+fi
+if [ -z "${BATON_BIN:-}" ]; then
+    cargo build --quiet --bin baton || exit 1
+    BATON_BIN=${CARGO_TARGET_DIR:-$REPO/target}/debug/baton
+fi
+
+S=$(mktemp -d /tmp/baton-openrc.XXXXXX)
+chmod 0755 "$S"
+mkdir -p "$S/www" "$S/run"
+echo hi >"$S/www/index.html"
+chmod -R a+rX "$S/www"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$S/baton.toml" <<EOF
+user = "nobody"
+workers = 1
+grace = "5s"
+pid_file = "$S/run/baton.pid"
+error_log = "$S/error.log"
+
+[[site]]
+listen = ["127.0.0.1:$PORT"]
+root = "$S/www"
+EOF
+cp "$S/baton.toml" "$S/good.toml"
+MASTER=
+trap '[ -n "$MASTER" ] && kill -KILL -- "-$MASTER" 2>/dev/null; rm -rf "$S"' EXIT
+
+# run_fn RC_CMD FUNCTION: sources the script in sh with OpenRC stand-ins.
+run_fn() {
+    BATON_BINARY=$BATON_BIN BATON_CONFIG=$S/baton.toml BATON_PIDFILE=$S/run/baton.pid RC_CMD=$1 \
+        sh -c '
+        ebegin() { echo " * $*"; }
+        eend() { [ "$1" = 0 ] || echo " * ERROR: $2" >&2; return "$1"; }
+        checkpath() { :; }
+        . "$0"
+        '"$2" "$INITD"
+}
+
+vars=$(run_fn start 'echo "$extra_started_commands|$extra_commands|$pidfile|$retry|$command $command_args"')
+check "extra_started_commands=reload ($vars)" test "${vars%%|*}" = reload
+check "pidfile and --pid-file agree" bash -c "[[ '$vars' == *'|$S/run/baton.pid|'*'--pid-file $S/run/baton.pid --daemon'* ]]"
+check "retry is TERM then KILL" bash -c "[[ '$vars' == *'|TERM/45/KILL/5|'* ]]"
+check "configtest on a good config" run_fn start configtest
+check "start_pre (checkpath, configtest)" run_fn start start_pre
+
+# Start as OpenRC's start-stop-daemon would: exec command with command_args.
+cmdline=$(run_fn start 'echo "$command $command_args"')
+# shellcheck disable=SC2086
+check "command command_args starts the daemon" $cmdline
+MASTER=$(cat "$S/run/baton.pid" 2>/dev/null)
+gen() { "$BATON_BIN" --pid-file "$S/run/baton.pid" -s status | sed -n 's/^generation: //p'; }
+check "it serves" bash -c "curl -fsS --max-time 5 http://127.0.0.1:$PORT/ | grep -q hi"
+g1=$(gen)
+check "reload with a good config" run_fn reload reload
+check "reload made a new generation ($g1 -> $(gen))" test "$(gen)" -gt "${g1:-0}"
+echo 'workers = "lots"' >"$S/baton.toml"
+if run_fn start configtest 2>/dev/null; then nok "configtest on a broken config fails"; else ok "configtest on a broken config fails"; fi
+g2=$(gen)
+if run_fn reload reload 2>/dev/null; then nok "reload with a broken config is refused"; else ok "reload with a broken config is refused"; fi
+check "the refused reload kept generation $g2" test "$(gen)" = "$g2"
+if run_fn restart stop_pre 2>/dev/null; then nok "restart with a broken config is refused (stop_pre)"; else ok "restart with a broken config is refused (stop_pre)"; fi
+cp "$S/good.toml" "$S/baton.toml"
+check "stop (what OpenRC's retry=TERM/... sends first)" kill -TERM "$MASTER"
+for _ in $(seq 50); do kill -0 "$MASTER" 2>/dev/null || break; sleep 0.1; done
+check "master gone, pidfile gone" bash -c "! kill -0 $MASTER 2>/dev/null && test ! -e '$S/run/baton.pid'"
+MASTER=
+
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" = 0 ]
