@@ -220,6 +220,26 @@ fn tcp_admin_refuses_foreign_hosts_and_origins() {
 }
 
 #[test]
+fn admin_socket_mode_and_owner_are_configurable() {
+    if !is_root() {
+        eprintln!("skipped: needs root to chown");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let config = format!(
+        "{}\n[admin]\nlisten = \"unix:{}\"\nmode = \"0660\"\nowner = \"www-data\"\n",
+        env.simple_config(),
+        env.path("admin.sock").display()
+    );
+    env.write_config(&config);
+    let _server = env.start();
+    let meta = std::fs::metadata(env.path("admin.sock")).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    assert_eq!((meta.uid(), meta.gid()), (33, 33), "www-data");
+}
+
+#[test]
 fn admin_on_a_network_address_is_refused() {
     let env = Env::new();
     let config = format!(
