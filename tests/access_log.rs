@@ -46,10 +46,7 @@ fn combined_lines_for_every_request_flushed_within_a_second() {
     let env = Env::new();
     std::fs::create_dir_all(env.path("logs")).unwrap();
     let log = env.path("logs/access.log");
-    let config = env.simple_config().replace(
-        "grace = \"5s\"",
-        &format!("grace = \"5s\"\naccess_log = \"{}\"", log.display()),
-    );
+    let config = env.simple_config_with(&format!("access_log = \"{}\"", log.display()));
     env.write_config(&config);
     let _server = env.start();
     request(
@@ -143,13 +140,10 @@ fn the_master_opens_log_files_workers_cannot_write() {
     std::fs::create_dir_all(env.path("logs")).unwrap();
     std::fs::set_permissions(env.path("logs"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let log = env.path("logs/access.log");
-    let config = env.simple_config().replace(
-        "grace = \"5s\"",
-        &format!(
-            "grace = \"5s\"\naccess_log = \"{}\"\nlog_mode = \"0600\"\nlog_owner = \"www-data\"",
-            log.display()
-        ),
-    );
+    let config = env.simple_config_with(&format!(
+        "access_log = \"{}\"\nlog_mode = \"0600\"\nlog_owner = \"www-data\"",
+        log.display()
+    ));
     env.write_config(&config);
     let mut server = env.start();
     assert_eq!(get(env.port, "/").unwrap().status, 200);
@@ -167,10 +161,7 @@ fn rotation_and_reopen_under_load_lose_and_split_no_line() {
     std::fs::create_dir_all(env.path("logs")).unwrap();
     let log = env.path("logs/access.log");
     let rotated = env.path("logs/access.log.1");
-    let config = env.simple_config().replace(
-        "grace = \"5s\"",
-        &format!("grace = \"5s\"\naccess_log = \"{}\"", log.display()),
-    );
+    let config = env.simple_config_with(&format!("access_log = \"{}\"", log.display()));
     env.write_config(&config);
     let mut server = env.start();
     let body = std::fs::read(env.path("www/index.html")).unwrap();

@@ -152,13 +152,10 @@ fn s_commands_report_not_running() {
 #[test]
 fn config_test_accepts_good_and_rejects_bad_without_a_trace() {
     let env = Env::new();
-    let good = env.simple_config().replace(
-        "grace = \"5s\"",
-        &format!(
-            "grace = \"5s\"\nerror_log = \"{}\"",
-            env.path("logs/error.log").display()
-        ),
-    );
+    let good = env.simple_config_with(&format!(
+        "error_log = \"{}\"",
+        env.path("logs/error.log").display()
+    ));
     std::fs::create_dir_all(env.path("logs")).unwrap();
     env.write_config(&good);
     let listing = || {
@@ -343,10 +340,7 @@ fn s_reopen_hands_the_new_error_log_to_the_workers_without_a_new_generation() {
     let env = Env::new();
     let log = env.path("logs/error.log");
     std::fs::create_dir_all(env.path("logs")).unwrap();
-    let config = env.simple_config().replace(
-        "grace = \"5s\"",
-        &format!("grace = \"5s\"\nerror_log = \"{}\"", log.display()),
-    );
+    let config = env.simple_config_with(&format!("error_log = \"{}\"", log.display()));
     env.write_config(&config);
     let _server = env.start();
     let workers = env.status().serving_pids();
@@ -384,10 +378,7 @@ fn reload_reopens_the_error_log_after_rotation() {
     let env = Env::new();
     let log = env.path("logs/error.log");
     std::fs::create_dir_all(env.path("logs")).unwrap();
-    let config = env.simple_config().replace(
-        "grace = \"5s\"",
-        &format!("grace = \"5s\"\nerror_log = \"{}\"", log.display()),
-    );
+    let config = env.simple_config_with(&format!("error_log = \"{}\"", log.display()));
     env.write_config(&config);
     let _server = env.start();
     assert!(

@@ -12,7 +12,6 @@
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use baton_shared::config::{Admin, ListenAddr};
 use mio::event::Source;
@@ -103,18 +102,24 @@ pub enum Stream {
     Unix(mio::net::UnixStream),
 }
 
-impl Stream {
+impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
         }
     }
+}
+
+impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
         }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -174,19 +179,7 @@ impl Conn {
     /// there, `Ok(Some(Err(refused)))` for one to refuse, `Ok(None)` if
     /// more is needed, `Err` if the peer left.
     pub fn read_request(&mut self) -> io::Result<Option<Result<Request, Refused>>> {
-        let mut chunk = [0u8; 8192];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            if self.buf.len() > MAX_HEAD + MAX_BODY {
-                break;
-            }
-        }
+        crate::io_util::read_available(&mut self.stream, &mut self.buf, MAX_HEAD + MAX_BODY)?;
         Ok(self.parse())
     }
 
@@ -255,19 +248,7 @@ impl Conn {
         );
         let mut out = head.into_bytes();
         out.extend_from_slice(body);
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let mut at = 0;
-        while at < out.len() && Instant::now() < deadline {
-            match self.stream.write(&out[at..]) {
-                Ok(0) => return,
-                Ok(n) => at += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
+        crate::io_util::write_briefly(&mut self.stream, &out);
     }
 }
 

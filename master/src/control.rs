@@ -14,7 +14,6 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use mio::net::{UnixListener, UnixStream};
 
@@ -71,18 +70,9 @@ impl Conn {
     /// Reads what arrived. `Ok(Some(line))` once a whole line is there,
     /// `Ok(None)` if more is needed, `Err` if the peer left or misbehaved.
     pub fn read_command(&mut self) -> io::Result<Option<String>> {
-        let mut chunk = [0u8; 256];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            if self.buf.len() > MAX_LINE {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
-            }
+        crate::io_util::read_available(&mut self.stream, &mut self.buf, MAX_LINE)?;
+        if self.buf.len() > MAX_LINE {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
         }
         match self.buf.iter().position(|&b| b == b'\n') {
             Some(i) => Ok(Some(
@@ -100,19 +90,7 @@ impl Conn {
         if !msg.ends_with('\n') {
             msg.push('\n');
         }
-        let bytes = msg.as_bytes();
-        let mut at = 0;
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        while at < bytes.len() && std::time::Instant::now() < deadline {
-            match self.stream.write(&bytes[at..]) {
-                Ok(n) => at += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
+        crate::io_util::write_briefly(&mut self.stream, msg.as_bytes());
     }
 }
 

@@ -23,6 +23,7 @@ mod admin;
 mod control;
 mod daemon;
 mod generation;
+mod io_util;
 mod listeners;
 mod logfiles;
 mod notify;

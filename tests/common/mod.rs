@@ -172,6 +172,12 @@ impl Env {
         )
     }
 
+    /// `simple_config` with more top-level settings (TOML lines).
+    pub fn simple_config_with(&self, extra_globals: &str) -> String {
+        self.simple_config()
+            .replacen("\n[[site]]", &format!("{extra_globals}\n\n[[site]]"), 1)
+    }
+
     pub fn write_config(&self, text: &str) -> PathBuf {
         let p = self.config_path();
         std::fs::write(&p, text).expect("write config");
