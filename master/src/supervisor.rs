@@ -616,7 +616,7 @@ impl Master {
         };
         for child in self.children.values_mut() {
             if child.generation == number {
-                let _ = kill(child.pid, Signal::SIGKILL);
+                kill_worker(child.pid);
             }
         }
         let _ = g;
@@ -784,7 +784,7 @@ impl Master {
             }
             Err(e) => {
                 log::error!("worker {pid}: {e}; killing it");
-                let _ = kill(pid, Signal::SIGKILL);
+                kill_worker(pid);
             }
         }
         if eof || failed {
@@ -1015,7 +1015,7 @@ impl Master {
             self.begin_stop(true);
         }
         for child in self.children.values() {
-            let _ = kill(child.pid, Signal::SIGKILL);
+            kill_worker(child.pid);
         }
         if let Lifecycle::Stopping { fast, .. } = self.lifecycle {
             // Reaping follows by SIGCHLD; no further deadline is needed.
@@ -1045,7 +1045,7 @@ impl Master {
         log::error!("{reason}");
         // Nothing may stay listening: wait for the killed workers.
         for child in self.children.values() {
-            let _ = kill(child.pid, Signal::SIGKILL);
+            kill_worker(child.pid);
             let _ = waitpid(child.pid, None);
         }
         self.listeners.close_all();
@@ -1515,7 +1515,7 @@ impl Master {
                 );
             }
             for pid in left {
-                let _ = kill(pid, Signal::SIGKILL);
+                kill_worker(pid);
             }
         }
         for (n, slot) in respawns {
@@ -1549,4 +1549,13 @@ fn send(child: &mut Child, msg: &ToWorker) {
 
 fn child_generation(children: &HashMap<Pid, Child>, pid: Pid) -> u64 {
     children.get(&pid).map(|c| c.generation).unwrap_or(0)
+}
+
+/// SIGKILLs a worker. A failure is logged: it means the worker lives on
+/// (e.g. the service lacks CAP_KILL to signal a worker of another uid).
+fn kill_worker(pid: Pid) {
+    match kill(pid, Signal::SIGKILL) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => log::error!("cannot kill worker {pid}: {e}"),
+    }
 }
