@@ -51,6 +51,10 @@ pub struct Ctx<'a> {
     /// Requests answered by this worker, for `Stats`.
     pub requests: &'a mut u64,
     pub access_log: &'a mut AccessLog,
+    /// The worker's one read buffer (`READ_CHUNK` bytes): reads land here
+    /// and only what arrived is copied to the connection, so no buffer is
+    /// zeroed per read and idle connections hold none.
+    pub scratch: &'a mut [u8],
 }
 
 /// A request being answered, as the access log will record it.
@@ -273,7 +277,7 @@ impl Connection {
         loop {
             match self.phase {
                 Phase::Closed => return Drive::Closed,
-                Phase::Lingering { .. } => return self.linger(&mut budget),
+                Phase::Lingering { .. } => return self.linger(ctx.scratch, &mut budget),
                 Phase::Open => {}
             }
             if budget.exhausted() {
@@ -356,11 +360,10 @@ impl Connection {
     /// Reads what has arrived, up to the buffer limit. `Err` when the
     /// connection is dead.
     fn fill(&mut self, ctx: &mut Ctx, budget: &mut Budget) -> Result<bool, ()> {
-        let mut chunk = [0u8; READ_CHUNK];
         let mut progress = false;
         let limit = self.in_limit(ctx);
         while self.readable && !self.peer_eof && self.inbuf.len() < limit && budget.bytes > 0 {
-            match self.stream.read(&mut chunk) {
+            match self.stream.read(ctx.scratch) {
                 Ok(0) => {
                     self.peer_eof = true;
                     progress = true;
@@ -369,7 +372,7 @@ impl Connection {
                     if self.inbuf.is_empty() && self.body.is_none() {
                         self.head_started = ctx.now;
                     }
-                    self.inbuf.extend_from_slice(&chunk[..n]);
+                    self.inbuf.extend_from_slice(&ctx.scratch[..n]);
                     budget.bytes = budget.bytes.saturating_sub(n);
                     self.last_progress = ctx.now;
                     progress = true;
@@ -593,13 +596,12 @@ impl Connection {
         }
     }
 
-    fn linger(&mut self, budget: &mut Budget) -> Drive {
-        let mut chunk = [0u8; READ_CHUNK];
+    fn linger(&mut self, scratch: &mut [u8], budget: &mut Budget) -> Drive {
         while self.readable {
             if budget.bytes == 0 {
                 return Drive::Again;
             }
-            match self.stream.read(&mut chunk) {
+            match self.stream.read(scratch) {
                 Ok(0) => {
                     self.phase = Phase::Closed;
                     return Drive::Closed;
