@@ -3,6 +3,7 @@
 //! site's `charset` is added to text types, which browsers would otherwise
 //! decode by guesswork.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use baton_shared::config::FileOptions;
@@ -10,9 +11,13 @@ use baton_shared::config::FileOptions;
 /// The Content-Type of the file at `path` (the name asked for, not a
 /// precompressed variant's).
 pub fn content_type(path: &Path, files: &FileOptions) -> String {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let ext = path.extension().map(|e| e.to_string_lossy());
+    // Lowercased only when it has to be (it rarely does): one allocation
+    // fewer per response.
+    let ext = ext.map(|e| match e {
+        Cow::Borrowed(b) if !b.bytes().any(|c| c.is_ascii_uppercase()) => Cow::Borrowed(b),
+        other => Cow::Owned(other.to_ascii_lowercase()),
+    });
     let configured = ext
         .as_deref()
         .and_then(|e| files.types.iter().find(|(x, _)| x == e))
@@ -24,7 +29,13 @@ pub fn content_type(path: &Path, files: &FileOptions) -> String {
         })
         .unwrap_or(files.default_type.as_str());
     match &files.charset {
-        Some(cs) if wants_charset(essence) => format!("{essence}; charset={cs}"),
+        Some(cs) if wants_charset(essence) => {
+            let mut t = String::with_capacity(essence.len() + 10 + cs.len());
+            t.push_str(essence);
+            t.push_str("; charset=");
+            t.push_str(cs);
+            t
+        }
         _ => essence.to_owned(),
     }
 }
