@@ -432,7 +432,8 @@ impl Connection {
         {
             return progress;
         }
-        match request::parse(&self.inbuf, &ctx.config.http) {
+        let logging = ctx.access_log.enabled();
+        match request::parse_head(&self.inbuf, &ctx.config.http, logging) {
             Parsed::Partial => progress,
             Parsed::Reject(status) => {
                 self.inbuf.clear();
@@ -454,7 +455,12 @@ impl Connection {
                     keep_alive: req.keep_alive,
                 };
                 self.log_start = Some(LogStart {
-                    time: SystemTime::now(),
+                    // Only a log line shows it.
+                    time: if logging {
+                        SystemTime::now()
+                    } else {
+                        SystemTime::UNIX_EPOCH
+                    },
                     start: self.head_started,
                     method: req.log.method,
                     target: req.target,
