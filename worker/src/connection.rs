@@ -136,6 +136,9 @@ pub struct Connection {
     writable: bool,
     /// The client has finished sending (read returned 0).
     peer_eof: bool,
+    /// The poll said the client's side is closed (or the socket failed):
+    /// read until EOF, whatever the size of the reads.
+    read_closed: bool,
     /// Received bytes not yet consumed: request heads, pipelined requests.
     inbuf: Vec<u8>,
     /// The response being sent.
@@ -176,6 +179,7 @@ impl Connection {
             readable: false,
             writable: false,
             peer_eof: false,
+            read_closed: false,
             inbuf: Vec::new(),
             out: None,
             close_after: false,
@@ -194,8 +198,9 @@ impl Connection {
     }
 
     /// Records readiness reported by the poll.
-    pub fn on_ready(&mut self, readable: bool, writable: bool) {
+    pub fn on_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
         self.readable |= readable;
+        self.read_closed |= read_closed;
         self.writable |= writable;
     }
 
@@ -376,6 +381,15 @@ impl Connection {
                     budget.bytes = budget.bytes.saturating_sub(n);
                     self.last_progress = ctx.now;
                     progress = true;
+                    // A short read emptied the socket's receive queue, so
+                    // whatever arrives next raises a new edge: the read
+                    // that would only say WouldBlock is skipped (nginx does
+                    // the same), one syscall fewer per request. Not once
+                    // the client's FIN is known to be queued: its edge may
+                    // have come with these bytes, and the EOF must be read.
+                    if n < ctx.scratch.len() && !self.read_closed {
+                        self.readable = false;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

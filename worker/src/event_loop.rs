@@ -219,6 +219,7 @@ impl Worker {
                     conn.on_ready(
                         event.is_readable() || event.is_read_closed() || event.is_error(),
                         event.is_writable() || event.is_write_closed() || event.is_error(),
+                        event.is_read_closed() || event.is_error(),
                     );
                     self.drive(key);
                 }
