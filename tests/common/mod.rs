@@ -263,6 +263,7 @@ impl Env {
         let child = command.spawn().expect("spawn baton");
         Server {
             child,
+            reaped: false,
             notify,
             log,
             port: self.port,
@@ -337,6 +338,11 @@ impl Status {
 /// A running server (its process group is killed on drop).
 pub struct Server {
     pub child: Child,
+    /// Set once `wait_exit` has reaped the master: from then on its pid,
+    /// and so its process group id, may belong to anyone (pid_max can be as
+    /// low as 32768 and the suite starts thousands of processes), so it is
+    /// never signalled again.
+    reaped: bool,
     notify: UnixDatagram,
     pub log: PathBuf,
     pub port: u16,
@@ -415,7 +421,9 @@ impl Server {
     }
 
     pub fn signal(&self, sig: i32) {
-        // SAFETY: kill on the pid of our own child.
+        assert!(!self.reaped, "signal to a master already reaped");
+        // SAFETY: kill on the pid of our own child, not yet reaped (so the
+        // pid is still ours).
         unsafe { libc::kill(self.pid(), sig) };
     }
 
@@ -425,6 +433,7 @@ impl Server {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.reaped = true;
                 return status.code();
             }
             if Instant::now() >= deadline {
@@ -441,8 +450,14 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.reaped {
+            // Its workers end by themselves (parent-death signal, channel
+            // EOF); its pid may already be another test's server.
+            return;
+        }
         let pgid = self.pid();
-        // SAFETY: kill on the process group our own child leads.
+        // SAFETY: kill on the process group our own child leads; the child
+        // is not reaped, so its pid (the group id) cannot have been reused.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = self.child.wait();
     }

@@ -82,6 +82,12 @@ impl AccessLog {
         }
     }
 
+    /// Whether any line is ever written (any site has a log): if not, the
+    /// request headers only a line shows need not be kept.
+    pub fn enabled(&self) -> bool {
+        !self.files.is_empty()
+    }
+
     /// Records a request answered for site number `site`.
     pub fn record(&mut self, site: Option<usize>, e: &Entry<'_>) {
         let class = usize::from(e.status / 100).clamp(1, 5) - 1;

@@ -25,7 +25,7 @@ use crate::access_log::AccessLog;
 use crate::connection::{Connection, Ctx, Drive};
 use crate::drain::{Cause, Drain};
 use crate::http::response::DateCache;
-use crate::limits::{ACCEPT_BUDGET, STATS_EVERY, TICK};
+use crate::limits::{ACCEPT_BUDGET, READ_CHUNK, STATS_EVERY, TICK};
 use crate::routing::Routes;
 use crate::signals::{Order, Signals};
 use crate::stream::Stream;
@@ -93,6 +93,8 @@ pub struct Worker {
     requests: u64,
     pub(crate) access_log: AccessLog,
     date: DateCache,
+    /// See `Ctx::scratch`.
+    scratch: Box<[u8]>,
     pub(crate) now: Instant,
     next_tick: Instant,
     next_stats: Instant,
@@ -151,6 +153,7 @@ impl Worker {
             requests: 0,
             access_log,
             date,
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             now,
             next_tick: now + TICK,
             next_stats: now + STATS_EVERY,
@@ -216,6 +219,7 @@ impl Worker {
                     conn.on_ready(
                         event.is_readable() || event.is_read_closed() || event.is_error(),
                         event.is_writable() || event.is_write_closed() || event.is_error(),
+                        event.is_read_closed() || event.is_error(),
                     );
                     self.drive(key);
                 }
@@ -317,6 +321,7 @@ impl Worker {
                 drain_started: self.drain.as_ref().map(|d| d.started),
                 requests: &mut self.requests,
                 access_log: &mut self.access_log,
+                scratch: &mut self.scratch,
             },
             &mut self.conns,
         )

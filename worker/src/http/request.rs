@@ -90,8 +90,16 @@ pub enum Parsed {
     Reject(Status),
 }
 
-/// Parses the request head at the start of `buf`, within `limits`.
+/// Parses the request head at the start of `buf`, within `limits`, with
+/// the headers the access log records.
 pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
+    parse_head(buf, limits, true)
+}
+
+/// `parse`, with `capture` false when no access log is written: the method,
+/// Referer and User-Agent are then not copied (`LogHeaders` stays empty),
+/// which saves allocations on every request.
+pub fn parse_head(buf: &[u8], limits: &HttpLimits, capture: bool) -> Parsed {
     // Uninitialised slots: filling 100 headers' worth of memory for every
     // request would cost more than parsing most of them.
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_LIMIT];
@@ -147,10 +155,10 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
     let mut transfer_encoding: Option<Vec<u8>> = None;
     let mut expects_continue = false;
     let mut conditions = Conditions::default();
-    let mut log = LogHeaders {
-        method: req.method.unwrap_or("").to_string(),
-        ..LogHeaders::default()
-    };
+    let mut log = LogHeaders::default();
+    if capture {
+        log.method = req.method.unwrap_or("").to_owned();
+    }
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
@@ -186,8 +194,14 @@ pub fn parse(buf: &[u8], limits: &HttpLimits) -> Parsed {
             }
             te.extend_from_slice(h.value);
         } else if name.eq_ignore_ascii_case("referer") {
+            if !capture {
+                continue;
+            }
             log.referer = Some(String::from_utf8_lossy(h.value.trim_ascii()).into_owned());
         } else if name.eq_ignore_ascii_case("user-agent") {
+            if !capture {
+                continue;
+            }
             log.user_agent = Some(String::from_utf8_lossy(h.value.trim_ascii()).into_owned());
         } else if name.eq_ignore_ascii_case("expect") {
             expects_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");

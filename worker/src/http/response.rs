@@ -1,7 +1,6 @@
 //! Responses: status, headers, and the head's bytes.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::outgoing::Body;
@@ -126,6 +125,9 @@ pub enum Persistence {
 
 /// Appends the status line and headers (and the blank line) to `out`.
 /// `server` is the Server header's value, if one is sent.
+///
+/// Written byte by byte rather than with `write!`: the formatting machinery
+/// was a tenth of a keep-alive request's instructions.
 pub fn write_head(
     out: &mut Vec<u8>,
     response: &Response,
@@ -133,29 +135,118 @@ pub fn write_head(
     server: Option<&str>,
     persistence: Persistence,
 ) {
-    let mut head = String::with_capacity(256);
     let status = response.status;
-    // Writing to a String cannot fail.
-    let _ = write!(head, "HTTP/1.1 {} {}\r\n", status.code(), status.reason());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status.code()));
+    out.push(b' ');
+    out.extend_from_slice(status.reason().as_bytes());
+    out.extend_from_slice(b"\r\n");
     if let Some(server) = server {
-        let _ = write!(head, "Server: {server}\r\n");
+        push_header(out, "Server", server);
     }
-    let _ = write!(head, "Date: {date}\r\n");
+    push_header(out, "Date", date);
     // A 304 describes the representation the client already has: a length
     // here would claim a body of that size (RFC 9110 8.6).
     if status != Status::NotModified {
-        let _ = write!(head, "Content-Length: {}\r\n", response.body.len());
+        out.extend_from_slice(b"Content-Length: ");
+        push_decimal(out, response.body.len());
+        out.extend_from_slice(b"\r\n");
     }
     for (name, value) in &response.headers {
-        let _ = write!(head, "{name}: {value}\r\n");
+        push_header(out, name, value);
     }
     match persistence {
         Persistence::Default => {}
-        Persistence::KeepAlive => head.push_str("Connection: keep-alive\r\n"),
-        Persistence::Close => head.push_str("Connection: close\r\n"),
+        Persistence::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        Persistence::Close => out.extend_from_slice(b"Connection: close\r\n"),
     }
-    head.push_str("\r\n");
-    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// `n` in lowercase hexadecimal.
+pub(crate) fn push_hex(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(n & 15) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    // Hex digits are ASCII.
+    out.extend(digits[i..].iter().map(|&b| char::from(b)));
+}
+
+/// An HTTP date (IMF-fixdate, RFC 9110 5.6.7) for `secs` since the epoch:
+/// `Sun, 06 Nov 1994 08:49:37 GMT`. The same text as
+/// `httpdate::fmt_http_date` without its formatting machinery: it is
+/// written for every file response (Last-Modified).
+pub fn http_date(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let mut out = Vec::with_capacity(29);
+    out.extend_from_slice(DAYS[(days % 7) as usize].as_bytes());
+    out.extend_from_slice(b", ");
+    push_two(&mut out, day);
+    out.push(b' ');
+    out.extend_from_slice(MONTHS[(month - 1) as usize].as_bytes());
+    out.push(b' ');
+    // Four digits, as httpdate writes them (it refuses years past 9999).
+    for d in [1000, 100, 10, 1] {
+        out.push(b'0' + (year / d % 10) as u8);
+    }
+    out.push(b' ');
+    push_two(&mut out, rem / 3600);
+    out.push(b':');
+    push_two(&mut out, rem / 60 % 60);
+    out.push(b':');
+    push_two(&mut out, rem % 60);
+    out.extend_from_slice(b" GMT");
+    // Only ASCII was written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn push_two(out: &mut Vec<u8>, n: u64) {
+    out.push(b'0' + (n / 10 % 10) as u8);
+    out.push(b'0' + (n % 10) as u8);
 }
 
 /// The Date header's value, formatted once per second.
@@ -170,7 +261,7 @@ impl DateCache {
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if secs != self.secs || self.text.is_empty() {
             self.secs = secs;
-            self.text = httpdate::fmt_http_date(now);
+            self.text = http_date(secs);
         }
     }
 
@@ -202,6 +293,35 @@ mod tests {
              Connection: close\r\n\r\n"
         );
         assert_eq!(r.body.len(), "405 Method Not Allowed\n".len() as u64);
+    }
+
+    #[test]
+    fn http_date_is_httpdates() {
+        let mut secs = 0u64;
+        // Every day from 1970 to past 2100 at a varying time of day, and
+        // the edges of leap years and centuries among them.
+        while secs < 4_200_000_000 {
+            let t = UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            assert_eq!(http_date(secs), httpdate::fmt_http_date(t), "{secs}");
+            secs += 86_400 + 3_607;
+        }
+        for secs in [951_782_400, 951_868_799, 4_107_542_400, 253_402_300_799] {
+            let t = UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            assert_eq!(http_date(secs), httpdate::fmt_http_date(t), "{secs}");
+        }
+    }
+
+    #[test]
+    fn numbers() {
+        let mut v = Vec::new();
+        for n in [0, 7, 10, 1024, u64::MAX] {
+            v.clear();
+            push_decimal(&mut v, n);
+            assert_eq!(v, n.to_string().as_bytes());
+            let mut h = String::new();
+            push_hex(&mut h, n);
+            assert_eq!(h, format!("{n:x}"));
+        }
     }
 
     #[test]

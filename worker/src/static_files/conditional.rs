@@ -18,7 +18,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::http::request::Conditions;
-use crate::http::response::Status;
+use crate::http::response::{Status, push_hex};
 
 /// A file's validators.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +33,14 @@ impl Validators {
         let secs = modified
             .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
+        let mut etag = String::with_capacity(24);
+        etag.push('"');
+        push_hex(&mut etag, secs);
+        etag.push('-');
+        push_hex(&mut etag, len);
+        etag.push('"');
         Validators {
-            etag: format!("\"{secs:x}-{len:x}\""),
+            etag,
             modified: modified.map(|_| UNIX_EPOCH + Duration::from_secs(secs)),
         }
     }

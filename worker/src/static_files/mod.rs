@@ -33,14 +33,17 @@ mod path;
 mod precompressed;
 mod range;
 
+use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
 
 use baton_shared::config::Site;
 
 use crate::http::request::Request;
-use crate::http::response::{Response, Status};
+use crate::http::response::{Response, Status, http_date};
 use crate::outgoing::{Body, FileBody};
 use conditional::Validators;
 use open::{open_under, open_url};
@@ -51,16 +54,21 @@ use range::Ranged;
 struct Found {
     file: File,
     meta: Metadata,
-    /// Its path, for its type (an index file's own name, not the URL's).
-    path: PathBuf,
-    /// Its segments under the root (for precompressed variants).
+    /// Its segments under the root: its type comes from the last (an index
+    /// file's own name, not the URL's), and precompressed variants are
+    /// found beside it.
     segments: Vec<Vec<u8>>,
 }
 
-#[expect(
-    clippy::large_enum_variant,
-    reason = "built once per request and consumed at once"
-)]
+impl Found {
+    /// The name its Content-Type is chosen by.
+    fn type_name<'a>(&'a self, root: &'a Path) -> &'a Path {
+        self.segments
+            .last()
+            .map_or(root, |s| Path::new(OsStr::from_bytes(s)))
+    }
+}
+
 enum Outcome {
     File(Found),
     Listing(String),
@@ -117,7 +125,6 @@ fn resolve(site: &Site, path: &str, query: &str) -> Outcome {
         return Outcome::File(Found {
             file,
             meta,
-            path: url.under(&site.root),
             segments: url.segments,
         });
     }
@@ -134,7 +141,6 @@ fn resolve(site: &Site, path: &str, query: &str) -> Outcome {
                 return Outcome::File(Found {
                     file,
                     meta,
-                    path: candidate.under(&site.root),
                     segments: candidate.segments,
                 });
             }
@@ -160,7 +166,7 @@ fn file_response(req: &Request, site: &Site, found: Found) -> Response {
     let mut headers: Vec<(std::borrow::Cow<'static, str>, String)> = Vec::with_capacity(8);
     headers.push((
         "Content-Type".into(),
-        mime::content_type(&found.path, files),
+        mime::content_type(found.type_name(&site.root), files),
     ));
     let (mut file, mut meta) = (found.file, found.meta);
     if files.precompressed {
@@ -175,7 +181,8 @@ fn file_response(req: &Request, site: &Site, found: Found) -> Response {
     let v = Validators::new(len, meta.modified().ok());
     headers.push(("ETag".into(), v.etag.clone()));
     if let Some(m) = v.modified {
-        headers.push(("Last-Modified".into(), httpdate::fmt_http_date(m)));
+        let secs = m.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        headers.push(("Last-Modified".into(), http_date(secs)));
     }
     match conditional::evaluate(c, &v) {
         Some(Status::NotModified) => {
@@ -251,7 +258,7 @@ fn error_response(site: &Site, status: Status) -> Response {
             status,
             headers: vec![(
                 "Content-Type".into(),
-                mime::content_type(&found.path, &site.files),
+                mime::content_type(found.type_name(&site.root), &site.files),
             )],
             body: Body::File(FileBody {
                 remaining: found.meta.len(),

@@ -20,7 +20,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use baton_shared::config::Symlinks;
 use log::debug;
@@ -39,7 +39,9 @@ pub fn open_under(
 ) -> Result<(File, Metadata), Status> {
     match policy {
         Symlinks::Follow => {
-            let mut p = root.to_path_buf();
+            let len = segments.iter().map(|s| s.len() + 1).sum::<usize>();
+            let mut p = PathBuf::with_capacity(root.as_os_str().len() + len);
+            p.push(root);
             for s in segments {
                 p.push(OsStr::from_bytes(s));
             }

@@ -16,10 +16,6 @@
 //! What is left can only name something under the root, except through a
 //! symlink, which `open` deals with per the site's policy.
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-
 use crate::http::response::Status;
 
 /// A request path after decoding and dot-segment removal.
@@ -81,10 +77,12 @@ impl UrlPath {
     }
 
     /// Where it is under `root`.
-    pub fn under(&self, root: &Path) -> PathBuf {
+    #[cfg(test)]
+    pub fn under(&self, root: &std::path::Path) -> std::path::PathBuf {
+        use std::os::unix::ffi::OsStrExt;
         let mut p = root.to_path_buf();
         for s in &self.segments {
-            p.push(OsStr::from_bytes(s));
+            p.push(std::ffi::OsStr::from_bytes(s));
         }
         p
     }
@@ -169,6 +167,7 @@ pub fn percent_encode(seg: &[u8], out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn parse(p: &str) -> Result<(Vec<String>, bool), Status> {
         UrlPath::parse(p).map(|u| {

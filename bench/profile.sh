@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# bench/profile.sh: instructions per request in the worker, with callgrind.
+#
+# Wall-clock numbers on a shared machine are noise; instruction counts are
+# not. This runs Baton (workers = 1, access log off, as bench/static.sh
+# configures it) under `valgrind --tool=callgrind`, which follows the forked
+# worker and writes one file per pid, and drives it with a bounded python3
+# client. Each load runs twice, with N and 2N requests, and the worker's
+# instructions per request are (I(2N) - I(N)) / N: start-up, the idle ticks
+# and the exit cancel out.
+#
+#   ka     N keep-alive GETs of a 1 KiB file on one connection (wrk's request)
+#   close  N GETs of the 1 KiB file, a new connection each, Connection: close
+#   10m    N keep-alive GETs of a 10 MiB file
+#
+# Knobs: BATON_BIN (default $CARGO_TARGET_DIR/release/baton), LOADS="ka close 10m",
+#        N_KA=2000 N_CLOSE=1000 N_10M=10, KEEP_TMP=1 (keeps the callgrind
+#        files for callgrind_annotate: the worker's is the largest
+#        callgrind.out.<pid> of each run directory).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BATON_BIN=${BATON_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/baton}
+LOADS=${LOADS:-ka close 10m}
+KEEP_TMP=${KEEP_TMP:-0}
+declare -A N=([ka]=${N_KA:-2000} [close]=${N_CLOSE:-1000} [10m]=${N_10M:-10})
+
+TMP=$(mktemp -d -t baton-profile.XXXXXX)
+chmod 755 "$TMP"
+cleanup() { [[ $KEEP_TMP == 1 ]] && echo "kept $TMP" >&2 || rm -rf -- "$TMP"; }
+trap cleanup EXIT
+
+mkdir -p "$TMP/www"
+head -c 1024 /dev/zero | tr '\0' a >"$TMP/www/1k.html"
+head -c $((10 << 20)) /dev/zero >"$TMP/www/10m.bin"
+chmod -R a+rX "$TMP"
+
+# One run: start baton under callgrind, wait for it, drive COUNT requests,
+# stop it gracefully, print the worker's total instructions.
+run() {
+	local load=$1 count=$2 dir=$TMP/$1-$2 port
+	mkdir -p "$dir"
+	# Workers run as nobody when started as root: callgrind writes their file.
+	chmod 777 "$dir"
+	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+	cat >"$dir/conf.toml" <<-EOF
+		workers = 1
+		pid_file = "$dir/pid"
+		error_log = "$dir/error.log"
+		keepalive_requests = 1000000
+		[[site]]
+		listen = ["127.0.0.1:$port"]
+		root = "$TMP/www"
+	EOF
+	valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p" \
+		"$BATON_BIN" -c "$dir/conf.toml" >"$dir/valgrind.log" 2>&1 &
+	local vg=$!
+	python3 - "$port" "$load" "$count" <<-'PY'
+		import socket, sys, time
+		port, load, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+		path = "/10m.bin" if load == "10m" else "/1k.html"
+		req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode()
+		if load == "close":
+		    req += b"Connection: close\r\n"
+		req += b"\r\n"
+		def connect():
+		    for _ in range(600):
+		        try:
+		            return socket.create_connection(("127.0.0.1", port))
+		        except OSError:
+		            time.sleep(0.1)
+		    sys.exit("baton did not start")
+		def one(s, buf):
+		    s.sendall(req)
+		    while b"\r\n\r\n" not in buf:
+		        d = s.recv(65536)
+		        if not d: sys.exit("eof in head")
+		        buf += d
+		    head, _, rest = buf.partition(b"\r\n\r\n")
+		    assert head.startswith(b"HTTP/1.1 200"), head
+		    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+		    while len(rest) < length:
+		        d = s.recv(1 << 20)
+		        if not d: sys.exit("eof in body")
+		        rest += d
+		    return rest[length:]
+		# Wait until the worker answers (it starts slowly under valgrind).
+		s = connect()
+		s.close()
+		if load == "close":
+		    for _ in range(count):
+		        s = socket.create_connection(("127.0.0.1", port))
+		        one(s, b"")
+		        s.close()
+		else:
+		    s = socket.create_connection(("127.0.0.1", port))
+		    buf = b""
+		    for _ in range(count):
+		        buf = one(s, buf)
+		    s.close()
+	PY
+	kill -QUIT "$(cat "$dir/pid")"
+	wait "$vg"
+	# The worker is the file with the most instructions.
+	local f best=0
+	for f in "$dir"/callgrind.out.*; do
+		local ir
+		ir=$(awk '/^summary:/ { print $2 }' "$f")
+		((ir > best)) && best=$ir
+	done
+	echo "$best"
+}
+
+printf '| load | requests | worker instructions | instructions per request |\n'
+printf '| --- | ---: | ---: | ---: |\n'
+for load in $LOADS; do
+	n=${N[$load]}
+	a=$(run "$load" "$n")
+	b=$(run "$load" $((2 * n)))
+	printf '| %s | %s / %s | %s / %s | %s |\n' "$load" "$n" $((2 * n)) "$a" "$b" $(((b - a) / n))
+done
