@@ -3,9 +3,10 @@
 //! The head and any small body share one buffer, so most responses leave in
 //! a single `send`. A file body goes with sendfile(2) from the file's fd,
 //! resumed where it stopped on the next writable event; a file is never
-//! read into memory. When TLS comes, its stream cannot sendfile: the file
-//! will be read in chunks into `buf` instead, which is why the state is kept
-//! as "buffer, then file" rather than as one syscall.
+//! read into memory. A TLS stream cannot sendfile: `Stream::sendfile` reads
+//! the file in chunks into rustls instead, whose buffer limit is the
+//! back-pressure; the response counts as sent only once rustls has handed
+//! everything to the socket.
 
 use std::fs::File;
 use std::io;
@@ -128,6 +129,12 @@ impl Outgoing {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Sent::All)
+        // Under TLS the last bytes may still sit in rustls: the response is
+        // only out once the socket has taken them.
+        match stream.flush_pending() {
+            Ok(()) => Ok(Sent::All),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Sent::Blocked),
+            Err(e) => Err(e),
+        }
     }
 }
