@@ -658,3 +658,137 @@ fn openssl_s_client_sees_the_chosen_certificate() {
         );
     }
 }
+
+#[test]
+fn plain_http_site_redirects_to_https() {
+    let env = Env::new();
+    let https_port = free_port();
+    let a = ecdsa_cert(&["a.test"]);
+    write_pair(&env, "a", &a);
+    let config = format!(
+        "{}{}\n[[site]]\nlisten = [\"127.0.0.1:{https_port}\"]\nnames = [\"a.test\"]\nroot = \"{}\"\n{}\n",
+        env.globals(),
+        site(
+            &env,
+            "\"a.test\"",
+            &format!(
+                "redirect_https = {https_port}\nheaders = {{ Strict-Transport-Security = \"max-age=63072000\" }}"
+            )
+        ),
+        env.path("www").display(),
+        tls_kv(&env, "a"),
+    );
+    env.write_config(&config);
+    let _server = env.start();
+    let r = request(
+        env.port,
+        "GET /x/y?z=1 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://a.test:{https_port}/x/y?z=1").as_str())
+    );
+    assert_eq!(
+        r.header("strict-transport-security"),
+        Some("max-age=63072000")
+    );
+    let seen = https_get(&client(ANY), https_port, Some("a.test"), "/").unwrap();
+    assert_eq!(status_of(&seen.response), Some(200));
+}
+
+/// Runs a bash script in `dir`; panics with its output if it fails.
+fn sh(dir: &std::path::Path, script: &str) {
+    let out = Command::new("bash")
+        .args(["-euc", script])
+        .current_dir(dir)
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "script failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn s_client_status(port: u16) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "o.test", "-status"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn ocsp_staple_served_refused_when_wrong_and_swapped() {
+    if !have("openssl") {
+        eprintln!("openssl missing: skipped");
+        return;
+    }
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("ocsp")).unwrap();
+    // A CA, two leaves it signed, and an OCSP response ("good") for each,
+    // made the way docs/tls.md describes with `openssl ocsp`.
+    sh(
+        &env.path("ocsp"),
+        r#"
+        ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+        openssl req -x509 $ec -keyout ca.key -out ca.pem -days 2 -subj /CN=TestCA \
+            -addext basicConstraints=critical,CA:TRUE 2>/dev/null
+        : > index.txt
+        echo 'unique_subject = no' > index.txt.attr
+        for n in leaf other; do
+            openssl req $ec -keyout $n.key -out $n.csr -subj /CN=o.test 2>/dev/null
+            printf 'subjectAltName=DNS:o.test\n' > ext
+            openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -out $n.crt -days 2 -extfile ext 2>/dev/null
+            cat $n.crt ca.pem > $n.pem
+            serial=$(openssl x509 -in $n.crt -noout -serial | cut -d= -f2)
+            printf 'V\t%s\t\t%s\tunknown\t/CN=o.test\n' "$(date -u -d +2days +%y%m%d%H%M%SZ)" "$serial" >> index.txt
+        done
+        for n in leaf other; do
+            openssl ocsp -issuer ca.pem -cert $n.crt -no_nonce -reqout $n.req
+            openssl ocsp -index index.txt -rsigner ca.pem -rkey ca.key -CA ca.pem \
+                -reqin $n.req -respout $n.ocsp -ndays 1 2>/dev/null
+        done
+        cp leaf.ocsp staple.der
+        "#,
+    );
+    let dir = env.path("ocsp");
+    let tls = format!(
+        "tls = {{ cert = \"{0}/leaf.pem\", key = \"{0}/leaf.key\", ocsp = \"{0}/staple.der\" }}",
+        dir.display()
+    );
+    env.write_config(&format!(
+        "{}tls_watch_interval = \"200ms\"\n{}",
+        env.globals(),
+        site(&env, "\"o.test\"", &tls)
+    ));
+    let server = env.start();
+    let text = s_client_status(env.port);
+    assert!(text.contains("OCSP Response Status: successful"), "{text}");
+    assert!(text.contains("Cert Status: good"), "{text}");
+
+    // A staple for another certificate: not served.
+    let other = std::fs::read(dir.join("other.ocsp")).unwrap();
+    replace_file(&env, "ocsp/staple.der", &other);
+    assert!(
+        wait_until(Duration::from_secs(5), || s_client_status(env.port)
+            .contains("OCSP response: no response sent")),
+        "a staple for another certificate was served: {}",
+        server.log_text()
+    );
+    // The right one again: served again, no new generation.
+    let good = std::fs::read(dir.join("leaf.ocsp")).unwrap();
+    replace_file(&env, "ocsp/staple.der", &good);
+    assert!(
+        wait_until(Duration::from_secs(5), || s_client_status(env.port)
+            .contains("Cert Status: good")),
+        "the staple was not refreshed"
+    );
+    assert_eq!(env.status().generation, 1);
+}
