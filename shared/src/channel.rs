@@ -535,6 +535,48 @@ mod tests {
     }
 
     #[test]
+    fn certificates_and_ticket_keys_round_trip_and_bad_bodies_fail() {
+        let (mut m, mut w) = pair();
+        let bundles = vec![
+            CertBundle {
+                site: 3,
+                cert_pem: vec![b'c'; 100_000],
+                key_pem: b"key".to_vec(),
+                ocsp: Vec::new(),
+            },
+            CertBundle {
+                site: 0,
+                cert_pem: b"x".to_vec(),
+                key_pem: Vec::new(),
+                ocsp: vec![1, 2, 3],
+            },
+        ];
+        let certs = ToWorker::Certificates(bundles);
+        let keys = ToWorker::TicketKeys(vec![[7; 32], [9; 32]]);
+        m.send(&certs).unwrap();
+        m.send(&keys).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            m.flush().unwrap();
+            got.extend(w.receive::<ToWorker>().unwrap());
+        }
+        assert_eq!(got, vec![certs, keys]);
+        // Lengths that run past the body are refused, not trusted.
+        let mut frame = vec![TAG_CERTIFICATES];
+        frame.extend_from_slice(&1u32.to_le_bytes());
+        frame.extend_from_slice(&0u32.to_le_bytes());
+        frame.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            ToWorker::decode(&frame),
+            Err(ChannelError::BadBody { .. })
+        ));
+        assert!(ToWorker::decode(&[TAG_TICKET_KEYS, 1, 2]).is_err());
+        // A worker still refuses frames to the master above 64 KiB.
+        assert!(ToWorker::MAX_LEN > MAX_FRAME);
+        assert_eq!(ToMaster::MAX_LEN, MAX_FRAME);
+    }
+
+    #[test]
     fn partial_frames_wait_for_the_rest() {
         let (a, b) = UnixStream::pair().unwrap();
         let mut r = Channel::new(b).unwrap();

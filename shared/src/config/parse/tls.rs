@@ -55,8 +55,17 @@ impl Reader<'_, '_, '_> {
                         ciphers.push(upper);
                         continue;
                     }
-                    let message = match suggest::closest(&upper, CIPHER_SUITES) {
-                        Some(k) => format!("unknown cipher suite {name:?}, did you mean {k:?}?"),
+                    // `closest` compares in lowercase.
+                    let lower: Vec<String> = CIPHER_SUITES
+                        .iter()
+                        .map(|c| c.to_ascii_lowercase())
+                        .collect();
+                    let known: Vec<&str> = lower.iter().map(String::as_str).collect();
+                    let message = match suggest::closest(name, &known) {
+                        Some(k) => format!(
+                            "unknown cipher suite {name:?}, did you mean {:?}?",
+                            k.to_ascii_uppercase()
+                        ),
                         None => format!(
                             "unknown cipher suite {name:?} (known: {})",
                             CIPHER_SUITES.join(", ")
