@@ -792,3 +792,34 @@ fn ocsp_staple_served_refused_when_wrong_and_swapped() {
     );
     assert_eq!(env.status().generation, 1);
 }
+
+#[test]
+fn a_tls_dir_pairs_keys_and_certificates_by_public_key_not_by_name() {
+    let env = Env::new();
+    let a = ecdsa_cert(&["a.test"]);
+    let b = ecdsa_cert(&["b.test"]);
+    // Misleading names: each pair is found by its public key.
+    env.write_file("certs/one.key", a.0.as_bytes());
+    env.write_file("certs/one.pem", b.1.as_bytes());
+    env.write_file("certs/two.key", b.0.as_bytes());
+    env.write_file("certs/two.pem", a.1.as_bytes());
+    env.write_file("certs/README", b"not a certificate");
+    let tls = format!("tls = {{ dir = \"{}\" }}", env.path("certs").display());
+    env.write_config(&format!(
+        "{}{}",
+        env.globals(),
+        site(&env, "\"a.test\", \"b.test\"", &tls)
+    ));
+    let _server = env.start();
+    let seen = https_get(&client(ANY), env.port, Some("a.test"), "/").unwrap();
+    assert!(seen.cert == der(&a.0) || seen.cert == der(&b.0));
+    assert_eq!(status_of(&seen.response), Some(200));
+
+    // A key with no certificate for it: refused, located.
+    let c = ecdsa_cert(&["c.test"]);
+    env.write_file("certs/three.key", c.1.as_bytes());
+    let out = env.baton(&["-t"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no valid certificate"), "{err}");
+}
