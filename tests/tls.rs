@@ -823,3 +823,87 @@ fn a_tls_dir_pairs_keys_and_certificates_by_public_key_not_by_name() {
     assert!(!out.status.success());
     assert!(err.contains("no valid certificate"), "{err}");
 }
+
+#[test]
+fn reloads_under_tls_load_fail_nothing_and_drain_closes_keep_alive_cleanly() {
+    use std::io::BufReader;
+    let env = Env::new();
+    let a = ecdsa_cert(&["a.test"]);
+    write_pair(&env, "a", &a);
+    env.write_config(&format!(
+        "{}{}",
+        env.globals(),
+        site(&env, "\"a.test\"", &tls_kv(&env, "a"))
+    ));
+    let _server = env.start();
+    let port = env.port;
+
+    // A kept-alive TLS connection across a reload: its next request is
+    // answered with Connection: close, then a clean end (close_notify).
+    let conn = ClientConnection::new(client(ANY), ServerName::try_from("a.test").unwrap()).unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = BufReader::new(rustls::StreamOwned::new(conn, sock));
+    let req = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    tls.get_mut().write_all(req).unwrap();
+    let r = read_response(&mut tls, false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!r.closes());
+
+    // TLS clients, a new connection per request, while reloads run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut threads = Vec::new();
+    for _ in 0..3 {
+        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+        threads.push(std::thread::spawn(move || {
+            let c = client(ANY);
+            while !stop.load(Ordering::Relaxed) {
+                match https_get(&c, port, Some("a.test"), "/") {
+                    Ok(s) if status_of(&s.response) == Some(200) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(s) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("status {:?}", status_of(&s.response))),
+                    Err(e) => failures.lock().unwrap().push(e),
+                }
+            }
+        }));
+    }
+    for _ in 0..10 {
+        let out = env.reload();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    tls.get_mut().write_all(req).unwrap();
+    let r = read_response(&mut tls, false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.closes(),
+        "a draining worker answers with Connection: close"
+    );
+    let mut rest = Vec::new();
+    let end = tls.read_to_end(&mut rest);
+    assert!(end.is_ok(), "clean TLS close expected: {end:?}");
+    assert!(rest.is_empty());
+
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "failed: {:?}",
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok.load(Ordering::Relaxed) > 10);
+}
