@@ -96,6 +96,16 @@ pub fn load(config: &Config) -> Result<Material, ConfigErrors> {
     let mut certs = Vec::new();
     let mut errors = Vec::new();
     let now = unix_now();
+    let tls13_only = config.tls.min_version == crate::config::TlsVersion::V13;
+    if tls13_only
+        && !config.tls.ciphers.is_empty()
+        && !config.tls.ciphers.iter().any(|c| c.starts_with("TLS13_"))
+    {
+        errors.push(config.error_at(
+            Pos::default(),
+            "tls_ciphers names no TLS 1.3 suite, but tls_min_version = \"1.3\" allows only TLS 1.3",
+        ));
+    }
     for (i, site) in config.sites.iter().enumerate() {
         let Some(tls) = &site.tls else { continue };
         for files in &tls.certs {
@@ -137,6 +147,15 @@ pub fn load_files(
 ) -> Result<(Vec<u8>, Vec<u8>, Option<Vec<u8>>, Arc<CertifiedKey>), String> {
     let cert_pem = read(&files.cert, "certificate")?;
     let key_pem = read(&files.key, "key")?;
+    if let Ok(meta) = std::fs::metadata(&files.key) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o004 != 0 {
+            log::warn!(
+                "key {} is readable by every user: chmod 600 it (only the master needs it)",
+                files.key.display()
+            );
+        }
+    }
     let ocsp = match &files.ocsp {
         Some(p) => Some(read(p, "OCSP staple")?),
         None => None,

@@ -80,7 +80,8 @@ impl Stream {
     /// without the flag. Only on TCP: a unix socket has no segments to fill.
     pub fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
         if let Stream::Tls(t) = self {
-            return t.write(buf);
+            // A body follows at once: let it share the socket write.
+            return t.write(buf, !more);
         }
         let cork = more && matches!(self, Stream::Tcp(_));
         let flags = libc::MSG_NOSIGNAL | if cork { libc::MSG_MORE } else { 0 };
@@ -190,13 +191,17 @@ impl TlsStream {
     }
 
     /// Takes what plaintext rustls's buffer has room for; `WouldBlock` if
-    /// none (the socket is not taking what is already there).
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+    /// none (the socket is not taking what is already there). With
+    /// `flush_now` false the records wait in rustls for the next write
+    /// (head and body in one syscall), unless nothing more fits.
+    fn write(&mut self, buf: &[u8], flush_now: bool) -> io::Result<usize> {
         let n = self.conn.writer().write(buf)?;
-        match self.flush() {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+        if flush_now || n < buf.len() {
+            match self.flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
         }
         if n == 0 && !buf.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
@@ -227,7 +232,7 @@ impl TlsStream {
         if n == 0 {
             return Ok(0);
         }
-        self.write(&chunk[..n])
+        self.write(&chunk[..n], true)
     }
 }
 
