@@ -175,6 +175,19 @@ fn https_get(
     sni: Option<&str>,
     path: &str,
 ) -> Result<Seen, String> {
+    let host = sni.unwrap_or("127.0.0.1");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    https_request(config, port, sni, &req)
+}
+
+/// Sends `req` (which should ask for Connection: close) over a new TLS
+/// connection and reads everything back.
+fn https_request(
+    config: &Arc<ClientConfig>,
+    port: u16,
+    sni: Option<&str>,
+    req: &str,
+) -> Result<Seen, String> {
     let (name, config) = match sni {
         Some(n) => (
             ServerName::try_from(n.to_string()).map_err(|e| e.to_string())?,
@@ -189,9 +202,7 @@ fn https_get(
     let mut conn = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
     let mut sock = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let host = sni.unwrap_or("127.0.0.1");
     let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     tls.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut response = Vec::new();
     match tls.read_to_end(&mut response) {
@@ -380,9 +391,24 @@ fn static_files_over_tls_with_back_pressure() {
         .expect("head");
     assert_eq!(status_of(&seen.response), Some(200));
     assert!(seen.response[split + 4..] == big[..], "body intact");
-    // A range and a 404 take the same paths as over plain HTTP.
+    // A range and a 404 take the same paths as over plain HTTP; a small
+    // file goes out with its head.
     let seen = https_get(&client(ANY), env.port, Some("a.test"), "/nope").unwrap();
     assert_eq!(status_of(&seen.response), Some(404));
+    env.write_file("www/small.txt", b"0123456789");
+    let req =
+        "GET /small.txt HTTP/1.1\r\nHost: a.test\r\nRange: bytes=2-5\r\nConnection: close\r\n\r\n";
+    let seen = https_request(&client(ANY), env.port, Some("a.test"), req).unwrap();
+    assert_eq!(status_of(&seen.response), Some(206));
+    assert!(
+        seen.response.ends_with(b"\r\n\r\n2345"),
+        "{:?}",
+        String::from_utf8_lossy(&seen.response)
+    );
+    let req = "HEAD /small.txt HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
+    let seen = https_request(&client(ANY), env.port, Some("a.test"), req).unwrap();
+    assert!(seen.response.ends_with(b"\r\n\r\n"));
+    assert!(String::from_utf8_lossy(&seen.response).contains("Content-Length: 10"));
 }
 
 #[test]

@@ -57,6 +57,10 @@ impl Stream {
         }
     }
 
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
     /// TLS output that rustls holds and the socket has not taken yet.
     pub fn has_pending(&self) -> bool {
         match self {
