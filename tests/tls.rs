@@ -933,3 +933,56 @@ fn reloads_under_tls_load_fail_nothing_and_drain_closes_keep_alive_cleanly() {
     );
     assert!(ok.load(Ordering::Relaxed) > 10);
 }
+
+#[test]
+fn ticket_keys_rotate_and_the_previous_key_still_resumes() {
+    let env = Env::new();
+    let a = ecdsa_cert(&["a.test"]);
+    write_pair(&env, "a", &a);
+    env.write_config(&format!(
+        "{}tls_ticket_rotation = \"3s\"\n{}",
+        env.globals(),
+        site(&env, "\"a.test\"", &tls_kv(&env, "a"))
+    ));
+    let server = env.start();
+    let started = Instant::now();
+    let c = client(ANY);
+    assert!(
+        !https_get(&c, env.port, Some("a.test"), "/")
+            .unwrap()
+            .resumed
+    );
+    // Before the first rotation (at 3 s): resumes with the first key, and
+    // gets a fresh ticket sealed with it.
+    std::thread::sleep(Duration::from_millis(2000).saturating_sub(started.elapsed()));
+    assert!(
+        https_get(&c, env.port, Some("a.test"), "/")
+            .unwrap()
+            .resumed
+    );
+    // After the rotation: that ticket (1.5 s old, within its 3 s lifetime)
+    // is sealed with what is now the previous key, which still opens it.
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(started.elapsed()));
+    let seen = https_get(&c, env.port, Some("a.test"), "/").unwrap();
+    assert!(
+        server.log_text().contains("session ticket key rotated"),
+        "no rotation: {}",
+        server.log_text()
+    );
+    assert!(seen.resumed, "the previous ticket key no longer resumes");
+    assert_eq!(status_of(&seen.response), Some(200));
+    // A new client after the rotation: full handshake, then resumes.
+    let fresh = client(ANY);
+    assert!(
+        !https_get(&fresh, env.port, Some("a.test"), "/")
+            .unwrap()
+            .resumed
+    );
+    assert!(
+        https_get(&fresh, env.port, Some("a.test"), "/")
+            .unwrap()
+            .resumed
+    );
+    assert_eq!(env.status().generation, 1);
+    drop(server);
+}

@@ -1609,7 +1609,7 @@ impl Master {
         for child in self.children.values_mut() {
             send(child, &message);
         }
-        log::debug!("session ticket key rotated");
+        log::info!("session ticket key rotated; the previous one still resumes");
     }
 }
 
