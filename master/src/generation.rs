@@ -93,6 +93,10 @@ pub struct Generation {
     /// Its access log files (`Config::access_logs` order), given to every
     /// worker it forks, including replacements; replaced on reopen.
     pub access_logs: Vec<std::os::fd::OwnedFd>,
+    /// Its certificates: those its config loaded, replaced when the
+    /// watcher sees a file change (no new generation for that). Workers
+    /// forked later (replacements) get the current ones.
+    pub tls: Arc<baton_shared::tls::Material>,
 }
 
 impl Generation {
@@ -101,10 +105,11 @@ impl Generation {
         let slots = vec![Slot::default(); config.workers];
         Generation {
             number,
-            config,
             addrs,
             phase: Phase::Starting,
             deadline: Some(deadline),
+            tls: Arc::clone(&config.tls_loaded.0),
+            config,
             slots,
             access_logs: Vec::new(),
         }

@@ -20,6 +20,7 @@
 
 mod activation;
 mod admin;
+mod certwatch;
 mod control;
 mod daemon;
 mod generation;

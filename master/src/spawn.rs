@@ -24,6 +24,13 @@ pub struct Spawned {
     pub channel: Channel,
 }
 
+/// What a worker inherits for TLS: the loaded certificates and keys (it
+/// never reads key files) and the session ticket keys.
+pub struct TlsHandoff {
+    pub material: Arc<baton_shared::tls::Material>,
+    pub ticket_keys: Vec<[u8; 32]>,
+}
+
 /// Forks a worker of `generation` serving `listeners` (address and the
 /// master's fd for it).
 pub fn spawn(
@@ -31,6 +38,7 @@ pub fn spawn(
     generation: u64,
     listeners: &[(ListenAddr, RawFd)],
     access_logs: &[RawFd],
+    tls: &TlsHandoff,
 ) -> std::io::Result<Spawned> {
     let (master_end, worker_end) = UnixStream::pair()?;
     let master_pid = std::process::id();
@@ -54,6 +62,7 @@ pub fn spawn(
                     generation,
                     listeners,
                     access_logs,
+                    tls,
                     worker_end,
                     master_pid,
                 )
@@ -71,6 +80,7 @@ fn child_main(
     generation: u64,
     listeners: &[(ListenAddr, RawFd)],
     access_logs: &[RawFd],
+    tls: &TlsHandoff,
     channel: UnixStream,
     master_pid: u32,
 ) -> i32 {
@@ -123,6 +133,8 @@ fn child_main(
         listeners,
         access_logs,
         channel,
+        tls: Arc::clone(&tls.material),
+        ticket_keys: tls.ticket_keys.clone(),
     })
 }
 

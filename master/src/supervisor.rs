@@ -31,7 +31,7 @@ use crate::generation::{CRASH_LOOP, Child, Generation, Phase};
 use crate::listeners::ListenerSet;
 use crate::pidfile::{self, InstanceLock};
 use crate::reload::{Outcome, Pending, Waiter};
-use crate::{admin, reload, report};
+use crate::{admin, certwatch, reload, report};
 use crate::{notify, signals, spawn};
 
 const SIGNALS: Token = Token(0);
@@ -71,6 +71,10 @@ pub fn load_config_text(
     if let Some(g) = overrides.grace {
         config.grace = g;
     }
+    // Certificates and keys: read here, by the master, so `-t`, start and
+    // reload refuse the same files with the same located errors.
+    let material = baton_shared::tls::load(&config)?;
+    config.tls_loaded = config::LoadedTls(Arc::new(material));
     Ok((config, text))
 }
 
@@ -164,6 +168,12 @@ pub struct Master {
     started: Instant,
     /// Set when the first generation could not start: the exit status.
     startup_failure: Option<String>,
+    /// Watches the serving generation's certificate files.
+    cert_watch: Option<certwatch::Watch>,
+    /// Session ticket keys, newest first; shared by every worker of every
+    /// generation, so resumption works across workers and reloads.
+    ticket_keys: Vec<[u8; 32]>,
+    next_ticket_rotation: Instant,
 }
 
 /// What `Master::start` needs, prepared by `lib.rs`.
@@ -233,6 +243,9 @@ impl Master {
             readiness: setup.readiness,
             started: Instant::now(),
             startup_failure: None,
+            cert_watch: None,
+            ticket_keys: vec![random_key()],
+            next_ticket_rotation: Instant::now() + setup.config.tls.ticket_rotation,
         }
         .with_first_generation(setup.config, setup.config_text, setup.access_logs))
     }
@@ -452,13 +465,17 @@ impl Master {
             }
         }
         let logs: Vec<i32> = g.access_logs.iter().map(|f| f.as_raw_fd()).collect();
-        let spawned = spawn::spawn(&g.config, generation, &fds, &logs)?;
+        let tls = spawn::TlsHandoff {
+            material: Arc::clone(&g.tls),
+            ticket_keys: self.ticket_keys.clone(),
+        };
+        let spawned = spawn::spawn(&g.config, generation, &fds, &logs, &tls)?;
         let token = Token(self.next_token);
         self.next_token += 1;
         self.poll.registry().register(
             &mut SourceFd(&spawned.channel.stream().as_raw_fd()),
             token,
-            Interest::READABLE,
+            Interest::READABLE | Interest::WRITABLE,
         )?;
         log::info!(
             "forked worker {} (generation {generation}, slot {slot})",
@@ -496,6 +513,7 @@ impl Master {
         let grace = g.config.grace;
         let keep = g.addrs.clone();
         let config = Arc::clone(&g.config);
+        self.cert_watch = certwatch::Watch::new(&g.tls, g.config.tls.watch_interval);
         self.current = number;
         // Steer new connections away from removed or moved addresses before
         // the old generation sweeps their queues.
@@ -748,6 +766,12 @@ impl Master {
         let Some(channel) = child.channel.as_mut() else {
             return;
         };
+        // A large message (certificates) may still be queued.
+        if channel.has_pending_output()
+            && let Err(e) = channel.flush()
+        {
+            log::debug!("cannot send to worker {pid}: {e}");
+        }
         let result = channel.receive::<ToMaster>();
         let eof = channel.eof();
         let failed = result.is_err();
@@ -1435,6 +1459,8 @@ impl Master {
             consider(Some(deadline));
         }
         consider(self.reopen.as_ref().map(|r| r.deadline));
+        consider(self.cert_watch.as_ref().map(|w| w.due()));
+        consider(Some(self.next_ticket_rotation));
         consider(
             self.reload
                 .as_ref()
@@ -1445,6 +1471,12 @@ impl Master {
     }
 
     fn on_timers(&mut self, now: Instant) {
+        if self.cert_watch.as_ref().is_some_and(|w| w.due() <= now) {
+            self.check_certificates();
+        }
+        if self.next_ticket_rotation <= now {
+            self.rotate_ticket_keys();
+        }
         let handover_due = self
             .reload
             .as_ref()
@@ -1534,6 +1566,71 @@ impl Master {
             self.stop_now("stop deadline reached");
         }
     }
+}
+
+impl Master {
+    /// The watcher's turn: if a certificate changed and verified, the
+    /// serving generation's workers get the new set (no new generation).
+    fn check_certificates(&mut self) {
+        let current = self.current;
+        let Some(g) = self.generations.get_mut(&current) else {
+            return;
+        };
+        let Some(watch) = self.cert_watch.as_mut() else {
+            return;
+        };
+        let Some(material) = watch.check(&g.tls) else {
+            return;
+        };
+        g.tls = material;
+        let message = ToWorker::Certificates(g.tls.bundles());
+        let mut sent = 0;
+        for child in self.children.values_mut() {
+            if child.generation == current {
+                send(child, &message);
+                sent += 1;
+            }
+        }
+        log::info!("new certificates sent to {sent} workers of generation {current}");
+    }
+
+    /// A new ticket key; the previous one still decrypts tickets it sealed.
+    fn rotate_ticket_keys(&mut self) {
+        let rotation = self
+            .generations
+            .get(&self.current)
+            .map_or(Duration::from_secs(6 * 3600), |g| {
+                g.config.tls.ticket_rotation
+            });
+        self.next_ticket_rotation = Instant::now() + rotation;
+        self.ticket_keys.insert(0, random_key());
+        self.ticket_keys.truncate(2);
+        let message = ToWorker::TicketKeys(self.ticket_keys.clone());
+        for child in self.children.values_mut() {
+            send(child, &message);
+        }
+        log::info!("session ticket key rotated; the previous one still resumes");
+    }
+}
+
+/// 32 random bytes from the kernel.
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    let mut filled = 0;
+    while filled < key.len() {
+        let rest = &mut key[filled..];
+        // SAFETY: `rest` is a valid, writable buffer of `rest.len()` bytes.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            // getrandom(2) cannot fail after boot on Linux ≥ 3.17 for 32
+            // bytes; if it somehow does, no tickets is safer than weak ones.
+            log::error!("getrandom failed: {}", io::Error::last_os_error());
+            return [0u8; 32];
+        }
+    }
+    key
 }
 
 fn send(child: &mut Child, msg: &ToWorker) {

@@ -24,10 +24,16 @@ use std::io::{self, IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
+use crate::tls::CertBundle;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
 /// Frames are small; anything larger is garbage or an attack.
 pub const MAX_FRAME: usize = 64 * 1024;
+
+/// Master → worker frames may carry certificates (`Certificates`: every
+/// chain, key and staple of the config), so they may be larger. Still
+/// checked before allocating; a worker trusts its master anyway.
+pub const MAX_FRAME_TO_WORKER: usize = 16 * 1024 * 1024;
 
 /// Master → worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +45,11 @@ pub enum ToWorker {
     /// Log files were reopened (rotation): `files` fds come with this
     /// message, the error log first if `error_log` is set.
     ReopenLogs { error_log: bool, files: u32 },
+    /// The complete new set of certificates (a file changed, or a reload
+    /// picked them up): the worker verifies them and swaps its store.
+    Certificates(Vec<CertBundle>),
+    /// The session ticket keys, newest first (rotated by the master).
+    TicketKeys(Vec<[u8; 32]>),
 }
 
 /// Worker → master.
@@ -109,6 +120,8 @@ impl From<io::Error> for ChannelError {
 
 /// A message that can cross the channel.
 pub trait Message: Sized {
+    /// The largest frame this message type may come in.
+    const MAX_LEN: usize = MAX_FRAME;
     fn encode(&self, out: &mut Vec<u8>);
     fn decode(frame: &[u8]) -> Result<Self, ChannelError>;
 }
@@ -116,6 +129,8 @@ pub trait Message: Sized {
 const TAG_DRAIN: u8 = 1;
 const TAG_STOP: u8 = 2;
 const TAG_REOPEN_LOGS: u8 = 3;
+const TAG_CERTIFICATES: u8 = 4;
+const TAG_TICKET_KEYS: u8 = 5;
 const TAG_READY: u8 = 1;
 const TAG_STATS: u8 = 2;
 const TAG_FAILED: u8 = 3;
@@ -123,6 +138,8 @@ const TAG_REOPEN_DONE: u8 = 4;
 const TAG_DRAINING: u8 = 5;
 
 impl Message for ToWorker {
+    const MAX_LEN: usize = MAX_FRAME_TO_WORKER;
+
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
             ToWorker::Drain => out.push(TAG_DRAIN),
@@ -131,6 +148,23 @@ impl Message for ToWorker {
                 out.push(TAG_REOPEN_LOGS);
                 out.push(u8::from(*error_log));
                 out.extend_from_slice(&files.to_le_bytes());
+            }
+            ToWorker::Certificates(bundles) => {
+                out.push(TAG_CERTIFICATES);
+                out.extend_from_slice(&(bundles.len() as u32).to_le_bytes());
+                for b in bundles {
+                    out.extend_from_slice(&b.site.to_le_bytes());
+                    for bytes in [&b.cert_pem, &b.key_pem, &b.ocsp] {
+                        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                        out.extend_from_slice(bytes);
+                    }
+                }
+            }
+            ToWorker::TicketKeys(keys) => {
+                out.push(TAG_TICKET_KEYS);
+                for k in keys {
+                    out.extend_from_slice(k);
+                }
             }
         }
     }
@@ -148,6 +182,31 @@ impl Message for ToWorker {
                     error_log: body[0] != 0,
                     files: u32::from_le_bytes(n),
                 })
+            }
+            TAG_CERTIFICATES => {
+                decode_certificates(body)
+                    .map(ToWorker::Certificates)
+                    .ok_or(ChannelError::BadBody {
+                        tag,
+                        len: body.len(),
+                    })
+            }
+            TAG_TICKET_KEYS => {
+                if body.len() % 32 != 0 {
+                    return Err(ChannelError::BadBody {
+                        tag,
+                        len: body.len(),
+                    });
+                }
+                let keys = body
+                    .chunks_exact(32)
+                    .map(|c| {
+                        let mut k = [0u8; 32];
+                        k.copy_from_slice(c);
+                        k
+                    })
+                    .collect();
+                Ok(ToWorker::TicketKeys(keys))
             }
             t => Err(ChannelError::UnknownTag(t)),
         }
@@ -216,6 +275,38 @@ impl Message for ToMaster {
             t => Err(ChannelError::UnknownTag(t)),
         }
     }
+}
+
+/// The body of a `Certificates` frame; `None` if it is malformed. Every
+/// length is checked against what is left before it is used.
+fn decode_certificates(body: &[u8]) -> Option<Vec<CertBundle>> {
+    fn u32_at(b: &mut &[u8]) -> Option<u32> {
+        let (head, rest) = b.split_first_chunk::<4>()?;
+        *b = rest;
+        Some(u32::from_le_bytes(*head))
+    }
+    fn bytes_at(b: &mut &[u8]) -> Option<Vec<u8>> {
+        let len = u32_at(b)? as usize;
+        if b.len() < len {
+            return None;
+        }
+        let (head, rest) = b.split_at(len);
+        *b = rest;
+        Some(head.to_vec())
+    }
+    let mut b = body;
+    let count = u32_at(&mut b)?;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let site = u32_at(&mut b)?;
+        out.push(CertBundle {
+            site,
+            cert_pem: bytes_at(&mut b)?,
+            key_pem: bytes_at(&mut b)?,
+            ocsp: bytes_at(&mut b)?,
+        });
+    }
+    b.is_empty().then_some(out)
 }
 
 fn expect_body(tag: u8, body: &[u8], len: usize) -> Result<(), ChannelError> {
@@ -350,7 +441,7 @@ impl Channel {
                     self.inbuf.extend_from_slice(&chunk[..n]);
                     // Stop buffering once a whole max-size frame could be
                     // there: a peer cannot make us hold more than that.
-                    if self.inbuf.len() > MAX_FRAME + 4 {
+                    if self.inbuf.len() > M::MAX_LEN + 4 {
                         break;
                     }
                 }
@@ -365,7 +456,7 @@ impl Channel {
             let mut len_bytes = [0u8; 4];
             len_bytes.copy_from_slice(&self.inbuf[at..at + 4]);
             let len = u32::from_le_bytes(len_bytes) as usize;
-            if len == 0 || len > MAX_FRAME {
+            if len == 0 || len > M::MAX_LEN {
                 return Err(ChannelError::BadLength(len));
             }
             if self.inbuf.len() - at - 4 < len {
@@ -441,6 +532,47 @@ mod tests {
             m.receive::<ToMaster>().unwrap(),
             vec![ToMaster::Ready, stats, failed]
         );
+    }
+
+    #[test]
+    fn certificates_and_ticket_keys_round_trip_and_bad_bodies_fail() {
+        let (mut m, mut w) = pair();
+        let bundles = vec![
+            CertBundle {
+                site: 3,
+                cert_pem: vec![b'c'; 100_000],
+                key_pem: b"key".to_vec(),
+                ocsp: Vec::new(),
+            },
+            CertBundle {
+                site: 0,
+                cert_pem: b"x".to_vec(),
+                key_pem: Vec::new(),
+                ocsp: vec![1, 2, 3],
+            },
+        ];
+        let certs = ToWorker::Certificates(bundles);
+        let keys = ToWorker::TicketKeys(vec![[7; 32], [9; 32]]);
+        m.send(&certs).unwrap();
+        m.send(&keys).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            m.flush().unwrap();
+            got.extend(w.receive::<ToWorker>().unwrap());
+        }
+        assert_eq!(got, vec![certs, keys]);
+        // Lengths that run past the body are refused, not trusted.
+        let mut frame = vec![TAG_CERTIFICATES];
+        frame.extend_from_slice(&1u32.to_le_bytes());
+        frame.extend_from_slice(&0u32.to_le_bytes());
+        frame.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            ToWorker::decode(&frame),
+            Err(ChannelError::BadBody { .. })
+        ));
+        assert!(ToWorker::decode(&[TAG_TICKET_KEYS, 1, 2]).is_err());
+        // The master still refuses frames from a worker above 64 KiB.
+        const { assert!(ToWorker::MAX_LEN > MAX_FRAME && ToMaster::MAX_LEN == MAX_FRAME) };
     }
 
     #[test]

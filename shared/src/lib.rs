@@ -5,3 +5,4 @@
 pub mod channel;
 pub mod config;
 pub mod logging;
+pub mod tls;

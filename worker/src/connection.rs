@@ -289,6 +289,19 @@ impl Connection {
                 return Drive::Again;
             }
             let mut progress = false;
+            // TLS output the socket could not take earlier (handshake
+            // messages, alerts) goes before anything else.
+            if self.writable && self.out.is_none() && self.stream.has_pending() {
+                match self.stream.flush_pending() {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                    Err(e) => {
+                        log_io("send", &e);
+                        self.phase = Phase::Closed;
+                        return Drive::Closed;
+                    }
+                }
+            }
             if self.out.is_some() && self.writable {
                 match self.send(ctx, &mut budget) {
                     Ok(p) => progress |= p,

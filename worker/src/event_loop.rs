@@ -29,6 +29,7 @@ use crate::limits::{ACCEPT_BUDGET, READ_CHUNK, STATS_EVERY, TICK};
 use crate::routing::Routes;
 use crate::signals::{Order, Signals};
 use crate::stream::Stream;
+use crate::tls::Tls;
 
 /// Which source a token belongs to.
 ///
@@ -82,6 +83,7 @@ pub struct Worker {
     /// `None` once closed (draining).
     pub(crate) listeners: Vec<Option<ListenerSlot>>,
     routes: Routes,
+    tls: Tls,
     /// `None` once the master is gone.
     pub(crate) channel: Option<Channel>,
     signals: Signals,
@@ -110,6 +112,8 @@ impl Worker {
         let addrs: Vec<_> = setup.listeners.iter().map(|l| l.addr.clone()).collect();
         let routes = Routes::new(&setup.config, &addrs);
         let access_log = AccessLog::new(&setup.config, setup.access_logs);
+        let tls = Tls::new(&setup.config, &addrs, &setup.tls, &setup.ticket_keys)
+            .map_err(io::Error::other)?;
         if addrs.len() >= CONNECTION_BASE - LISTENER_BASE {
             return Err(io::Error::other("too many listeners"));
         }
@@ -144,6 +148,7 @@ impl Worker {
             poll,
             listeners,
             routes,
+            tls,
             channel: Some(channel),
             signals,
             conns: Slab::new(),
@@ -296,6 +301,14 @@ impl Worker {
     }
 
     pub(crate) fn add_connection(&mut self, stream: Stream, listener: usize) {
+        let stream = match self.tls.session(listener) {
+            None => stream,
+            Some(Ok(session)) => Stream::tls(stream, session),
+            Some(Err(e)) => {
+                debug!("cannot start a TLS session: {e}");
+                return;
+            }
+        };
         let entry = self.conns.vacant_entry();
         let token = connection_token(entry.key());
         let mut conn = Connection::new(stream, listener, self.now);
@@ -408,6 +421,11 @@ impl Worker {
                     self.stop = true;
                 }
                 ToWorker::ReopenLogs { error_log, files } => self.reopen_logs(error_log, files),
+                ToWorker::Certificates(bundles) => match self.tls.replace(&self.config, &bundles) {
+                    Ok(n) => info!("certificates replaced ({n} in use)"),
+                    Err(e) => warn!("new certificates refused, the old ones stay: {e}"),
+                },
+                ToWorker::TicketKeys(keys) => self.tls.set_ticket_keys(&keys),
             }
         }
         if eof {

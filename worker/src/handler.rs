@@ -17,5 +17,36 @@ pub fn respond(req: &Request, site: Option<&Site>) -> Response {
     let Some(site) = site else {
         return Response::status(Status::InternalServerError);
     };
+    if let Some(port) = site.redirect_https {
+        return redirect_https(req, site, port);
+    }
     static_files::serve(req, site)
+}
+
+/// `redirect_https`: a 301 to the same host and target over HTTPS (the
+/// port left out when it is 443). The host is the request's, else the
+/// site's first name; with neither there is nowhere to send the client.
+fn redirect_https(req: &Request, site: &Site, port: u16) -> Response {
+    let Some(host) = req
+        .host
+        .as_deref()
+        .or(site.names.first().map(String::as_str))
+    else {
+        return Response::status(Status::BadRequest);
+    };
+    let target = if req.target.starts_with('/') {
+        req.target.as_str()
+    } else {
+        "/"
+    };
+    let location = if port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{port}{target}")
+    };
+    let mut response = Response::status(Status::MovedPermanently).with_header("Location", location);
+    for (name, value) in &site.files.headers {
+        response.headers.push((name.clone().into(), value.clone()));
+    }
+    response
 }

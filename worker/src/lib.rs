@@ -32,6 +32,7 @@ mod static_files;
 mod stream;
 #[cfg(test)]
 mod test_config;
+mod tls;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
@@ -60,6 +61,11 @@ pub struct Setup {
     pub access_logs: Vec<OwnedFd>,
     /// This worker's end of its channel to the master.
     pub channel: UnixStream,
+    /// The certificates and keys, loaded and verified by the master (the
+    /// worker never reads key files).
+    pub tls: Arc<baton_shared::tls::Material>,
+    /// Session ticket keys made by the master, newest first.
+    pub ticket_keys: Vec<[u8; 32]>,
 }
 
 /// Runs the worker until it has drained or was told to stop; returns the

@@ -3,9 +3,10 @@
 //! The head and any small body share one buffer, so most responses leave in
 //! a single `send`. A file body goes with sendfile(2) from the file's fd,
 //! resumed where it stopped on the next writable event; a file is never
-//! read into memory. When TLS comes, its stream cannot sendfile: the file
-//! will be read in chunks into `buf` instead, which is why the state is kept
-//! as "buffer, then file" rather than as one syscall.
+//! read into memory. A TLS stream cannot sendfile: `Stream::sendfile` reads
+//! the file in chunks into rustls instead, whose buffer limit is the
+//! back-pressure; the response counts as sent only once rustls has handed
+//! everything to the socket.
 
 use std::fs::File;
 use std::io;
@@ -50,6 +51,9 @@ pub enum Sent {
     Budget,
 }
 
+/// Under TLS, file bodies up to this size are sent with the head.
+const TLS_INLINE_FILE: u64 = 16 * 1024;
+
 #[derive(Debug)]
 pub struct Outgoing {
     buf: Vec<u8>,
@@ -80,6 +84,9 @@ impl Outgoing {
     /// Writes as much as the socket and `budget` allow; `budget` is
     /// decreased by the bytes written.
     pub fn write_to(&mut self, stream: &mut Stream, budget: &mut usize) -> io::Result<Sent> {
+        if self.pos == 0 && stream.is_tls() {
+            self.inline_small_file()?;
+        }
         while self.pos < self.buf.len() {
             if *budget == 0 {
                 return Ok(Sent::Budget);
@@ -128,6 +135,46 @@ impl Outgoing {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Sent::All)
+        // Under TLS the last bytes may still sit in rustls: the response is
+        // only out once the socket has taken them.
+        match stream.flush_pending() {
+            Ok(()) => Ok(Sent::All),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Sent::Blocked),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Under TLS a file is read into memory anyway: a small one joins the
+    /// head, so the response is one TLS record and one socket write.
+    fn inline_small_file(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let Some(f) = self.file.as_ref() else {
+            return Ok(());
+        };
+        if f.remaining > TLS_INLINE_FILE {
+            return Ok(());
+        }
+        let start = self.buf.len();
+        let len = f.remaining as usize;
+        self.buf.resize(start + len, 0);
+        let mut done = 0;
+        while done < len {
+            match f
+                .file
+                .read_at(&mut self.buf[start + done..], f.offset + done as u64)
+            {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file truncated while sending",
+                    ));
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.file = None;
+        Ok(())
     }
 }

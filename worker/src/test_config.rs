@@ -21,6 +21,8 @@ pub fn site(root: &str, listen: &[&str], names: &[&str]) -> Site {
         index: vec!["index.html".into()],
         files: Default::default(),
         access_log: None,
+        tls: None,
+        redirect_https: None,
         pos: Pos::default(),
     }
 }
@@ -45,5 +47,7 @@ pub fn config(sites: Vec<Site>) -> Config {
         log_owner: None,
         http: Default::default(),
         sites,
+        tls: Default::default(),
+        tls_loaded: Default::default(),
     }
 }

@@ -55,12 +55,16 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
             index: vec!["index.html".into()],
             files: Default::default(),
             access_log: None,
+            tls: None,
+            redirect_https: None,
             pos: Pos::default(),
         }],
         admin: None,
         access_log_format: Default::default(),
         log_mode: 0o640,
         log_owner: None,
+        tls: Default::default(),
+        tls_loaded: Default::default(),
     };
     tweak(&mut config);
     config
@@ -105,6 +109,8 @@ impl TestWorker {
             }],
             channel: worker_end,
             access_logs: Vec::new(),
+            tls: Default::default(),
+            ticket_keys: Vec::new(),
         };
         // SAFETY: the child only closes fds and calls `run`, then exits; it
         // never returns into the test harness.

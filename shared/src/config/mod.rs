@@ -34,6 +34,7 @@ mod validate;
 mod tests;
 
 pub use model::*;
+pub use parse::CIPHER_SUITES;
 
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};

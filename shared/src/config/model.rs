@@ -139,7 +139,77 @@ pub struct Site {
     /// The access log its requests go to (its own `access_log`, else the
     /// global one); `None`: not logged.
     pub access_log: Option<PathBuf>,
+    /// `tls`: this site is served over TLS on all its addresses.
+    pub tls: Option<SiteTls>,
+    /// `redirect_https`: a plain-HTTP site that answers every request with a
+    /// 301 to `https://HOST[:PORT]/path` (the port is left out when 443).
+    pub redirect_https: Option<u16>,
     pub pos: Pos,
+}
+
+/// A site's `tls` table: where its certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteTls {
+    /// `cert` + `key`, or each `[[site.tls.cert]]`: the pairs to load.
+    pub certs: Vec<CertFiles>,
+    /// `dir`: every cert/key pair found in this directory (matched by their
+    /// public key, not by file name).
+    pub dir: Option<PathBuf>,
+    /// `default = true`: its certificates answer clients that send no SNI
+    /// (or a name no site on the address has).
+    pub default: bool,
+    pub pos: Pos,
+}
+
+/// One certificate chain and its key, as files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// PEM: the certificate then its chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// A DER OCSP response to staple, refreshed when the file changes.
+    pub ocsp: Option<PathBuf>,
+    pub pos: Pos,
+}
+
+/// Lowest TLS protocol version accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    #[default]
+    V12,
+    V13,
+}
+
+/// Global TLS settings (one `rustls::ServerConfig` per worker, so not per site).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// `tls_min_version`: "1.2" (default) or "1.3".
+    pub min_version: TlsVersion,
+    /// `tls_ciphers`: rustls cipher suite names in preference order; empty
+    /// means rustls's safe defaults.
+    pub ciphers: Vec<String>,
+    /// `tls_watch_interval`: how often the master stats certificate, key and
+    /// OCSP files for changes.
+    pub watch_interval: Duration,
+    /// `tls_unknown_sni = "reject"`: fail the handshake of a client whose SNI
+    /// (or lack of it) matches no site, instead of using the default cert.
+    pub reject_unknown_sni: bool,
+    /// `tls_ticket_rotation`: how often the master makes a new session
+    /// ticket key (the previous one still decrypts).
+    pub ticket_rotation: Duration,
+}
+
+impl Default for TlsOptions {
+    fn default() -> TlsOptions {
+        TlsOptions {
+            min_version: TlsVersion::V12,
+            ciphers: Vec::new(),
+            watch_interval: Duration::from_secs(5),
+            reject_unknown_sni: false,
+            ticket_rotation: Duration::from_secs(6 * 3600),
+        }
+    }
 }
 
 /// The access log's line format.
@@ -309,7 +379,24 @@ pub struct Config {
     pub log_mode: u32,
     /// Owner (uid, gid) of log files the master creates; default its own.
     pub log_owner: Option<(u32, u32)>,
+    pub tls: TlsOptions,
+    /// The certificates and keys the sites' `tls` name, read and verified
+    /// by the master after validation (`crate::tls::load`); empty until then.
+    pub tls_loaded: LoadedTls,
 }
+
+/// Loaded certificates inside a `Config`. Configs compare by what is
+/// written, so two `LoadedTls` are always equal; `Debug` shows no key.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedTls(pub std::sync::Arc<crate::tls::Material>);
+
+impl PartialEq for LoadedTls {
+    fn eq(&self, _: &LoadedTls) -> bool {
+        true
+    }
+}
+
+impl Eq for LoadedTls {}
 
 impl Config {
     /// Every distinct listen entry of every site, first occurrence wins.
@@ -342,6 +429,11 @@ impl Config {
             }
         }
         out
+    }
+
+    /// Whether connections on `addr` speak TLS (its sites agree: validated).
+    pub fn tls_on(&self, addr: &ListenAddr) -> bool {
+        self.sites_on(addr).any(|s| s.tls.is_some())
     }
 
     /// An error located at `pos` in this config's file.

@@ -15,10 +15,15 @@ use toml::de::{DeArray, DeInteger, DeTable, DeValue};
 use super::duration;
 use super::listen;
 use super::locate::Errors;
-use super::model::{FileOptions, HttpLimits, Listen, ListenAddr, LogFormat, Pos};
+use super::model::{
+    FileOptions, HttpLimits, Listen, ListenAddr, LogFormat, Pos, SiteTls, TlsOptions,
+};
 use super::suggest;
 
 mod options;
+mod tls;
+
+pub use tls::CIPHER_SUITES;
 
 pub(crate) const TOP_KEYS: &[&str] = &[
     "user",
@@ -48,6 +53,11 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "log_owner",
     "site",
     "admin",
+    "tls_min_version",
+    "tls_ciphers",
+    "tls_watch_interval",
+    "tls_unknown_sni",
+    "tls_ticket_rotation",
 ];
 pub(crate) const SITE_KEYS: &[&str] = &[
     "listen",
@@ -66,6 +76,8 @@ pub(crate) const SITE_KEYS: &[&str] = &[
     "error_pages",
     "fallback",
     "access_log",
+    "tls",
+    "redirect_https",
 ];
 pub(crate) const LISTEN_KEYS: &[&str] = &["address", "backlog", "mode"];
 pub(crate) const ADMIN_KEYS: &[&str] = &["listen", "mode", "owner"];
@@ -108,6 +120,7 @@ pub(crate) struct Raw {
     pub access_log_format: LogFormat,
     pub log_mode: u32,
     pub log_owner: Option<At<String>>,
+    pub tls: TlsOptions,
 }
 
 /// `[admin]`, as written.
@@ -131,6 +144,9 @@ pub(crate) struct RawSite {
     pub index: Vec<String>,
     pub files: FileOptions,
     pub access_log: Option<At<Option<PathBuf>>>,
+    pub tls: Option<SiteTls>,
+    /// `redirect_https`: true (port 443) or a port number.
+    pub redirect_https: Option<At<u16>>,
 }
 
 /// Parses the TOML syntax. `None` after recording the first syntax error
@@ -179,6 +195,7 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
         access_log_format: LogFormat::Combined,
         log_mode: 0o640,
         log_owner: None,
+        tls: TlsOptions::default(),
     };
     let mut have_site = false;
     for (key, value) in table.iter() {
@@ -233,6 +250,11 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
                 }
             }
             "log_owner" => raw.log_owner = r.name(name, value, "user"),
+            "tls_min_version"
+            | "tls_ciphers"
+            | "tls_watch_interval"
+            | "tls_unknown_sni"
+            | "tls_ticket_rotation" => r.tls_option(name, value, &mut raw.tls),
             _ => {
                 let mut message = suggest::unknown_key(name, TOP_KEYS);
                 if SITE_KEYS.contains(&name) {
@@ -413,6 +435,8 @@ impl Reader<'_, '_, '_> {
             index: vec!["index.html".to_owned()],
             files: FileOptions::default(),
             access_log: None,
+            tls: None,
+            redirect_https: None,
         };
         let mut have_listen = false;
         // Required keys an unknown key was taken for ("rot": "root"), so
@@ -428,6 +452,26 @@ impl Reader<'_, '_, '_> {
                 "names" => site.names = self.names(value),
                 "root" => site.root = self.path(name, value),
                 "access_log" => site.access_log = self.access_log(value),
+                "tls" => site.tls = self.site_tls(value),
+                "redirect_https" => {
+                    let pos = self.pos(value);
+                    let port = match value.get_ref() {
+                        DeValue::Boolean(true) => Some(443),
+                        DeValue::Boolean(false) => None,
+                        DeValue::Integer(i) => match integer(i) {
+                            Some(n @ 1..=65535) => u16::try_from(n).ok(),
+                            _ => {
+                                self.wrong(name, value, "true or a port from 1 to 65535");
+                                None
+                            }
+                        },
+                        _ => {
+                            self.wrong(name, value, "true or a port from 1 to 65535");
+                            None
+                        }
+                    };
+                    site.redirect_https = port.map(|value| At { value, pos });
+                }
                 "index" => {
                     if let Some(index) = self.index(value) {
                         site.index = index;

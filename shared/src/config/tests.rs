@@ -225,7 +225,7 @@ frob = 1
             r#"1:1: unknown key "wokers", did you mean "workers"?"#,
             r#"3:39: unknown key "backlogg", did you mean "backlog"?"#,
             r#"4:1: unknown key "rot", did you mean "root"?"#,
-            r#"6:1: unknown key "frob" (expected listen, names, root, index, directory_listing, dotfiles, symlinks, types, default_type, charset, precompressed, headers, path_headers, error_pages, fallback, access_log)"#,
+            r#"6:1: unknown key "frob" (expected listen, names, root, index, directory_listing, dotfiles, symlinks, types, default_type, charset, precompressed, headers, path_headers, error_pages, fallback, access_log, tls, redirect_https)"#,
         ]
     );
 }
@@ -853,6 +853,85 @@ fn bad_http_limits_and_file_options_are_located() {
             r#"12:12: "fallback" must be a URL path under the root, like "/index.html", not "index.html""#,
             r#"13:11: type extension ".md" must be a file extension without its dot, like "md""#,
             r#"14:1: unknown key "precompresed", did you mean "precompressed"?"#,
+        ]
+    );
+}
+
+#[test]
+fn tls_tables_in_every_form() {
+    let (_d, c) = ok(r#"
+tls_min_version = "1.3"
+tls_ciphers = ["tls13_aes_128_gcm_sha256"]
+tls_watch_interval = "250ms"
+tls_unknown_sni = "reject"
+
+[[site]]
+listen = ["127.0.0.1:8443"]
+names = ["a.test"]
+root = "www"
+tls = { cert = "a.pem", key = "a.key", ocsp = "a.der", default = true }
+
+[[site]]
+listen = ["127.0.0.1:8443"]
+names = ["b.test"]
+root = "www"
+[[site.tls.cert]]
+cert = "b-ec.pem"
+key = "b-ec.key"
+[[site.tls.cert]]
+cert = "b-rsa.pem"
+key = "b-rsa.key"
+
+[[site]]
+listen = ["127.0.0.1:8080"]
+root = "www"
+redirect_https = 8443
+"#);
+    assert_eq!(c.tls.min_version, TlsVersion::V13);
+    assert_eq!(c.tls.ciphers, vec!["TLS13_AES_128_GCM_SHA256".to_string()]);
+    assert_eq!(c.tls.watch_interval, Duration::from_millis(250));
+    assert!(c.tls.reject_unknown_sni);
+    let a = c.sites[0].tls.as_ref().unwrap();
+    assert!(a.default);
+    assert_eq!(a.certs.len(), 1);
+    assert!(a.certs[0].cert.ends_with("a.pem"));
+    assert!(a.certs[0].ocsp.as_ref().unwrap().ends_with("a.der"));
+    let b = c.sites[1].tls.as_ref().unwrap();
+    assert_eq!(b.certs.len(), 2);
+    assert!(b.certs[1].key.ends_with("b-rsa.key"));
+    assert_eq!(c.sites[2].redirect_https, Some(8443));
+    assert!(c.tls_on(&tcp("127.0.0.1:8443")));
+    assert!(!c.tls_on(&tcp("127.0.0.1:8080")));
+}
+
+#[test]
+fn tls_errors_are_located_with_suggestions() {
+    assert_eq!(
+        errors(
+            r#"tls_ciphers = ["TLS13_AES_128_GCM_SHA265"]
+tls_min_version = "1.1"
+[[site]]
+listen = ["127.0.0.1:8443"]
+root = "www"
+tls = { cert = "a.pem", kye = "a.key" }
+[[site]]
+listen = ["127.0.0.1:8443"]
+names = ["b.test"]
+root = "www"
+"#
+        ),
+        vec![
+            r#"1:16: unknown cipher suite "TLS13_AES_128_GCM_SHA265", did you mean "TLS13_AES_128_GCM_SHA256"?"#,
+            r#"2:19: "tls_min_version" must be "1.2" or "1.3", not "1.1""#,
+            r#"6:16: "cert" without "key": add key = "FILE.key""#,
+            r#"6:25: unknown key "kye", did you mean "key"?"#,
+            r#"8:11: 127.0.0.1:8443 mixes TLS and plain HTTP: the site on line 3 has "tls" but this site does not (sites sharing an address must agree; give them different addresses)"#,
+        ]
+    );
+    assert_eq!(
+        errors("[[site]]\nlisten = [\"127.0.0.1:1\"]\nroot = \"www\"\ntls = {}\n"),
+        vec![
+            r#"4:7: "tls" needs cert and key (cert = "site.pem", key = "site.key"), [[site.tls.cert]] entries or dir = "DIRECTORY""#
         ]
     );
 }

@@ -86,6 +86,8 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
                     Some(at) => at.value.clone(),
                     None => global_log.clone(),
                 },
+                tls: s.tls,
+                redirect_https: s.redirect_https.map(|r| r.value),
                 pos: s.pos,
             })
         })
@@ -109,6 +111,8 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
         access_log_format: raw.access_log_format,
         log_mode: raw.log_mode,
         log_owner,
+        tls: raw.tls,
+        tls_loaded: Default::default(),
     }
 }
 
@@ -182,6 +186,37 @@ fn check_listens(sites: &[RawSite], errs: &mut Errors<'_>) {
                     ),
                 };
                 errs.at(l.pos, message);
+            }
+            if let Some(other) = others
+                .iter()
+                .find(|o| o.tls.is_some() != site.tls.is_some())
+            {
+                let (with, without) = if site.tls.is_some() {
+                    (
+                        "this site".to_owned(),
+                        format!("the site on line {}", other.pos.line),
+                    )
+                } else {
+                    (
+                        format!("the site on line {}", other.pos.line),
+                        "this site".to_owned(),
+                    )
+                };
+                let message = format!(
+                    "{} mixes TLS and plain HTTP: {with} has \"tls\" but {without} does not \
+                     (sites sharing an address must agree; give them different addresses)",
+                    l.addr
+                );
+                errs.at(l.pos, message);
+            }
+            if site.tls.is_some() && site.redirect_https.is_some() {
+                // Reported once per site, at its first address.
+                if in_site.len() == 1 {
+                    errs.at(
+                        site.pos,
+                        "\"redirect_https\" is for a plain-HTTP site, but this one has \"tls\"",
+                    );
+                }
             }
             if site.names.is_empty()
                 && let Some(other) = others.iter().find(|o| o.names.is_empty())

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# bench/tls.sh: TLS handshakes per second and keep-alive requests per second
+# over TLS, Baton beside nginx in one run.
+#
+#   handshake  1 KiB file, a new TLS connection per request:
+#              wrk -t1 -c50 -dDs -H 'Connection: close' https://...
+#   ka         1 KiB file over kept-alive TLS connections: wrk -t1 -c50 -dDs
+#
+# Same ECDSA P-256 certificate (made here with openssl), 2 workers each,
+# access logs off, TLS 1.3 and 1.2 allowed, on 127.0.0.1 in a temp dir.
+# Loads are interleaved (baton, nginx, baton, nginx) so noise on a shared
+# machine hits both alike. Exits 0 whatever the numbers.
+#
+# Knobs: DURATION=5 (seconds per run), SERVERS="baton nginx",
+#        BATON_BIN=path (skip cargo build --release), KEEP_TMP=1.
+set -uo pipefail
+
+DURATION=${DURATION:-5}
+SERVERS=${SERVERS:-baton nginx}
+BATON_BIN=${BATON_BIN:-}
+KEEP_TMP=${KEEP_TMP:-0}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+log() { printf 'tls.sh: %s\n' "$*" >&2; }
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
+
+need=()
+have wrk || need+=(wrk)
+have openssl || need+=(openssl)
+have curl || need+=(curl)
+[[ " $SERVERS " == *" nginx "* ]] && ! have nginx && need+=(nginx-light)
+if ((${#need[@]})); then
+	log "installing ${need[*]}"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [[ -z $BATON_BIN ]]; then
+	(cd "$ROOT" && cargo build --release -q) || exit 1
+	BATON_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/baton
+fi
+
+TMP=$(mktemp -d)
+chmod 755 "$TMP"
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	sleep 0.5
+	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	[[ $KEEP_TMP == 1 ]] && log "kept $TMP" || rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+mkdir -p "$TMP/www"
+head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$TMP/www/index.html"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+	-keyout "$TMP/key.pem" -out "$TMP/cert.pem" -subj /CN=bench.test \
+	-addext subjectAltName=DNS:bench.test 2>/dev/null
+chmod 644 "$TMP/key.pem" # nginx reads it as root; baton's master too
+
+user_line=""
+[[ $(id -u) == 0 ]] && user_line='user = "nobody"'
+declare -A PORT
+for s in $SERVERS; do PORT[$s]=$(free_port); done
+
+if [[ " $SERVERS " == *" baton "* ]]; then
+	cat >"$TMP/baton.toml" <<CONF
+$user_line
+workers = 2
+pid_file = "$TMP/baton.pid"
+error_log = "$TMP/baton.log"
+access_log = "off"
+[[site]]
+listen = ["127.0.0.1:${PORT[baton]}"]
+names = ["bench.test"]
+root = "$TMP/www"
+tls = { cert = "$TMP/cert.pem", key = "$TMP/key.pem" }
+CONF
+	"$BATON_BIN" -c "$TMP/baton.toml" --daemon || exit 1
+	PIDS+=("$(cat "$TMP/baton.pid")")
+fi
+if [[ " $SERVERS " == *" nginx "* ]]; then
+	cat >"$TMP/nginx.conf" <<CONF
+worker_processes 2;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx.log;
+$([[ $(id -u) == 0 ]] && echo 'user nobody nogroup;')
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache off;
+    server {
+        listen 127.0.0.1:${PORT[nginx]} ssl;
+        server_name bench.test;
+        ssl_certificate $TMP/cert.pem;
+        ssl_certificate_key $TMP/key.pem;
+        root $TMP/www;
+    }
+}
+CONF
+	"$NGINX" -c "$TMP/nginx.conf" -p "$TMP" || exit 1
+	sleep 0.5
+	PIDS+=("$(cat "$TMP/nginx.pid")")
+fi
+
+for s in $SERVERS; do
+	code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:${PORT[$s]}/")
+	[[ $code == 200 ]] || { log "$s answers $code"; exit 1; }
+done
+
+declare -A RESULT
+for load in handshake ka; do
+	for s in $SERVERS; do
+		args=(-t1 -c50 "-d${DURATION}s")
+		[[ $load == handshake ]] && args+=(-H 'Connection: close')
+		out=$(wrk "${args[@]}" "https://127.0.0.1:${PORT[$s]}/" 2>&1)
+		rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+		errs=$(awk '/Non-2xx|Socket errors/' <<<"$out" | tr -s ' ' | paste -sd';')
+		RESULT[$s,$load]="${rps:-?}${errs:+ ($errs)}"
+		log "$s $load: ${RESULT[$s,$load]}"
+	done
+done
+
+printf '\n| server | TLS handshakes/s (new connection per request) | 1 KiB keep-alive req/s over TLS |\n'
+printf '| --- | --- | --- |\n'
+for s in $SERVERS; do
+	printf '| %s | %s | %s |\n' "$s" "${RESULT[$s,handshake]}" "${RESULT[$s,ka]}"
+done

@@ -1,0 +1,320 @@
+//! TLS in a worker: one `rustls::ServerConfig` per TLS listener, all
+//! sharing one certificate store and one ticket key set.
+//!
+//! The store is behind an `ArcSwap`: a handshake's resolver loads the
+//! current store (a lock-free pointer load) and picks a certificate from
+//! it; a `Certificates` message from the master builds a whole new store
+//! and swaps it in. Handshakes in progress keep the store they loaded; no
+//! lock is ever held across a handshake.
+//!
+//! Which certificate: SNI picks the site among those on the listener
+//! (`names`); without SNI, or with a name no site has, the listener's
+//! default site (`tls.default = true`, else the catch-all site, else the
+//! first TLS site), unless `tls_unknown_sni = "reject"`. Among a site's
+//! certificates (ECDSA and RSA, say) the first whose key can sign with a
+//! scheme the client offered.
+//!
+//! Session tickets are sealed with keys the master makes and rotates, the
+//! same in every worker and every generation, so a ticket from one worker
+//! resumes on another, across reloads.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use baton_shared::config::{Config, ListenAddr, TlsVersion};
+use baton_shared::tls::{CertBundle, Material, unix_now, verify};
+use ring::aead;
+use ring::rand::{SecureRandom, SystemRandom};
+use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, ServerConnection};
+
+/// The certificates of each listener.
+#[derive(Default)]
+pub struct Store {
+    per_listener: Vec<ListenerCerts>,
+}
+
+#[derive(Default)]
+struct ListenerCerts {
+    by_name: HashMap<String, Vec<Arc<CertifiedKey>>>,
+    default: Vec<Arc<CertifiedKey>>,
+}
+
+impl Store {
+    /// Builds the store for `addrs` (this worker's listeners, in order) from
+    /// the loaded certificates, each tagged with its site's index.
+    fn build(config: &Config, addrs: &[ListenAddr], certs: &[(usize, Arc<CertifiedKey>)]) -> Store {
+        let of_site = |i: usize| -> Vec<Arc<CertifiedKey>> {
+            certs
+                .iter()
+                .filter(|(s, _)| *s == i)
+                .map(|(_, k)| Arc::clone(k))
+                .collect()
+        };
+        let per_listener = addrs
+            .iter()
+            .map(|addr| {
+                let sites: Vec<usize> = config
+                    .sites
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.tls.is_some() && s.listen.iter().any(|l| &l.addr == addr))
+                    .map(|(i, _)| i)
+                    .collect();
+                let mut l = ListenerCerts::default();
+                for &i in &sites {
+                    for name in &config.sites[i].names {
+                        l.by_name.entry(name.clone()).or_insert_with(|| of_site(i));
+                    }
+                }
+                let default = sites
+                    .iter()
+                    .find(|&&i| config.sites[i].tls.as_ref().is_some_and(|t| t.default))
+                    .or_else(|| sites.iter().find(|&&i| config.sites[i].names.is_empty()))
+                    .or_else(|| sites.first());
+                if let Some(&i) = default {
+                    l.default = of_site(i);
+                }
+                l
+            })
+            .collect();
+        Store { per_listener }
+    }
+}
+
+struct Resolver {
+    listener: usize,
+    store: Arc<ArcSwap<Store>>,
+    reject_unknown: bool,
+}
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolver")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let store = self.store.load();
+        let certs = store.per_listener.get(self.listener)?;
+        let by_name = hello
+            .server_name()
+            .and_then(|n| certs.by_name.get(&n.to_ascii_lowercase()));
+        let candidates = match by_name {
+            Some(c) => c,
+            None if self.reject_unknown => return None,
+            None => &certs.default,
+        };
+        let schemes = hello.signature_schemes();
+        candidates
+            .iter()
+            .find(|k| k.key.choose_scheme(schemes).is_some())
+            .cloned()
+    }
+}
+
+/// Session ticket keys from the master, newest first. A ticket is
+/// `key id (4) | nonce (12) | ChaCha20-Poly1305 sealed state`.
+pub struct Tickets {
+    keys: ArcSwap<Vec<TicketKey>>,
+    lifetime: u32,
+    rng: SystemRandom,
+}
+
+struct TicketKey {
+    id: [u8; 4],
+    key: aead::LessSafeKey,
+}
+
+impl fmt::Debug for Tickets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tickets")
+            .field("keys", &self.keys.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tickets {
+    fn new(keys: &[[u8; 32]], lifetime: u32) -> Tickets {
+        let t = Tickets {
+            keys: ArcSwap::from_pointee(Vec::new()),
+            lifetime,
+            rng: SystemRandom::new(),
+        };
+        t.set(keys);
+        t
+    }
+
+    pub fn set(&self, keys: &[[u8; 32]]) {
+        let keys = keys
+            .iter()
+            .filter_map(|k| {
+                let digest = ring::digest::digest(&ring::digest::SHA256, k);
+                let mut id = [0u8; 4];
+                id.copy_from_slice(&digest.as_ref()[..4]);
+                let unbound = aead::UnboundKey::new(&aead::CHACHA20_POLY1305, k).ok()?;
+                Some(TicketKey {
+                    id,
+                    key: aead::LessSafeKey::new(unbound),
+                })
+            })
+            .collect();
+        self.keys.store(Arc::new(keys));
+    }
+}
+
+impl ProducesTickets for Tickets {
+    fn enabled(&self) -> bool {
+        !self.keys.load().is_empty()
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.lifetime
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let keys = self.keys.load();
+        let key = keys.first()?;
+        let mut nonce = [0u8; 12];
+        self.rng.fill(&mut nonce).ok()?;
+        let mut out = Vec::with_capacity(16 + plain.len() + 16);
+        out.extend_from_slice(&key.id);
+        out.extend_from_slice(&nonce);
+        let mut body = plain.to_vec();
+        key.key
+            .seal_in_place_append_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(&key.id),
+                &mut body,
+            )
+            .ok()?;
+        out.extend_from_slice(&body);
+        Some(out)
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let (id, rest) = cipher.split_first_chunk::<4>()?;
+        let (nonce, sealed) = rest.split_first_chunk::<12>()?;
+        let keys = self.keys.load();
+        let key = keys.iter().find(|k| &k.id == id)?;
+        let mut body = sealed.to_vec();
+        let plain = key
+            .key
+            .open_in_place(
+                aead::Nonce::assume_unique_for_key(*nonce),
+                aead::Aad::from(id),
+                &mut body,
+            )
+            .ok()?;
+        Some(plain.to_vec())
+    }
+}
+
+/// A worker's TLS state.
+pub struct Tls {
+    store: Arc<ArcSwap<Store>>,
+    /// Per listener (same order as the worker's): `None` for plain HTTP.
+    configs: Vec<Option<Arc<ServerConfig>>>,
+    tickets: Arc<Tickets>,
+    addrs: Vec<ListenAddr>,
+}
+
+impl Tls {
+    /// Sets up every TLS listener with the certificates the worker inherited.
+    pub fn new(
+        config: &Config,
+        addrs: &[ListenAddr],
+        material: &Material,
+        ticket_keys: &[[u8; 32]],
+    ) -> Result<Tls, String> {
+        let certs: Vec<_> = material
+            .certs
+            .iter()
+            .map(|c| (c.site, Arc::clone(&c.key)))
+            .collect();
+        let store = Arc::new(ArcSwap::from_pointee(Store::build(config, addrs, &certs)));
+        let lifetime = u32::try_from(config.tls.ticket_rotation.as_secs()).unwrap_or(u32::MAX);
+        let tickets = Arc::new(Tickets::new(ticket_keys, lifetime));
+        let mut configs = Vec::with_capacity(addrs.len());
+        for (i, addr) in addrs.iter().enumerate() {
+            if !config.tls_on(addr) {
+                configs.push(None);
+                continue;
+            }
+            let resolver = Arc::new(Resolver {
+                listener: i,
+                store: Arc::clone(&store),
+                reject_unknown: config.tls.reject_unknown_sni,
+            });
+            configs.push(Some(server_config(config, resolver, Arc::clone(&tickets))?));
+        }
+        Ok(Tls {
+            store,
+            configs,
+            tickets,
+            addrs: addrs.to_vec(),
+        })
+    }
+
+    /// A new TLS session for a connection accepted on `listener`, if that
+    /// listener speaks TLS.
+    pub fn session(&self, listener: usize) -> Option<Result<ServerConnection, rustls::Error>> {
+        let config = self.configs.get(listener)?.as_ref()?;
+        Some(ServerConnection::new(Arc::clone(config)))
+    }
+
+    /// Replaces every certificate with those of a `Certificates` message.
+    /// All of them must verify, or nothing changes.
+    pub fn replace(&self, config: &Config, bundles: &[CertBundle]) -> Result<usize, String> {
+        let now = unix_now();
+        let mut certs = Vec::with_capacity(bundles.len());
+        for b in bundles {
+            let ocsp = (!b.ocsp.is_empty()).then_some(b.ocsp.as_slice());
+            let key = verify(&b.cert_pem, &b.key_pem, ocsp, now)
+                .map_err(|e| format!("certificate {} of site {}: {e}", certs.len() + 1, b.site))?;
+            certs.push((b.site as usize, key));
+        }
+        self.store
+            .store(Arc::new(Store::build(config, &self.addrs, &certs)));
+        Ok(certs.len())
+    }
+
+    pub fn set_ticket_keys(&self, keys: &[[u8; 32]]) {
+        self.tickets.set(keys);
+    }
+}
+
+fn server_config(
+    config: &Config,
+    resolver: Arc<Resolver>,
+    tickets: Arc<Tickets>,
+) -> Result<Arc<ServerConfig>, String> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !config.tls.ciphers.is_empty() {
+        let all = std::mem::take(&mut provider.cipher_suites);
+        for name in &config.tls.ciphers {
+            if let Some(s) = all.iter().find(|s| &format!("{:?}", s.suite()) == name) {
+                provider.cipher_suites.push(*s);
+            }
+        }
+    }
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match config.tls.min_version {
+        TlsVersion::V12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::V13 => &[&rustls::version::TLS13],
+    };
+    let mut sc = ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    // Leave room for h2 later; http/1.1 is all there is for now.
+    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    sc.ticketer = tickets;
+    Ok(Arc::new(sc))
+}
