@@ -251,6 +251,20 @@ fn replace_file(env: &Env, rel: &str, contents: &[u8]) {
     std::fs::rename(tmp, env.path(rel)).unwrap();
 }
 
+/// Writes a certificate for a.test and a config serving it with TLS on
+/// `env.port`, `extra_globals` (TOML lines) added at the top; returns the
+/// certificate and key PEM.
+fn one_tls_site(env: &Env, extra_globals: &str) -> (String, String) {
+    let a = ecdsa_cert(&["a.test"]);
+    write_pair(env, "a", &a);
+    env.write_config(&format!(
+        "{}{extra_globals}{}",
+        env.globals(),
+        site(env, "\"a.test\"", &tls_kv(env, "a"))
+    ));
+    a
+}
+
 fn site(env: &Env, names: &str, tls: &str) -> String {
     format!(
         "\n[[site]]\nlisten = [\"127.0.0.1:{}\"]\nnames = [{names}]\nroot = \"{}\"\n{tls}\n",
@@ -322,14 +336,7 @@ fn sni_picks_the_site_and_clients_without_sni_get_the_default() {
 #[test]
 fn unknown_sni_rejected_when_configured() {
     let env = Env::new();
-    let a = ecdsa_cert(&["a.test"]);
-    write_pair(&env, "a", &a);
-    let config = format!(
-        "{}tls_unknown_sni = \"reject\"\n{}",
-        env.globals(),
-        site(&env, "\"a.test\"", &tls_kv(&env, "a"))
-    );
-    env.write_config(&config);
+    one_tls_site(&env, "tls_unknown_sni = \"reject\"\n");
     let _server = env.start();
     let c = client(ANY);
     assert!(https_get(&c, env.port, Some("a.test"), "/").is_ok());
@@ -601,13 +608,7 @@ fn hot_swap_under_load_without_a_new_generation_and_half_written_files_ignored()
 #[test]
 fn sessions_resume_across_workers_and_a_reload() {
     let env = Env::new();
-    let a = ecdsa_cert(&["a.test"]);
-    write_pair(&env, "a", &a);
-    env.write_config(&format!(
-        "{}{}",
-        env.globals(),
-        site(&env, "\"a.test\"", &tls_kv(&env, "a"))
-    ));
+    one_tls_site(&env, "");
     let _server = env.start();
     let c = client(ANY);
     let first = https_get(&c, env.port, Some("a.test"), "/").unwrap();
@@ -658,13 +659,7 @@ fn openssl_s_client_sees_the_chosen_certificate() {
         return;
     }
     let env = Env::new();
-    let a = ecdsa_cert(&["a.test"]);
-    write_pair(&env, "a", &a);
-    env.write_config(&format!(
-        "{}{}",
-        env.globals(),
-        site(&env, "\"a.test\"", &tls_kv(&env, "a"))
-    ));
+    one_tls_site(&env, "");
     let _server = env.start();
     for version in ["-tls1_2", "-tls1_3"] {
         let out = Command::new("openssl")
@@ -854,13 +849,7 @@ fn a_tls_dir_pairs_keys_and_certificates_by_public_key_not_by_name() {
 fn reloads_under_tls_load_fail_nothing_and_drain_closes_keep_alive_cleanly() {
     use std::io::BufReader;
     let env = Env::new();
-    let a = ecdsa_cert(&["a.test"]);
-    write_pair(&env, "a", &a);
-    env.write_config(&format!(
-        "{}{}",
-        env.globals(),
-        site(&env, "\"a.test\"", &tls_kv(&env, "a"))
-    ));
+    one_tls_site(&env, "");
     let _server = env.start();
     let port = env.port;
 
@@ -937,13 +926,7 @@ fn reloads_under_tls_load_fail_nothing_and_drain_closes_keep_alive_cleanly() {
 #[test]
 fn ticket_keys_rotate_and_the_previous_key_still_resumes() {
     let env = Env::new();
-    let a = ecdsa_cert(&["a.test"]);
-    write_pair(&env, "a", &a);
-    env.write_config(&format!(
-        "{}tls_ticket_rotation = \"3s\"\n{}",
-        env.globals(),
-        site(&env, "\"a.test\"", &tls_kv(&env, "a"))
-    ));
+    one_tls_site(&env, "tls_ticket_rotation = \"3s\"\n");
     let server = env.start();
     let started = Instant::now();
     let c = client(ANY);
