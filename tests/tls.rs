@@ -969,3 +969,75 @@ fn ticket_keys_rotate_and_the_previous_key_still_resumes() {
     assert_eq!(env.status().generation, 1);
     drop(server);
 }
+
+/// A bad certificate at start: exit 1 with the located error, nothing left
+/// listening, no pidfile (the same checks as `-t`, through the same loader).
+#[test]
+fn a_bad_certificate_fails_the_start_and_leaves_nothing() {
+    let env = Env::new();
+    write_pair(&env, "expired", &expired_cert("a.test"));
+    env.write_config(&format!(
+        "{}{}",
+        env.globals(),
+        site(&env, "\"a.test\"", &tls_kv(&env, "expired"))
+    ));
+    let out = env.baton(&["--daemon"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expired"), "{err}");
+    assert!(
+        err.contains(&format!("{}:", env.config_path().display())),
+        "not located: {err}"
+    );
+    assert!(!env.pid_file().exists());
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", env.port)).is_ok(),
+        "left listening"
+    );
+}
+
+/// A key the master cannot read (root-only, and the master runs as another
+/// user): a clear error naming the file and the fix. Run for real as
+/// `nobody` with setpriv; the binary is copied where nobody may run it.
+#[test]
+fn a_key_the_master_cannot_read_is_a_clear_error() {
+    if !is_root() || !have("setpriv") {
+        eprintln!("skipped: needs root and setpriv to run the master as another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    one_tls_site(&env, "");
+    let key = env.path("tls/a.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let bin = env.path("baton-copy");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .arg("-t")
+        .arg("-c")
+        .arg(env.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&key.display().to_string()),
+        "names the key: {err}"
+    );
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(
+        err.contains("make them readable by the user it runs as"),
+        "{err}"
+    );
+}
