@@ -256,13 +256,19 @@ fn replace_file(env: &Env, rel: &str, contents: &[u8]) {
 /// certificate and key PEM.
 fn one_tls_site(env: &Env, extra_globals: &str) -> (String, String) {
     let a = ecdsa_cert(&["a.test"]);
-    write_pair(env, "a", &a);
+    serve_pair(env, &a, extra_globals);
+    a
+}
+
+/// Writes `pair` as a.test's certificate and a config serving it with TLS,
+/// `extra_globals` added at the top.
+fn serve_pair(env: &Env, pair: &(String, String), extra_globals: &str) {
+    write_pair(env, "a", pair);
     env.write_config(&format!(
         "{}{extra_globals}{}",
         env.globals(),
         site(env, "\"a.test\"", &tls_kv(env, "a"))
     ));
-    a
 }
 
 fn site(env: &Env, names: &str, tls: &str) -> String {
@@ -498,12 +504,7 @@ fn hot_swap_under_load_without_a_new_generation_and_half_written_files_ignored()
     let env = Env::new();
     let old = ecdsa_cert(&["a.test"]);
     let new = ecdsa_cert(&["a.test"]);
-    write_pair(&env, "a", &old);
-    env.write_config(&format!(
-        "{}tls_watch_interval = \"200ms\"\n{}",
-        env.globals(),
-        site(&env, "\"a.test\"", &tls_kv(&env, "a"))
-    ));
+    serve_pair(&env, &old, "tls_watch_interval = \"200ms\"\n");
     let server = env.start();
     let generation = env.status().generation;
     let port = env.port;
@@ -637,13 +638,8 @@ fn reload_picks_up_changed_certificates() {
     let env = Env::new();
     let old = ecdsa_cert(&["a.test"]);
     let new = ecdsa_cert(&["a.test"]);
-    write_pair(&env, "a", &old);
     // A long watch interval: only the reload can pick the change up.
-    env.write_config(&format!(
-        "{}tls_watch_interval = \"1h\"\n{}",
-        env.globals(),
-        site(&env, "\"a.test\"", &tls_kv(&env, "a"))
-    ));
+    serve_pair(&env, &old, "tls_watch_interval = \"1h\"\n");
     let _server = env.start();
     write_pair(&env, "a", &new);
     let out = env.reload();
