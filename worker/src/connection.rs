@@ -37,6 +37,7 @@ use crate::limits::{
 };
 use crate::outgoing::{Body, Outgoing, Sent};
 use crate::routing::Routes;
+use crate::static_files::FileCache;
 use crate::stream::Stream;
 
 /// What the loop lends a connection while driving it.
@@ -55,6 +56,8 @@ pub struct Ctx<'a> {
     /// and only what arrived is copied to the connection, so no buffer is
     /// zeroed per read and idle connections hold none.
     pub scratch: &'a mut [u8],
+    /// Small files held in memory (`static_files::cache`).
+    pub files: &'a mut FileCache,
 }
 
 /// A request being answered, as the access log will record it.
@@ -476,7 +479,7 @@ impl Connection {
                     .routes
                     .pick(ctx.config, self.listener, req.host.as_deref());
                 let held = Held {
-                    response: handler::respond(&req, site),
+                    response: handler::respond(&req, site, ctx.files),
                     head_only: req.method == Method::Head,
                     version: req.version,
                     keep_alive: req.keep_alive,

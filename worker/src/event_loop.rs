@@ -28,6 +28,7 @@ use crate::http::response::DateCache;
 use crate::limits::{ACCEPT_BUDGET, READ_CHUNK, STATS_EVERY, TICK};
 use crate::routing::Routes;
 use crate::signals::{Order, Signals};
+use crate::static_files::FileCache;
 use crate::stream::Stream;
 use crate::tls::Tls;
 
@@ -40,13 +41,15 @@ use crate::tls::Tls;
 enum Target {
     Channel,
     Signals,
+    FileCache,
     Listener(usize),
     Connection { key: usize, side: usize },
 }
 
 const CHANNEL: Token = Token(0);
 const SIGNALS: Token = Token(1);
-const LISTENER_BASE: usize = 2;
+const FILE_CACHE: Token = Token(2);
+const LISTENER_BASE: usize = 3;
 const CONNECTION_BASE: usize = 1 << 20;
 
 fn listener_token(i: usize) -> Token {
@@ -61,6 +64,7 @@ fn target(token: Token) -> Target {
     match token.0 {
         0 => Target::Channel,
         1 => Target::Signals,
+        2 => Target::FileCache,
         t if t < CONNECTION_BASE => Target::Listener(t - LISTENER_BASE),
         t => Target::Connection {
             key: (t - CONNECTION_BASE) / 2,
@@ -97,6 +101,7 @@ pub struct Worker {
     date: DateCache,
     /// See `Ctx::scratch`.
     scratch: Box<[u8]>,
+    files: FileCache,
     pub(crate) now: Instant,
     next_tick: Instant,
     next_stats: Instant,
@@ -140,6 +145,17 @@ impl Worker {
             SIGNALS,
             Interest::READABLE,
         )?;
+        let files = FileCache::new(
+            setup.config.http.file_cache_size,
+            setup.config.http.file_cache_max_file_size,
+        );
+        if let Some(fd) = files.fd() {
+            poll.registry().register(
+                &mut SourceFd(&fd.as_raw_fd()),
+                FILE_CACHE,
+                Interest::READABLE,
+            )?;
+        }
         let now = Instant::now();
         let mut date = DateCache::default();
         date.update(SystemTime::now());
@@ -159,6 +175,7 @@ impl Worker {
             access_log,
             date,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            files,
             now,
             next_tick: now + TICK,
             next_stats: now + STATS_EVERY,
@@ -188,6 +205,11 @@ impl Worker {
             }
             self.now = Instant::now();
             self.date.update(SystemTime::now());
+            // Changes on disk first: a request that arrived after a change
+            // must not be answered from the cache's copy.
+            if events.iter().any(|e| e.token() == FILE_CACHE) {
+                self.files.on_events();
+            }
             for event in events.iter() {
                 self.dispatch(event);
                 if self.stop {
@@ -205,6 +227,7 @@ impl Worker {
     fn dispatch(&mut self, event: &Event) {
         match target(event.token()) {
             Target::Channel => self.on_channel(event),
+            Target::FileCache => {} // read first in the turn
             Target::Signals => match self.signals.read() {
                 Some(Order::Stop) => {
                     info!("SIGINT: stopping now");
@@ -335,6 +358,7 @@ impl Worker {
                 requests: &mut self.requests,
                 access_log: &mut self.access_log,
                 scratch: &mut self.scratch,
+                files: &mut self.files,
             },
             &mut self.conns,
         )
@@ -494,6 +518,7 @@ mod tests {
     fn tokens_round_trip() {
         assert_eq!(target(CHANNEL), Target::Channel);
         assert_eq!(target(SIGNALS), Target::Signals);
+        assert_eq!(target(FILE_CACHE), Target::FileCache);
         assert_eq!(target(listener_token(0)), Target::Listener(0));
         assert_eq!(target(listener_token(7)), Target::Listener(7));
         for key in [0, 1, 12345] {

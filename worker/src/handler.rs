@@ -6,11 +6,11 @@ use baton_shared::config::Site;
 
 use crate::http::request::{Method, Request};
 use crate::http::response::{Response, Status};
-use crate::static_files;
+use crate::static_files::{self, FileCache};
 
 /// Answers `req` from `site` (`None` if the listener has no site, which a
 /// valid config never allows).
-pub fn respond(req: &Request, site: Option<&Site>) -> Response {
+pub fn respond(req: &Request, site: Option<&Site>, files: &mut FileCache) -> Response {
     if req.method == Method::Other {
         return Response::status(Status::MethodNotAllowed).with_header("Allow", "GET, HEAD".into());
     }
@@ -20,7 +20,7 @@ pub fn respond(req: &Request, site: Option<&Site>) -> Response {
     if let Some(port) = site.redirect_https {
         return redirect_https(req, site, port);
     }
-    static_files::serve(req, site)
+    static_files::serve(req, site, files)
 }
 
 /// `redirect_https`: a 301 to the same host and target over HTTPS (the

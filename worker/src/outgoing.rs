@@ -1,15 +1,17 @@
 //! What a connection has to send: a head, then a body.
 //!
-//! The head and any small body share one buffer, so most responses leave in
-//! a single `send`. A file body goes with sendfile(2) from the file's fd,
-//! resumed where it stopped on the next writable event; a file is never
-//! read into memory. A TLS stream cannot sendfile: `Stream::sendfile` reads
+//! The head and any small body (generated, or a file from the worker's file
+//! cache) share one buffer, so most responses leave in a single `send`. A
+//! file body goes with sendfile(2) from the file's fd, resumed where it
+//! stopped on the next writable event; such a file is never read into
+//! memory. A TLS stream cannot sendfile: `Stream::sendfile` reads
 //! the file in chunks into rustls instead, whose buffer limit is the
 //! back-pressure; the response counts as sent only once rustls has handed
 //! everything to the socket.
 
 use std::fs::File;
 use std::io;
+use std::rc::Rc;
 
 use crate::stream::Stream;
 
@@ -19,6 +21,12 @@ pub enum Body {
     Empty,
     /// Small, generated bodies (status texts).
     Bytes(Vec<u8>),
+    /// A cached file's bytes (or a range of them).
+    Shared {
+        bytes: Rc<[u8]>,
+        start: usize,
+        len: usize,
+    },
     File(FileBody),
 }
 
@@ -28,6 +36,7 @@ impl Body {
         match self {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
+            Body::Shared { len, .. } => *len as u64,
             Body::File(f) => f.remaining,
         }
     }
@@ -70,6 +79,11 @@ impl Outgoing {
             match body {
                 Body::Empty => {}
                 Body::Bytes(b) => head.extend_from_slice(&b),
+                Body::Shared { bytes, start, len } => {
+                    // In range by construction (a range of the entry).
+                    let part = bytes.get(start..start.saturating_add(len));
+                    head.extend_from_slice(part.unwrap_or_default());
+                }
                 Body::File(f) if f.remaining > 0 => file = Some(f),
                 Body::File(_) => {}
             }

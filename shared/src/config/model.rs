@@ -319,6 +319,11 @@ pub struct HttpLimits {
     pub send_timeout: Duration,
     /// The `Server` header's value; `None` sends no `Server` header.
     pub server_token: Option<String>,
+    /// Bytes of small files each worker keeps in memory; 0 turns the file
+    /// cache off.
+    pub file_cache_size: u64,
+    /// Files larger than this are never cached.
+    pub file_cache_max_file_size: u64,
 }
 
 /// Upper bound of `max_headers` (the parser's slots live on the stack).
@@ -336,6 +341,8 @@ impl Default for HttpLimits {
             body_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             server_token: Some("baton".to_owned()),
+            file_cache_size: 8 * 1024 * 1024,
+            file_cache_max_file_size: 64 * 1024,
         }
     }
 }

@@ -47,6 +47,8 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "body_timeout",
     "send_timeout",
     "server_token",
+    "file_cache_size",
+    "file_cache_max_file_size",
     "access_log",
     "access_log_format",
     "log_mode",
@@ -225,9 +227,17 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
             "drain_linger" => r.duration(name, value, false, &mut raw.drain_linger),
             "keepalive_timeout" => r.duration(name, value, false, &mut raw.keepalive_timeout),
             "header_timeout" => r.duration(name, value, true, &mut raw.header_timeout),
-            "max_header_size" | "max_headers" | "max_uri_length" | "max_body_size"
-            | "max_connections" | "keepalive_requests" | "body_timeout" | "send_timeout"
-            | "server_token" => r.http_limit(name, value, &mut raw.http),
+            "max_header_size"
+            | "max_headers"
+            | "max_uri_length"
+            | "max_body_size"
+            | "max_connections"
+            | "keepalive_requests"
+            | "body_timeout"
+            | "send_timeout"
+            | "server_token"
+            | "file_cache_size"
+            | "file_cache_max_file_size" => r.http_limit(name, value, &mut raw.http),
             "site" => {
                 have_site = true;
                 raw.sites = r.sites(value);

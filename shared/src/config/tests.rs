@@ -784,6 +784,7 @@ fn http_limits_and_file_options() {
         "max_header_size = \"8k\"\nmax_headers = 50\nmax_uri_length = 2048\n\
          max_body_size = \"2m\"\nmax_connections = 10\nkeepalive_requests = 5\n\
          body_timeout = \"5s\"\nsend_timeout = \"7s\"\nserver_token = false\n\
+         file_cache_size = \"1m\"\nfile_cache_max_file_size = 0\n\
          [[site]]\nlisten = [\"127.0.0.1:8080\"]\nroot = \"{}\"\n\
          directory_listing = true\ndotfiles = \"allow\"\nsymlinks = \"owner\"\n\
          types = {{ md = \"text/markdown\" }}\ndefault_type = \"text/plain\"\n\
@@ -810,6 +811,10 @@ fn http_limits_and_file_options() {
         (Duration::from_secs(5), Duration::from_secs(7))
     );
     assert_eq!(h.server_token, None);
+    assert_eq!(
+        (h.file_cache_size, h.file_cache_max_file_size),
+        (1 << 20, 0)
+    );
     let f = &c.sites[0].files;
     assert!(f.directory_listing && f.dotfiles && f.precompressed);
     assert_eq!(f.symlinks, Symlinks::Owner);
@@ -826,6 +831,26 @@ fn http_limits_and_file_options() {
     let (_d, c) = ok("[[site]]\nlisten = [\"127.0.0.1:8080\"]\nroot = \"www\"\n");
     assert_eq!(c.http, HttpLimits::default());
     assert_eq!(c.sites[0].files, FileOptions::default());
+}
+
+#[test]
+fn bad_file_cache_sizes_are_located() {
+    let text = "file_cache_size = -1\nfile_cache_max_file_size = \"1g\"\nfile_cache = 1\n\
+                [[site]]\nlisten = [\"127.0.0.1:8080\"]\nroot = \"www\"\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs[0].starts_with("1:19: \"file_cache_size\" must be"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].starts_with("2:28: \"file_cache_max_file_size\" must be"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[2].starts_with("3:1: unknown key \"file_cache\", did you mean"),
+        "{errs:?}"
+    );
 }
 
 #[test]

@@ -22,9 +22,13 @@
 //!    successful and redirect responses, and the site's `error_pages` for
 //!    errors.
 //!
-//! Files are never read into memory: the body is the open file, which the
-//! connection sends with sendfile(2) as the socket drains.
+//! A body is the open file, which the connection sends with sendfile(2) as
+//! the socket drains, except for small files in the worker's `cache`
+//! (`file_cache_size`, `file_cache_max_file_size`): those are held in
+//! memory, watched with inotify, and a hit skips steps 1 to 6 and every
+//! file system call. Large files are never read into memory.
 
+mod cache;
 mod conditional;
 mod listing;
 mod mime;
@@ -38,6 +42,7 @@ use std::fs::{File, Metadata};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use baton_shared::config::Site;
@@ -45,6 +50,8 @@ use baton_shared::config::Site;
 use crate::http::request::Request;
 use crate::http::response::{Response, Status, http_date};
 use crate::outgoing::{Body, FileBody};
+pub use cache::FileCache;
+use cache::{Entry, Key, Lookup};
 use conditional::Validators;
 use open::{open_under, open_url};
 use path::UrlPath;
@@ -77,19 +84,37 @@ enum Outcome {
 }
 
 /// Answers a GET or HEAD of `target` (path and query, percent-encoded).
-pub fn serve(req: &Request, site: &Site) -> Response {
+pub fn serve(req: &Request, site: &Site, cache: &mut FileCache) -> Response {
     let (path, query) = match req.target.find('?') {
         Some(i) => req.target.split_at(i),
         None => (req.target.as_str(), ""),
     };
     // A fragment is never sent by a client; if it is, it is not the path.
     let path = path.split('#').next().unwrap_or_default();
+    let pref = if site.files.precompressed {
+        precompressed::preference_key(req.conditions.accept_encoding.as_deref())
+    } else {
+        0
+    };
+    let key = Key { site, pref, path };
+    let mut fill = match cache.get(key) {
+        Lookup::Hit(entry) => {
+            let mut response = cached_response(req, site, &entry);
+            add_configured_headers(&mut response, site, path);
+            return response;
+        }
+        Lookup::Refused => None,
+        Lookup::Miss => Some(Fill { cache, key }),
+    };
     let mut outcome = resolve(site, path, query);
     if let (Outcome::Error(Status::NotFound), Some(fallback)) = (&outcome, &site.files.fallback) {
         outcome = resolve(site, fallback, "");
+        // What a missing path falls back to depends on its absence, which
+        // no watch covers: not cached.
+        fill = None;
     }
     let mut response = match outcome {
-        Outcome::File(found) => file_response(req, site, found),
+        Outcome::File(found) => file_response(req, site, found, fill),
         Outcome::Listing(html) => Response {
             status: Status::Ok,
             headers: vec![("Content-Type".into(), "text/html; charset=utf-8".into())],
@@ -159,32 +184,103 @@ fn resolve(site: &Site, path: &str, query: &str) -> Outcome {
     Outcome::Error(Status::Forbidden)
 }
 
-/// Steps 6 to 9 for a found file.
-fn file_response(req: &Request, site: &Site, found: Found) -> Response {
+/// A cache miss that may be filled: the cache, and the key the response
+/// is filed under.
+struct Fill<'c, 'k> {
+    cache: &'c mut FileCache,
+    key: Key<'k>,
+}
+
+/// What a file response's headers are made of, from the disk or the
+/// cache.
+struct Described<'a> {
+    content_type: String,
+    /// `Vary: Accept-Encoding`: the site has precompressed files on.
+    vary: bool,
+    encoding: Option<&'static str>,
+    len: u64,
+    validators: &'a Validators,
+    last_modified: Option<String>,
+}
+
+/// Steps 6 to 9 for a found file; the file goes into the cache on the way
+/// when it is small enough.
+fn file_response(req: &Request, site: &Site, found: Found, fill: Option<Fill>) -> Response {
     let files = &site.files;
-    let c = &req.conditions;
-    let mut headers: Vec<(std::borrow::Cow<'static, str>, String)> = Vec::with_capacity(8);
-    headers.push((
-        "Content-Type".into(),
-        mime::content_type(found.type_name(&site.root), files),
-    ));
-    let (mut file, mut meta) = (found.file, found.meta);
-    if files.precompressed {
-        // The response depends on Accept-Encoding whichever is sent.
-        headers.push(("Vary".into(), "Accept-Encoding".into()));
-        if let Some((coding, f, m)) = variant(site, &found.segments, c.accept_encoding.as_deref()) {
-            headers.push(("Content-Encoding".into(), coding.to_owned()));
-            (file, meta) = (f, m);
-        }
+    let content_type = mime::content_type(found.type_name(&site.root), files);
+    let (mut file, mut meta, mut encoding) = (found.file, found.meta, None);
+    let mut segments = found.segments;
+    if files.precompressed
+        && let Some((coding, f, m, segs)) =
+            variant(site, &segments, req.conditions.accept_encoding.as_deref())
+    {
+        (file, meta, encoding, segments) = (f, m, Some(coding), segs);
+    }
+    if let Some(Fill { cache, key }) = fill
+        && cache.wants(site, meta.len())
+        && let Some(entry) = cache.fill(key, &segments, &file, &content_type, encoding)
+    {
+        return cached_response(req, site, &entry);
     }
     let len = meta.len();
-    let v = Validators::new(len, meta.modified().ok());
-    headers.push(("ETag".into(), v.etag.clone()));
-    if let Some(m) = v.modified {
-        let secs = m.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        headers.push(("Last-Modified".into(), http_date(secs)));
+    let validators = Validators::new(len, meta.modified().ok());
+    let last_modified = validators
+        .modified
+        .map(|m| http_date(m.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())));
+    let described = Described {
+        content_type,
+        vary: files.precompressed,
+        encoding,
+        len,
+        validators: &validators,
+        last_modified,
+    };
+    respond(req, described, |offset, remaining| {
+        Body::File(FileBody {
+            file,
+            offset,
+            remaining,
+        })
+    })
+}
+
+/// Steps 7 to 9 from a cache entry: no file is touched.
+fn cached_response(req: &Request, site: &Site, entry: &Rc<Entry>) -> Response {
+    let described = Described {
+        content_type: entry.content_type.clone(),
+        vary: site.files.precompressed,
+        encoding: entry.encoding,
+        len: entry.bytes.len() as u64,
+        validators: &entry.validators,
+        last_modified: entry.last_modified.clone(),
+    };
+    respond(req, described, |offset, remaining| Body::Shared {
+        bytes: Rc::clone(&entry.bytes),
+        // Both within the entry's length, which is a usize.
+        start: offset as usize,
+        len: remaining as usize,
+    })
+}
+
+/// Validators, preconditions and ranges: the response for a described
+/// file whose body (from an offset, so many bytes) `body` makes.
+fn respond(req: &Request, d: Described, body: impl FnOnce(u64, u64) -> Body) -> Response {
+    let c = &req.conditions;
+    let mut headers: Vec<(std::borrow::Cow<'static, str>, String)> = Vec::with_capacity(8);
+    headers.push(("Content-Type".into(), d.content_type));
+    if d.vary {
+        // The response depends on Accept-Encoding whichever is sent.
+        headers.push(("Vary".into(), "Accept-Encoding".into()));
     }
-    match conditional::evaluate(c, &v) {
+    if let Some(coding) = d.encoding {
+        headers.push(("Content-Encoding".into(), coding.to_owned()));
+    }
+    let (len, v) = (d.len, d.validators);
+    headers.push(("ETag".into(), v.etag.clone()));
+    if let Some(date) = d.last_modified {
+        headers.push(("Last-Modified".into(), date));
+    }
+    match conditional::evaluate(c, v) {
         Some(Status::NotModified) => {
             return Response {
                 status: Status::NotModified,
@@ -196,7 +292,7 @@ fn file_response(req: &Request, site: &Site, found: Found) -> Response {
         None => {}
     }
     headers.push(("Accept-Ranges".into(), "bytes".into()));
-    let ranged = if conditional::if_range_holds(c, &v) {
+    let ranged = if conditional::if_range_holds(c, v) {
         range::select(c.range.as_deref(), len)
     } else {
         Ranged::Full
@@ -215,21 +311,17 @@ fn file_response(req: &Request, site: &Site, found: Found) -> Response {
     Response {
         status,
         headers,
-        body: Body::File(FileBody {
-            file,
-            offset,
-            remaining,
-        }),
+        body: body(offset, remaining),
     }
 }
 
 /// The best precompressed variant the client accepts that exists as a
-/// regular file: its coding, file and metadata.
+/// regular file: its coding, file, metadata and segments.
 fn variant(
     site: &Site,
     segments: &[Vec<u8>],
     accept: Option<&str>,
-) -> Option<(&'static str, File, Metadata)> {
+) -> Option<(&'static str, File, Metadata, Vec<Vec<u8>>)> {
     let (last, parents) = segments.split_last()?;
     for (coding, suffix) in precompressed::preferred(accept) {
         let mut segs = parents.to_vec();
@@ -237,7 +329,7 @@ fn variant(
         if let Ok((f, m)) = open_under(&site.root, &segs, site.files.symlinks)
             && m.is_file()
         {
-            return Some((coding, f, m));
+            return Some((coding, f, m, segs));
         }
     }
     None

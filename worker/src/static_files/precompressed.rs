@@ -49,6 +49,16 @@ pub fn preferred(accept: Option<&str>) -> Vec<(&'static str, &'static str)> {
     out.into_iter().map(|(_, n, s)| (n, s)).collect()
 }
 
+/// A small number that is the same for two Accept-Encoding values exactly
+/// when `preferred` gives the same list: the file cache's key for which
+/// variant a client gets.
+pub fn preference_key(accept: Option<&str>) -> u8 {
+    preferred(accept).iter().fold(0, |key, (name, _)| {
+        let i = ENCODINGS.iter().position(|(n, _)| n == name).unwrap_or(0);
+        key * 3 + i as u8 + 1
+    })
+}
+
 /// `q` value → thousandths; `None` if malformed (RFC 9110 12.4.2).
 fn parse_q(s: &str) -> Option<u16> {
     let s = s.trim();
@@ -88,5 +98,25 @@ mod tests {
         assert_eq!(names("gzip, br;q=0.9"), ["gzip", "br"]);
         assert_eq!(names("gzip"), ["gzip"]);
         assert!(names("identity").is_empty());
+    }
+
+    #[test]
+    fn preference_keys_tell_the_lists_apart() {
+        let keys: Vec<u8> = [
+            None,
+            Some("br"),
+            Some("gzip"),
+            Some("br, gzip"),
+            Some("gzip, br;q=0.9"),
+        ]
+        .iter()
+        .map(|a| preference_key(*a))
+        .collect();
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:?}");
+        assert_eq!(
+            preference_key(Some("gzip;q=0.5, br")),
+            preference_key(Some("br, gzip"))
+        );
     }
 }

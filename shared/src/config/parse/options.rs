@@ -43,6 +43,18 @@ impl Reader<'_, '_, '_> {
                     http.keepalive_requests = n;
                 }
             }
+            "file_cache_size" => {
+                if let Some(n) = self.size(key, value, 0, 1 << 40) {
+                    http.file_cache_size = n;
+                }
+            }
+            "file_cache_max_file_size" => {
+                // Above 16 MiB a file is better sent with sendfile than
+                // held in every worker's memory.
+                if let Some(n) = self.size(key, value, 0, 16 * 1024 * 1024) {
+                    http.file_cache_max_file_size = n;
+                }
+            }
             "body_timeout" => self.duration(key, value, true, &mut http.body_timeout),
             "send_timeout" => self.duration(key, value, true, &mut http.send_timeout),
             "server_token" => match value.get_ref() {

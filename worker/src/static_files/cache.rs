@@ -1,0 +1,466 @@
+//! The worker's cache of small files: their bytes and the headers that
+//! describe them, so that a hit costs no `open`, `stat`, `read` or `close`
+//! and the response leaves in the one `send` that carries its head.
+//!
+//! Freshness does not rest on a time-to-live (lighttpd's stat cache trusts
+//! an entry for a second, nginx's `open_file_cache` for
+//! `open_file_cache_valid`, 60 s by default). Every entry is watched with
+//! inotify(7): the file itself, its directory, and every directory above
+//! it up to `/`, both along the root as configured and along its canonical
+//! path. Any event that could change what the URL serves empties the whole
+//! cache: the file written, truncated, touched, chmodded, renamed,
+//! replaced or removed; a name created, removed or renamed in its
+//! directory (an `x.br` appearing, an index file added); a directory on the
+//! way renamed, swapped or chmodded; a `current -> releases/N` symlink on
+//! the root's path re-pointed. Directories above the file's own only count
+//! events about the one name on the path, so a busy `/tmp` above a root
+//! costs a wake-up, not the cache.
+//!
+//! The worker reads the inotify queue before the other events of every poll
+//! turn, so a request sent after a change to the disk completed is answered
+//! from the changed file: there is no window of staleness beyond the turn
+//! in which the change lands.
+//!
+//! An entry is only made when its watches were provably in place before
+//! its bytes were read: the watches are added first; then the path is
+//! walked again from the root without following any symlink and must reach
+//! the same inode (a path with a symlink below the root is never cached,
+//! since its target's directories are not watched); then the bytes are
+//! read between two `fstat`s that must agree; then the inotify queue is
+//! drained, and any relevant event at all means nothing is cached.
+//!
+//! When the cache is full, further files are served as before (sendfile)
+//! rather than evicting: a hot set that fits stays, and a set that does
+//! not fit cannot make the worker churn. Everything is dropped on the next
+//! change.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use baton_shared::config::{Site, Symlinks};
+use log::{debug, warn};
+use nix::errno::Errno;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+
+use super::conditional::Validators;
+use super::open::open_under;
+use crate::http::response::http_date;
+
+/// What an entry costs at least against `file_cache_size`, whatever its
+/// length: its key, headers and watches are not free, and an empty file
+/// must not make the entry count unbounded.
+const ENTRY_OVERHEAD: u64 = 256;
+
+/// Paths remembered as uncacheable, at most.
+const MAX_REFUSED: usize = 4096;
+
+/// A cached file: its bytes and everything its headers are made of.
+#[derive(Debug)]
+pub struct Entry {
+    pub bytes: Rc<[u8]>,
+    pub content_type: String,
+    /// The precompressed variant's `Content-Encoding`, if it is one.
+    pub encoding: Option<&'static str>,
+    pub validators: Validators,
+    /// `Last-Modified`, formatted once.
+    pub last_modified: Option<String>,
+}
+
+/// Which response a URL gives: the site (by address: sites live as long as
+/// the worker's config) and the client's precompressed preference
+/// (`precompressed::preference_key`).
+type Class = (usize, u8);
+
+/// URL path → entry, or `None`: uncacheable until the next change.
+type Paths = HashMap<Box<str>, Option<Rc<Entry>>>;
+
+/// A URL as the cache files it: the site, the client's precompressed
+/// preference (`precompressed::preference_key`) and the request's path
+/// (before the query).
+#[derive(Clone, Copy)]
+pub struct Key<'a> {
+    pub site: &'a Site,
+    pub pref: u8,
+    pub path: &'a str,
+}
+
+impl Key<'_> {
+    fn class(&self) -> Class {
+        (site_id(self.site), self.pref)
+    }
+}
+
+/// A watched directory or file: which names in it matter (`None`: every
+/// event does).
+type Relevant = Option<HashSet<Box<[u8]>>>;
+
+pub struct FileCache {
+    /// `None`: the cache is off (configured so, or inotify unavailable).
+    inotify: Option<Inotify>,
+    max_size: u64,
+    max_file_size: u64,
+    used: u64,
+    /// Per class, URL path → entry, or `None` for a path found
+    /// uncacheable (a symlink below the root, a file changing while read),
+    /// so that it does not pay for a fill on every request. A short list:
+    /// one class per site in practice, two or three with precompressed
+    /// files.
+    entries: Vec<(Class, Paths)>,
+    refused: usize,
+    watches: HashMap<WatchDescriptor, Relevant>,
+    /// Sites whose root cannot be watched (an ancestor the worker's user
+    /// cannot read): never filled.
+    unwatchable: HashSet<usize>,
+}
+
+/// IN_MASK_ADD (which nix does not name): widen a watch another entry made
+/// on the same inode instead of replacing its mask.
+fn mask_add() -> AddWatchFlags {
+    AddWatchFlags::from_bits_retain(libc::IN_MASK_ADD)
+}
+
+/// Events on a directory above the file's own: names coming and going, the
+/// directory itself renamed, removed or made unreadable.
+fn ancestor_mask() -> AddWatchFlags {
+    AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_ONLYDIR
+        | mask_add()
+}
+
+/// The file's own directory also reports writes to the files in it.
+fn parent_mask() -> AddWatchFlags {
+    ancestor_mask() | AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CLOSE_WRITE
+}
+
+fn file_mask() -> AddWatchFlags {
+    AddWatchFlags::IN_MODIFY
+        | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | mask_add()
+}
+
+/// What the cache knows of a URL.
+pub enum Lookup {
+    Hit(Rc<Entry>),
+    /// Found uncacheable since the last change: serve it from disk.
+    Refused,
+    Miss,
+}
+
+/// Why a fill did not happen.
+enum Refusal {
+    /// This path, until the next change.
+    Path,
+    /// This site's root cannot be watched.
+    Site,
+    /// The watch limit was reached: the cache is turned off.
+    Off,
+    /// An event came in while filling; the cache was emptied.
+    Changed,
+}
+
+impl FileCache {
+    /// A cache of at most `max_size` bytes of files of at most
+    /// `max_file_size` bytes each; `max_size == 0` turns it off.
+    pub fn new(max_size: u64, max_file_size: u64) -> FileCache {
+        let inotify = if max_size == 0 || max_file_size == 0 {
+            None
+        } else {
+            match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    // EMFILE here is fs.inotify.max_user_instances.
+                    warn!("file cache off: inotify_init1: {e}");
+                    None
+                }
+            }
+        };
+        FileCache {
+            inotify,
+            max_size,
+            max_file_size,
+            used: 0,
+            entries: Vec::new(),
+            refused: 0,
+            watches: HashMap::new(),
+            unwatchable: HashSet::new(),
+        }
+    }
+
+    /// The inotify fd, for the worker's poll.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.inotify.as_ref().map(|i| i.as_fd())
+    }
+
+    /// What is known of `key`.
+    pub fn get(&self, key: Key) -> Lookup {
+        let class = key.class();
+        match self.entries.iter().find(|(c, _)| *c == class) {
+            None => Lookup::Miss,
+            Some((_, map)) => match map.get(key.path) {
+                None => Lookup::Miss,
+                Some(None) => Lookup::Refused,
+                Some(Some(entry)) => Lookup::Hit(Rc::clone(entry)),
+            },
+        }
+    }
+
+    /// Whether a found file of `len` bytes is worth a fill.
+    pub fn wants(&self, site: &Site, len: u64) -> bool {
+        self.inotify.is_some()
+            && len <= self.max_file_size
+            && self.used + len.max(ENTRY_OVERHEAD) <= self.max_size
+            && !self.unwatchable.contains(&site_id(site))
+    }
+
+    /// Caches `file` (opened for `segments` under the site's root) as the
+    /// answer to `key`, if it can be proved to be watched; the new entry,
+    /// or `None` (serve the file as it is).
+    pub fn fill(
+        &mut self,
+        key: Key,
+        segments: &[Vec<u8>],
+        file: &File,
+        content_type: &str,
+        encoding: Option<&'static str>,
+    ) -> Option<Rc<Entry>> {
+        let class = key.class();
+        match self.try_fill(key.site, segments, file) {
+            Ok((bytes, meta)) => {
+                let modified = meta.modified().ok();
+                let validators = Validators::new(meta.len(), modified);
+                let last_modified = validators
+                    .modified
+                    .map(|m| http_date(m.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())));
+                let entry = Rc::new(Entry {
+                    bytes: bytes.into(),
+                    content_type: content_type.to_owned(),
+                    encoding,
+                    validators,
+                    last_modified,
+                });
+                self.used += meta.len().max(ENTRY_OVERHEAD);
+                self.class(class)
+                    .insert(key.path.into(), Some(Rc::clone(&entry)));
+                Some(entry)
+            }
+            Err(Refusal::Path) => {
+                if self.refused < MAX_REFUSED {
+                    self.refused += 1;
+                    self.class(class).insert(key.path.into(), None);
+                }
+                None
+            }
+            Err(Refusal::Site) => {
+                self.unwatchable.insert(class.0);
+                None
+            }
+            Err(Refusal::Off) => {
+                self.clear();
+                self.inotify = None;
+                None
+            }
+            Err(Refusal::Changed) => None,
+        }
+    }
+
+    fn class(&mut self, class: Class) -> &mut Paths {
+        let i = match self.entries.iter().position(|(c, _)| *c == class) {
+            Some(i) => i,
+            None => {
+                self.entries.push((class, HashMap::new()));
+                self.entries.len() - 1
+            }
+        };
+        &mut self.entries[i].1
+    }
+
+    fn try_fill(
+        &mut self,
+        site: &Site,
+        segments: &[Vec<u8>],
+        file: &File,
+    ) -> Result<(Vec<u8>, Metadata), Refusal> {
+        let Some((name, dirs)) = segments.split_last() else {
+            return Err(Refusal::Path); // the root itself is no file
+        };
+        // 1. Watches: above the root (as configured and canonical), then
+        //    the directories under it, then the file.
+        let root = &site.root;
+        let canonical = std::fs::canonicalize(root).map_err(|_| Refusal::Site)?;
+        for r in [root.as_path(), canonical.as_path()] {
+            let mut child = r;
+            while let (Some(parent), Some(n)) = (child.parent(), child.file_name()) {
+                self.watch(parent, ancestor_mask(), Some(n.as_bytes()))
+                    .map_err(|e| site_refusal(e, parent))?;
+                child = parent;
+            }
+        }
+        let mut dir = root.clone();
+        for seg in dirs {
+            self.watch(&dir, ancestor_mask(), Some(seg))
+                .map_err(|e| path_refusal(e, &dir))?;
+            dir.push(OsStr::from_bytes(seg));
+        }
+        self.watch(&dir, parent_mask(), None)
+            .map_err(|e| path_refusal(e, &dir))?;
+        dir.push(OsStr::from_bytes(name));
+        self.watch(&dir, file_mask(), None)
+            .map_err(|e| path_refusal(e, &dir))?;
+
+        // 2. The path still leads to this file, through no symlink.
+        let before = file.metadata().map_err(|_| Refusal::Path)?;
+        let (_, walked) = open_under(root, segments, Symlinks::Never).map_err(|_| Refusal::Path)?;
+        if (walked.dev(), walked.ino()) != (before.dev(), before.ino()) || !before.is_file() {
+            return Err(Refusal::Path);
+        }
+
+        // 3. The bytes, between two fstats that agree.
+        let len = usize::try_from(before.len()).map_err(|_| Refusal::Path)?;
+        let mut bytes = vec![0; len];
+        let mut done = 0;
+        while done < len {
+            match file.read_at(&mut bytes[done..], done as u64) {
+                Ok(0) => return Err(Refusal::Path), // shrank under us
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Refusal::Path),
+            }
+        }
+        let after = file.metadata().map_err(|_| Refusal::Path)?;
+        if after.len() != before.len()
+            || (after.mtime(), after.mtime_nsec()) != (before.mtime(), before.mtime_nsec())
+        {
+            return Err(Refusal::Path);
+        }
+
+        // 4. Nothing happened since the watches went in.
+        if self.take_events() {
+            self.clear();
+            return Err(Refusal::Changed);
+        }
+        Ok((bytes, after))
+    }
+
+    /// Adds (or widens) a watch; `name`: the one name in a directory that
+    /// matters, `None`: all of them.
+    fn watch(
+        &mut self,
+        path: &Path,
+        mask: AddWatchFlags,
+        name: Option<&[u8]>,
+    ) -> Result<(), Errno> {
+        let Some(inotify) = &self.inotify else {
+            return Err(Errno::EBADF);
+        };
+        let wd = inotify.add_watch(path, mask)?;
+        let relevant = self
+            .watches
+            .entry(wd)
+            .or_insert_with(|| Some(HashSet::new()));
+        match (relevant.as_mut(), name) {
+            (Some(names), Some(n)) => {
+                names.insert(n.into());
+            }
+            (Some(_), None) => *relevant = None,
+            (None, _) => {}
+        }
+        Ok(())
+    }
+
+    /// Reads the inotify queue: the cache is emptied if anything relevant
+    /// happened. Called when the poll says the fd is readable, first in
+    /// the turn.
+    pub fn on_events(&mut self) {
+        if self.take_events() {
+            debug!("file cache: a watched path changed; emptied");
+            self.clear();
+        }
+    }
+
+    /// Drains the queue; whether any event was relevant.
+    fn take_events(&mut self) -> bool {
+        let Some(inotify) = &self.inotify else {
+            return false;
+        };
+        let mut relevant = false;
+        loop {
+            match inotify.read_events() {
+                Ok(events) if events.is_empty() => break,
+                Ok(events) => {
+                    for e in events {
+                        relevant |= e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)
+                            || match self.watches.get(&e.wd) {
+                                None => false, // a watch removed by `clear`
+                                Some(None) => true,
+                                Some(Some(names)) => {
+                                    e.name.as_ref().is_none_or(|n| names.contains(n.as_bytes()))
+                                }
+                            };
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(_) => break, // EAGAIN: drained
+            }
+        }
+        relevant
+    }
+
+    /// Forgets every entry and every watch.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.refused = 0;
+        self.used = 0;
+        if let Some(inotify) = &self.inotify {
+            for (wd, _) in self.watches.drain() {
+                // Its IN_IGNORED event is read later and matches no watch.
+                let _ = inotify.rm_watch(wd);
+            }
+        }
+        self.watches.clear();
+    }
+}
+
+fn site_id(site: &Site) -> usize {
+    std::ptr::from_ref(site) as usize
+}
+
+fn site_refusal(e: Errno, dir: &Path) -> Refusal {
+    match e {
+        Errno::ENOSPC => {
+            warn!(
+                "file cache off: the inotify watch limit (fs.inotify.max_user_watches) is reached"
+            );
+            Refusal::Off
+        }
+        _ => {
+            debug!(
+                "file cache: cannot watch {}: {e}; this site is not cached",
+                dir.display()
+            );
+            Refusal::Site
+        }
+    }
+}
+
+fn path_refusal(e: Errno, dir: &Path) -> Refusal {
+    match e {
+        Errno::ENOSPC => site_refusal(e, dir),
+        _ => Refusal::Path,
+    }
+}
