@@ -238,6 +238,10 @@ fn large_files_bypass_the_cache_and_size_zero_turns_it_off() {
     assert!(worker_watches(&env) > 0, "the small file was not cached");
     drop(s);
 
+    // Another env: the first server may still hold its port.
+    let env = Env::new();
+    env.write_file("www/big.bin", &big);
+    env.write_file("www/small.txt", b"small");
     let _s = start(&env, "www", "file_cache_size = 0", "");
     for _ in 0..2 {
         expect_body(&env, "/small.txt", b"small");

@@ -1,6 +1,7 @@
 //! The worker's side of a shared listen socket.
 
 use std::io;
+use std::net::IpAddr;
 
 use baton_shared::config::ListenAddr;
 use mio::event::Source;
@@ -32,21 +33,26 @@ impl Acceptor {
         } else {
             let l = std::net::TcpListener::from(listener.fd);
             l.set_nonblocking(true)?;
+            // Heads go out with MSG_MORE and bodies with sendfile, so Nagle
+            // would only delay the last partial segment. Set on the listen
+            // socket, TCP_NODELAY is inherited by every accepted socket
+            // (Linux copies it at accept), which saves a setsockopt per
+            // connection; setting it again from every worker is harmless.
+            let _ = nix::sys::socket::setsockopt(&l, nix::sys::socket::sockopt::TcpNoDelay, &true);
             Ok(Acceptor::Tcp(mio::net::TcpListener::from_std(l)))
         }
     }
 
-    /// Accepts one connection (non-blocking, close-on-exec).
-    pub fn accept(&self) -> io::Result<Stream> {
+    /// Accepts one connection (non-blocking, close-on-exec), with the
+    /// client's address (`None` on a unix socket) as accept(2) gave it,
+    /// which spares a getpeername per connection.
+    pub fn accept(&self) -> io::Result<(Stream, Option<IpAddr>)> {
         match self {
             Acceptor::Tcp(l) => {
-                let (s, _) = l.accept()?;
-                // Heads go out with MSG_MORE and bodies with sendfile, so
-                // Nagle would only delay the last partial segment.
-                let _ = s.set_nodelay(true);
-                Ok(Stream::Tcp(s))
+                let (s, addr) = l.accept()?;
+                Ok((Stream::Tcp(s), Some(addr.ip())))
             }
-            Acceptor::Unix(l) => Ok(Stream::Unix(l.accept()?.0)),
+            Acceptor::Unix(l) => Ok((Stream::Unix(l.accept()?.0), None)),
         }
     }
 }

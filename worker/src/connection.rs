@@ -22,6 +22,7 @@
 //! streams from it instead of from a file.
 
 use std::io;
+use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 
 use baton_shared::config::Config;
@@ -148,6 +149,9 @@ pub struct Connection {
     out: Option<Outgoing>,
     /// Close once `out` is sent.
     close_after: bool,
+    /// That close must be a lingering one: the client may still be
+    /// sending (we close on our own initiative, or on bad input).
+    linger: bool,
     /// The body of the current request, being read and thrown away.
     body: Option<BodyReader>,
     /// The current request's response, sent once its body is read.
@@ -162,8 +166,8 @@ pub struct Connection {
     head_started: Instant,
     /// Last time bytes moved in either direction.
     last_progress: Instant,
-    /// The client's address, for the access log.
-    peer: String,
+    /// The client's address, for the access log (`None`: a unix socket).
+    peer: Option<IpAddr>,
     /// The request whose response is being prepared (body being read).
     log_start: Option<LogStart>,
     /// The response being sent, to log once it is.
@@ -171,9 +175,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(stream: Stream, listener: usize, now: Instant) -> Connection {
+    pub fn new(stream: Stream, peer: Option<IpAddr>, listener: usize, now: Instant) -> Connection {
         Connection {
-            peer: stream.peer_label(),
+            peer,
             log_start: None,
             pending_log: None,
             stream,
@@ -186,6 +190,7 @@ impl Connection {
             inbuf: Vec::new(),
             out: None,
             close_after: false,
+            linger: true,
             body: None,
             held: None,
             served: 0,
@@ -548,6 +553,10 @@ impl Connection {
             });
         }
         self.queue(held.response, held.head_only, held.version, close, ctx);
+        // The client said this request is its last, and its body is read:
+        // nothing more is coming, so no lingering close is needed (see
+        // `start_closing`).
+        self.linger = held.keep_alive;
     }
 
     /// While draining, every response says `Connection: close`, except
@@ -581,6 +590,7 @@ impl Connection {
         write_head(&mut head, &response, ctx.date, server, persistence);
         self.out = Some(Outgoing::new(head, response.body, !head_only));
         self.close_after = close;
+        self.linger = true;
         self.last_progress = ctx.now;
     }
 
@@ -591,10 +601,16 @@ impl Connection {
             return;
         };
         let s = &p.start;
+        // Only a log line shows it (the metrics count statuses and bytes).
+        let remote = match self.peer {
+            Some(ip) if ctx.access_log.enabled() => ip.to_string(),
+            Some(_) => String::new(),
+            None => "unix:".to_owned(),
+        };
         ctx.access_log.record(
             s.site,
             &Entry {
-                remote: &self.peer,
+                remote: &remote,
                 time: s.time,
                 method: &s.method,
                 target: &s.target,
@@ -609,13 +625,21 @@ impl Connection {
         );
     }
 
-    /// Sends our FIN and starts discarding input (lingering close).
+    /// Closes after the last response: at once when the client has said
+    /// it sends nothing more and nothing unread is known to be queued, as
+    /// nginx does (`lingering_close on`); else sends our FIN and discards
+    /// input until the client's (lingering close), because closing a
+    /// socket with unread input makes the kernel send an RST that can
+    /// destroy the response before the client reads it. TLS always takes
+    /// the second way, whose FIN follows a close_notify.
     fn start_closing(&mut self, now: Instant) {
+        let nothing_coming =
+            !self.linger && self.inbuf.is_empty() && !self.readable && !self.stream.is_tls();
         self.out = None;
         self.inbuf = Vec::new();
         self.body = None;
         self.held = None;
-        if self.peer_eof {
+        if self.peer_eof || nothing_coming {
             self.phase = Phase::Closed;
             return;
         }

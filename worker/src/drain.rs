@@ -86,7 +86,7 @@ impl Worker {
             }
             for _ in 0..DRAIN_ACCEPT_MAX {
                 match slot.acceptor.accept() {
-                    Ok(stream) => self.add_connection(stream, i),
+                    Ok((stream, peer)) => self.add_connection(stream, peer, i),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e)
                         if matches!(

@@ -117,19 +117,6 @@ impl Stream {
         }
     }
 
-    /// Sends our FIN; reading stays possible (lingering close).
-    /// The client's address as the access log shows it.
-    pub fn peer_label(&self) -> String {
-        match self {
-            Stream::Tcp(s) => s
-                .peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_else(|_| "-".into()),
-            Stream::Unix(_) => "unix:".into(),
-            Stream::Tls(t) => t.inner.peer_label(),
-        }
-    }
-
     /// Sends our FIN (after a TLS close_notify); reading stays possible.
     pub fn shutdown_write(&mut self) -> io::Result<()> {
         match self {
