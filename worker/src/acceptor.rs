@@ -4,6 +4,7 @@ use std::io;
 use std::net::IpAddr;
 
 use baton_shared::config::ListenAddr;
+use log::debug;
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
@@ -33,12 +34,7 @@ impl Acceptor {
         } else {
             let l = std::net::TcpListener::from(listener.fd);
             l.set_nonblocking(true)?;
-            // Heads go out with MSG_MORE and bodies with sendfile, so Nagle
-            // would only delay the last partial segment. Set on the listen
-            // socket, TCP_NODELAY is inherited by every accepted socket
-            // (Linux copies it at accept), which saves a setsockopt per
-            // connection; setting it again from every worker is harmless.
-            let _ = nix::sys::socket::setsockopt(&l, nix::sys::socket::sockopt::TcpNoDelay, &true);
+            tune_listener(&l);
             Ok(Acceptor::Tcp(mio::net::TcpListener::from_std(l)))
         }
     }
@@ -54,6 +50,46 @@ impl Acceptor {
             }
             Acceptor::Unix(l) => Ok((Stream::Unix(l.accept()?.0), None)),
         }
+    }
+}
+
+/// Options set once on a TCP listen socket, which every accepted socket
+/// inherits (Linux copies them at accept: no setsockopt per connection).
+/// Setting them again from every worker and generation is harmless; a
+/// failure only costs speed, so it is logged, not fatal.
+fn tune_listener(l: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    // Heads go out with MSG_MORE and bodies with sendfile, so Nagle would
+    // only delay the last partial segment.
+    if let Err(e) = nix::sys::socket::setsockopt(l, nix::sys::socket::sockopt::TcpNoDelay, &true) {
+        debug!("TCP_NODELAY on a listener: {e}");
+    }
+    // At most this much unsent data in a socket: sendfile stops there and
+    // EPOLLOUT comes back when it has drained. Without it, one sendfile
+    // queues up to a megabyte, and the segments that do not fit the
+    // window are transmitted later from the ACK's softirq, on whatever CPU
+    // the client runs on: the server's work lands on the client's core.
+    // Measured on loopback (bench/static.sh's 10 MiB load, wrk -c8): 2.0
+    // GB/s without, 3.1 with 32 to 128 KiB, 2.7 with 256 KiB. Only unsent
+    // bytes count, not bytes in flight, so a long fat link is not slowed:
+    // 128 KiB is a millisecond of a gigabit link to wake up and refill.
+    let lowat: libc::c_int = 128 * 1024;
+    // SAFETY: a valid socket fd, and a pointer to a c_int with its size;
+    // the kernel only reads it. nix has no wrapper for this option.
+    let rc = unsafe {
+        libc::setsockopt(
+            l.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            std::ptr::from_ref(&lowat).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        debug!(
+            "TCP_NOTSENT_LOWAT on a listener: {}",
+            io::Error::last_os_error()
+        );
     }
 }
 
