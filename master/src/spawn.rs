@@ -169,18 +169,28 @@ fn close_range(first: u32, last: u32) {
     }
 }
 
-/// setgroups/initgroups, setgid, setuid, then proof that root is gone, and
-/// no_new_privs so no exec could regain it.
+/// setgroups, setgid, setuid, then proof that root is gone, and
+/// no_new_privs so no exec could regain it. The groups were resolved by
+/// the master (`Identity::groups`): initgroups here would run NSS in the
+/// forked child.
 fn drop_privileges(config: &Config) -> Result<(), String> {
-    if let Some(Identity { user, uid, gid, .. }) = &config.identity
+    if let Some(Identity {
+        user,
+        uid,
+        gid,
+        groups,
+        ..
+    }) = &config.identity
         && nix::unistd::geteuid().is_root()
     {
         let gid = nix::unistd::Gid::from_raw(*gid);
         let uid = nix::unistd::Uid::from_raw(*uid);
-        let name = std::ffi::CString::new(user.as_str())
-            .map_err(|_| format!("user name {user:?} contains a NUL byte"))?;
-        nix::unistd::initgroups(&name, gid)
-            .map_err(|e| format!("initgroups({user}, {gid}) failed: {e}"))?;
+        let groups: Vec<_> = groups
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
+        nix::unistd::setgroups(&groups)
+            .map_err(|e| format!("setgroups({user}: {groups:?}) failed: {e}"))?;
         nix::unistd::setgid(gid).map_err(|e| format!("setgid({gid}) failed: {e}"))?;
         nix::unistd::setuid(uid).map_err(|e| format!("setuid({uid}) failed: {e}"))?;
         if !uid.is_root() {

@@ -122,6 +122,11 @@ pub struct Identity {
     pub user: String,
     pub uid: u32,
     pub gid: u32,
+    /// The supplementary groups (getgrouplist(3) of user and gid),
+    /// resolved by the master so that a forked worker only calls
+    /// setgroups(2): no NSS lookup in a child, which would also map
+    /// libnss_* and their libraries into every worker.
+    pub groups: Vec<u32>,
     pub pos: Pos,
 }
 

@@ -103,6 +103,7 @@ root = "./www/"
             user: "www-data".into(),
             uid: 33,
             gid: 65534,
+            groups: vec![65534],
             pos: pos(2, 8),
         })
     );
@@ -156,6 +157,7 @@ fn defaults() {
             user: "nobody".into(),
             uid: 65534,
             gid: 65534,
+            groups: vec![65534],
             pos: Pos::default(),
         })
     );
@@ -603,6 +605,7 @@ fn identity_as_root() {
             user: "www-data".into(),
             uid: 33,
             gid: 33,
+            groups: vec![33],
             pos: pos(1, 8),
         }))
     );
@@ -612,6 +615,7 @@ fn identity_as_root() {
             user: "nobody".into(),
             uid: 65534,
             gid: 33,
+            groups: vec![33],
             pos: pos(1, 9),
         }))
     );
@@ -621,6 +625,7 @@ fn identity_as_root() {
             user: "root".into(),
             uid: 0,
             gid: 0,
+            groups: vec![0],
             pos: pos(1, 8),
         }))
     );

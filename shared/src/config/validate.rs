@@ -421,10 +421,24 @@ fn identity(raw: &Raw, sys: &System, errs: &mut Errors<'_>) -> Option<Identity> 
         // Already reported.
         (Some(_), None) => return None,
     };
+    let groups = match std::ffi::CString::new(user.name.as_str())
+        .map(|name| nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid)))
+    {
+        Ok(Ok(groups)) => groups.into_iter().map(|g| g.as_raw()).collect(),
+        Ok(Err(e)) => {
+            errs.at(
+                pos,
+                format!("cannot list the groups of user {:?}: {e}", user.name),
+            );
+            return None;
+        }
+        Err(_) => return None, // a NUL byte: lookup_user refused it already
+    };
     Some(Identity {
         user: user.name,
         uid: user.uid.as_raw(),
         gid,
+        groups,
         pos,
     })
 }
