@@ -592,6 +592,19 @@ fn workers_run_as_the_configured_user() {
             gid.split_whitespace().skip(1).all(|g| g == "65534"),
             "{gid}"
         );
+        // Exactly nobody's groups (getgrouplist in the master, setgroups
+        // in the worker): none of the master's (root's) are kept.
+        let groups = st.lines().find(|l| l.starts_with("Groups:")).unwrap();
+        let expected = nix::unistd::getgrouplist(c"nobody", nix::unistd::Gid::from_raw(65534))
+            .unwrap()
+            .iter()
+            .map(|g| g.as_raw().to_string())
+            .collect::<Vec<_>>();
+        assert_eq!(
+            groups.split_whitespace().skip(1).collect::<Vec<_>>(),
+            expected,
+            "{groups}"
+        );
         let nnp = st.lines().find(|l| l.starts_with("NoNewPrivs:")).unwrap();
         assert!(nnp.ends_with('1'), "{nnp}");
     }
