@@ -4,9 +4,10 @@ use std::io;
 use std::net::IpAddr;
 
 use baton_shared::config::ListenAddr;
+use std::os::fd::{AsRawFd, RawFd};
+
 use log::debug;
-use mio::event::Source;
-use mio::{Interest, Registry, Token};
+use mio::{Poll, Token};
 
 use crate::Listener;
 use crate::stream::Stream;
@@ -39,6 +40,63 @@ impl Acceptor {
         }
     }
 
+    /// Registers for incoming connections, edge-triggered as mio does, and
+    /// with EPOLLEXCLUSIVE, which mio cannot express: every worker of every
+    /// generation waits on the same listen socket, and without it each
+    /// connection wakes all of them, all but one to find accept4 saying
+    /// EAGAIN (1.2 accept4 calls per connection with 2 workers, measured;
+    /// more with more). With it the kernel wakes one waiting worker. The
+    /// token goes in the event's data as mio reads it back (`u64`).
+    pub fn register(&self, poll: &Poll, token: Token) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32,
+            u64: token.0 as u64,
+        };
+        // SAFETY: both fds are open (the poll and the listener outlive the
+        // call) and `event` is a valid epoll_event the kernel only reads.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                poll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                self.raw_fd(),
+                &mut event,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Stops waiting on the socket (draining). Done here rather than by
+    /// mio, which did not register it. Closing our fd would not be enough:
+    /// the master and the other workers share the open file, which keeps
+    /// the registration alive.
+    pub fn deregister(&self, poll: &Poll) -> io::Result<()> {
+        // SAFETY: as in `register`; the event argument may be null for DEL.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                poll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                self.raw_fd(),
+                std::ptr::null_mut(),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Acceptor::Tcp(l) => l.as_raw_fd(),
+            Acceptor::Unix(l) => l.as_raw_fd(),
+        }
+    }
+
     /// Accepts one connection (non-blocking, close-on-exec), with the
     /// client's address (`None` on a unix socket) as accept(2) gave it,
     /// which spares a getpeername per connection.
@@ -58,7 +116,6 @@ impl Acceptor {
 /// Setting them again from every worker and generation is harmless; a
 /// failure only costs speed, so it is logged, not fatal.
 fn tune_listener(l: &std::net::TcpListener) {
-    use std::os::fd::AsRawFd;
     // Heads go out with MSG_MORE and bodies with sendfile, so Nagle would
     // only delay the last partial segment.
     if let Err(e) = nix::sys::socket::setsockopt(l, nix::sys::socket::sockopt::TcpNoDelay, &true) {
@@ -95,40 +152,6 @@ fn tune_listener(l: &std::net::TcpListener) {
 
 fn is_unix_socket(fd: &std::os::fd::OwnedFd) -> io::Result<bool> {
     use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
-    use std::os::fd::AsRawFd;
     let addr: SockaddrStorage = getsockname(fd.as_raw_fd())?;
     Ok(addr.family() == Some(AddressFamily::Unix))
-}
-
-impl Source for Acceptor {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Acceptor::Tcp(l) => l.register(registry, token, interests),
-            Acceptor::Unix(l) => l.register(registry, token, interests),
-        }
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Acceptor::Tcp(l) => l.reregister(registry, token, interests),
-            Acceptor::Unix(l) => l.reregister(registry, token, interests),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Acceptor::Tcp(l) => l.deregister(registry),
-            Acceptor::Unix(l) => l.deregister(registry),
-        }
-    }
 }

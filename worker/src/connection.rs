@@ -588,7 +588,11 @@ impl Connection {
         let mut head = Vec::with_capacity(512);
         let server = ctx.config.http.server_token.as_deref();
         write_head(&mut head, &response, ctx.date, server, persistence);
-        self.out = Some(Outgoing::new(head, response.body, !head_only));
+        let mut out = Outgoing::new(head, response.body, !head_only);
+        if close {
+            out.set_last();
+        }
+        self.out = Some(out);
         self.close_after = close;
         self.linger = true;
         self.last_progress = ctx.now;

@@ -78,10 +78,10 @@ impl Worker {
 
     fn close_listeners(&mut self) {
         for i in 0..self.listeners.len() {
-            let Some(mut slot) = self.listeners[i].take() else {
+            let Some(slot) = self.listeners[i].take() else {
                 continue;
             };
-            if let Err(e) = self.poll.registry().deregister(&mut slot.acceptor) {
+            if let Err(e) = slot.acceptor.deregister(&self.poll) {
                 debug!("deregistering a listener: {e}");
             }
             for _ in 0..DRAIN_ACCEPT_MAX {

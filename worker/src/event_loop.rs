@@ -125,9 +125,8 @@ impl Worker {
         }
         let mut listeners = Vec::with_capacity(addrs.len());
         for (i, listener) in setup.listeners.into_iter().enumerate() {
-            let mut acceptor = Acceptor::new(listener)?;
-            poll.registry()
-                .register(&mut acceptor, listener_token(i), Interest::READABLE)?;
+            let acceptor = Acceptor::new(listener)?;
+            acceptor.register(&poll, listener_token(i))?;
             listeners.push(Some(ListenerSlot {
                 acceptor,
                 // Connections may have queued before we registered.
