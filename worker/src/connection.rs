@@ -585,7 +585,14 @@ impl Connection {
             (false, Version::Http10) => Persistence::KeepAlive,
             (false, Version::Http11) => Persistence::Default,
         };
-        let mut head = Vec::with_capacity(512);
+        // Room for an in-memory body too (`Outgoing::new` appends it), so
+        // the head is never reallocated and copied.
+        let inline_body = match &response.body {
+            Body::Bytes(b) if !head_only => b.len(),
+            Body::Shared { len, .. } if !head_only => *len,
+            _ => 0,
+        };
+        let mut head = Vec::with_capacity(512 + inline_body);
         let server = ctx.config.http.server_token.as_deref();
         write_head(&mut head, &response, ctx.date, server, persistence);
         let mut out = Outgoing::new(head, response.body, !head_only);

@@ -12,7 +12,7 @@ use crate::static_files::{self, FileCache};
 /// valid config never allows).
 pub fn respond(req: &Request, site: Option<&Site>, files: &mut FileCache) -> Response {
     if req.method == Method::Other {
-        return Response::status(Status::MethodNotAllowed).with_header("Allow", "GET, HEAD".into());
+        return Response::status(Status::MethodNotAllowed).with_header("Allow", "GET, HEAD");
     }
     let Some(site) = site else {
         return Response::status(Status::InternalServerError);
@@ -46,7 +46,9 @@ fn redirect_https(req: &Request, site: &Site, port: u16) -> Response {
     };
     let mut response = Response::status(Status::MovedPermanently).with_header("Location", location);
     for (name, value) in &site.files.headers {
-        response.headers.push((name.clone().into(), value.clone()));
+        response
+            .headers
+            .push((name.clone().into(), value.clone().into()));
     }
     response
 }

@@ -78,7 +78,9 @@ pub struct Response {
     pub status: Status,
     /// Headers besides the ones every response gets (Server, Date,
     /// Content-Length, Connection).
-    pub headers: Vec<(Cow<'static, str>, String)>,
+    /// Values are `Cow` so that fixed ones (`Accept-Ranges: bytes`) cost
+    /// no allocation per response.
+    pub headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     pub body: Body,
 }
 
@@ -93,8 +95,12 @@ impl Response {
         }
     }
 
-    pub fn with_header(mut self, name: &'static str, value: String) -> Response {
-        self.headers.push((Cow::Borrowed(name), value));
+    pub fn with_header(
+        mut self,
+        name: &'static str,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Response {
+        self.headers.push((Cow::Borrowed(name), value.into()));
         self
     }
 
@@ -102,14 +108,14 @@ impl Response {
     pub fn set_header(&mut self, name: &str, value: &str) {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         self.headers
-            .push((Cow::Owned(name.to_owned()), value.to_owned()));
+            .push((Cow::Owned(name.to_owned()), Cow::Owned(value.to_owned())));
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 }
 
@@ -277,7 +283,7 @@ mod tests {
     #[test]
     fn a_status_head_with_its_text_body() {
         let mut out = Vec::new();
-        let r = Response::status(Status::MethodNotAllowed).with_header("Allow", "GET, HEAD".into());
+        let r = Response::status(Status::MethodNotAllowed).with_header("Allow", "GET, HEAD");
         write_head(
             &mut out,
             &r,

@@ -37,6 +37,7 @@ mod path;
 mod precompressed;
 mod range;
 
+use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::os::fd::AsRawFd;
@@ -266,19 +267,19 @@ fn cached_response(req: &Request, site: &Site, entry: &Rc<Entry>) -> Response {
 /// file whose body (from an offset, so many bytes) `body` makes.
 fn respond(req: &Request, d: Described, body: impl FnOnce(u64, u64) -> Body) -> Response {
     let c = &req.conditions;
-    let mut headers: Vec<(std::borrow::Cow<'static, str>, String)> = Vec::with_capacity(8);
-    headers.push(("Content-Type".into(), d.content_type));
+    let mut headers: Vec<(Cow<'static, str>, Cow<'static, str>)> = Vec::with_capacity(8);
+    headers.push(("Content-Type".into(), d.content_type.into()));
     if d.vary {
         // The response depends on Accept-Encoding whichever is sent.
         headers.push(("Vary".into(), "Accept-Encoding".into()));
     }
     if let Some(coding) = d.encoding {
-        headers.push(("Content-Encoding".into(), coding.to_owned()));
+        headers.push(("Content-Encoding".into(), coding.into()));
     }
     let (len, v) = (d.len, d.validators);
-    headers.push(("ETag".into(), v.etag.clone()));
+    headers.push(("ETag".into(), v.etag.clone().into()));
     if let Some(date) = d.last_modified {
-        headers.push(("Last-Modified".into(), date));
+        headers.push(("Last-Modified".into(), date.into()));
     }
     match conditional::evaluate(c, v) {
         Some(Status::NotModified) => {
@@ -300,7 +301,10 @@ fn respond(req: &Request, d: Described, body: impl FnOnce(u64, u64) -> Body) -> 
     let (status, offset, remaining) = match ranged {
         Ranged::Full => (Status::Ok, 0, len),
         Ranged::Part { start, end } => {
-            headers.push(("Content-Range".into(), format!("bytes {start}-{end}/{len}")));
+            headers.push((
+                "Content-Range".into(),
+                format!("bytes {start}-{end}/{len}").into(),
+            ));
             (Status::PartialContent, start, end - start + 1)
         }
         Ranged::Unsatisfiable => {
@@ -350,7 +354,7 @@ fn error_response(site: &Site, status: Status) -> Response {
             status,
             headers: vec![(
                 "Content-Type".into(),
-                mime::content_type(found.type_name(&site.root), &site.files),
+                mime::content_type(found.type_name(&site.root), &site.files).into(),
             )],
             body: Body::File(FileBody {
                 remaining: found.meta.len(),
