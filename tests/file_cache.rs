@@ -160,6 +160,45 @@ fn every_change_to_a_cached_file_is_served_at_once() {
     expect_body(&env, "/", b"the first index");
 }
 
+/// Writes to other files in a cached file's directory (a log kept beside
+/// the site, an upload) leave the cache alone, while the names that could
+/// change a cached answer still empty it.
+#[test]
+fn unrelated_files_beside_a_cached_one_do_not_empty_the_cache() {
+    let env = Env::new();
+    env.write_file("www/a.txt", b"cached");
+    let _s = start(&env, "www", "", "precompressed = true");
+    expect_body(&env, "/a.txt", b"cached");
+    let watched = worker_watches(&env);
+    assert!(watched > 0, "the file was not cached");
+    for i in 0..20 {
+        // (Not `env.write_file`, which chmods the directories: a
+        // directory's own attributes do matter.)
+        write(
+            &env.path("www/unrelated.log"),
+            format!("line {i}\n").as_bytes(),
+        );
+        // A request after the write: the worker has read the inotify
+        // queue (first thing in the turn) by the time this is answered.
+        assert_eq!(req(env.port, "/missing", "").status, 404);
+    }
+    assert_eq!(
+        worker_watches(&env),
+        watched,
+        "an unrelated file emptied the cache"
+    );
+    // A variant of the cached file is not unrelated.
+    write(&env.path("www/a.txt.br"), b"brotli");
+    assert_eq!(req(env.port, "/missing", "").status, 404);
+    assert_eq!(
+        worker_watches(&env),
+        0,
+        "a new variant did not empty the cache"
+    );
+    let r = req(env.port, "/a.txt", "Accept-Encoding: br\r\n");
+    assert_eq!(r.body, b"brotli");
+}
+
 /// `root` is a symlink that a deploy re-points (`current -> releases/N`),
 /// and the release directory itself can be swapped.
 #[test]

@@ -12,9 +12,11 @@
 //! replaced or removed; a name created, removed or renamed in its
 //! directory (an `x.br` appearing, an index file added); a directory on the
 //! way renamed, swapped or chmodded; a `current -> releases/N` symlink on
-//! the root's path re-pointed. Directories above the file's own only count
-//! events about the one name on the path, so a busy `/tmp` above a root
-//! costs a wake-up, not the cache.
+//! the root's path re-pointed. Each watched directory only counts events
+//! about the names that matter: the next component of the path above the
+//! file, and in the file's own directory the file, its variants and the
+//! index names. A busy `/tmp` above a root, or a log written beside the
+//! files, costs a wake-up, not the cache.
 //!
 //! The worker reads the inotify queue before the other events of every poll
 //! turn, so a request sent after a change to the disk completed is answered
@@ -51,6 +53,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 use super::conditional::Validators;
 use super::open::open_under;
+use super::precompressed;
 use crate::http::response::http_date;
 
 /// What an entry costs at least against `file_cache_size`, whatever its
@@ -306,18 +309,20 @@ impl FileCache {
         for r in [root.as_path(), canonical.as_path()] {
             let mut child = r;
             while let (Some(parent), Some(n)) = (child.parent(), child.file_name()) {
-                self.watch(parent, ancestor_mask(), Some(n.as_bytes()))
+                self.watch(parent, ancestor_mask(), Some(&[n.as_bytes()]))
                     .map_err(|e| site_refusal(e, parent))?;
                 child = parent;
             }
         }
         let mut dir = root.clone();
         for seg in dirs {
-            self.watch(&dir, ancestor_mask(), Some(seg))
+            self.watch(&dir, ancestor_mask(), Some(&[seg]))
                 .map_err(|e| path_refusal(e, &dir))?;
             dir.push(OsStr::from_bytes(seg));
         }
-        self.watch(&dir, parent_mask(), None)
+        let names = sibling_names(name, &site.index);
+        let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        self.watch(&dir, parent_mask(), Some(&names))
             .map_err(|e| path_refusal(e, &dir))?;
         dir.push(OsStr::from_bytes(name));
         self.watch(&dir, file_mask(), None)
@@ -357,13 +362,13 @@ impl FileCache {
         Ok((bytes, after))
     }
 
-    /// Adds (or widens) a watch; `name`: the one name in a directory that
-    /// matters, `None`: all of them.
+    /// Adds (or widens) a watch; `names`: the names in a directory whose
+    /// events matter, `None`: all of them.
     fn watch(
         &mut self,
         path: &Path,
         mask: AddWatchFlags,
-        name: Option<&[u8]>,
+        names: Option<&[&[u8]]>,
     ) -> Result<(), Errno> {
         let Some(inotify) = &self.inotify else {
             return Err(Errno::EBADF);
@@ -373,9 +378,9 @@ impl FileCache {
             .watches
             .entry(wd)
             .or_insert_with(|| Some(HashSet::new()));
-        match (relevant.as_mut(), name) {
-            (Some(names), Some(n)) => {
-                names.insert(n.into());
+        match (relevant.as_mut(), names) {
+            (Some(set), Some(names)) => {
+                set.extend(names.iter().map(|n| Box::<[u8]>::from(*n)));
             }
             (Some(_), None) => *relevant = None,
             (None, _) => {}
@@ -434,6 +439,30 @@ impl FileCache {
         }
         self.watches.clear();
     }
+}
+
+/// The names in a cached file's directory whose coming or going could
+/// change what a cached URL serves: the file, its precompressed variants
+/// (or, for a variant, the file it is a variant of and its siblings), and
+/// the index files (an earlier one appearing takes over a directory URL).
+/// Other files in the directory (a log written there, say) do not empty
+/// the cache.
+fn sibling_names(name: &[u8], index: &[String]) -> Vec<Vec<u8>> {
+    let mut bases = vec![name.to_vec()];
+    for (_, suffix) in precompressed::ENCODINGS {
+        if let Some(base) = name.strip_suffix(suffix.as_bytes()) {
+            bases.push(base.to_vec());
+        }
+    }
+    let mut names = Vec::new();
+    for base in bases {
+        for (_, suffix) in precompressed::ENCODINGS {
+            names.push([base.as_slice(), suffix.as_bytes()].concat());
+        }
+        names.push(base);
+    }
+    names.extend(index.iter().map(|i| i.as_bytes().to_vec()));
+    names
 }
 
 fn site_id(site: &Site) -> usize {
