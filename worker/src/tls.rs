@@ -240,7 +240,11 @@ impl Tls {
             .collect();
         let store = Arc::new(ArcSwap::from_pointee(Store::build(config, addrs, &certs)));
         let lifetime = u32::try_from(config.tls.ticket_rotation.as_secs()).unwrap_or(u32::MAX);
-        let tickets = Arc::new(Tickets::new(ticket_keys, lifetime));
+        // Without a TLS listener the keys are never used: deriving them
+        // would only map ring's code into a plain-HTTP worker.
+        let any_tls = addrs.iter().any(|a| config.tls_on(a));
+        let keys = if any_tls { ticket_keys } else { &[] };
+        let tickets = Arc::new(Tickets::new(keys, lifetime));
         let mut configs = Vec::with_capacity(addrs.len());
         for (i, addr) in addrs.iter().enumerate() {
             if !config.tls_on(addr) {
@@ -286,7 +290,10 @@ impl Tls {
     }
 
     pub fn set_ticket_keys(&self, keys: &[[u8; 32]]) {
-        self.tickets.set(keys);
+        // No TLS listener, no use for them (see `new`).
+        if self.configs.iter().any(Option::is_some) {
+            self.tickets.set(keys);
+        }
     }
 }
 
