@@ -333,3 +333,48 @@ fn rewrites_under_load_never_tear_a_response() {
     let last = &versions[299 % versions.len()];
     expect_body(&env, "/v.txt", last);
 }
+
+/// The admin API's metrics count hits and misses and show the bytes held;
+/// `GET /status` has them per worker.
+#[test]
+fn hits_misses_and_size_are_in_the_metrics() {
+    let env = Env::new();
+    env.write_file("www/m.txt", &[b'm'; 1000]);
+    let admin = env.path("admin.sock");
+    let text = format!(
+        "{}\n[admin]\nlisten = \"unix:{}\"\n",
+        config(&env, "www", "", ""),
+        admin.display()
+    );
+    env.write_config(&text);
+    let _s = env.start();
+    for _ in 0..3 {
+        expect_body(&env, "/m.txt", &[b'm'; 1000]);
+    }
+    assert_eq!(req(env.port, "/nope", "").status, 404);
+    let fetch = |path: &str| {
+        use std::io::Write;
+        let mut s = std::os::unix::net::UnixStream::connect(&admin).expect("admin");
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .expect("write");
+        let r = read_response(&mut std::io::BufReader::new(s), false).expect("response");
+        String::from_utf8_lossy(&r.body).to_string()
+    };
+    // Workers report about once a second: wait for the report that has
+    // all four requests.
+    let mut m = String::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            m = fetch("/metrics");
+            m.contains("baton_file_cache_misses_total 2")
+        }),
+        "{m}"
+    );
+    assert!(m.contains("baton_file_cache_hits_total 2"), "{m}");
+    assert!(m.contains("baton_file_cache_bytes 1000"), "{m}");
+    let status = fetch("/status");
+    assert!(
+        status.contains("\"file_cache\":{\"bytes\":1000,\"hits\":2,\"misses\":2}"),
+        "{status}"
+    );
+}

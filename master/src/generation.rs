@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_shared::channel::Channel;
+use baton_shared::channel::{Channel, FileCacheStats};
 use baton_shared::config::{Config, ListenAddr};
 use mio::Token;
 use nix::unistd::Pid;
@@ -133,6 +133,7 @@ pub struct Child {
     /// Responses by status class (1xx..5xx) and body bytes, as last reported.
     pub responses: [u64; 5],
     pub bytes: u64,
+    pub file_cache: FileCacheStats,
 }
 
 impl Child {

@@ -6,6 +6,8 @@ use std::fmt::Write;
 
 use serde_json::json;
 
+use baton_shared::channel::FileCacheStats;
+
 use crate::reload::Outcome;
 
 pub struct WorkerView {
@@ -17,6 +19,7 @@ pub struct WorkerView {
     pub requests: u64,
     pub responses: [u64; 5],
     pub bytes: u64,
+    pub file_cache: FileCacheStats,
 }
 
 pub struct Snapshot {
@@ -39,6 +42,8 @@ pub struct Snapshot {
     pub requests_by_gone_workers: u64,
     pub responses_by_gone_workers: [u64; 5],
     pub bytes_by_gone_workers: u64,
+    /// File cache (hits, misses) of workers that have exited.
+    pub file_cache_by_gone_workers: (u64, u64),
 }
 
 /// `baton -s status`: one `key: value` line each, workers one per line.
@@ -108,6 +113,11 @@ pub fn json(s: &Snapshot) -> serde_json::Value {
                 "state": w.state,
                 "connections": w.connections,
                 "requests": w.requests,
+                "file_cache": {
+                    "hits": w.file_cache.hits,
+                    "misses": w.file_cache.misses,
+                    "bytes": w.file_cache.bytes,
+                },
             })
         })
         .collect();
@@ -279,5 +289,31 @@ pub fn metrics(s: &Snapshot) -> String {
         "baton_sent_bytes_total {}",
         live + s.bytes_by_gone_workers
     );
+    let (gone_hits, gone_misses) = s.file_cache_by_gone_workers;
+    for (name, help, live, gone) in [
+        (
+            "baton_file_cache_hits_total",
+            "Static file lookups answered from a worker's file cache.",
+            s.workers.iter().map(|w| w.file_cache.hits).sum::<u64>(),
+            gone_hits,
+        ),
+        (
+            "baton_file_cache_misses_total",
+            "Static file lookups that went to the disk.",
+            s.workers.iter().map(|w| w.file_cache.misses).sum::<u64>(),
+            gone_misses,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", live + gone);
+    }
+    family(
+        &mut out,
+        "baton_file_cache_bytes",
+        "gauge",
+        "Bytes of files the workers' caches hold now.",
+    );
+    let held: u64 = s.workers.iter().map(|w| w.file_cache.bytes).sum();
+    let _ = writeln!(out, "baton_file_cache_bytes {held}");
     out
 }

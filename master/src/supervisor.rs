@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use baton_shared::channel::{ToMaster, ToWorker};
+use baton_shared::channel::{FileCacheStats, ToMaster, ToWorker};
 use baton_shared::config::{self, Config, ConfigErrors, Source};
 use mio::net::UnixListener;
 use mio::unix::SourceFd;
@@ -154,6 +154,8 @@ pub struct Master {
     requests_by_gone_workers: u64,
     responses_by_gone_workers: [u64; 5],
     bytes_by_gone_workers: u64,
+    /// File cache hits and misses of workers that have exited.
+    file_cache_by_gone_workers: (u64, u64),
     reopen: Option<Reopen>,
     last_reload: Option<(SystemTime, Outcome)>,
     reloads_ok: u64,
@@ -230,6 +232,7 @@ impl Master {
             requests_by_gone_workers: 0,
             responses_by_gone_workers: [0; 5],
             bytes_by_gone_workers: 0,
+            file_cache_by_gone_workers: (0, 0),
             reopen: None,
             last_reload: None,
             reloads_ok: 0,
@@ -497,6 +500,7 @@ impl Master {
                 requests: 0,
                 responses: [0; 5],
                 bytes: 0,
+                file_cache: FileCacheStats::default(),
             },
         );
         Ok(())
@@ -794,11 +798,13 @@ impl Master {
                             requests,
                             responses,
                             bytes,
+                            file_cache,
                         } => {
                             child.connections = connections;
                             child.requests = requests;
                             child.responses = responses;
                             child.bytes = bytes;
+                            child.file_cache = file_cache;
                         }
                         ToMaster::Failed(reason) => failure = Some(reason),
                         ToMaster::ReopenDone => reopened = true,
@@ -909,6 +915,8 @@ impl Master {
             *total += n;
         }
         self.bytes_by_gone_workers += child.bytes;
+        self.file_cache_by_gone_workers.0 += child.file_cache.hits;
+        self.file_cache_by_gone_workers.1 += child.file_cache.misses;
         // A worker that ended has nothing left to reopen.
         self.reopen_confirmed(pid);
         let number = child.generation;
@@ -1192,6 +1200,7 @@ impl Master {
                     requests: c.requests,
                     responses: c.responses,
                     bytes: c.bytes,
+                    file_cache: c.file_cache,
                 })
                 .collect(),
             restarts: self.restarts,
@@ -1216,6 +1225,7 @@ impl Master {
             requests_by_gone_workers: self.requests_by_gone_workers,
             responses_by_gone_workers: self.responses_by_gone_workers,
             bytes_by_gone_workers: self.bytes_by_gone_workers,
+            file_cache_by_gone_workers: self.file_cache_by_gone_workers,
         }
     }
 

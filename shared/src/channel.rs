@@ -52,6 +52,16 @@ pub enum ToWorker {
     TicketKeys(Vec<[u8; 32]>),
 }
 
+/// A worker's file cache, in `Stats`: lookups answered from it, lookups
+/// that went to the disk (totals since the worker started), and the bytes
+/// it holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileCacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub bytes: u64,
+}
+
 /// Worker → master.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToMaster {
@@ -65,6 +75,7 @@ pub enum ToMaster {
         requests: u64,
         responses: [u64; 5],
         bytes: u64,
+        file_cache: FileCacheStats,
     },
     /// The worker cannot serve (say, a site root its user cannot reach) and
     /// is exiting; the reason is for the log and for whoever asked for the
@@ -222,12 +233,13 @@ impl Message for ToMaster {
                 requests,
                 responses,
                 bytes,
+                file_cache,
             } => {
                 out.push(TAG_STATS);
                 for n in [*connections, *requests]
                     .iter()
                     .chain(responses.iter())
-                    .chain([*bytes].iter())
+                    .chain([*bytes, file_cache.hits, file_cache.misses, file_cache.bytes].iter())
                 {
                     out.extend_from_slice(&n.to_le_bytes());
                 }
@@ -255,7 +267,7 @@ impl Message for ToMaster {
                 Ok(ToMaster::Ready)
             }
             TAG_STATS => {
-                expect_body(tag, body, 8 * 8)?;
+                expect_body(tag, body, 11 * 8)?;
                 let mut n = body.chunks_exact(8).map(|c| {
                     let mut b = [0u8; 8];
                     b.copy_from_slice(c);
@@ -267,6 +279,11 @@ impl Message for ToMaster {
                     requests: next(),
                     responses: [next(), next(), next(), next(), next()],
                     bytes: next(),
+                    file_cache: FileCacheStats {
+                        hits: next(),
+                        misses: next(),
+                        bytes: next(),
+                    },
                 })
             }
             TAG_FAILED => Ok(ToMaster::Failed(String::from_utf8_lossy(body).into_owned())),
@@ -523,6 +540,11 @@ mod tests {
             requests: u64::MAX,
             responses: [1, 2, 3, 4, 5],
             bytes: 99,
+            file_cache: FileCacheStats {
+                hits: 10,
+                misses: 11,
+                bytes: u64::MAX - 1,
+            },
         };
         let failed = ToMaster::Failed("root \u{e9}t\u{e9} unreachable".into());
         w.send(&ToMaster::Ready).unwrap();
@@ -586,6 +608,7 @@ mod tests {
                 requests: 2,
                 responses: [0; 5],
                 bytes: 0,
+                file_cache: FileCacheStats::default(),
             },
             &mut bytes,
         );

@@ -414,6 +414,7 @@ impl Worker {
                 requests: self.requests,
                 responses: self.access_log.responses,
                 bytes: self.access_log.bytes,
+                file_cache: self.files.stats(),
             };
             self.send_to_master(&stats);
         }

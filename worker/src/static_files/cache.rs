@@ -46,6 +46,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
+use baton_shared::channel::FileCacheStats;
 use baton_shared::config::{Site, Symlinks};
 use log::{debug, warn};
 use nix::errno::Errno;
@@ -107,6 +108,9 @@ type Relevant = Option<HashSet<Box<[u8]>>>;
 pub struct FileCache {
     /// `None`: the cache is off (configured so, or inotify unavailable).
     inotify: Option<Inotify>,
+    /// Lookups answered from the cache, and not, for `Stats`.
+    hits: u64,
+    misses: u64,
     max_size: u64,
     max_file_size: u64,
     used: u64,
@@ -195,6 +199,8 @@ impl FileCache {
         };
         FileCache {
             inotify,
+            hits: 0,
+            misses: 0,
             max_size,
             max_file_size,
             used: 0,
@@ -211,15 +217,30 @@ impl FileCache {
     }
 
     /// What is known of `key`.
-    pub fn get(&self, key: Key) -> Lookup {
+    pub fn get(&mut self, key: Key) -> Lookup {
         let class = key.class();
-        match self.entries.iter().find(|(c, _)| *c == class) {
+        let lookup = match self.entries.iter().find(|(c, _)| *c == class) {
             None => Lookup::Miss,
             Some((_, map)) => match map.get(key.path) {
                 None => Lookup::Miss,
                 Some(None) => Lookup::Refused,
                 Some(Some(entry)) => Lookup::Hit(Rc::clone(entry)),
             },
+        };
+        if matches!(lookup, Lookup::Hit(_)) {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+        lookup
+    }
+
+    /// Counters and size for the master's status and metrics.
+    pub fn stats(&self) -> FileCacheStats {
+        FileCacheStats {
+            hits: self.hits,
+            misses: self.misses,
+            bytes: self.used,
         }
     }
 
