@@ -73,6 +73,26 @@ fn expect_body(env: &Env, path: &str, body: &[u8]) -> Response {
     r
 }
 
+/// The body of `GET path` on the admin API's unix socket.
+fn admin_get(socket: &std::path::Path, path: &str) -> String {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("admin");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .expect("write");
+    let r = read_response(&mut std::io::BufReader::new(s), false).expect("response");
+    String::from_utf8_lossy(&r.body).to_string()
+}
+
+/// `config` plus an admin API on `admin.sock`; its path.
+fn with_admin(env: &Env, text: String) -> std::path::PathBuf {
+    let admin = env.path("admin.sock");
+    env.write_config(&format!(
+        "{text}\n[admin]\nlisten = \"unix:{}\"\n",
+        admin.display()
+    ));
+    admin
+}
+
 fn write(path: &std::path::Path, contents: &[u8]) {
     std::fs::write(path, contents).expect("write");
 }
@@ -340,26 +360,13 @@ fn rewrites_under_load_never_tear_a_response() {
 fn hits_misses_and_size_are_in_the_metrics() {
     let env = Env::new();
     env.write_file("www/m.txt", &[b'm'; 1000]);
-    let admin = env.path("admin.sock");
-    let text = format!(
-        "{}\n[admin]\nlisten = \"unix:{}\"\n",
-        config(&env, "www", "", ""),
-        admin.display()
-    );
-    env.write_config(&text);
+    let admin = with_admin(&env, config(&env, "www", "", ""));
     let _s = env.start();
     for _ in 0..3 {
         expect_body(&env, "/m.txt", &[b'm'; 1000]);
     }
     assert_eq!(req(env.port, "/nope", "").status, 404);
-    let fetch = |path: &str| {
-        use std::io::Write;
-        let mut s = std::os::unix::net::UnixStream::connect(&admin).expect("admin");
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-            .expect("write");
-        let r = read_response(&mut std::io::BufReader::new(s), false).expect("response");
-        String::from_utf8_lossy(&r.body).to_string()
-    };
+    let fetch = |path: &str| admin_get(&admin, path);
     // Workers report about once a second: wait for the report that has
     // all four requests.
     let mut m = String::new();
@@ -377,4 +384,34 @@ fn hits_misses_and_size_are_in_the_metrics() {
         status.contains("\"file_cache\":{\"bytes\":1000,\"hits\":2,\"misses\":2}"),
         "{status}"
     );
+}
+
+/// A root below a directory the workers' user may enter but not read
+/// (0711): inotify cannot watch it, so the site is served from disk, as
+/// fresh as ever, and the metrics show every lookup as a miss.
+#[test]
+fn a_root_whose_ancestor_cannot_be_watched_is_served_uncached() {
+    if !is_root() {
+        eprintln!("skipped: needs root, so that workers run as another user");
+        return;
+    }
+    let env = Env::new();
+    let f = env.write_file("private/www/p.txt", b"one");
+    std::fs::set_permissions(env.path("private"), std::fs::Permissions::from_mode(0o711))
+        .expect("chmod");
+    let admin = with_admin(&env, config(&env, "private/www", "", ""));
+    let _s = env.start();
+    expect_body(&env, "/p.txt", b"one");
+    expect_body(&env, "/p.txt", b"one");
+    write(&f, b"two");
+    expect_body(&env, "/p.txt", b"two");
+    let mut m = String::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            m = admin_get(&admin, "/metrics");
+            m.contains("baton_file_cache_misses_total 3")
+        }),
+        "{m}"
+    );
+    assert!(m.contains("baton_file_cache_hits_total 0"), "{m}");
 }

@@ -326,7 +326,9 @@ impl FileCache {
         // 1. Watches: above the root (as configured and canonical), then
         //    the directories under it, then the file.
         let root = &site.root;
-        let canonical = std::fs::canonicalize(root).map_err(|_| Refusal::Site)?;
+        // (Failing here is a race with the root being swapped: try again
+        // after the next change.)
+        let canonical = std::fs::canonicalize(root).map_err(|_| Refusal::Path)?;
         for r in [root.as_path(), canonical.as_path()] {
             let mut child = r;
             while let (Some(parent), Some(n)) = (child.parent(), child.file_name()) {
@@ -498,13 +500,16 @@ fn site_refusal(e: Errno, dir: &Path) -> Refusal {
             );
             Refusal::Off
         }
-        _ => {
+        // An ancestor the workers' user may not read: it will not change.
+        Errno::EACCES | Errno::EPERM => {
             debug!(
                 "file cache: cannot watch {}: {e}; this site is not cached",
                 dir.display()
             );
             Refusal::Site
         }
+        // Vanished while being watched (a swap in progress).
+        _ => Refusal::Path,
     }
 }
 
