@@ -266,6 +266,12 @@ impl Worker {
 
     /// Connections out of budget and listeners with more queued.
     fn run_pending(&mut self) {
+        // These connections read on without a new poll, so bytes that
+        // arrived after a change on disk may be read here: look at the
+        // file cache's queue first (one read, only when there are any).
+        if !self.runnable.is_empty() {
+            self.files.on_events();
+        }
         for _ in 0..self.runnable.len() {
             if let Some(key) = self.runnable.pop_front() {
                 self.drive(key);
