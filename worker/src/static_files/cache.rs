@@ -64,13 +64,12 @@ use super::open::open_under;
 use super::precompressed;
 use crate::http::response::http_date;
 
-/// What an entry costs at least against `file_cache_size`, whatever its
-/// length: its key, headers and watches are not free, and an empty file
-/// must not make the entry count unbounded.
+/// What an entry costs against `file_cache_size` besides its bytes and its
+/// key (the request path, up to `max_uri_length`): headers, map slots,
+/// watches. So an empty file cannot make the entry count unbounded, and
+/// many spellings of one path (`/./a`, `//a`, `/x/../a`, each its own key)
+/// cannot hold more memory than the setting says.
 const ENTRY_OVERHEAD: u64 = 256;
-
-/// Paths remembered as uncacheable, at most.
-const MAX_REFUSED: usize = 4096;
 
 /// A cached file: its bytes and everything its headers are made of.
 #[derive(Debug)]
@@ -127,7 +126,6 @@ pub struct FileCache {
     /// one class per site in practice, two or three with precompressed
     /// files.
     entries: Vec<(Class, Paths)>,
-    refused: usize,
     watches: HashMap<WatchDescriptor, Relevant>,
     /// Sites whose root cannot be watched (an ancestor the worker's user
     /// cannot read): never filled.
@@ -212,7 +210,6 @@ impl FileCache {
             max_file_size,
             used: 0,
             entries: Vec::new(),
-            refused: 0,
             watches: HashMap::new(),
             unwatchable: HashSet::new(),
         }
@@ -251,12 +248,21 @@ impl FileCache {
         }
     }
 
-    /// Whether a found file of `len` bytes is worth a fill.
-    pub fn wants(&self, site: &Site, len: u64) -> bool {
+    /// Whether a found file of `len` bytes is worth a fill for `key`.
+    pub fn wants(&self, key: Key, len: u64) -> bool {
         self.inotify.is_some()
             && len <= self.max_file_size
-            && self.used + len.max(ENTRY_OVERHEAD) <= self.max_size
-            && !self.unwatchable.contains(&site_id(site))
+            && self.fits(key, len)
+            && !self.unwatchable.contains(&site_id(key.site))
+    }
+
+    /// What an entry of `len` bytes for `key` costs.
+    fn cost(key: Key, len: u64) -> u64 {
+        len + key.path.len() as u64 + ENTRY_OVERHEAD
+    }
+
+    fn fits(&self, key: Key, len: u64) -> bool {
+        self.used + Self::cost(key, len) <= self.max_size
     }
 
     /// Caches `file` (opened for `segments` under the site's root) as the
@@ -285,14 +291,15 @@ impl FileCache {
                     validators,
                     last_modified,
                 });
-                self.used += meta.len().max(ENTRY_OVERHEAD);
+                self.used += Self::cost(key, meta.len());
                 self.class(class)
                     .insert(key.path.into(), Some(Rc::clone(&entry)));
                 Some(entry)
             }
             Err(Refusal::Path) => {
-                if self.refused < MAX_REFUSED {
-                    self.refused += 1;
+                // Remembered while it fits, at the cost of its key.
+                if self.fits(key, 0) {
+                    self.used += Self::cost(key, 0);
                     self.class(class).insert(key.path.into(), None);
                 }
                 None
@@ -459,7 +466,6 @@ impl FileCache {
     /// Forgets every entry and every watch.
     pub fn clear(&mut self) {
         self.entries.clear();
-        self.refused = 0;
         self.used = 0;
         if let Some(inotify) = &self.inotify {
             for (wd, _) in self.watches.drain() {

@@ -218,7 +218,7 @@ fn file_response(req: &Request, site: &Site, found: Found, fill: Option<Fill>) -
         (file, meta, encoding, segments) = (f, m, Some(coding), segs);
     }
     if let Some(Fill { cache, key }) = fill
-        && cache.wants(site, meta.len())
+        && cache.wants(key, meta.len())
         && let Some(entry) = cache.fill(key, &segments, &file, &content_type, encoding)
     {
         return cached_response(req, site, &entry);
