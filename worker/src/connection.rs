@@ -138,6 +138,10 @@ pub struct Connection {
     phase: Phase,
     readable: bool,
     writable: bool,
+    /// Registered for writable events (see `blocked_on_write`).
+    write_interest: bool,
+    /// ... and the registration still has to be changed.
+    write_interest_pending: bool,
     /// The client has finished sending (read returned 0).
     peer_eof: bool,
     /// The poll said the client's side is closed (or the socket failed):
@@ -184,7 +188,10 @@ impl Connection {
             listener,
             phase: Phase::Open,
             readable: false,
-            writable: false,
+            // Fresh: it can take a response.
+            writable: true,
+            write_interest: false,
+            write_interest_pending: false,
             peer_eof: false,
             read_closed: false,
             inbuf: Vec::new(),
@@ -206,6 +213,23 @@ impl Connection {
     }
 
     /// Records readiness reported by the poll.
+    /// The socket is full. Until now the poll only watched it for input (a
+    /// fresh socket is writable, and most responses fit its buffer: asking
+    /// for EPOLLOUT up front would cost every connection an event that says
+    /// nothing); from now on it must say when the socket drains.
+    fn blocked_on_write(&mut self) {
+        self.writable = false;
+        if !self.write_interest {
+            self.write_interest = true;
+            self.write_interest_pending = true;
+        }
+    }
+
+    /// Whether the poll must now be asked for writable events too (once).
+    pub fn take_write_interest(&mut self) -> bool {
+        std::mem::take(&mut self.write_interest_pending)
+    }
+
     pub fn on_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
         self.readable |= readable;
         self.read_closed |= read_closed;
@@ -302,7 +326,7 @@ impl Connection {
             if self.writable && self.out.is_none() && self.stream.has_pending() {
                 match self.stream.flush_pending() {
                     Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocked_on_write(),
                     Err(e) => {
                         log_io("send", &e);
                         self.phase = Phase::Closed;
@@ -364,7 +388,7 @@ impl Connection {
                 Ok(true)
             }
             Ok(Sent::Blocked) => {
-                self.writable = false;
+                self.blocked_on_write();
                 Ok(progress)
             }
             Ok(Sent::Budget) => Ok(progress),

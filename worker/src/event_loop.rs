@@ -341,11 +341,11 @@ impl Worker {
         let entry = self.conns.vacant_entry();
         let token = connection_token(entry.key());
         let mut conn = Connection::new(stream, peer, listener, self.now);
-        match self.poll.registry().register(
-            conn.stream_mut(),
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        match self
+            .poll
+            .registry()
+            .register(conn.stream_mut(), token, Interest::READABLE)
+        {
             Ok(()) => {
                 entry.insert(conn);
             }
@@ -375,7 +375,25 @@ impl Worker {
         let Some(conn) = conns.get_mut(key) else {
             return;
         };
-        match conn.drive(&mut ctx) {
+        let drive = conn.drive(&mut ctx);
+        if drive != Drive::Closed && conn.take_write_interest() {
+            // Edge-triggered, and the kernel checks readiness on MOD: a
+            // socket that drained in between still raises its event.
+            let token = connection_token(key);
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if let Err(e) = self.poll.registry().reregister(
+                conn.stream_mut(),
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                debug!("watching a connection for writable: {e}");
+                self.remove(key);
+                return;
+            }
+        }
+        match drive {
             Drive::Wait => {}
             Drive::Again => self.runnable.push_back(key),
             Drive::Closed => self.remove(key),
