@@ -103,6 +103,9 @@ pub struct Worker {
     /// See `Ctx::scratch`.
     scratch: Box<[u8]>,
     files: FileCache,
+    /// Connections accepted in a batch, before they are served (kept to
+    /// reuse its allocation).
+    accepted: Vec<(Stream, Option<IpAddr>)>,
     pub(crate) now: Instant,
     next_tick: Instant,
     next_stats: Instant,
@@ -176,6 +179,7 @@ impl Worker {
             date,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             files,
+            accepted: Vec::new(),
             now,
             next_tick: now + TICK,
             next_stats: now + STATS_EVERY,
@@ -287,7 +291,30 @@ impl Worker {
         }
     }
 
+    /// Accepts up to `budget` connections from listener `i` and serves
+    /// each at once (see `serve_new`).
     fn accept_from(&mut self, i: usize, budget: usize) {
+        let mut accepted = std::mem::take(&mut self.accepted);
+        self.accept_batch(i, budget, &mut accepted);
+        if !accepted.is_empty() {
+            // These connections' requests are read below without a poll,
+            // so a change on disk that happened before they connected must
+            // be known first: one read of the file cache's queue for the
+            // whole batch, after accept4 returned them.
+            self.files.on_events();
+        }
+        for (stream, peer) in accepted.drain(..) {
+            self.serve_new(stream, peer, i);
+        }
+        self.accepted = accepted;
+    }
+
+    fn accept_batch(
+        &mut self,
+        i: usize,
+        budget: usize,
+        accepted: &mut Vec<(Stream, Option<IpAddr>)>,
+    ) {
         for _ in 0..budget {
             let Some(Some(slot)) = self.listeners.get_mut(i) else {
                 return;
@@ -297,12 +324,12 @@ impl Worker {
             }
             // At the limit, connections stay in the listen queue, where
             // another worker (or this one, a tick later) takes them.
-            if self.conns.len() >= self.config.http.max_connections {
+            if self.conns.len() + accepted.len() >= self.config.http.max_connections {
                 slot.paused_until = Some(self.now + TICK);
                 return;
             }
             match slot.acceptor.accept() {
-                Ok((stream, peer)) => self.add_connection(stream, peer, i),
+                Ok(conn) => accepted.push(conn),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     slot.ready = false;
                     return;
@@ -329,14 +356,65 @@ impl Worker {
         }
     }
 
-    pub(crate) fn add_connection(&mut self, stream: Stream, peer: Option<IpAddr>, listener: usize) {
-        let stream = match self.tls.session(listener) {
-            None => stream,
-            Some(Ok(session)) => Stream::tls(stream, session),
+    /// A connection just accepted: a fresh socket can take a response, and
+    /// its request has often arrived already, so it is driven now and
+    /// registered with the poll only if it has to wait. A short
+    /// connection thus costs no epoll_ctl and no second wake-up. (The
+    /// caller has read the file cache's queue since accepting it.)
+    /// Registering late loses nothing: epoll reports what is already
+    /// ready when a socket is added.
+    fn serve_new(&mut self, stream: Stream, peer: Option<IpAddr>, listener: usize) {
+        let Some(stream) = self.wrap_tls(stream, listener) else {
+            return;
+        };
+        let mut conn = Connection::new(stream, peer, listener, self.now);
+        conn.on_ready(true, false, false);
+        let key = self.conns.insert(conn);
+        let drive = {
+            let (mut ctx, conns) = self.ctx();
+            conns[key].drive(&mut ctx)
+        };
+        if drive == Drive::Closed {
+            self.remove(key);
+            return;
+        }
+        let conn = &mut self.conns[key];
+        let interest = if conn.take_write_interest() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(conn.stream_mut(), connection_token(key), interest)
+        {
+            debug!("registering a connection: {e}");
+            self.remove(key);
+            return;
+        }
+        if drive == Drive::Again {
+            self.runnable.push_back(key);
+        }
+    }
+
+    /// The stream as the listener serves it: under TLS, a new session.
+    fn wrap_tls(&self, stream: Stream, listener: usize) -> Option<Stream> {
+        match self.tls.session(listener) {
+            None => Some(stream),
+            Some(Ok(session)) => Some(Stream::tls(stream, session)),
             Some(Err(e)) => {
                 debug!("cannot start a TLS session: {e}");
-                return;
+                None
             }
+        }
+    }
+
+    /// A connection accepted while draining: registered, served when the
+    /// poll says so.
+    pub(crate) fn add_connection(&mut self, stream: Stream, peer: Option<IpAddr>, listener: usize) {
+        let Some(stream) = self.wrap_tls(stream, listener) else {
+            return;
         };
         let entry = self.conns.vacant_entry();
         let token = connection_token(entry.key());

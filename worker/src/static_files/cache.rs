@@ -429,6 +429,11 @@ impl FileCache {
     /// happened. Called when the poll says the fd is readable, first in
     /// the turn.
     pub fn on_events(&mut self) {
+        // Nothing watched, nothing to learn (what is queued, IN_IGNORED of
+        // removed watches, is drained by the next fill): no syscall.
+        if self.watches.is_empty() {
+            return;
+        }
         if self.take_events() {
             debug!("file cache: a watched path changed; emptied");
             self.clear();
