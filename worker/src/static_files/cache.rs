@@ -19,16 +19,15 @@
 //! files, costs a wake-up, not the cache.
 //!
 //! The worker reads the inotify queue before the other events of every poll
-//! turn, and again before it drives connections that carry on without a
-//! poll (out of budget), so a request sent after a change to the disk
-//! completed is answered from the changed file: there is no window of
+//! turn, again before it drives connections that carry on without a poll
+//! (out of budget), and after accepting a batch of connections whose
+//! requests it reads at once: so a request sent after a change to the disk
+//! completed is answered from the changed file, with no window of
 //! staleness beyond the turn in which the change lands. (The one way a
 //! request can be read in the turn that answered the previous one is a
 //! pipelined head past a full 16 KiB read; a client that pipelines sent it
-//! before seeing the previous answer.) Serving a new connection's request
-//! in the turn that accepts it would save an epoll_ctl, but would read
-//! bytes no poll reported, after the inotify queue was read: tried, caught
-//! by `tests/file_cache.rs`, and not done.
+//! before seeing the previous answer.) `tests/file_cache.rs` caught the
+//! accept path serving a stale file before that last read was added.
 //!
 //! An entry is only made when its watches were provably in place before
 //! its bytes were read: the watches are added first; then the path is
