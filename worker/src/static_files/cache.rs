@@ -125,7 +125,10 @@ pub struct FileCache {
     /// one class per site in practice, two or three with precompressed
     /// files.
     entries: Vec<(Class, Paths)>,
-    watches: HashMap<WatchDescriptor, Relevant>,
+    /// By raw watch descriptor, as events carry it.
+    watches: HashMap<i32, (WatchDescriptor, Relevant)>,
+    /// Where inotify events are read (never zeroed again).
+    events_buf: Box<[u8]>,
     /// Sites whose root cannot be watched (an ancestor the worker's user
     /// cannot read): never filled.
     unwatchable: HashSet<usize>,
@@ -210,6 +213,7 @@ impl FileCache {
             used: 0,
             entries: Vec::new(),
             watches: HashMap::new(),
+            events_buf: vec![0; 4096].into_boxed_slice(),
             unwatchable: HashSet::new(),
         }
     }
@@ -410,10 +414,10 @@ impl FileCache {
             return Err(Errno::EBADF);
         };
         let wd = inotify.add_watch(path, mask)?;
-        let relevant = self
+        let (_, relevant) = self
             .watches
-            .entry(wd)
-            .or_insert_with(|| Some(HashSet::new()));
+            .entry(wd.as_raw())
+            .or_insert_with(|| (wd, Some(HashSet::new())));
         match (relevant.as_mut(), names) {
             (Some(set), Some(names)) => {
                 set.extend(names.iter().map(|n| Box::<[u8]>::from(*n)));
@@ -440,28 +444,29 @@ impl FileCache {
     }
 
     /// Drains the queue; whether any event was relevant.
+    ///
+    /// Read by hand into the cache's own buffer: nix's `read_events`
+    /// zeroes a 4 KiB array and allocates a Vec and a name per event on
+    /// every call, and this runs once per accepted batch of connections.
     fn take_events(&mut self) -> bool {
         let Some(inotify) = &self.inotify else {
             return false;
         };
         let mut relevant = false;
         loop {
-            match inotify.read_events() {
-                Ok(events) if events.is_empty() => break,
-                Ok(events) => {
-                    for e in events {
-                        relevant |= e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)
-                            || match self.watches.get(&e.wd) {
-                                None => false, // a watch removed by `clear`
-                                Some(None) => true,
-                                Some(Some(names)) => {
-                                    e.name.as_ref().is_none_or(|n| names.contains(n.as_bytes()))
-                                }
-                            };
-                    }
-                }
-                Err(Errno::EINTR) => {}
+            let n = match nix::unistd::read(inotify.as_fd(), &mut self.events_buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
                 Err(_) => break, // EAGAIN: drained
+            };
+            for event in parse_events(&self.events_buf[..n]) {
+                relevant |= event.mask & libc::IN_Q_OVERFLOW != 0
+                    || match self.watches.get(&event.wd) {
+                        None => false, // a watch removed by `clear`
+                        Some((_, None)) => true,
+                        Some((_, Some(names))) => event.name.is_none_or(|n| names.contains(n)),
+                    };
             }
         }
         relevant
@@ -472,7 +477,7 @@ impl FileCache {
         self.entries.clear();
         self.used = 0;
         if let Some(inotify) = &self.inotify {
-            for (wd, _) in self.watches.drain() {
+            for (_, (wd, _)) in self.watches.drain() {
                 // Its IN_IGNORED event is read later and matches no watch.
                 let _ = inotify.rm_watch(wd);
             }
@@ -505,6 +510,30 @@ fn sibling_names(name: &[u8], index: &[String]) -> Vec<Vec<u8>> {
     names
 }
 
+/// One event of an inotify read.
+struct Event<'a> {
+    wd: i32,
+    mask: u32,
+    name: Option<&'a [u8]>,
+}
+
+/// The events in what a read of an inotify fd returned (inotify(7)):
+/// `wd: i32, mask: u32, cookie: u32, len: u32` in native byte order, then
+/// `len` bytes of name padded with NULs. A truncated tail is ignored (the
+/// kernel never splits an event across reads).
+fn parse_events(mut buf: &[u8]) -> impl Iterator<Item = Event<'_>> {
+    std::iter::from_fn(move || {
+        let field = |b: &[u8], at: usize| -> Option<[u8; 4]> { b.get(at..at + 4)?.try_into().ok() };
+        let wd = i32::from_ne_bytes(field(buf, 0)?);
+        let mask = u32::from_ne_bytes(field(buf, 4)?);
+        let len = u32::from_ne_bytes(field(buf, 12)?) as usize;
+        let raw = buf.get(16..16 + len)?;
+        buf = &buf[16 + len..];
+        let name = raw.split(|&b| b == 0).next().filter(|n| !n.is_empty());
+        Some(Event { wd, mask, name })
+    })
+}
+
 fn site_id(site: &Site) -> usize {
     std::ptr::from_ref(site) as usize
 }
@@ -534,5 +563,41 @@ fn path_refusal(e: Errno, dir: &Path) -> Refusal {
     match e {
         Errno::ENOSPC => site_refusal(e, dir),
         _ => Refusal::Path,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(wd: i32, mask: u32, name: &[u8], padded: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&wd.to_ne_bytes());
+        b.extend_from_slice(&mask.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&(padded as u32).to_ne_bytes());
+        b.extend_from_slice(name);
+        b.resize(16 + padded, 0);
+        b
+    }
+
+    #[test]
+    fn inotify_events_parse_and_a_truncated_tail_is_ignored() {
+        let mut buf = event(3, libc::IN_MODIFY, b"index.html", 16);
+        buf.extend(event(7, libc::IN_DELETE_SELF, b"", 0));
+        buf.extend(event(9, libc::IN_CREATE, b"x", 16));
+        buf.truncate(buf.len() - 5);
+        let got: Vec<_> = parse_events(&buf)
+            .map(|e| (e.wd, e.mask, e.name.map(<[u8]>::to_vec)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (3, libc::IN_MODIFY, Some(b"index.html".to_vec())),
+                (7, libc::IN_DELETE_SELF, None),
+            ]
+        );
+        assert_eq!(parse_events(&[]).count(), 0);
+        assert_eq!(parse_events(&[1, 2, 3]).count(), 0);
     }
 }
