@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
@@ -203,12 +202,7 @@ fn rotation_and_reopen_under_load_lose_and_split_no_line() {
 #[test]
 fn metrics_count_responses_by_class_and_bytes() {
     let env = Env::new();
-    let config = format!(
-        "{}\n[admin]\nlisten = \"unix:{}\"\n",
-        env.simple_config(),
-        env.path("admin.sock").display()
-    );
-    env.write_config(&config);
+    env.write_config(&with_admin(&env, &env.simple_config()));
     let _server = env.start();
     for _ in 0..3 {
         assert_eq!(get(env.port, "/").unwrap().status, 200);
@@ -216,13 +210,7 @@ fn metrics_count_responses_by_class_and_bytes() {
     let not_found = get(env.port, "/nope").unwrap();
     assert_eq!(not_found.status, 404);
     let bytes = 3 * 26 + not_found.body.len();
-    let metrics = || {
-        let mut s = std::os::unix::net::UnixStream::connect(env.path("admin.sock")).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let r = read_response(&mut BufReader::new(s), false).unwrap();
-        String::from_utf8_lossy(&r.body).to_string()
-    };
+    let metrics = || admin_get(&env.path("admin.sock"), "/metrics");
     // Workers report about once a second.
     let mut m = String::new();
     assert!(

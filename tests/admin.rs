@@ -12,28 +12,9 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// Sends one request to the admin API and reads the reply.
-fn call(sock: &std::path::Path, method: &str, path: &str, body: &str) -> Response {
-    let mut s = UnixStream::connect(sock).expect("admin socket");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    read_response(&mut BufReader::new(s), false).expect("admin reply")
-}
-
 fn json(r: &Response) -> Value {
     serde_json::from_slice(&r.body)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&r.body)))
-}
-
-fn with_admin(env: &Env, config: &str) -> String {
-    format!(
-        "{config}\n[admin]\nlisten = \"unix:{}\"\n",
-        env.path("admin.sock").display()
-    )
 }
 
 #[test]
@@ -46,7 +27,7 @@ fn status_reload_config_metrics_and_stop() {
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 
-    let r = call(&sock, "GET", "/status", "");
+    let r = admin_call(&sock, "GET", "/status", "");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
     let s = json(&r);
@@ -56,7 +37,7 @@ fn status_reload_config_metrics_and_stop() {
     assert_eq!(s["workers"][0]["state"], "serving");
     assert!(s["last_reload"].is_null());
 
-    let r = call(&sock, "POST", "/reload", "");
+    let r = admin_call(&sock, "POST", "/reload", "");
     assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
     let body = json(&r);
     assert_eq!(body["generation"], 2);
@@ -64,11 +45,11 @@ fn status_reload_config_metrics_and_stop() {
     // It answered once generation 2 was serving.
     assert_eq!(env.status().generation, 2);
 
-    let r = call(&sock, "GET", "/config", "");
+    let r = admin_call(&sock, "GET", "/config", "");
     assert_eq!(r.status, 200);
     assert_eq!(String::from_utf8_lossy(&r.body), config);
 
-    let r = call(&sock, "GET", "/metrics", "");
+    let r = admin_call(&sock, "GET", "/metrics", "");
     assert_eq!(r.status, 200);
     let m = String::from_utf8_lossy(&r.body).to_string();
     assert!(m.contains("# TYPE baton_reloads_total counter"), "{m}");
@@ -79,12 +60,12 @@ fn status_reload_config_metrics_and_stop() {
         "{m}"
     );
 
-    assert_eq!(call(&sock, "GET", "/nope", "").status, 404);
-    let r = call(&sock, "GET", "/reload", "");
+    assert_eq!(admin_call(&sock, "GET", "/nope", "").status, 404);
+    let r = admin_call(&sock, "GET", "/reload", "");
     assert_eq!(r.status, 405);
     assert!(json(&r)["error"].as_str().unwrap().contains("POST"));
 
-    let r = call(&sock, "POST", "/stop", "");
+    let r = admin_call(&sock, "POST", "/stop", "");
     assert_eq!(r.status, 202);
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(!sock.exists(), "admin socket removed at exit");
@@ -99,7 +80,7 @@ fn invalid_config_gives_422_with_the_same_error_as_the_command_line() {
     let broken = with_admin(&env, &env.simple_config().replace("root =", "rot ="));
     env.write_config(&broken);
 
-    let r = call(&sock, "POST", "/reload", "");
+    let r = admin_call(&sock, "POST", "/reload", "");
     assert_eq!(r.status, 422);
     let e = json(&r);
     let line = broken.lines().position(|l| l.starts_with("rot =")).unwrap() + 1;
@@ -121,7 +102,7 @@ fn invalid_config_gives_422_with_the_same_error_as_the_command_line() {
         "-s reload said {:?}, the API {as_text:?}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let status = json(&call(&sock, "GET", "/status", ""));
+    let status = json(&admin_call(&sock, "GET", "/status", ""));
     assert_eq!(status["generation"], 1, "old generation untouched");
     assert_eq!(status["last_reload"]["result"], "invalid");
     assert_eq!(get(env.port, "/").unwrap().status, 200);
@@ -138,7 +119,7 @@ fn post_config_runs_then_writes_the_file_and_keeps_a_backup() {
 
     // Invalid: 422, file untouched, no backup made.
     let bad = original.replace("workers = 2", "workers = 0");
-    let r = call(&sock, "POST", "/config", &bad);
+    let r = admin_call(&sock, "POST", "/config", &bad);
     assert_eq!(r.status, 422, "{:?}", String::from_utf8_lossy(&r.body));
     assert!(json(&r)["message"].as_str().unwrap().contains("workers"));
     assert_eq!(
@@ -154,7 +135,7 @@ fn post_config_runs_then_writes_the_file_and_keeps_a_backup() {
         &format!("\"127.0.0.1:{}\"", env.port),
         &format!("\"127.0.0.1:{}\", \"127.0.0.1:{taken_port}\"", env.port),
     );
-    let r = call(&sock, "POST", "/config", &unbindable);
+    let r = admin_call(&sock, "POST", "/config", &unbindable);
     assert_eq!(r.status, 500);
     assert!(json(&r)["error"].as_str().unwrap().contains("cannot bind"));
     assert_eq!(
@@ -164,7 +145,7 @@ fn post_config_runs_then_writes_the_file_and_keeps_a_backup() {
 
     // Valid: runs, then is written; the old file is the backup.
     let new = original.replace("/www\"", "/site2\"");
-    let r = call(&sock, "POST", "/config", &new);
+    let r = admin_call(&sock, "POST", "/config", &new);
     assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
     assert_eq!(json(&r)["generation"], 2);
     assert_eq!(get(env.port, "/").unwrap().body, b"second site\n");
@@ -174,7 +155,7 @@ fn post_config_runs_then_writes_the_file_and_keeps_a_backup() {
         original
     );
     assert_eq!(
-        String::from_utf8_lossy(&call(&sock, "GET", "/config", "").body),
+        String::from_utf8_lossy(&admin_call(&sock, "GET", "/config", "").body),
         new
     );
 }
@@ -279,5 +260,5 @@ fn malformed_and_oversized_admin_requests_are_refused() {
         411
     );
     // The master is still fine.
-    assert_eq!(call(&sock, "GET", "/status", "").status, 200);
+    assert_eq!(admin_call(&sock, "GET", "/status", "").status, 200);
 }

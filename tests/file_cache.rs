@@ -73,26 +73,6 @@ fn expect_body(env: &Env, path: &str, body: &[u8]) -> Response {
     r
 }
 
-/// The body of `GET path` on the admin API's unix socket.
-fn admin_get(socket: &std::path::Path, path: &str) -> String {
-    use std::io::Write;
-    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("admin");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-        .expect("write");
-    let r = read_response(&mut std::io::BufReader::new(s), false).expect("response");
-    String::from_utf8_lossy(&r.body).to_string()
-}
-
-/// `config` plus an admin API on `admin.sock`; its path.
-fn with_admin(env: &Env, text: String) -> std::path::PathBuf {
-    let admin = env.path("admin.sock");
-    env.write_config(&format!(
-        "{text}\n[admin]\nlisten = \"unix:{}\"\n",
-        admin.display()
-    ));
-    admin
-}
-
 fn write(path: &std::path::Path, contents: &[u8]) {
     std::fs::write(path, contents).expect("write");
 }
@@ -360,7 +340,8 @@ fn rewrites_under_load_never_tear_a_response() {
 fn hits_misses_and_size_are_in_the_metrics() {
     let env = Env::new();
     env.write_file("www/m.txt", &[b'm'; 1000]);
-    let admin = with_admin(&env, config(&env, "www", "", ""));
+    env.write_config(&with_admin(&env, &config(&env, "www", "", "")));
+    let admin = env.path("admin.sock");
     let _s = env.start();
     for _ in 0..3 {
         expect_body(&env, "/m.txt", &[b'm'; 1000]);
@@ -395,7 +376,11 @@ fn hits_misses_and_size_are_in_the_metrics() {
 fn many_spellings_of_a_path_stay_within_the_size() {
     let env = Env::new();
     env.write_file("www/m.txt", &[b'm'; 1000]);
-    let admin = with_admin(&env, config(&env, "www", "file_cache_size = \"4k\"", ""));
+    env.write_config(&with_admin(
+        &env,
+        &config(&env, "www", "file_cache_size = \"4k\"", ""),
+    ));
+    let admin = env.path("admin.sock");
     let _s = env.start();
     for i in 0..40 {
         let path = format!("/{}m.txt", "./".repeat(i * 50));
@@ -431,7 +416,8 @@ fn a_root_whose_ancestor_cannot_be_watched_is_served_uncached() {
     let f = env.write_file("private/www/p.txt", b"one");
     std::fs::set_permissions(env.path("private"), std::fs::Permissions::from_mode(0o711))
         .expect("chmod");
-    let admin = with_admin(&env, config(&env, "private/www", "", ""));
+    env.write_config(&with_admin(&env, &config(&env, "private/www", "", "")));
+    let admin = env.path("admin.sock");
     let _s = env.start();
     expect_body(&env, "/p.txt", b"one");
     expect_body(&env, "/p.txt", b"one");
