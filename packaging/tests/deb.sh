@@ -35,15 +35,8 @@ if [ -z "${DEB:-}" ]; then
 fi
 DEB=$(realpath "$DEB")
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-nok() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-check() {
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else nok "$what"; fi
-}
+# shellcheck source=packaging/tests/lib.sh
+. "$REPO/packaging/tests/lib.sh"
 
 C=$(mktemp -d /var/tmp/baton-deb-root.XXXXXX)
 cleanup() {
@@ -132,5 +125,4 @@ done
 check "purged: no rc.d links left" bash -c "! ls '$C'/etc/rc?.d/*baton >/dev/null 2>&1"
 check "purged: the baton user is kept (documented)" bash -c "chroot '$C' getent passwd baton >/dev/null"
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" = 0 ]
+summary

@@ -15,15 +15,8 @@ cd "$(dirname "$0")/../.." || exit 1
 REPO=$PWD
 INITD=$REPO/packaging/openrc/baton.initd
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-nok() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-check() {
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else nok "$what"; fi
-}
+# shellcheck source=packaging/tests/lib.sh
+. "$REPO/packaging/tests/lib.sh"
 
 check "sh -n" sh -n "$INITD"
 if command -v shellcheck >/dev/null; then
@@ -102,5 +95,4 @@ for _ in $(seq 50); do kill -0 "$MASTER" 2>/dev/null || break; sleep 0.1; done
 check "master gone, pidfile gone" bash -c "! kill -0 $MASTER 2>/dev/null && test ! -e '$S/run/baton.pid'"
 MASTER=
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" = 0 ]
+summary

@@ -27,15 +27,8 @@ if [ -z "${BATON_BIN:-}" ]; then
     BATON_BIN=${CARGO_TARGET_DIR:-$REPO/target}/debug/baton
 fi
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-nok() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-check() { # check DESCRIPTION COMMAND...
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else nok "$what"; fi
-}
+# shellcheck source=packaging/tests/lib.sh
+. "$REPO/packaging/tests/lib.sh"
 expect_rc() { # expect_rc WANT DESCRIPTION COMMAND...
     local want=$1 what=$2
     shift 2
@@ -214,5 +207,4 @@ expect_rc 0 "stop after restart" "$INIT" stop
 check "pidfile gone after the last stop" test ! -e "$PIDFILE"
 expect_rc 3 "status at the end" "$INIT" status
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" = 0 ]
+summary

@@ -31,15 +31,8 @@ if [ -z "${BATON_BIN:-}" ]; then
     BATON_BIN=${CARGO_TARGET_DIR:-$REPO/target}/debug/baton
 fi
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-nok() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-check() {
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else nok "$what"; fi
-}
+# shellcheck source=packaging/tests/lib.sh
+. "$REPO/packaging/tests/lib.sh"
 
 SCRATCH=$(mktemp -d /tmp/baton-units.XXXXXX)
 chmod 0755 "$SCRATCH"
@@ -204,5 +197,4 @@ else
     echo "# strace missing: SystemCallFilter not checked"
 fi
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" = 0 ]
+summary
