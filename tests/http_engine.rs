@@ -333,3 +333,66 @@ fn date_and_server_headers() {
     let _s = env.start_config("server_token = \"web\"", "");
     assert_eq!(get(env.port, "/").unwrap().header("server"), Some("web"));
 }
+
+/// The TCP state (as /proc/net/tcp numbers it: 1 established, 3 SYN-RECV)
+/// of the server's end of `client`, a connection to 127.0.0.1:`port`.
+fn server_end_state(port: u16, client: &std::net::TcpStream) -> Option<u8> {
+    let client_port = client.local_addr().ok()?.port();
+    // 127.0.0.1 in /proc/net/tcp's byte order, then the port in hex.
+    let local = format!("0100007F:{port:04X}");
+    let remote = format!("0100007F:{client_port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .ok()?
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.get(1) == Some(&local.as_str()) && f.get(2) == Some(&remote.as_str()))
+                .then(|| u8::from_str_radix(f.get(3)?, 16).ok())
+                .flatten()
+        })
+}
+
+#[test]
+fn defer_accept_leaves_silent_connections_to_the_kernel() {
+    // On by default (1 s): a connection is handed to a worker with its
+    // first bytes, not when the handshake completes.
+    let env = Env::new();
+    let _s = env.start_config("header_timeout = \"2s\"", "");
+    let mut silent = connect(env.port);
+    // Its server end is a half-open request in the listener (SYN-RECV),
+    // though the client sees it established: no worker can have it. Read
+    // at once, well inside the second.
+    assert_eq!(server_end_state(env.port, &silent), Some(3));
+    // One that speaks is handed over at once.
+    let mut talking = connect(env.port);
+    talking.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    assert!(wait_until(Duration::from_secs(5), || open_connections(
+        &env
+    ) >= 1));
+    assert_eq!(server_end_state(env.port, &talking), Some(1));
+    // When the second is up, the kernel hands the silent one over anyway;
+    // then header_timeout applies as to any other.
+    assert!(wait_until(Duration::from_secs(5), || open_connections(
+        &env
+    ) == 2));
+    assert_eq!(server_end_state(env.port, &silent), Some(1));
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    assert!(closed_by_server(&mut silent));
+    assert!(started.elapsed() < Duration::from_secs(8));
+    drop(talking);
+
+    // "0s", by a reload: handed over as soon as the handshake completes.
+    // The new generation's workers set it on the same listen socket before
+    // they report ready, and `-s reload` returns after that.
+    env.write_config(&env.config_with("defer_accept = \"0s\"", ""));
+    assert!(env.reload().status.success());
+    let silent = connect(env.port);
+    assert_eq!(server_end_state(env.port, &silent), Some(1));
+    assert!(wait_until(Duration::from_secs(5), || open_connections(
+        &env
+    ) >= 1));
+}

@@ -128,7 +128,7 @@ impl Worker {
         }
         let mut listeners = Vec::with_capacity(addrs.len());
         for (i, listener) in setup.listeners.into_iter().enumerate() {
-            let acceptor = Acceptor::new(listener)?;
+            let acceptor = Acceptor::new(listener, setup.config.defer_accept)?;
             acceptor.register(&poll, listener_token(i))?;
             listeners.push(Some(ListenerSlot {
                 acceptor,

@@ -41,6 +41,7 @@ pub fn config(sites: Vec<Site>) -> Config {
         drain_linger: Duration::from_secs(1),
         keepalive_timeout: Duration::from_secs(60),
         header_timeout: Duration::from_secs(10),
+        defer_accept: Duration::ZERO,
         admin: None,
         access_log_format: Default::default(),
         log_mode: 0o640,

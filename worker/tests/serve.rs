@@ -42,6 +42,7 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
         drain_linger: Duration::from_secs(2),
         keepalive_timeout: Duration::from_secs(60),
         header_timeout: Duration::from_secs(10),
+        defer_accept: Duration::ZERO,
         http: Default::default(),
         sites: vec![Site {
             listen: vec![Listen {

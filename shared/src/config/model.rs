@@ -381,6 +381,10 @@ pub struct Config {
     pub keepalive_timeout: Duration,
     /// A request head must arrive within this long (slowloris).
     pub header_timeout: Duration,
+    /// TCP_DEFER_ACCEPT on TCP listeners: the kernel hands a connection
+    /// over only once its first bytes arrived, or after this long; zero
+    /// hands it over as soon as the handshake completes.
+    pub defer_accept: Duration,
     /// Limits and timeouts of the HTTP/1.1 engine.
     pub http: HttpLimits,
     pub sites: Vec<Site>,

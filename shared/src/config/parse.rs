@@ -38,6 +38,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "drain_linger",
     "keepalive_timeout",
     "header_timeout",
+    "defer_accept",
     "max_header_size",
     "max_headers",
     "max_uri_length",
@@ -114,6 +115,7 @@ pub(crate) struct Raw {
     pub drain_linger: Duration,
     pub keepalive_timeout: Duration,
     pub header_timeout: Duration,
+    pub defer_accept: Duration,
     pub http: HttpLimits,
     pub sites: Vec<RawSite>,
     pub admin: Option<RawAdmin>,
@@ -190,6 +192,7 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
         drain_linger: Duration::from_secs(1),
         keepalive_timeout: Duration::from_secs(75),
         header_timeout: Duration::from_secs(30),
+        defer_accept: Duration::from_secs(1),
         http: HttpLimits::default(),
         sites: Vec::new(),
         admin: None,
@@ -227,6 +230,7 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
             "drain_linger" => r.duration(name, value, false, &mut raw.drain_linger),
             "keepalive_timeout" => r.duration(name, value, false, &mut raw.keepalive_timeout),
             "header_timeout" => r.duration(name, value, true, &mut raw.header_timeout),
+            "defer_accept" => r.duration(name, value, false, &mut raw.defer_accept),
             "max_header_size"
             | "max_headers"
             | "max_uri_length"

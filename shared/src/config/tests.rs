@@ -78,6 +78,7 @@ worker_ready_timeout = "500ms"
 drain_linger = 2
 keepalive_timeout = "2m"
 header_timeout = "10s"
+defer_accept = "0s"
 
 [[site]]
 listen = [
@@ -117,10 +118,11 @@ root = "./www/"
     assert_eq!(c.drain_linger, Duration::from_secs(2));
     assert_eq!(c.keepalive_timeout, Duration::from_secs(120));
     assert_eq!(c.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.defer_accept, Duration::ZERO);
 
     assert_eq!(c.sites.len(), 2);
     let s = &c.sites[0];
-    assert_eq!(s.pos, pos(15, 1));
+    assert_eq!(s.pos, pos(16, 1));
     assert_eq!(s.names, ["example.com", "www.example.com"]);
     assert_eq!(s.root, p.join("www"));
     assert_eq!(s.index, ["index.html", "index.htm"]);
@@ -133,15 +135,15 @@ root = "./www/"
     assert_eq!(
         s.listen,
         [
-            l(tcp("127.0.0.1:8080"), 511, 0o666, 17, 3),
-            l(tcp("[::]:8080"), 511, 0o666, 18, 3),
-            l(tcp("0.0.0.0:9090"), 511, 0o666, 19, 3),
-            l(ListenAddr::Unix(p.join("run/http.sock")), 64, 0o660, 20, 3),
-            l(tcp("0.0.0.0:8443"), 1024, 0o666, 21, 3),
+            l(tcp("127.0.0.1:8080"), 511, 0o666, 18, 3),
+            l(tcp("[::]:8080"), 511, 0o666, 19, 3),
+            l(tcp("0.0.0.0:9090"), 511, 0o666, 20, 3),
+            l(ListenAddr::Unix(p.join("run/http.sock")), 64, 0o660, 21, 3),
+            l(tcp("0.0.0.0:8443"), 1024, 0o666, 22, 3),
         ]
     );
     let s = &c.sites[1];
-    assert_eq!(s.pos, pos(27, 1));
+    assert_eq!(s.pos, pos(28, 1));
     assert!(s.names.is_empty());
     assert_eq!(s.root, p.join("www/"));
     assert_eq!(c.listens().len(), 5);
@@ -172,6 +174,7 @@ fn defaults() {
     assert_eq!(c.drain_linger, Duration::from_secs(1));
     assert_eq!(c.keepalive_timeout, Duration::from_secs(75));
     assert_eq!(c.header_timeout, Duration::from_secs(30));
+    assert_eq!(c.defer_accept, Duration::from_secs(1));
     let s = &c.sites[0];
     assert!(s.names.is_empty());
     assert_eq!(s.index, ["index.html"]);
@@ -272,6 +275,7 @@ header_timeout = 0
 user = 7
 pid_file = ""
 drain_linger = -1
+defer_accept = true
 [[site]]
 listen = "127.0.0.1:8080"
 root = 5
@@ -288,11 +292,12 @@ index = ["a/b.html", 3]
             r#"6:8: "user" must be a user name, not 7"#,
             r#"7:12: "pid_file" must be a path, not """#,
             r#"8:16: "drain_linger" must be a duration like "30s" or "500ms", not -1"#,
-            r#"10:10: "listen" must be an array of addresses like ["127.0.0.1:8080"], not "127.0.0.1:8080""#,
-            r#"11:8: "root" must be a path, not 5"#,
-            r#"12:9: "names" must be an array of host names, not "example.com""#,
-            r#"13:10: index "a/b.html" must be a file name, without "/""#,
-            r#"13:22: "index" must be an array of file names like ["index.html"], not 3"#,
+            r#"9:16: "defer_accept" must be a duration like "30s" or "500ms", not true"#,
+            r#"11:10: "listen" must be an array of addresses like ["127.0.0.1:8080"], not "127.0.0.1:8080""#,
+            r#"12:8: "root" must be a path, not 5"#,
+            r#"13:9: "names" must be an array of host names, not "example.com""#,
+            r#"14:10: index "a/b.html" must be a file name, without "/""#,
+            r#"14:22: "index" must be an array of file names like ["index.html"], not 3"#,
         ]
     );
 }

@@ -105,6 +105,7 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
         drain_linger: raw.drain_linger,
         keepalive_timeout: raw.keepalive_timeout,
         header_timeout: raw.header_timeout,
+        defer_accept: raw.defer_accept,
         http: raw.http,
         sites,
         admin,
