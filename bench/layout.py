@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """bench/layout.py: callgrind profiles -> src/layout.ld (see bench/layout.sh).
 
-Usage: layout.py BINARY OUT.ld worker=FILE... master=FILE... tls=FILE... start=FILE...
+Usage: layout.py BINARY OUT.ld worker=FILE... master=FILE... start=FILE... tls=FILE...
 
 Each FILE is a callgrind output written with --compress-strings=no and
 --demangle=no, so every function is named in full by its mangled symbol.
+FILE~BASE counts only what FILE ran beyond BASE: a forked child's profile
+starts with its parent's counts, so a daemon's is its own work only once
+the foreground process's (BASE) is taken away.
 The functions of BINARY that ran are grouped into output sections, one per
 tier, in this order:
 
@@ -93,9 +96,12 @@ def main():
     seen, sections = set(), []
     for tier in TIERS:
         costs = {}
-        for path in files[tier]:
+        for spec in files[tier]:
+            path, _, base = spec.partition("~")
+            before = ran(base) if base else {}
             for sym, ir in ran(path).items():
-                costs[sym] = costs.get(sym, 0) + ir
+                if ir > before.get(sym, 0):
+                    costs[sym] = costs.get(sym, 0) + ir - before.get(sym, 0)
         pats = []
         for sym in sorted(costs, key=lambda s: -costs[s]):
             for alias in same(sym):
