@@ -154,8 +154,6 @@ fn fail(readiness: Option<daemon::Readiness>, error: &str) -> i32 {
 
 /// Steps 4 and 5 of the startup order. On error, whatever was created is
 /// dropped again (sockets closed, unix socket files removed).
-// Not inlined: bench/layout.sh profiles what the master runs from here on.
-#[inline(never)]
 fn prepare(
     config: Config,
     config_text: String,

@@ -192,8 +192,6 @@ pub struct Setup {
 }
 
 impl Master {
-    // Not inlined: bench/layout.sh profiles what the master runs from here.
-    #[inline(never)]
     pub fn new(setup: Setup) -> io::Result<Master> {
         let poll = Poll::new()?;
         let mut signals = signals::open().map_err(io::Error::from)?;
