@@ -136,24 +136,7 @@ fn tune_listener(l: &std::net::TcpListener, defer_accept: Duration) {
     // GB/s without, 3.1 with 32 to 128 KiB, 2.7 with 256 KiB. Only unsent
     // bytes count, not bytes in flight, so a long fat link is not slowed:
     // 128 KiB is a millisecond of a gigabit link to wake up and refill.
-    let lowat: libc::c_int = 128 * 1024;
-    // SAFETY: a valid socket fd, and a pointer to a c_int with its size;
-    // the kernel only reads it. nix has no wrapper for this option.
-    let rc = unsafe {
-        libc::setsockopt(
-            l.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
-            std::ptr::from_ref(&lowat).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        debug!(
-            "TCP_NOTSENT_LOWAT on a listener: {}",
-            io::Error::last_os_error()
-        );
-    }
+    set_tcp_int(l, libc::TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT", 128 * 1024);
     // The kernel hands a connection over once its first bytes arrived
     // (or after this many seconds), not when the handshake completes. A
     // short connection then wakes a worker once instead of twice: for the
@@ -168,21 +151,25 @@ fn tune_listener(l: &std::net::TcpListener, defer_accept: Duration) {
     let secs =
         libc::c_int::try_from(defer_accept.as_secs() + u64::from(defer_accept.subsec_nanos() > 0))
             .unwrap_or(libc::c_int::MAX);
-    // SAFETY: as above, a c_int option the kernel only reads.
+    set_tcp_int(l, libc::TCP_DEFER_ACCEPT, "TCP_DEFER_ACCEPT", secs);
+}
+
+/// Sets an integer IPPROTO_TCP option that nix has no wrapper for; a
+/// failure only costs speed, so it is logged at debug level.
+fn set_tcp_int(l: &std::net::TcpListener, option: libc::c_int, name: &str, value: libc::c_int) {
+    // SAFETY: a valid socket fd, and a pointer to a c_int with its size;
+    // the kernel only reads it.
     let rc = unsafe {
         libc::setsockopt(
             l.as_raw_fd(),
             libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            std::ptr::from_ref(&secs).cast(),
+            option,
+            std::ptr::from_ref(&value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     if rc != 0 {
-        debug!(
-            "TCP_DEFER_ACCEPT on a listener: {}",
-            io::Error::last_os_error()
-        );
+        debug!("{name} on a listener: {}", io::Error::last_os_error());
     }
 }
 
