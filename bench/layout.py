@@ -12,7 +12,7 @@ The functions of BINARY that ran are grouped into output sections, one per
 tier, in this order:
 
   .text.baton_worker   what a worker ran serving plain HTTP (hottest first)
-  .text.baton_master   what the master ran in its loop, not already above
+  .text.baton_master   what the daemon master ran after its fork, not above
   .text.baton_start    what else ran without TLS (start-up, config parsing)
   .text.baton_tls      what ran only with a TLS site
 
