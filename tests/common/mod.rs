@@ -32,10 +32,35 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// A port nobody listens on right now (the kernel's pick for port 0).
+/// A port nobody uses right now, for a server a test is about to start.
+///
+/// Taken below the kernel's ephemeral range, never from it: a port the
+/// kernel picked for `bind(0)` is free again once the probe closes, and a
+/// parallel test's `bind(0)` or outgoing connection could take it before
+/// the server binds it (a decoy listener in `tests/activation.rs` did,
+/// failing the start with EADDRINUSE). Below the range, only another
+/// free_port can hand it out: within a test binary a counter makes each
+/// port unique, and test binaries start from different points (their pid).
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .filter(|&low| low > LOWEST + 1000)
+        .unwrap_or(32_768);
+    let span = ephemeral_low - LOWEST;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOWEST + (start + n) % span;
+        let port = u16::try_from(port).expect("port below the ephemeral range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOWEST} and {ephemeral_low}");
 }
 
 /// Polls `cond` until it holds or `timeout` passes; for states nothing
