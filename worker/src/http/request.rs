@@ -121,9 +121,7 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits, capture: bool) -> Parsed {
         Err(httparse::Error::TooManyHeaders) => {
             return Parsed::Reject(Status::HeaderFieldsTooLarge);
         }
-        Err(httparse::Error::Version) if names_an_http_version(buf) => {
-            return Parsed::Reject(Status::VersionNotSupported);
-        }
+        Err(httparse::Error::Version) => return refused_version(buf),
         Err(_) => return Parsed::Reject(Status::BadRequest),
     };
     // httparse accepts a lone LF as a line end (RFC 9112 2.2 allows it); a
@@ -244,12 +242,19 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits, capture: bool) -> Parsed {
     if version == Version::Http11 && host_header.is_none() {
         return Parsed::Reject(Status::BadRequest); // RFC 9112 3.2
     }
-    let host = match target_host.map(str::as_bytes).or(host_header) {
-        Some(raw) => match normalize_host(raw) {
+    let host = match (target_host, host_header) {
+        // An http(s) URI with an empty host is invalid, and its recipient
+        // must reject it (RFC 9110 4.2.1); an empty Host header is only
+        // allowed beside a target with no authority (RFC 9112 3.2).
+        (Some(authority), _) => match normalize_host(authority.as_bytes()) {
+            Ok(Some(h)) => Some(h),
+            Ok(None) | Err(()) => return Parsed::Reject(Status::BadRequest),
+        },
+        (None, Some(raw)) => match normalize_host(raw) {
             Ok(h) => h,
             Err(()) => return Parsed::Reject(Status::BadRequest),
         },
-        None => None,
+        (None, None) => None,
     };
 
     Parsed::Request(Request {
@@ -382,13 +387,62 @@ pub(crate) fn normalize_host(raw: &[u8]) -> Result<Option<String>, ()> {
     Ok(Some(String::from_utf8_lossy(name).to_ascii_lowercase()))
 }
 
-/// Whether the request line ends in `HTTP/<digit>.<digit>`, so that a
-/// version httparse refuses is a 505 and not a plain 400.
-fn names_an_http_version(buf: &[u8]) -> bool {
-    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
-    let line = buf[..line_end].trim_ascii();
-    let last = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    matches!(last, [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
+/// What a request line httparse refused at its version is: a 505 only if
+/// the line is well formed, `method SP target SP HTTP/d.d` (RFC 9112 3),
+/// and only its version is one this server does not speak. Any other line
+/// (a space in the target, garbage before the method, a trailing space)
+/// is malformed, a 400. httparse refuses a version as soon as it sees a
+/// wrong byte, so the line may not be complete yet: while what has arrived
+/// could still become a well-formed line, wait for the rest.
+fn refused_version(buf: &[u8]) -> Parsed {
+    // httparse skips empty lines before a request line (RFC 9112 2.2).
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let rest = &buf[start..];
+    let (line, complete) = match rest.iter().position(|&b| b == b'\n') {
+        Some(end) => (&rest[..end], true),
+        None => (rest, false),
+    };
+    let line = if complete {
+        line.strip_suffix(b"\r").unwrap_or(line)
+    } else {
+        line
+    };
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Parsed::Reject(Status::BadRequest);
+    };
+    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    // Visible ASCII and obs-text, as httparse takes in a target.
+    let target_char = |b: &u8| matches!(b, 0x21..=0x7e | 0x80..=0xff);
+    let well_formed = !method.is_empty()
+        && method.iter().all(tchar)
+        && !target.is_empty()
+        && target.iter().all(target_char);
+    let pattern = b"HTTP/0.0";
+    let fits = |len: usize| {
+        version.len() == len
+            && version.iter().zip(pattern).all(|(&b, &p)| {
+                if p == b'0' {
+                    b.is_ascii_digit()
+                } else {
+                    b == p
+                }
+            })
+    };
+    if !well_formed {
+        Parsed::Reject(Status::BadRequest)
+    } else if complete && fits(pattern.len()) {
+        Parsed::Reject(Status::VersionNotSupported)
+    } else if !complete && (0..=pattern.len()).any(fits) {
+        Parsed::Partial
+    } else {
+        Parsed::Reject(Status::BadRequest)
+    }
 }
 
 #[cfg(test)]
@@ -471,6 +525,18 @@ mod tests {
             (r.host.as_deref(), r.target.as_str()),
             (Some("b.example"), "/")
         );
+        // An empty host is invalid (RFC 9110 4.2.1), whatever Host says.
+        for bad in [
+            "http:///f.txt",
+            "https:///",
+            "http://?q",
+            "http://",
+            "http://:80/",
+            "http://u@h/",
+        ] {
+            let text = format!("GET {bad} HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(reject(text.as_bytes()), Status::BadRequest, "{bad}");
+        }
     }
 
     #[test]
@@ -533,6 +599,32 @@ mod tests {
         );
         assert_eq!(reject(b"GET / FOO\r\n\r\n"), Status::BadRequest);
         assert_eq!(reject(b"\x00\x01garbage\r\n\r\n"), Status::BadRequest);
+        assert_eq!(
+            reject(b"\r\nBREW / HTTP/3.0\r\n\r\n"),
+            Status::VersionNotSupported
+        );
+        // Not well formed: a 400 whatever the last word says.
+        for bad in [
+            &b"GET /sp ace.txt HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"xx GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n",
+            b"GET / / HTTP/2.0\r\n\r\n",
+            b"GET / HTTP/2.0x\r\n\r\n",
+            b"G(T / HTTP/2.0\r\n\r\n",
+            b"GET / HTTP/2.0x",
+            b"GET / HTTPS",
+        ] {
+            assert_eq!(
+                reject(bad),
+                Status::BadRequest,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Until the line ends, it could still be well formed or not.
+        for partial in [&b"GET / HTTP/2"[..], b"GET / HTTP/2.", b"GET / HTTP/2.0"] {
+            assert_eq!(parse(partial), Parsed::Partial);
+        }
     }
 
     #[test]
