@@ -11,8 +11,15 @@ use crate::static_files::{self, FileCache};
 /// Answers `req` from `site` (`None` if the listener has no site, which a
 /// valid config never allows).
 pub fn respond(req: &Request, site: Option<&Site>, files: &mut FileCache) -> Response {
-    if req.method == Method::Other {
-        return Response::status(Status::MethodNotAllowed).with_header("Allow", "GET, HEAD");
+    match req.method {
+        Method::Get | Method::Head => {}
+        // Known, and not allowed on a static resource (OPTIONS included,
+        // as nginx answers it): the client learns what is.
+        Method::Other => {
+            return Response::status(Status::MethodNotAllowed).with_header("Allow", "GET, HEAD");
+        }
+        // Not a method this server knows at all (RFC 9110 9.1).
+        Method::Unknown => return Response::status(Status::NotImplemented),
     }
     let Some(site) = site else {
         return Response::status(Status::InternalServerError);

@@ -16,7 +16,24 @@ use super::response::Status;
 pub enum Method {
     Get,
     Head,
+    /// A method the server recognises but does not allow here: the rest
+    /// of RFC 9110's (POST, PUT, DELETE, CONNECT, OPTIONS, TRACE) and
+    /// PATCH (RFC 5789). A 405 with `Allow`.
     Other,
+    /// One it does not recognise: a 501 (RFC 9110 9.1). Methods are
+    /// case-sensitive, so `get` is one of these.
+    Unknown,
+}
+
+impl Method {
+    fn from_token(token: &str) -> Method {
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" => Method::Other,
+            _ => Method::Unknown,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,11 +151,7 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits, capture: bool) -> Parsed {
         Some(1) => Version::Http11,
         _ => return Parsed::Reject(Status::VersionNotSupported),
     };
-    let method = match req.method {
-        Some("GET") => Method::Get,
-        Some("HEAD") => Method::Head,
-        _ => Method::Other,
-    };
+    let method = Method::from_token(req.method.unwrap_or_default());
     let Some(raw_target) = req.path else {
         return Parsed::Reject(Status::BadRequest);
     };
@@ -550,6 +563,21 @@ mod tests {
         assert_eq!(n("[::1"), Err(()));
         assert_eq!(n("user@host"), Err(()));
         assert_eq!(n(":80"), Err(()));
+    }
+
+    #[test]
+    fn methods_are_recognised_case_sensitively() {
+        let m = |name: &str| req(&format!("{name} / HTTP/1.1\r\nHost: a\r\n\r\n")).method;
+        assert_eq!(m("GET"), Method::Get);
+        assert_eq!(m("HEAD"), Method::Head);
+        for known in [
+            "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ] {
+            assert_eq!(m(known), Method::Other, "{known}");
+        }
+        for unknown in ["get", "Head", "BREW", "PROPFIND", "GETS"] {
+            assert_eq!(m(unknown), Method::Unknown, "{unknown}");
+        }
     }
 
     #[test]
