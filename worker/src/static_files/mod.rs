@@ -283,6 +283,8 @@ fn respond(req: &Request, d: Described, body: impl FnOnce(u64, u64) -> Body) -> 
     }
     match conditional::evaluate(c, v) {
         Some(Status::NotModified) => {
+            // `write_head` leaves Content-Type and Content-Encoding out of
+            // a 304, and any configured metadata with them.
             return Response {
                 status: Status::NotModified,
                 headers,
