@@ -5,12 +5,17 @@
 use baton_shared::config::Site;
 
 use crate::http::request::{Method, Request};
-use crate::http::response::{Response, Status};
+use crate::http::response::{DateCache, Response, Status};
 use crate::static_files::{self, FileCache};
 
 /// Answers `req` from `site` (`None` if the listener has no site, which a
-/// valid config never allows).
-pub fn respond(req: &Request, site: Option<&Site>, files: &mut FileCache) -> Response {
+/// valid config never allows), in a response whose Date is `date`.
+pub fn respond(
+    req: &Request,
+    site: Option<&Site>,
+    files: &mut FileCache,
+    date: &DateCache,
+) -> Response {
     match req.method {
         Method::Get | Method::Head => {}
         // Known, and not allowed on a static resource (OPTIONS included,
@@ -27,7 +32,7 @@ pub fn respond(req: &Request, site: Option<&Site>, files: &mut FileCache) -> Res
     if let Some(port) = site.redirect_https {
         return redirect_https(req, site, port);
     }
-    static_files::serve(req, site, files)
+    static_files::serve(req, site, files, date)
 }
 
 /// `redirect_https`: a 301 to the same host and target over HTTPS (the

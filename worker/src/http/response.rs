@@ -295,6 +295,12 @@ impl DateCache {
     pub fn get(&self) -> &str {
         &self.text
     }
+
+    /// The second `get` names, since the epoch: what a Last-Modified date
+    /// may not be later than (RFC 9110 8.8.2.1).
+    pub fn secs(&self) -> u64 {
+        self.secs
+    }
 }
 
 #[cfg(test)]
