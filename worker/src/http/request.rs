@@ -10,6 +10,7 @@ use std::mem::MaybeUninit;
 
 use baton_shared::config::{HttpLimits, MAX_HEADERS_LIMIT};
 
+use super::request_line::{refused_version, request_host, split_absolute_form};
 use super::response::Status;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,19 +256,8 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits, capture: bool) -> Parsed {
     if version == Version::Http11 && host_header.is_none() {
         return Parsed::Reject(Status::BadRequest); // RFC 9112 3.2
     }
-    let host = match (target_host, host_header) {
-        // An http(s) URI with an empty host is invalid, and its recipient
-        // must reject it (RFC 9110 4.2.1); an empty Host header is only
-        // allowed beside a target with no authority (RFC 9112 3.2).
-        (Some(authority), _) => match normalize_host(authority.as_bytes()) {
-            Ok(Some(h)) => Some(h),
-            Ok(None) | Err(()) => return Parsed::Reject(Status::BadRequest),
-        },
-        (None, Some(raw)) => match normalize_host(raw) {
-            Ok(h) => h,
-            Err(()) => return Parsed::Reject(Status::BadRequest),
-        },
-        (None, None) => None,
+    let Ok(host) = request_host(target_host, host_header) else {
+        return Parsed::Reject(Status::BadRequest);
     };
 
     Parsed::Request(Request {
@@ -342,120 +332,6 @@ fn parse_length(v: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-/// `http://authority/path?q` → (`authority`, `/path?q`); `None` when the
-/// target is not in absolute form.
-fn split_absolute_form(target: &str) -> Option<(&str, String)> {
-    let rest = ["http://", "https://"].iter().find_map(|scheme| {
-        let head = target.get(..scheme.len())?;
-        head.eq_ignore_ascii_case(scheme)
-            .then(|| &target[scheme.len()..])
-    })?;
-    Some(match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
-        // `http://host?q` has the empty path, which is `/`.
-        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-        None => (rest, "/".to_owned()),
-    })
-}
-
-/// A Host value → lowercase name without port or trailing dot, `Ok(None)`
-/// when empty, `Err` when it cannot be a host (which is a 400).
-pub(crate) fn normalize_host(raw: &[u8]) -> Result<Option<String>, ()> {
-    let raw = raw.trim_ascii();
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    let (name, port) = if raw.first() == Some(&b'[') {
-        // An IPv6 literal: `[::1]` or `[::1]:8080`.
-        let end = raw.iter().position(|&b| b == b']').ok_or(())?;
-        let inside = &raw[1..end];
-        if inside.is_empty()
-            || !inside
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
-            return Err(());
-        }
-        (&raw[..=end], &raw[end + 1..])
-    } else {
-        match raw.iter().position(|&b| b == b':') {
-            Some(i) => (&raw[..i], &raw[i..]),
-            None => (raw, &raw[raw.len()..]),
-        }
-    };
-    if !port.is_empty() && (port[0] != b':' || !port[1..].iter().all(u8::is_ascii_digit)) {
-        return Err(());
-    }
-    let name = name.strip_suffix(b".").unwrap_or(name);
-    if name.is_empty() && !port.is_empty() {
-        return Err(());
-    }
-    let valid =
-        |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':');
-    if !name.iter().all(valid) {
-        return Err(());
-    }
-    Ok(Some(String::from_utf8_lossy(name).to_ascii_lowercase()))
-}
-
-/// What a request line httparse refused at its version is: a 505 only if
-/// the line is well formed, `method SP target SP HTTP/d.d` (RFC 9112 3),
-/// and only its version is one this server does not speak. Any other line
-/// (a space in the target, garbage before the method, a trailing space)
-/// is malformed, a 400. httparse refuses a version as soon as it sees a
-/// wrong byte, so the line may not be complete yet: while what has arrived
-/// could still become a well-formed line, wait for the rest.
-fn refused_version(buf: &[u8]) -> Parsed {
-    // httparse skips empty lines before a request line (RFC 9112 2.2).
-    let start = buf
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(buf.len());
-    let rest = &buf[start..];
-    let (line, complete) = match rest.iter().position(|&b| b == b'\n') {
-        Some(end) => (&rest[..end], true),
-        None => (rest, false),
-    };
-    let line = if complete {
-        line.strip_suffix(b"\r").unwrap_or(line)
-    } else {
-        line
-    };
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Parsed::Reject(Status::BadRequest);
-    };
-    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    // Visible ASCII and obs-text, as httparse takes in a target.
-    let target_char = |b: &u8| matches!(b, 0x21..=0x7e | 0x80..=0xff);
-    let well_formed = !method.is_empty()
-        && method.iter().all(tchar)
-        && !target.is_empty()
-        && target.iter().all(target_char);
-    let pattern = b"HTTP/0.0";
-    let fits = |len: usize| {
-        version.len() == len
-            && version.iter().zip(pattern).all(|(&b, &p)| {
-                if p == b'0' {
-                    b.is_ascii_digit()
-                } else {
-                    b == p
-                }
-            })
-    };
-    if !well_formed {
-        Parsed::Reject(Status::BadRequest)
-    } else if complete && fits(pattern.len()) {
-        Parsed::Reject(Status::VersionNotSupported)
-    } else if !complete && (0..=pattern.len()).any(fits) {
-        Parsed::Partial
-    } else {
-        Parsed::Reject(Status::BadRequest)
-    }
 }
 
 #[cfg(test)]
@@ -550,19 +426,6 @@ mod tests {
             let text = format!("GET {bad} HTTP/1.1\r\nHost: a\r\n\r\n");
             assert_eq!(reject(text.as_bytes()), Status::BadRequest, "{bad}");
         }
-    }
-
-    #[test]
-    fn hosts_are_normalized() {
-        let n = |s: &str| normalize_host(s.as_bytes());
-        assert_eq!(n("Example.org."), Ok(Some("example.org".into())));
-        assert_eq!(n("[::1]:8080"), Ok(Some("[::1]".into())));
-        assert_eq!(n("a:"), Ok(Some("a".into())));
-        assert_eq!(n(""), Ok(None));
-        assert_eq!(n("a:b"), Err(()));
-        assert_eq!(n("[::1"), Err(()));
-        assert_eq!(n("user@host"), Err(()));
-        assert_eq!(n(":80"), Err(()));
     }
 
     #[test]
