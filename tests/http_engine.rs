@@ -396,3 +396,131 @@ fn defer_accept_leaves_silent_connections_to_the_kernel() {
         &env
     ) >= 1));
 }
+
+// ---- Issue 11: request lines, absolute form, methods ----
+
+#[test]
+fn a_malformed_request_line_is_400_and_only_a_wrong_version_505() {
+    let env = Env::new();
+    env.write_file("www/sp ace.txt", b"x");
+    let _s = env.start_config("", "");
+    let cases: &[(&[u8], u16)] = &[
+        (b"GET /sp ace.txt HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"xx GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"\x01GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET / / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 400),
+        (b"GET / http/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET /sp ace.txt HTTP/2.0\r\nHost: a\r\n\r\n", 400),
+        // Well-formed, with a version this server does not speak.
+        (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+        (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
+        (b"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505),
+        (b"BREW /pot HTTP/3.1\r\nHost: a\r\n\r\n", 505),
+    ];
+    for (raw, status) in cases {
+        let out = exchange(env.port, raw);
+        let shown = String::from_utf8_lossy(raw);
+        assert_eq!(first_status(&out), Some(*status), "{shown:?}");
+        let r = parse_responses(&out, false);
+        assert_eq!(r.len(), 1, "{shown:?}: one response, then closed");
+        assert!(r[0].closes(), "{shown:?}");
+    }
+    // The encoded form is the way to ask for it.
+    assert_eq!(get(env.port, "/sp%20ace.txt").unwrap().body, b"x");
+}
+
+#[test]
+fn an_absolute_form_target_with_an_empty_host_is_400() {
+    let env = Env::new();
+    env.write_file("www/f.txt", b"f");
+    let _s = env.start_config("", "");
+    for target in [
+        "http:///f.txt",
+        "HTTP:///f.txt",
+        "https:///f.txt",
+        "http://?x",
+        "http://",
+    ] {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let out = exchange(env.port, raw.as_bytes());
+        assert_eq!(first_status(&out), Some(400), "{target}");
+        assert!(parse_responses(&out, false)[0].closes(), "{target}");
+    }
+    // With a host it is served, and an empty Host header beside an
+    // origin-form target is still allowed (RFC 9112 3.2).
+    let r = request(
+        env.port,
+        "GET http://localhost/f.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"f"[..]));
+    let r = request(
+        env.port,
+        "GET /f.txt HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn unknown_methods_are_501_and_known_ones_405() {
+    let env = Env::new();
+    env.write_file("www/f.txt", b"f");
+    std::fs::create_dir_all(env.path("logs")).unwrap();
+    let log = env.path("logs/access.log");
+    let _s = env.start_config(&format!("access_log = \"{}\"", log.display()), "");
+    let mut s = connect(env.port);
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let cases: &[(&str, u16)] = &[
+        ("BREW", 501),
+        ("get", 501), // methods are case-sensitive (RFC 9110 9.1)
+        ("PROPFIND", 501),
+        ("POST", 405),
+        ("PUT", 405),
+        ("DELETE", 405),
+        ("PATCH", 405),
+        ("OPTIONS", 405),
+        ("TRACE", 405),
+        ("GET", 200),
+    ];
+    // On one connection, each with a body: the connection goes on.
+    for (method, status) in cases {
+        write!(
+            s,
+            "{method} /f.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+        )
+        .unwrap();
+        let r = read_response(&mut reader, false).unwrap();
+        assert_eq!(r.status, *status, "{method}");
+        assert!(!r.closes(), "{method}");
+        match status {
+            405 => assert_eq!(r.header("allow"), Some("GET, HEAD"), "{method}"),
+            _ => assert_eq!(r.header("allow"), None, "{method}"),
+        }
+    }
+    // OPTIONS for the whole server is answered the same way.
+    s.write_all(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut reader, false).unwrap();
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
+    // The access log records what was sent back.
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(3), || logged().lines().count()
+            == cases.len() + 1),
+        "{}",
+        logged()
+    );
+    for (method, status) in cases {
+        let line = logged()
+            .lines()
+            .find(|l| l.contains(&format!("\"{method} /f.txt HTTP/1.1\"")))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no line for {method}:\n{}", logged()));
+        assert!(
+            line.contains(&format!("\"{method} /f.txt HTTP/1.1\" {status} ")),
+            "{line}"
+        );
+    }
+}

@@ -32,7 +32,7 @@ use crate::access_log::{AccessLog, Entry};
 use crate::handler;
 use crate::http::body::{BodyReader, Step};
 use crate::http::request::{self, BodyFraming, Method, Parsed, Version};
-use crate::http::response::{Persistence, Response, Status, write_head};
+use crate::http::response::{DateCache, Persistence, Response, Status, write_head};
 use crate::limits::{
     DRAIN_PIPELINED_MAX, LINGERING_CLOSE, READ_CHUNK, TURN_BYTES, TURN_REQUESTS, after,
 };
@@ -46,8 +46,9 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     pub routes: &'a Routes,
     pub now: Instant,
-    /// The Date header for this second.
-    pub date: &'a str,
+    /// The Date header for this second (and the second, which a
+    /// Last-Modified may not be later than).
+    pub date: &'a DateCache,
     /// When the worker began draining, if it has.
     pub drain_started: Option<Instant>,
     /// Requests answered by this worker, for `Stats`.
@@ -508,7 +509,7 @@ impl Connection {
                     .routes
                     .pick(ctx.config, self.listener, req.host.as_deref());
                 let held = Held {
-                    response: handler::respond(&req, site, ctx.files),
+                    response: handler::respond(&req, site, ctx.files, ctx.date),
                     head_only: req.method == Method::Head,
                     version: req.version,
                     keep_alive: req.keep_alive,
@@ -618,7 +619,7 @@ impl Connection {
         };
         let mut head = Vec::with_capacity(512 + inline_body);
         let server = ctx.config.http.server_token.as_deref();
-        write_head(&mut head, &response, ctx.date, server, persistence);
+        write_head(&mut head, &response, ctx.date.get(), server, persistence);
         let mut out = Outgoing::new(head, response.body, !head_only);
         if close {
             out.set_last();

@@ -437,7 +437,7 @@ impl Worker {
                 config: &self.config,
                 routes: &self.routes,
                 now: self.now,
-                date: self.date.get(),
+                date: &self.date,
                 drain_started: self.drain.as_ref().map(|d| d.started),
                 requests: &mut self.requests,
                 access_log: &mut self.access_log,

@@ -5,14 +5,26 @@
 use baton_shared::config::Site;
 
 use crate::http::request::{Method, Request};
-use crate::http::response::{Response, Status};
+use crate::http::response::{DateCache, Response, Status};
 use crate::static_files::{self, FileCache};
 
 /// Answers `req` from `site` (`None` if the listener has no site, which a
-/// valid config never allows).
-pub fn respond(req: &Request, site: Option<&Site>, files: &mut FileCache) -> Response {
-    if req.method == Method::Other {
-        return Response::status(Status::MethodNotAllowed).with_header("Allow", "GET, HEAD");
+/// valid config never allows), in a response whose Date is `date`.
+pub fn respond(
+    req: &Request,
+    site: Option<&Site>,
+    files: &mut FileCache,
+    date: &DateCache,
+) -> Response {
+    match req.method {
+        Method::Get | Method::Head => {}
+        // Known, and not allowed on a static resource (OPTIONS included,
+        // as nginx answers it): the client learns what is.
+        Method::Other => {
+            return Response::status(Status::MethodNotAllowed).with_header("Allow", "GET, HEAD");
+        }
+        // Not a method this server knows at all (RFC 9110 9.1).
+        Method::Unknown => return Response::status(Status::NotImplemented),
     }
     let Some(site) = site else {
         return Response::status(Status::InternalServerError);
@@ -20,7 +32,7 @@ pub fn respond(req: &Request, site: Option<&Site>, files: &mut FileCache) -> Res
     if let Some(port) = site.redirect_https {
         return redirect_https(req, site, port);
     }
-    static_files::serve(req, site, files)
+    static_files::serve(req, site, files, date)
 }
 
 /// `redirect_https`: a 301 to the same host and target over HTTPS (the

@@ -10,13 +10,31 @@ use std::mem::MaybeUninit;
 
 use baton_shared::config::{HttpLimits, MAX_HEADERS_LIMIT};
 
+use super::request_line::{refused_version, request_host, split_absolute_form};
 use super::response::Status;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     Get,
     Head,
+    /// A method the server recognises but does not allow here: the rest
+    /// of RFC 9110's (POST, PUT, DELETE, CONNECT, OPTIONS, TRACE) and
+    /// PATCH (RFC 5789). A 405 with `Allow`.
     Other,
+    /// One it does not recognise: a 501 (RFC 9110 9.1). Methods are
+    /// case-sensitive, so `get` is one of these.
+    Unknown,
+}
+
+impl Method {
+    fn from_token(token: &str) -> Method {
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" => Method::Other,
+            _ => Method::Unknown,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,9 +139,7 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits, capture: bool) -> Parsed {
         Err(httparse::Error::TooManyHeaders) => {
             return Parsed::Reject(Status::HeaderFieldsTooLarge);
         }
-        Err(httparse::Error::Version) if names_an_http_version(buf) => {
-            return Parsed::Reject(Status::VersionNotSupported);
-        }
+        Err(httparse::Error::Version) => return refused_version(buf),
         Err(_) => return Parsed::Reject(Status::BadRequest),
     };
     // httparse accepts a lone LF as a line end (RFC 9112 2.2 allows it); a
@@ -136,11 +152,7 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits, capture: bool) -> Parsed {
         Some(1) => Version::Http11,
         _ => return Parsed::Reject(Status::VersionNotSupported),
     };
-    let method = match req.method {
-        Some("GET") => Method::Get,
-        Some("HEAD") => Method::Head,
-        _ => Method::Other,
-    };
+    let method = Method::from_token(req.method.unwrap_or_default());
     let Some(raw_target) = req.path else {
         return Parsed::Reject(Status::BadRequest);
     };
@@ -244,12 +256,8 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits, capture: bool) -> Parsed {
     if version == Version::Http11 && host_header.is_none() {
         return Parsed::Reject(Status::BadRequest); // RFC 9112 3.2
     }
-    let host = match target_host.map(str::as_bytes).or(host_header) {
-        Some(raw) => match normalize_host(raw) {
-            Ok(h) => h,
-            Err(()) => return Parsed::Reject(Status::BadRequest),
-        },
-        None => None,
+    let Ok(host) = request_host(target_host, host_header) else {
+        return Parsed::Reject(Status::BadRequest);
     };
 
     Parsed::Request(Request {
@@ -324,71 +332,6 @@ fn parse_length(v: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-/// `http://authority/path?q` → (`authority`, `/path?q`); `None` when the
-/// target is not in absolute form.
-fn split_absolute_form(target: &str) -> Option<(&str, String)> {
-    let rest = ["http://", "https://"].iter().find_map(|scheme| {
-        let head = target.get(..scheme.len())?;
-        head.eq_ignore_ascii_case(scheme)
-            .then(|| &target[scheme.len()..])
-    })?;
-    Some(match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
-        // `http://host?q` has the empty path, which is `/`.
-        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-        None => (rest, "/".to_owned()),
-    })
-}
-
-/// A Host value → lowercase name without port or trailing dot, `Ok(None)`
-/// when empty, `Err` when it cannot be a host (which is a 400).
-pub(crate) fn normalize_host(raw: &[u8]) -> Result<Option<String>, ()> {
-    let raw = raw.trim_ascii();
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    let (name, port) = if raw.first() == Some(&b'[') {
-        // An IPv6 literal: `[::1]` or `[::1]:8080`.
-        let end = raw.iter().position(|&b| b == b']').ok_or(())?;
-        let inside = &raw[1..end];
-        if inside.is_empty()
-            || !inside
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
-            return Err(());
-        }
-        (&raw[..=end], &raw[end + 1..])
-    } else {
-        match raw.iter().position(|&b| b == b':') {
-            Some(i) => (&raw[..i], &raw[i..]),
-            None => (raw, &raw[raw.len()..]),
-        }
-    };
-    if !port.is_empty() && (port[0] != b':' || !port[1..].iter().all(u8::is_ascii_digit)) {
-        return Err(());
-    }
-    let name = name.strip_suffix(b".").unwrap_or(name);
-    if name.is_empty() && !port.is_empty() {
-        return Err(());
-    }
-    let valid =
-        |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':');
-    if !name.iter().all(valid) {
-        return Err(());
-    }
-    Ok(Some(String::from_utf8_lossy(name).to_ascii_lowercase()))
-}
-
-/// Whether the request line ends in `HTTP/<digit>.<digit>`, so that a
-/// version httparse refuses is a 505 and not a plain 400.
-fn names_an_http_version(buf: &[u8]) -> bool {
-    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
-    let line = buf[..line_end].trim_ascii();
-    let last = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    matches!(last, [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -471,19 +414,33 @@ mod tests {
             (r.host.as_deref(), r.target.as_str()),
             (Some("b.example"), "/")
         );
+        // An empty host is invalid (RFC 9110 4.2.1), whatever Host says.
+        for bad in [
+            "http:///f.txt",
+            "https:///",
+            "http://?q",
+            "http://",
+            "http://:80/",
+            "http://u@h/",
+        ] {
+            let text = format!("GET {bad} HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(reject(text.as_bytes()), Status::BadRequest, "{bad}");
+        }
     }
 
     #[test]
-    fn hosts_are_normalized() {
-        let n = |s: &str| normalize_host(s.as_bytes());
-        assert_eq!(n("Example.org."), Ok(Some("example.org".into())));
-        assert_eq!(n("[::1]:8080"), Ok(Some("[::1]".into())));
-        assert_eq!(n("a:"), Ok(Some("a".into())));
-        assert_eq!(n(""), Ok(None));
-        assert_eq!(n("a:b"), Err(()));
-        assert_eq!(n("[::1"), Err(()));
-        assert_eq!(n("user@host"), Err(()));
-        assert_eq!(n(":80"), Err(()));
+    fn methods_are_recognised_case_sensitively() {
+        let m = |name: &str| req(&format!("{name} / HTTP/1.1\r\nHost: a\r\n\r\n")).method;
+        assert_eq!(m("GET"), Method::Get);
+        assert_eq!(m("HEAD"), Method::Head);
+        for known in [
+            "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ] {
+            assert_eq!(m(known), Method::Other, "{known}");
+        }
+        for unknown in ["get", "Head", "BREW", "PROPFIND", "GETS"] {
+            assert_eq!(m(unknown), Method::Unknown, "{unknown}");
+        }
     }
 
     #[test]
@@ -533,6 +490,32 @@ mod tests {
         );
         assert_eq!(reject(b"GET / FOO\r\n\r\n"), Status::BadRequest);
         assert_eq!(reject(b"\x00\x01garbage\r\n\r\n"), Status::BadRequest);
+        assert_eq!(
+            reject(b"\r\nBREW / HTTP/3.0\r\n\r\n"),
+            Status::VersionNotSupported
+        );
+        // Not well formed: a 400 whatever the last word says.
+        for bad in [
+            &b"GET /sp ace.txt HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"xx GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n",
+            b"GET / / HTTP/2.0\r\n\r\n",
+            b"GET / HTTP/2.0x\r\n\r\n",
+            b"G(T / HTTP/2.0\r\n\r\n",
+            b"GET / HTTP/2.0x",
+            b"GET / HTTPS",
+        ] {
+            assert_eq!(
+                reject(bad),
+                Status::BadRequest,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Until the line ends, it could still be well formed or not.
+        for partial in [&b"GET / HTTP/2"[..], b"GET / HTTP/2.", b"GET / HTTP/2.0"] {
+            assert_eq!(parse(partial), Parsed::Partial);
+        }
     }
 
     #[test]

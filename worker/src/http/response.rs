@@ -152,13 +152,18 @@ pub fn write_head(
     }
     push_header(out, "Date", date);
     // A 304 describes the representation the client already has: a length
-    // here would claim a body of that size (RFC 9110 8.6).
-    if status != Status::NotModified {
+    // here would claim a body of that size (RFC 9110 8.6), and its
+    // metadata is left out (15.4.5), whoever added it to the response.
+    let not_modified = status == Status::NotModified;
+    if !not_modified {
         out.extend_from_slice(b"Content-Length: ");
         push_decimal(out, response.body.len());
         out.extend_from_slice(b"\r\n");
     }
     for (name, value) in &response.headers {
+        if not_modified && is_representation_metadata(name) {
+            continue;
+        }
         push_header(out, name, value);
     }
     match persistence {
@@ -167,6 +172,22 @@ pub fn write_head(
         Persistence::Close => out.extend_from_slice(b"Connection: close\r\n"),
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Headers that describe a representation's content, which a 304 does
+/// not carry (RFC 9110 15.4.5: it sends ETag, Vary, Cache-Control,
+/// Expires, Content-Location and Date, and Last-Modified may guide the
+/// cache's update). Content-Location stays; so does any other header,
+/// Content-Security-Policy among them, which the cache updates from a 304.
+fn is_representation_metadata(name: &str) -> bool {
+    [
+        "Content-Type",
+        "Content-Encoding",
+        "Content-Language",
+        "Content-Range",
+    ]
+    .iter()
+    .any(|m| name.eq_ignore_ascii_case(m))
 }
 
 fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
@@ -274,6 +295,12 @@ impl DateCache {
     pub fn get(&self) -> &str {
         &self.text
     }
+
+    /// The second `get` names, since the epoch: what a Last-Modified date
+    /// may not be later than (RFC 9110 8.8.2.1).
+    pub fn secs(&self) -> u64 {
+        self.secs
+    }
 }
 
 #[cfg(test)]
@@ -299,6 +326,37 @@ mod tests {
              Connection: close\r\n\r\n"
         );
         assert_eq!(r.body.len(), "405 Method Not Allowed\n".len() as u64);
+    }
+
+    #[test]
+    fn a_304_head_carries_validators_not_metadata() {
+        let mut out = Vec::new();
+        let mut r = Response {
+            status: Status::NotModified,
+            headers: Vec::new(),
+            body: Body::Empty,
+        };
+        for (name, value) in [
+            ("Content-Type", "text/css"),
+            ("Vary", "Accept-Encoding"),
+            ("content-encoding", "gzip"),
+            ("ETag", "\"1-2\""),
+            ("Last-Modified", "Thu, 01 Jan 1970 00:00:01 GMT"),
+            ("Content-Language", "en"),
+            ("Cache-Control", "max-age=60"),
+            ("Content-Location", "/a.css"),
+            ("Content-Security-Policy", "default-src 'none'"),
+        ] {
+            r.set_header(name, value);
+        }
+        write_head(&mut out, &r, "D", None, Persistence::Default);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 304 Not Modified\r\nDate: D\r\nVary: Accept-Encoding\r\n\
+             ETag: \"1-2\"\r\nLast-Modified: Thu, 01 Jan 1970 00:00:01 GMT\r\n\
+             Cache-Control: max-age=60\r\nContent-Location: /a.css\r\n\
+             Content-Security-Policy: default-src 'none'\r\n\r\n"
+        );
     }
 
     #[test]

@@ -50,7 +50,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
 use baton_shared::channel::FileCacheStats;
 use baton_shared::config::{Site, Symlinks};
@@ -78,7 +77,8 @@ pub struct Entry {
     /// The precompressed variant's `Content-Encoding`, if it is one.
     pub encoding: Option<&'static str>,
     pub validators: Validators,
-    /// `Last-Modified`, formatted once.
+    /// The mtime as an HTTP date, formatted once (`Last-Modified` while
+    /// it is not in the future).
     pub last_modified: Option<String>,
 }
 
@@ -284,9 +284,7 @@ impl FileCache {
             Ok((bytes, meta)) => {
                 let modified = meta.modified().ok();
                 let validators = Validators::new(meta.len(), modified);
-                let last_modified = validators
-                    .modified
-                    .map(|m| http_date(m.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())));
+                let last_modified = validators.modified.map(http_date);
                 let entry = Rc::new(Entry {
                     bytes: bytes.into(),
                     content_type: content_type.to_owned(),

@@ -6,6 +6,13 @@
 //! the same tag and caches behind a load balancer agree. It is a strong
 //! tag, as nginx's is.
 //!
+//! `Last-Modified` is the modification time, but never later than the
+//! response's `Date` (RFC 9110 8.8.2.1): a file whose mtime is in the
+//! future (a clock skew, an archive's dates) is last modified "now", and
+//! every date comparison below uses that clamped value, the one the
+//! client was sent. The ETag keeps the real mtime, so it stays the same
+//! from one second to the next and still names this version.
+//!
 //! The preconditions are evaluated in RFC 9110 13.2.2's order:
 //!
 //! 1. If-Match present: false → 412.
@@ -13,9 +20,10 @@
 //! 3. If-None-Match present: matches → 304 (GET/HEAD).
 //! 4. Else If-Modified-Since (GET/HEAD, a valid date): not modified → 304.
 //! 5. Range is honoured only if If-Range (when present) still matches
-//!    (`if_range_holds`).
+//!    (`if_range_holds`): the same strong ETag, or the same date when that
+//!    date is a strong validator, at least a second before now (8.8.2.2).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::http::request::Conditions;
 use crate::http::response::{Status, push_hex};
@@ -24,8 +32,9 @@ use crate::http::response::{Status, push_hex};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validators {
     pub etag: String,
-    /// Whole seconds: HTTP dates have no finer resolution.
-    pub modified: Option<SystemTime>,
+    /// The mtime in whole seconds since the epoch (HTTP dates have no
+    /// finer resolution), as it is: see `last_modified` for what is sent.
+    pub modified: Option<u64>,
 }
 
 impl Validators {
@@ -41,19 +50,27 @@ impl Validators {
         etag.push('"');
         Validators {
             etag,
-            modified: modified.map(|_| UNIX_EPOCH + Duration::from_secs(secs)),
+            modified: modified.map(|_| secs),
         }
+    }
+
+    /// The Last-Modified date of a response whose Date is `now` (seconds
+    /// since the epoch): the mtime, or `now` if that is earlier.
+    pub fn last_modified(&self, now: u64) -> Option<u64> {
+        self.modified.map(|m| m.min(now))
     }
 }
 
-/// The status a precondition turns the response into, if any.
-pub fn evaluate(c: &Conditions, v: &Validators) -> Option<Status> {
+/// The status a precondition turns the response into, if any, for a
+/// response whose Date is `now`.
+pub fn evaluate(c: &Conditions, v: &Validators, now: u64) -> Option<Status> {
+    let last_modified = v.last_modified(now);
     if let Some(im) = &c.if_match {
         if !matches_list(im, &v.etag, false) {
             return Some(Status::PreconditionFailed);
         }
     } else if let Some(since) = c.if_unmodified_since.as_deref().and_then(date)
-        && v.modified.is_some_and(|m| m > since)
+        && last_modified.is_some_and(|m| m > since)
     {
         return Some(Status::PreconditionFailed);
     }
@@ -62,7 +79,7 @@ pub fn evaluate(c: &Conditions, v: &Validators) -> Option<Status> {
             return Some(Status::NotModified);
         }
     } else if let Some(since) = c.if_modified_since.as_deref().and_then(date)
-        && v.modified.is_some_and(|m| m <= since)
+        && last_modified.is_some_and(|m| m <= since)
     {
         return Some(Status::NotModified);
     }
@@ -70,8 +87,10 @@ pub fn evaluate(c: &Conditions, v: &Validators) -> Option<Status> {
 }
 
 /// Whether a Range may be served: no If-Range, or one that still names
-/// this version (a strong ETag match, or exactly the Last-Modified date).
-pub fn if_range_holds(c: &Conditions, v: &Validators) -> bool {
+/// this version (a strong ETag match, or exactly the Last-Modified date
+/// when that is strong: a date no later than a second before `now` may
+/// have seen a second change in the same second, 8.8.2.2).
+pub fn if_range_holds(c: &Conditions, v: &Validators, now: u64) -> bool {
     let Some(ir) = c.if_range.as_deref() else {
         return true;
     };
@@ -81,14 +100,17 @@ pub fn if_range_holds(c: &Conditions, v: &Validators) -> bool {
     if ir.starts_with("W/") {
         return false; // weak tags never validate a range
     }
-    match (date(ir), v.modified) {
-        (Some(d), Some(m)) => d == m,
+    match (date(ir), v.last_modified(now)) {
+        (Some(d), Some(m)) => d == m && m < now,
         _ => false,
     }
 }
 
-fn date(s: &str) -> Option<SystemTime> {
-    httpdate::parse_http_date(s.trim()).ok()
+/// An HTTP date as seconds since the epoch (`None`: not a date, or one
+/// before 1970, which no file here is last modified at).
+fn date(s: &str) -> Option<u64> {
+    let t: SystemTime = httpdate::parse_http_date(s.trim()).ok()?;
+    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
 
 /// Whether `etag` is in an If-Match / If-None-Match list (`*` matches any
@@ -110,12 +132,22 @@ fn matches_list(list: &str, etag: &str, weak: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// 2023-11-14T22:13:20Z, and half a second.
+    const MTIME: u64 = 1_700_000_000;
+    /// A day later: the clock when these requests are answered.
+    const NOW: u64 = MTIME + 86_400;
 
     fn v() -> Validators {
         Validators::new(
             0x10,
-            Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_500)),
+            Some(UNIX_EPOCH + Duration::from_millis(MTIME * 1000 + 500)),
         )
+    }
+
+    fn fmt(secs: u64) -> String {
+        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
     }
 
     fn cond(f: impl FnOnce(&mut Conditions)) -> Conditions {
@@ -127,18 +159,16 @@ mod tests {
     #[test]
     fn etag_is_mtime_and_size() {
         assert_eq!(v().etag, "\"6553f100-10\"");
-        assert_eq!(
-            v().modified,
-            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
-        );
+        assert_eq!(v().modified, Some(MTIME));
+        assert_eq!(v().last_modified(NOW), Some(MTIME));
     }
 
     #[test]
     fn precedence() {
         let v = v();
-        let lm = httpdate::fmt_http_date(v.modified.unwrap());
+        let lm = fmt(MTIME);
         let earlier = "Sat, 01 Jan 2000 00:00:00 GMT".to_string();
-        let s = |c: Conditions| evaluate(&c, &v);
+        let s = |c: Conditions| evaluate(&c, &v, NOW);
         assert_eq!(s(Conditions::default()), None);
         assert_eq!(
             s(cond(|c| c.if_none_match = Some(v.etag.clone()))),
@@ -202,15 +232,54 @@ mod tests {
     }
 
     #[test]
+    fn a_future_mtime_is_compared_as_now() {
+        // The file says it changes a day from now; it is last modified
+        // now as far as any client was told.
+        let v = v();
+        let now = MTIME - 86_400;
+        assert_eq!(v.last_modified(now), Some(now));
+        let s = |c: Conditions| evaluate(&c, &v, now);
+        // The date the client was sent is current, a second later is not.
+        assert_eq!(
+            s(cond(|c| c.if_modified_since = Some(fmt(now)))),
+            Some(Status::NotModified)
+        );
+        let a_second_ago = fmt(now - 1);
+        assert_eq!(
+            s(cond(|c| c.if_modified_since = Some(a_second_ago.clone()))),
+            None
+        );
+        assert_eq!(
+            s(cond(|c| c.if_unmodified_since = Some(a_second_ago))),
+            Some(Status::PreconditionFailed)
+        );
+        assert_eq!(s(cond(|c| c.if_unmodified_since = Some(fmt(now)))), None);
+        // The ETag is the real mtime's, stable from second to second.
+        assert_eq!(
+            evaluate(
+                &cond(|c| c.if_none_match = Some(v.etag.clone())),
+                &v,
+                now + 1
+            ),
+            Some(Status::NotModified)
+        );
+    }
+
+    #[test]
     fn if_range() {
         let v = v();
-        let lm = httpdate::fmt_http_date(v.modified.unwrap());
-        let h = |s: &str| if_range_holds(&cond(|c| c.if_range = Some(s.into())), &v);
-        assert!(if_range_holds(&Conditions::default(), &v));
-        assert!(h(&v.etag));
-        assert!(!h("\"old\""));
-        assert!(!h(&format!("W/{}", v.etag)));
-        assert!(h(&lm));
-        assert!(!h("Sat, 01 Jan 2000 00:00:00 GMT"));
+        let lm = fmt(MTIME);
+        let h = |s: &str, now| if_range_holds(&cond(|c| c.if_range = Some(s.into())), &v, now);
+        assert!(if_range_holds(&Conditions::default(), &v, NOW));
+        assert!(h(&v.etag, NOW));
+        assert!(!h("\"old\"", NOW));
+        assert!(!h(&format!("W/{}", v.etag), NOW));
+        assert!(h(&lm, NOW));
+        assert!(!h("Sat, 01 Jan 2000 00:00:00 GMT", NOW));
+        // A date is strong only a second after it: not in its own second,
+        // and never when it is a clamped future mtime (it is then now).
+        assert!(h(&lm, MTIME + 1));
+        assert!(!h(&lm, MTIME));
+        assert!(!h(&fmt(MTIME - 5), MTIME - 5));
     }
 }

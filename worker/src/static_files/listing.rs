@@ -1,14 +1,19 @@
 //! Directory listings (off unless `directory_listing = true`): an HTML page
-//! with every name escaped for HTML and percent-encoded in its link, so a
-//! file called `<script>` is shown, not run. Hidden files are left out
-//! unless the site serves dotfiles. Directories come first, then files,
-//! each sorted by name.
+//! with every name escaped for HTML in its text, and in its link
+//! percent-encoded down to RFC 3986's unreserved characters: so a file
+//! called `<script>` is shown, not run, and one called
+//! `javascript:alert(1)` links to itself, not to a scheme (a `:` before
+//! the first `/` would make the link absolute, RFC 3986 4.2). Every byte
+//! a name can hold, non-UTF-8 included, survives the encoding, so each
+//! link leads back to its file. Hidden files are left out unless the site
+//! serves dotfiles. Directories come first, then files, each sorted by
+//! name.
 
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::path::percent_encode;
+use super::path::push_escape;
 
 /// The listing of `dir` (at URL `url`, ending in `/`), or `None` if it
 /// cannot be read.
@@ -34,9 +39,10 @@ pub fn render(dir: &Path, url: &str, show_hidden: bool) -> Option<String> {
         html.push_str("<li><a href=\"../\">../</a></li>\n");
     }
     for (is_dir, name, len) in entries {
-        let mut href = String::new();
-        percent_encode(&name, &mut href);
-        let href = escape(&href);
+        // Nothing but unreserved characters and escapes: no HTML escaping
+        // is needed either.
+        let mut href = String::with_capacity(name.len() * 3);
+        href_encode(&name, &mut href);
         let shown = escape(&String::from_utf8_lossy(&name));
         let slash = if is_dir { "/" } else { "" };
         let size = if is_dir {
@@ -51,6 +57,19 @@ pub fn render(dir: &Path, url: &str, show_hidden: bool) -> Option<String> {
     }
     html.push_str("</ul></body></html>\n");
     Some(html)
+}
+
+/// Percent-encodes a name for a relative link: every byte but RFC 3986's
+/// unreserved ones (`A-Z a-z 0-9 - . _ ~`). The looser `pchar` set a path
+/// allows keeps `:`, which in a link's first segment starts a scheme.
+fn href_encode(name: &[u8], out: &mut String) {
+    for &b in name {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            push_escape(b, out);
+        }
+    }
 }
 
 /// HTML text escaping, for element content and quoted attributes.
@@ -83,11 +102,27 @@ mod tests {
         let html = render(dir.path(), "/d/<x>/", false).unwrap();
         assert!(!html.contains("<img"), "{html}");
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
-        assert!(html.contains("href=\"%3Cimg%20src=x%20onerror=alert(1)%3E\""));
-        assert!(html.contains("href=\"a%20b&amp;c\">a b&amp;c</a> (2 bytes)"));
+        assert!(html.contains("href=\"%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E\""));
+        assert!(html.contains("href=\"a%20b%26c\">a b&amp;c</a> (2 bytes)"));
         assert!(html.contains("Index of /d/&lt;x&gt;/"));
         assert!(!html.contains("hidden"));
         assert!(html.find("sub/").unwrap() < html.find("a b").unwrap());
         assert!(render(dir.path(), "/", true).unwrap().contains(".hidden"));
+    }
+
+    #[test]
+    fn hrefs_are_never_schemes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("javascript:alert(document.domain)"), "x").unwrap();
+        std::fs::create_dir(dir.path().join("data:x")).unwrap();
+        let html = render(dir.path(), "/", false).unwrap();
+        assert!(
+            html.contains("href=\"javascript%3Aalert%28document.domain%29\">javascript:alert(document.domain)</a>"),
+            "{html}"
+        );
+        assert!(html.contains("href=\"data%3Ax/\">data:x/</a>"), "{html}");
+        let mut out = String::new();
+        href_encode(b"\xff\n\"'<>&%~._-aZ9", &mut out);
+        assert_eq!(out, "%FF%0A%22%27%3C%3E%26%25~._-aZ9");
     }
 }

@@ -15,9 +15,11 @@
 //! 5. Not found (404), with a `fallback`: the fallback path instead (an
 //!    SPA's `index.html`), through the same steps.
 //! 6. `precompressed`: `x.br` / `x.gz` in the client's order of preference.
-//! 7. `conditional`: ETag and Last-Modified, then If-Match,
-//!    If-Unmodified-Since (412), If-None-Match, If-Modified-Since (304).
-//! 8. `range`: one range → 206, unsatisfiable → 416, If-Range checked.
+//! 7. `conditional`: ETag and Last-Modified (never after the Date), then
+//!    If-Match, If-Unmodified-Since (412), If-None-Match,
+//!    If-Modified-Since (304).
+//! 8. `range`: one range → 206 (the whole file → 200), unsatisfiable →
+//!    416, If-Range checked.
 //! 9. `mime`: Content-Type; then the site's and the path's `headers` on
 //!    successful and redirect responses, and the site's `error_pages` for
 //!    errors.
@@ -44,12 +46,11 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
 use baton_shared::config::Site;
 
 use crate::http::request::Request;
-use crate::http::response::{Response, Status, http_date};
+use crate::http::response::{DateCache, Response, Status, http_date};
 use crate::outgoing::{Body, FileBody};
 pub use cache::FileCache;
 use cache::{Entry, Key, Lookup};
@@ -84,8 +85,9 @@ enum Outcome {
     Error(Status),
 }
 
-/// Answers a GET or HEAD of `target` (path and query, percent-encoded).
-pub fn serve(req: &Request, site: &Site, cache: &mut FileCache) -> Response {
+/// Answers a GET or HEAD of `target` (path and query, percent-encoded),
+/// in a response whose Date is `date`.
+pub fn serve(req: &Request, site: &Site, cache: &mut FileCache, date: &DateCache) -> Response {
     let (path, query) = match req.target.find('?') {
         Some(i) => req.target.split_at(i),
         None => (req.target.as_str(), ""),
@@ -100,7 +102,7 @@ pub fn serve(req: &Request, site: &Site, cache: &mut FileCache) -> Response {
     let key = Key { site, pref, path };
     let mut fill = match cache.get(key) {
         Lookup::Hit(entry) => {
-            let mut response = cached_response(req, site, &entry);
+            let mut response = cached_response(req, site, &entry, date);
             add_configured_headers(&mut response, site, path);
             return response;
         }
@@ -115,7 +117,7 @@ pub fn serve(req: &Request, site: &Site, cache: &mut FileCache) -> Response {
         fill = None;
     }
     let mut response = match outcome {
-        Outcome::File(found) => file_response(req, site, found, fill),
+        Outcome::File(found) => file_response(req, site, found, fill, date),
         Outcome::Listing(html) => Response {
             status: Status::Ok,
             headers: vec![("Content-Type".into(), "text/html; charset=utf-8".into())],
@@ -201,12 +203,20 @@ struct Described<'a> {
     encoding: Option<&'static str>,
     len: u64,
     validators: &'a Validators,
+    /// The mtime as an HTTP date (`respond` sends the Date instead when
+    /// the mtime is in the future).
     last_modified: Option<String>,
 }
 
 /// Steps 6 to 9 for a found file; the file goes into the cache on the way
 /// when it is small enough.
-fn file_response(req: &Request, site: &Site, found: Found, fill: Option<Fill>) -> Response {
+fn file_response(
+    req: &Request,
+    site: &Site,
+    found: Found,
+    fill: Option<Fill>,
+    date: &DateCache,
+) -> Response {
     let files = &site.files;
     let content_type = mime::content_type(found.type_name(&site.root), files);
     let (mut file, mut meta, mut encoding) = (found.file, found.meta, None);
@@ -221,13 +231,11 @@ fn file_response(req: &Request, site: &Site, found: Found, fill: Option<Fill>) -
         && cache.wants(key, meta.len())
         && let Some(entry) = cache.fill(key, &segments, &file, &content_type, encoding)
     {
-        return cached_response(req, site, &entry);
+        return cached_response(req, site, &entry, date);
     }
     let len = meta.len();
     let validators = Validators::new(len, meta.modified().ok());
-    let last_modified = validators
-        .modified
-        .map(|m| http_date(m.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())));
+    let last_modified = validators.modified.map(http_date);
     let described = Described {
         content_type,
         vary: files.precompressed,
@@ -236,7 +244,7 @@ fn file_response(req: &Request, site: &Site, found: Found, fill: Option<Fill>) -
         validators: &validators,
         last_modified,
     };
-    respond(req, described, |offset, remaining| {
+    respond(req, described, date, |offset, remaining| {
         Body::File(FileBody {
             file,
             offset,
@@ -246,7 +254,7 @@ fn file_response(req: &Request, site: &Site, found: Found, fill: Option<Fill>) -
 }
 
 /// Steps 7 to 9 from a cache entry: no file is touched.
-fn cached_response(req: &Request, site: &Site, entry: &Rc<Entry>) -> Response {
+fn cached_response(req: &Request, site: &Site, entry: &Rc<Entry>, date: &DateCache) -> Response {
     let described = Described {
         content_type: entry.content_type.clone(),
         vary: site.files.precompressed,
@@ -255,7 +263,7 @@ fn cached_response(req: &Request, site: &Site, entry: &Rc<Entry>) -> Response {
         validators: &entry.validators,
         last_modified: entry.last_modified.clone(),
     };
-    respond(req, described, |offset, remaining| Body::Shared {
+    respond(req, described, date, |offset, remaining| Body::Shared {
         bytes: Rc::clone(&entry.bytes),
         // Both within the entry's length, which is a usize.
         start: offset as usize,
@@ -264,8 +272,14 @@ fn cached_response(req: &Request, site: &Site, entry: &Rc<Entry>) -> Response {
 }
 
 /// Validators, preconditions and ranges: the response for a described
-/// file whose body (from an offset, so many bytes) `body` makes.
-fn respond(req: &Request, d: Described, body: impl FnOnce(u64, u64) -> Body) -> Response {
+/// file whose body (from an offset, so many bytes) `body` makes, and
+/// whose Date is `date`.
+fn respond(
+    req: &Request,
+    d: Described,
+    date: &DateCache,
+    body: impl FnOnce(u64, u64) -> Body,
+) -> Response {
     let c = &req.conditions;
     let mut headers: Vec<(Cow<'static, str>, Cow<'static, str>)> = Vec::with_capacity(8);
     headers.push(("Content-Type".into(), d.content_type.into()));
@@ -276,13 +290,21 @@ fn respond(req: &Request, d: Described, body: impl FnOnce(u64, u64) -> Body) -> 
     if let Some(coding) = d.encoding {
         headers.push(("Content-Encoding".into(), coding.into()));
     }
-    let (len, v) = (d.len, d.validators);
+    let (len, v, now) = (d.len, d.validators, date.secs());
     headers.push(("ETag".into(), v.etag.clone().into()));
-    if let Some(date) = d.last_modified {
-        headers.push(("Last-Modified".into(), date.into()));
+    // Never later than the Date: a future mtime is replaced by the Date
+    // itself (RFC 9110 8.8.2.1), and `conditional` compares with that.
+    let last_modified = match v.modified {
+        Some(m) if m > now => Some(date.get().to_owned()),
+        _ => d.last_modified,
+    };
+    if let Some(lm) = last_modified {
+        headers.push(("Last-Modified".into(), lm.into()));
     }
-    match conditional::evaluate(c, v) {
+    match conditional::evaluate(c, v, now) {
         Some(Status::NotModified) => {
+            // `write_head` leaves Content-Type and Content-Encoding out of
+            // a 304, and any configured metadata with them.
             return Response {
                 status: Status::NotModified,
                 headers,
@@ -293,7 +315,7 @@ fn respond(req: &Request, d: Described, body: impl FnOnce(u64, u64) -> Body) -> 
         None => {}
     }
     headers.push(("Accept-Ranges".into(), "bytes".into()));
-    let ranged = if conditional::if_range_holds(c, v) {
+    let ranged = if conditional::if_range_holds(c, v, now) {
         range::select(c.range.as_deref(), len)
     } else {
         Ranged::Full

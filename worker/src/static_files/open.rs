@@ -13,23 +13,42 @@
 //!   `disable_symlinks if_not_owner`). The target is checked on the fd that
 //!   is then used, so swapping the target after the check serves nothing
 //!   it did not check.
+//!
+//! The walk opens the root and the directories on the way with `O_PATH`,
+//! which takes search (`x`) permission only, as the kernel's own walk for
+//! `follow` does: a file under a search-only (0711) directory is served
+//! under every policy, not only under `follow`. Under every policy too, a
+//! directory that can be searched but not read is still found (as an
+//! `O_PATH` fd): its index file can be opened, and a listing of it fails
+//! with 403 as it should.
 
 use std::ffi::OsStr;
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use baton_shared::config::Symlinks;
 use log::debug;
+use nix::NixPath;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{Mode, SFlag, fstatat};
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, open, openat};
+use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
 
 use super::path::UrlPath;
 use crate::http::response::Status;
+
+/// What is served is opened so.
+const READ: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_NOCTTY)
+    .union(OFlag::O_CLOEXEC);
+
+/// A directory only walked through (or one that may not be read).
+const SEARCH: OFlag = OFlag::O_PATH
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_CLOEXEC);
 
 /// Opens `segments` (already safe: no `..`, no `/`) under `root`.
 pub fn open_under(
@@ -45,7 +64,9 @@ pub fn open_under(
             for s in segments {
                 p.push(OsStr::from_bytes(s));
             }
-            open_path(&p)
+            let fd = open_target(AT_FDCWD, p.as_path(), OFlag::empty())
+                .map_err(|e| status_for(e, &p))?;
+            described(fd, &p)
         }
         Symlinks::Never | Symlinks::Owner => walk(root, segments, policy),
     }
@@ -56,65 +77,105 @@ pub fn open_url(root: &Path, url: &UrlPath, policy: Symlinks) -> Result<(File, M
     open_under(root, &url.segments, policy)
 }
 
-/// Opens a path, following symlinks.
-fn open_path(path: &Path) -> Result<(File, Metadata), Status> {
-    let result = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .and_then(|f| f.metadata().map(|m| (f, m)));
-    result.map_err(|e| status_for(e.raw_os_error(), path))
+/// Opens what a request names, for reading (`extra`: `O_NOFOLLOW` or
+/// nothing). A directory that may be searched but not read comes back as
+/// an `O_PATH` fd, which nothing reads from: its index files are opened
+/// by path, and its listing through `/proc/self/fd`, which re-checks the
+/// permission.
+fn open_target<P: ?Sized + NixPath>(
+    dir: BorrowedFd<'_>,
+    name: &P,
+    extra: OFlag,
+) -> nix::Result<OwnedFd> {
+    match openat(dir, name, READ | extra, Mode::empty()) {
+        Err(Errno::EACCES) => {
+            openat(dir, name, SEARCH | extra, Mode::empty()).map_err(|_| Errno::EACCES)
+        }
+        other => other,
+    }
 }
 
-fn walk(root: &Path, segments: &[Vec<u8>], policy: Symlinks) -> Result<(File, Metadata), Status> {
-    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-    let mut dir: OwnedFd = File::open(root)
-        .map_err(|e| status_for(e.raw_os_error(), root))?
-        .into();
-    for seg in segments {
-        let name = OsStr::from_bytes(seg);
-        let fd = match openat(&dir, name, flags | OFlag::O_NOFOLLOW, Mode::empty()) {
-            Ok(fd) => fd,
-            // ELOOP from O_NOFOLLOW: the component is a symlink.
-            Err(Errno::ELOOP) if policy == Symlinks::Owner => {
-                let link = fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(|e| status_for(Some(e as i32), root))?;
-                if SFlag::from_bits_truncate(link.st_mode) & SFlag::S_IFMT != SFlag::S_IFLNK {
-                    return Err(Status::NotFound);
-                }
-                let fd = openat(&dir, name, flags, Mode::empty())
-                    .map_err(|e| status_for(Some(e as i32), root))?;
-                let target = File::from(fd.try_clone().map_err(|_| Status::InternalServerError)?)
-                    .metadata()
-                    .map_err(|e| status_for(e.raw_os_error(), root))?;
-                if target.uid() != link.st_uid {
-                    debug!("symlink {name:?} and its target have different owners: refused");
-                    return Err(Status::Forbidden);
-                }
-                fd
-            }
-            Err(Errno::ELOOP) => return Err(Status::Forbidden),
-            Err(e) => return Err(status_for(Some(e as i32), root)),
-        };
-        dir = fd;
-    }
-    let file = File::from(dir);
+fn described(fd: OwnedFd, path: &Path) -> Result<(File, Metadata), Status> {
+    let file = File::from(fd);
     let meta = file
         .metadata()
-        .map_err(|e| status_for(e.raw_os_error(), root))?;
+        .map_err(|e| status_for(errno_of(&e), path))?;
     Ok((file, meta))
 }
 
-fn status_for(errno: Option<i32>, path: &Path) -> Status {
+fn walk(root: &Path, segments: &[Vec<u8>], policy: Symlinks) -> Result<(File, Metadata), Status> {
+    let status = |e: Errno| status_for(e, root);
+    let Some((last, parents)) = segments.split_last() else {
+        // The root itself (a symlink there is the configuration's).
+        let fd = open_target(AT_FDCWD, root, OFlag::empty()).map_err(status)?;
+        return described(fd, root);
+    };
+    let mut dir = open(root, SEARCH, Mode::empty()).map_err(status)?;
+    for seg in parents {
+        let name = OsStr::from_bytes(seg);
+        dir = match openat(&dir, name, SEARCH | OFlag::O_NOFOLLOW, Mode::empty()) {
+            Ok(fd) => fd,
+            // Not a directory, or a symlink (which O_NOFOLLOW leaves as it
+            // is, and O_DIRECTORY then refuses).
+            Err(Errno::ENOTDIR) => through_link(dir.as_fd(), name, policy, SEARCH)?,
+            Err(e) => return Err(status(e)),
+        };
+    }
+    let name = OsStr::from_bytes(last);
+    let fd = match open_target(dir.as_fd(), name, OFlag::O_NOFOLLOW) {
+        Ok(fd) => fd,
+        // ELOOP from O_NOFOLLOW: the last component is a symlink.
+        Err(Errno::ELOOP) if policy == Symlinks::Owner => {
+            through_link(dir.as_fd(), name, policy, OFlag::empty())?
+        }
+        Err(Errno::ELOOP) => return Err(Status::Forbidden),
+        Err(e) => return Err(status(e)),
+    };
+    described(fd, root)
+}
+
+/// A component O_NOFOLLOW stopped at: a symlink is refused under `never`
+/// and, under `owner`, followed (opened with `flags`, or for reading when
+/// they are empty) if the link's owner owns what it leads to; anything
+/// else is not a directory where one was needed (404).
+fn through_link(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    policy: Symlinks,
+    flags: OFlag,
+) -> Result<OwnedFd, Status> {
+    let status = |e: Errno| status_for(e, Path::new(name));
+    let link = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(status)?;
+    if SFlag::from_bits_truncate(link.st_mode) & SFlag::S_IFMT != SFlag::S_IFLNK {
+        return Err(Status::NotFound);
+    }
+    if policy != Symlinks::Owner {
+        return Err(Status::Forbidden);
+    }
+    let fd = if flags.is_empty() {
+        open_target(dir, name, OFlag::empty())
+    } else {
+        openat(dir, name, flags, Mode::empty())
+    }
+    .map_err(status)?;
+    let target = fstat(&fd).map_err(status)?;
+    if target.st_uid != link.st_uid {
+        debug!("symlink {name:?} and its target have different owners: refused");
+        return Err(Status::Forbidden);
+    }
+    Ok(fd)
+}
+
+fn errno_of(e: &io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(0))
+}
+
+fn status_for(errno: Errno, path: &Path) -> Status {
     match errno {
-        Some(libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG | libc::ELOOP) => Status::NotFound,
-        Some(libc::EACCES | libc::EPERM) => Status::Forbidden,
+        Errno::ENOENT | Errno::ENOTDIR | Errno::ENAMETOOLONG | Errno::ELOOP => Status::NotFound,
+        Errno::EACCES | Errno::EPERM => Status::Forbidden,
         _ => {
-            debug!(
-                "open under {}: {}",
-                path.display(),
-                io::Error::from_raw_os_error(errno.unwrap_or(0))
-            );
+            debug!("open under {}: {}", path.display(), errno.desc());
             Status::InternalServerError
         }
     }

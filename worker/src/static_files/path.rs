@@ -131,7 +131,7 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Percent-encodes one segment, leaving RFC 3986 `pchar`s as they are.
-pub fn percent_encode(seg: &[u8], out: &mut String) {
+fn percent_encode(seg: &[u8], out: &mut String) {
     for &b in seg {
         let keep = b.is_ascii_alphanumeric()
             || matches!(
@@ -156,12 +156,17 @@ pub fn percent_encode(seg: &[u8], out: &mut String) {
         if keep {
             out.push(b as char);
         } else {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 15) as usize] as char);
+            push_escape(b, out);
         }
     }
+}
+
+/// `%XX` for one byte, in uppercase hex (RFC 3986 2.1).
+pub fn push_escape(b: u8, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(b >> 4)]));
+    out.push(char::from(HEX[usize::from(b & 15)]));
 }
 
 #[cfg(test)]

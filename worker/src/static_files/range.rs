@@ -1,6 +1,10 @@
-//! `Range: bytes=...` (RFC 9110 14.2).
+//! `Range: bytes=...` (RFC 9110 14.2); the unit is case-insensitive
+//! (14.1), as every range unit is.
 //!
-//! One range is served as a 206 with Content-Range. Several ranges are
+//! One range is served as a 206 with Content-Range, unless it covers the
+//! whole file (`bytes=0-`, `bytes=-LEN`, `bytes=0-LEN-1`): that is the
+//! plain 200 a cache expects, not a 206 whose part is the full length
+//! (REDbot's RANGE_CL_FULL). Several ranges are
 //! answered with the whole file (200), which RFC 9110 14.2 allows ("a
 //! server MAY ignore the Range header field"): multipart/byteranges is
 //! rarely used by real clients (browsers and download tools ask for one
@@ -12,7 +16,8 @@
 /// What to send of a file of `len` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ranged {
-    /// The whole file (no Range, an ignored one, or several ranges).
+    /// The whole file (no Range, an ignored one, several ranges, or one
+    /// that covers it all).
     Full,
     /// Bytes `start..=end`.
     Part { start: u64, end: u64 },
@@ -27,9 +32,12 @@ pub fn select(header: Option<&str>, len: u64) -> Ranged {
     let Some(h) = header else {
         return Ranged::Full;
     };
-    let Some(set) = h.trim().strip_prefix("bytes=") else {
-        return Ranged::Full; // another unit: ignored
+    let Some((unit, set)) = h.trim().split_once('=') else {
+        return Ranged::Full;
     };
+    if !unit.eq_ignore_ascii_case("bytes") {
+        return Ranged::Full; // another unit: ignored
+    }
     let mut satisfiable: Option<(u64, u64)> = None;
     let mut count = 0;
     for spec in set.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -49,6 +57,7 @@ pub fn select(header: Option<&str>, len: u64) -> Ranged {
     }
     match (count, satisfiable) {
         (0, _) => Ranged::Full,
+        (_, Some((0, end))) if end.checked_add(1) == Some(len) => Ranged::Full,
         (_, Some((start, end))) => Ranged::Part { start, end },
         (_, None) => Ranged::Unsatisfiable,
     }
@@ -111,11 +120,34 @@ mod tests {
         assert_eq!(s("bytes=2-5", 10), part(2, 5));
         assert_eq!(s("bytes=2-", 10), part(2, 9));
         assert_eq!(s("bytes=-3", 10), part(7, 9));
-        assert_eq!(s("bytes=-30", 10), part(0, 9));
         assert_eq!(s("bytes=5-100", 10), part(5, 9));
         assert_eq!(s("bytes=5-99999999999999999999999", 10), part(5, 9));
         // An unsatisfiable one beside a satisfiable one is dropped.
         assert_eq!(s("bytes=50-60, 1-2", 10), part(1, 2));
+    }
+
+    #[test]
+    fn the_unit_is_case_insensitive() {
+        assert_eq!(s("Bytes=2-5", 10), part(2, 5));
+        assert_eq!(s("BYTES=-3", 10), part(7, 9));
+        assert_eq!(s(" bYtEs=2-", 10), part(2, 9));
+    }
+
+    #[test]
+    fn the_whole_file_is_no_part() {
+        for h in [
+            "bytes=0-9",
+            "bytes=0-",
+            "bytes=-10",
+            "bytes=-30",
+            "bytes=0-100",
+        ] {
+            assert_eq!(s(h, 10), Ranged::Full, "{h}");
+        }
+        assert_eq!(s("bytes=0-8", 10), part(0, 8));
+        assert_eq!(s("bytes=1-", 10), part(1, 9));
+        assert_eq!(s("bytes=-9", 10), part(1, 9));
+        assert_eq!(s("bytes=0-0", 1), Ranged::Full);
     }
 
     #[test]
@@ -138,6 +170,9 @@ mod tests {
             "bytes=0-1,2-3",
             "bytes=--1",
             "bytes=+1-2",
+            "bytes 0-1",
+            "byte=0-1",
+            "bytes =0-1",
         ] {
             assert_eq!(s(h, 10), Ranged::Full, "{h}");
         }
