@@ -226,3 +226,21 @@ impl Watch {
         updated
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staple_times_convert_without_overflow() {
+        let now = unix_now();
+        assert!(passed(now));
+        assert!(!passed(now + 60));
+        // Past: due at once. Out of reach: never, not a panic.
+        let t = Instant::now();
+        assert!(instant_at(now - 3600).is_some_and(|i| i <= Instant::now() && i >= t));
+        assert!(instant_at(now + 60).is_some_and(|i| i > t + Duration::from_secs(50)));
+        let _ = instant_at(i64::MAX);
+        assert_eq!(instant_at(-1), None);
+    }
+}

@@ -367,3 +367,20 @@ impl Source for Stream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_told_from_tls_by_its_first_byte() {
+        for method in ["GET", "HEAD", "POST", "OPTIONS", "PRI", "get"] {
+            assert!(starts_plain_http(method.as_bytes()[0]), "{method}");
+        }
+        // A TLS record's content types (handshake first), and SSLv2's
+        // length with its top bit set.
+        for first in [0x14, 0x15, 0x16, 0x17, 0x18, 0x80, 0xff] {
+            assert!(!starts_plain_http(first), "{first:#x}");
+        }
+    }
+}
