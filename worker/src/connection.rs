@@ -494,7 +494,7 @@ impl Connection {
         self.inbuf.clear();
         let mut response = Response::status(Status::BadRequest);
         response.body = Body::Bytes(
-            b"400 Bad Request\nThis port speaks HTTPS: the plain HTTP request was sent to an HTTPS port. Use https://.\n"
+            b"400 Bad Request\nThe plain HTTP request was sent to an HTTPS port: use https:// here.\n"
                 .to_vec(),
         );
         self.queue(response, false, Version::Http11, true, ctx);
