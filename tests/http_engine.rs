@@ -524,3 +524,61 @@ fn unknown_methods_are_501_and_known_ones_405() {
         );
     }
 }
+
+// ---- Error closes: a response, then a lingering close (issue 11) ----
+
+/// After the server's answer and its FIN, whether it still reads (and
+/// throws away) what the client sends, for a while: a lingering close. A
+/// socket closed outright answers the first bytes with a reset, which is
+/// what can destroy a response the client has not read yet.
+fn server_lingers(s: &mut std::net::TcpStream) -> bool {
+    let chunk = [b'x'; 1024];
+    // Well inside the server's lingering close (1 s).
+    !wait_until(Duration::from_millis(300), || s.write_all(&chunk).is_err())
+}
+
+/// A chunked body refused as malformed (400) or too large (413) is answered
+/// and then closed the way a refused Content-Length body is: lingering, so
+/// the client's unread input never turns into a reset.
+#[test]
+fn chunked_body_errors_close_lingering() {
+    let env = Env::new();
+    let _s = env.start_config("max_body_size = 100", "");
+    for (chunk, status) in [("zz\r\n", 400), ("1000\r\n", 413)] {
+        let mut s = connect(env.port);
+        let req =
+            format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut reader = BufReader::new(s.try_clone().unwrap());
+        let r = read_response(&mut reader, false).unwrap();
+        assert_eq!(r.status, status, "{chunk:?}");
+        assert!(r.closes());
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        assert!(
+            server_lingers(&mut s),
+            "{chunk:?}: closed without lingering"
+        );
+    }
+}
+
+/// A request body that stops coming is answered with a 408 before the
+/// connection is closed (lingering), like a head that stops coming.
+#[test]
+fn a_body_timeout_is_answered_with_408() {
+    let env = Env::new();
+    let _s = env.start_config("body_timeout = \"1s\"", "");
+    let mut s = connect(env.port);
+    s.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc")
+        .unwrap();
+    let started = Instant::now();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let r = read_response(&mut reader, false).expect("a response before the close");
+    assert_eq!(r.status, 408);
+    assert!(r.closes());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert!(server_lingers(&mut s), "closed without lingering");
+}

@@ -13,13 +13,20 @@
 //!
 //! The stat runs in the master's loop but touches only a few files, so it
 //! never blocks it for long.
+//!
+//! OCSP staples expire by the clock, not by a file event: workers stop
+//! serving a staple at its `nextUpdate` on their own (their resolver looks
+//! at the clock on every handshake), and this watch holds a timer for the
+//! earliest one, so that the master logs a warning at that moment. What
+//! `GET /status` and `baton -s status` show (`warnings`) is computed from
+//! the clock when asked, so it is right even between two timers.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use baton_shared::tls::{LoadedCert, Material, load_files, unix_now};
+use baton_shared::tls::{LoadedCert, Material, Staple, http_date, load_files, unix_now};
 
 /// What a file looked like: (inode, size, mtime in ns); `None` if missing.
 type Sig = Option<(u64, u64, i128)>;
@@ -41,11 +48,35 @@ fn sigs(c: &LoadedCert) -> [Sig; 3] {
     ]
 }
 
+/// `from + d`, or `None` past what an `Instant` can hold ("never").
+fn later(from: Instant, d: Duration) -> Option<Instant> {
+    from.checked_add(d)
+}
+
+/// The moment `secs` (seconds since the epoch) as an `Instant`, by the
+/// wall clock now; `now` if it has passed, `None` if out of reach.
+fn instant_at(secs: i64) -> Option<Instant> {
+    let at = UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(secs).ok()?))?;
+    let left = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    later(Instant::now(), left)
+}
+
+/// Whether the wall clock has reached `secs` (seconds since the epoch).
+fn passed(secs: i64) -> bool {
+    unix_now() >= secs
+}
+
 pub struct Watch {
     /// One per `Material::certs` entry, in the same order.
     seen: Vec<[Sig; 3]>,
+    /// Per entry: its staple's expiry has been logged.
+    expiry_logged: Vec<bool>,
     interval: Duration,
     next: Instant,
+    /// The earliest `nextUpdate` of a served staple not yet passed.
+    staple_due: Option<Instant>,
 }
 
 impl Watch {
@@ -54,21 +85,100 @@ impl Watch {
         if material.certs.is_empty() {
             return None;
         }
-        Some(Watch {
+        let now = Instant::now();
+        let mut watch = Watch {
             seen: material.certs.iter().map(sigs).collect(),
+            expiry_logged: vec![false; material.certs.len()],
             interval,
-            next: Instant::now() + interval,
-        })
+            // A bounded config value; "never" if it could not be reached.
+            next: later(now, interval).unwrap_or(now),
+            staple_due: None,
+        };
+        watch.staples(material);
+        Some(watch)
     }
 
+    /// The next stat of the files, or sooner a staple's expiry.
     pub fn due(&self) -> Instant {
-        self.next
+        self.staple_due.map_or(self.next, |t| t.min(self.next))
     }
 
-    /// Stats the files; returns the new material if a changed pair loaded
-    /// and verified.
+    /// What the status reports about the serving certificates: staples
+    /// refused when loaded, and staples past their `nextUpdate`, by the
+    /// wall clock now (as workers judge them on each handshake).
+    pub fn warnings(&self, material: &Material) -> Vec<String> {
+        material
+            .certs
+            .iter()
+            .filter_map(|c| {
+                let file = c.files.ocsp.as_deref()?.display();
+                let cert = c.files.cert.display();
+                match &c.staple {
+                    Staple::Refused(why) => Some(format!(
+                        "OCSP staple {file} of certificate {cert} is not served: {why}"
+                    )),
+                    Staple::Served {
+                        next_update: Some(t),
+                    } if passed(*t) => Some(format!(
+                        "OCSP staple {file} of certificate {cert} expired at {} (its nextUpdate) \
+                         and is no longer served: fetch a fresh response",
+                        http_date(*t)
+                    )),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Logs each served staple whose `nextUpdate` has passed (once), and
+    /// sets the timer for the next one.
+    fn staples(&mut self, material: &Material) {
+        self.staple_due = None;
+        for (i, c) in material.certs.iter().enumerate() {
+            let Some(t) = c.staple.expires() else {
+                continue;
+            };
+            let Some(logged) = self.expiry_logged.get_mut(i) else {
+                continue;
+            };
+            if !passed(t) {
+                if let Some(at) = instant_at(t) {
+                    self.staple_due = Some(self.staple_due.map_or(at, |d| d.min(at)));
+                }
+            } else if !*logged {
+                *logged = true;
+                log::warn!(
+                    "OCSP staple {} of certificate {} expired at {} (its nextUpdate): \
+                     no longer served; fetch a fresh response",
+                    c.files
+                        .ocsp
+                        .as_deref()
+                        .map_or_else(|| "?".into(), |p| p.display().to_string()),
+                    c.files.cert.display(),
+                    http_date(t)
+                );
+            }
+        }
+    }
+
+    /// The watch's turn: stats the files if their time has come, and
+    /// checks the staples' expiry. Returns the new material if a changed
+    /// pair loaded and verified.
     pub fn check(&mut self, material: &Material) -> Option<Arc<Material>> {
-        self.next = Instant::now() + self.interval;
+        let updated = if Instant::now() >= self.next {
+            self.stat(material)
+        } else {
+            None
+        };
+        self.staples(updated.as_ref().unwrap_or(material));
+        updated.map(Arc::new)
+    }
+
+    /// Stats the files; the new material if a changed pair loaded and
+    /// verified.
+    fn stat(&mut self, material: &Material) -> Option<Material> {
+        let started = Instant::now();
+        self.next = later(started, self.interval).unwrap_or(started);
         let now = unix_now();
         let mut updated: Option<Material> = None;
         for (i, cert) in material.certs.iter().enumerate() {
@@ -83,8 +193,11 @@ impl Watch {
             // its next change, not every interval.
             *seen = current;
             match load_files(&cert.files, now) {
-                Ok((cert_pem, key_pem, ocsp, key)) => {
-                    if cert_pem == cert.cert_pem && key_pem == cert.key_pem && ocsp == cert.ocsp {
+                Ok(new) => {
+                    if new.cert_pem == cert.cert_pem
+                        && new.key_pem == cert.key_pem
+                        && new.ocsp == cert.ocsp
+                    {
                         continue;
                     }
                     log::info!(
@@ -93,10 +206,14 @@ impl Watch {
                     );
                     let m = updated.get_or_insert_with(|| material.clone());
                     if let Some(c) = m.certs.get_mut(i) {
-                        c.cert_pem = cert_pem;
-                        c.key_pem = key_pem;
-                        c.ocsp = ocsp;
-                        c.key = key;
+                        *c = LoadedCert {
+                            site: c.site,
+                            ..new
+                        };
+                    }
+                    // A new staple's expiry is news again.
+                    if let Some(logged) = self.expiry_logged.get_mut(i) {
+                        *logged = false;
                     }
                 }
                 Err(e) => log::error!(
@@ -106,6 +223,24 @@ impl Watch {
                 ),
             }
         }
-        updated.map(Arc::new)
+        updated
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staple_times_convert_without_overflow() {
+        let now = unix_now();
+        assert!(passed(now));
+        assert!(!passed(now + 60));
+        // Past: due at once. Out of reach: never, not a panic.
+        let t = Instant::now();
+        assert!(instant_at(now - 3600).is_some_and(|i| i <= Instant::now() && i >= t));
+        assert!(instant_at(now + 60).is_some_and(|i| i > t + Duration::from_secs(50)));
+        let _ = instant_at(i64::MAX);
+        assert_eq!(instant_at(-1), None);
     }
 }

@@ -44,6 +44,8 @@ pub struct Snapshot {
     pub bytes_by_gone_workers: u64,
     /// File cache (hits, misses) of workers that have exited.
     pub file_cache_by_gone_workers: (u64, u64),
+    /// What an operator should act on (an OCSP staple refused or expired).
+    pub warnings: Vec<String>,
 }
 
 /// `baton -s status`: one `key: value` line each, workers one per line.
@@ -97,6 +99,9 @@ pub fn text(s: &Snapshot) -> String {
             let _ = writeln!(out, "last_reload: {text} ({ago}s ago)");
         }
     }
+    for w in &s.warnings {
+        let _ = writeln!(out, "warning: {}", w.replace('\n', " | "));
+    }
     out
 }
 
@@ -149,6 +154,7 @@ pub fn json(s: &Snapshot) -> serde_json::Value {
         "crash_loop": s.crash_loop.iter().map(|(slot, n)| json!({"slot": slot, "crashes": n})).collect::<Vec<_>>(),
         "reloads": { "ok": s.reloads_ok, "failed": s.reloads_failed },
         "last_reload": last_reload,
+        "warnings": s.warnings,
     })
 }
 

@@ -1226,6 +1226,10 @@ impl Master {
             responses_by_gone_workers: self.responses_by_gone_workers,
             bytes_by_gone_workers: self.bytes_by_gone_workers,
             file_cache_by_gone_workers: self.file_cache_by_gone_workers,
+            warnings: match (&self.cert_watch, self.generations.get(&self.current)) {
+                (Some(watch), Some(g)) => watch.warnings(&g.tls),
+                _ => Vec::new(),
+            },
         }
     }
 

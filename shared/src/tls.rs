@@ -13,7 +13,10 @@
 //!
 //! An OCSP staple is checked too (for this certificate's serial, status
 //! good, not past its `nextUpdate`); a staple that fails is not served, and
-//! the certificate is served without one.
+//! the certificate is served without one. A staple that passes carries its
+//! `nextUpdate` (`Staple::Served`): it must stop being served at that
+//! moment, file change or not, so workers compare it with the clock at
+//! every handshake and the master warns when it passes (`certwatch`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -39,6 +42,36 @@ pub struct LoadedCert {
     pub ocsp: Option<Vec<u8>>,
     /// What rustls serves: chain, signing key, staple when valid.
     pub key: Arc<CertifiedKey>,
+    /// What became of the staple.
+    pub staple: Staple,
+}
+
+/// What became of a certificate's OCSP staple when it was verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Staple {
+    /// None configured (or an empty file).
+    Absent,
+    /// In `key.ocsp`, to be served until `next_update` (seconds since the
+    /// epoch) if the response has one.
+    Served { next_update: Option<i64> },
+    /// Not served, and why (stale, for another certificate, not "good").
+    Refused(String),
+}
+
+impl Staple {
+    /// When a served staple stops being valid, if it ever does.
+    pub fn expires(&self) -> Option<i64> {
+        match self {
+            Staple::Served { next_update } => *next_update,
+            _ => None,
+        }
+    }
+}
+
+/// A verified chain and key, and its staple's fate.
+pub struct Verified {
+    pub key: Arc<CertifiedKey>,
+    pub staple: Staple,
 }
 
 impl fmt::Debug for LoadedCert {
@@ -110,14 +143,7 @@ pub fn load(config: &Config) -> Result<Material, ConfigErrors> {
         let Some(tls) = &site.tls else { continue };
         for files in &tls.certs {
             match load_files(files, now) {
-                Ok((cert_pem, key_pem, ocsp, key)) => certs.push(LoadedCert {
-                    site: i,
-                    files: files.clone(),
-                    cert_pem,
-                    key_pem,
-                    ocsp,
-                    key,
-                }),
+                Ok(cert) => certs.push(LoadedCert { site: i, ..cert }),
                 Err(e) => errors.push(config.error_at(files.pos, e)),
             }
         }
@@ -138,13 +164,10 @@ pub fn load(config: &Config) -> Result<Material, ConfigErrors> {
     }
 }
 
-/// Reads one entry's files and verifies them. Used on load and by the
-/// master's watcher when a file changes.
-#[allow(clippy::type_complexity)]
-pub fn load_files(
-    files: &CertFiles,
-    now: i64,
-) -> Result<(Vec<u8>, Vec<u8>, Option<Vec<u8>>, Arc<CertifiedKey>), String> {
+/// Reads one entry's files and verifies them (`site` is left 0 for the
+/// caller to set). Used on load and by the master's watcher when a file
+/// changes.
+pub fn load_files(files: &CertFiles, now: i64) -> Result<LoadedCert, String> {
     let cert_pem = read(&files.cert, "certificate")?;
     let key_pem = read(&files.key, "key")?;
     if let Ok(meta) = std::fs::metadata(&files.key) {
@@ -160,14 +183,22 @@ pub fn load_files(
         Some(p) => Some(read(p, "OCSP staple")?),
         None => None,
     };
-    let key = verify(&cert_pem, &key_pem, ocsp.as_deref(), now).map_err(|e| {
+    let verified = verify(&cert_pem, &key_pem, ocsp.as_deref(), now).map_err(|e| {
         format!(
             "{} with key {}: {e}",
             files.cert.display(),
             files.key.display()
         )
     })?;
-    Ok((cert_pem, key_pem, ocsp, key))
+    Ok(LoadedCert {
+        site: 0,
+        files: files.clone(),
+        cert_pem,
+        key_pem,
+        ocsp,
+        key: verified.key,
+        staple: verified.staple,
+    })
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
@@ -189,7 +220,7 @@ pub fn verify(
     key_pem: &[u8],
     ocsp: Option<&[u8]>,
     now: i64,
-) -> Result<Arc<CertifiedKey>, String> {
+) -> Result<Verified, String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("the certificate file {}", pem_error(&e)))?;
@@ -210,9 +241,7 @@ pub fn verify(
     if not_after <= now {
         return Err(format!(
             "the certificate expired on {}",
-            httpdate::fmt_http_date(
-                UNIX_EPOCH + std::time::Duration::from_secs(not_after.max(0) as u64)
-            )
+            http_date(not_after)
         ));
     }
     if not_before > now + 24 * 3600 {
@@ -225,14 +254,24 @@ pub fn verify(
         }
         e => format!("the key cannot be used: {e}"),
     })?;
-    if let Some(staple) = ocsp.filter(|s| !s.is_empty()) {
+    let mut staple = Staple::Absent;
+    if let Some(der) = ocsp.filter(|s| !s.is_empty()) {
         let serial = serial(&certified.cert[0]).unwrap_or_default();
-        match check_ocsp(staple, serial, now) {
-            Ok(()) => certified.ocsp = Some(staple.to_vec()),
-            Err(why) => log::warn!("OCSP staple not served: {why}"),
-        }
+        staple = match check_ocsp(der, serial, now) {
+            Ok(next_update) => {
+                certified.ocsp = Some(der.to_vec());
+                Staple::Served { next_update }
+            }
+            Err(why) => {
+                log::warn!("OCSP staple not served: {why}");
+                Staple::Refused(why)
+            }
+        };
     }
-    Ok(Arc::new(certified))
+    Ok(Verified {
+        key: Arc::new(certified),
+        staple,
+    })
 }
 
 /// Completes "the ... file ..." for a PEM error.
@@ -275,7 +314,7 @@ fn load_dir(dir: &Path, pos: Pos, now: i64) -> Result<Vec<LoadedCert>, String> {
     let mut out = Vec::new();
     for (key_path, key_pem) in &keys {
         let found = chains.iter().find_map(|(cert_path, cert_pem)| {
-            let ck = verify(cert_pem, key_pem, None, now).ok()?;
+            let ck = verify(cert_pem, key_pem, None, now).ok()?.key;
             Some((cert_path, cert_pem, ck))
         });
         let Some((cert_path, cert_pem, key)) = found else {
@@ -297,6 +336,7 @@ fn load_dir(dir: &Path, pos: Pos, now: i64) -> Result<Vec<LoadedCert>, String> {
             key_pem: key_pem.clone(),
             ocsp: None,
             key,
+            staple: Staple::Absent,
         });
     }
     if out.is_empty() {
@@ -313,6 +353,12 @@ pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `secs` (seconds since the epoch) as an HTTP date, for messages.
+pub fn http_date(secs: i64) -> String {
+    let secs = u64::try_from(secs).unwrap_or(0);
+    httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
 // --- A little DER, just what is needed: validity, serial, OCSP status. ---
@@ -413,9 +459,11 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// Checks a DER OCSPResponse: successful, a SingleResponse for `serial`
-/// with status good, current at `now`. The signature is the client's to
-/// check; this only keeps Baton from stapling a wrong or stale answer.
-pub fn check_ocsp(der: &[u8], serial: &[u8], now: i64) -> Result<(), String> {
+/// with status good, current at `now`; returns its `nextUpdate` (seconds
+/// since the epoch), when it stops being current, if it says. The
+/// signature is the client's to check; this only keeps Baton from
+/// stapling a wrong or stale answer.
+pub fn check_ocsp(der: &[u8], serial: &[u8], now: i64) -> Result<Option<i64>, String> {
     let bad = || "the staple is not a DER OCSP response".to_owned();
     let (_, resp, _) = tlv(der).ok_or_else(bad)?;
     let (tag, status, rest) = tlv(resp).ok_or_else(bad)?;
@@ -457,13 +505,16 @@ pub fn check_ocsp(der: &[u8], serial: &[u8], now: i64) -> Result<(), String> {
         if this_update > now + 3600 {
             return Err("the OCSP response is not valid yet".into());
         }
+        let mut next_update = None;
         if let Some((0xa0, next, _)) = tlv(rest) {
             let (t, v, _) = tlv(next).ok_or_else(bad)?;
-            if time(t, v).ok_or_else(bad)? <= now {
+            let next = time(t, v).ok_or_else(bad)?;
+            if next <= now {
                 return Err("the OCSP response has expired (past its nextUpdate)".into());
             }
+            next_update = Some(next);
         }
-        return Ok(());
+        return Ok(next_update);
     }
     Err("the OCSP response is for another certificate".into())
 }

@@ -15,6 +15,7 @@
 #![allow(dead_code)] // each test file uses its own part of the harness
 
 pub mod load;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

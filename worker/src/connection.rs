@@ -130,6 +130,23 @@ struct Held {
     version: Version,
     /// The client asked to keep the connection.
     keep_alive: bool,
+    /// The client said this request is its last, and all of it will have
+    /// been read when the response goes (see `Connection::input_done`).
+    last: bool,
+}
+
+impl Held {
+    /// An error answer in place of the request's: the connection closes
+    /// after it, and input may be left unread (a lingering close).
+    fn error(status: Status) -> Held {
+        Held {
+            response: Response::status(status),
+            head_only: false,
+            version: Version::Http11,
+            keep_alive: false,
+            last: false,
+        }
+    }
 }
 
 pub struct Connection {
@@ -154,9 +171,12 @@ pub struct Connection {
     out: Option<Outgoing>,
     /// Close once `out` is sent.
     close_after: bool,
-    /// That close must be a lingering one: the client may still be
-    /// sending (we close on our own initiative, or on bad input).
-    linger: bool,
+    /// The client said its request was its last and all of it was read:
+    /// nothing more is coming, so that close needs no lingering. Every
+    /// other close (on an error above all: a refused head or body, a
+    /// timeout, plain HTTP on a TLS port) may leave input unread, and
+    /// lingers (see `start_closing`).
+    input_done: bool,
     /// The body of the current request, being read and thrown away.
     body: Option<BodyReader>,
     /// The current request's response, sent once its body is read.
@@ -198,7 +218,7 @@ impl Connection {
             inbuf: Vec::new(),
             out: None,
             close_after: false,
-            linger: true,
+            input_done: false,
             body: None,
             held: None,
             served: 0,
@@ -283,10 +303,18 @@ impl Connection {
         match self.phase {
             Phase::Closed => {}
             Phase::Lingering { .. } => self.phase = Phase::Closed,
-            Phase::Open if self.out.is_some() || self.body.is_some() => {
-                debug!("connection made no progress within the send or body timeout: closed");
+            Phase::Open if self.out.is_some() => {
+                debug!("connection made no progress within the send timeout: closed");
                 self.log_done(ctx, false);
                 self.phase = Phase::Closed;
+            }
+            Phase::Open if self.body.is_some() => {
+                // A body that stopped coming: say so, as for a head, and
+                // close (lingering: the rest may still be on its way).
+                self.body = None;
+                self.inbuf.clear();
+                self.held = None;
+                self.finish(Held::error(Status::RequestTimeout), ctx);
             }
             Phase::Open if !self.inbuf.is_empty() => {
                 // A head that did not complete in time (slowloris).
@@ -427,18 +455,28 @@ impl Connection {
                     budget.bytes = budget.bytes.saturating_sub(n);
                     self.last_progress = ctx.now;
                     progress = true;
-                    // A short read emptied the socket's receive queue, so
+                    // On a stream where a short read proves the source
+                    // empty (a TCP socket, see `short_read_means_empty`),
                     // whatever arrives next raises a new edge: the read
                     // that would only say WouldBlock is skipped (nginx does
                     // the same), one syscall fewer per request. Not once
                     // the client's FIN is known to be queued: its edge may
                     // have come with these bytes, and the EOF must be read.
-                    if n < ctx.scratch.len() && !self.read_closed {
+                    // Any other stream is read until WouldBlock: no edge
+                    // comes for what it already holds.
+                    if n < ctx.scratch.len()
+                        && !self.read_closed
+                        && self.stream.short_read_means_empty()
+                    {
                         self.readable = false;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if self.stream.plain_http_on_tls() => {
+                    self.refuse_plain_http(ctx);
+                    return Ok(true);
+                }
                 Err(e) => {
                     log_io("read", &e);
                     self.phase = Phase::Closed;
@@ -447,6 +485,20 @@ impl Connection {
             }
         }
         Ok(progress)
+    }
+
+    /// Plain HTTP on a TLS port: a 400 in the clear that says what is
+    /// wrong (nginx answers the same), then a close that discards the
+    /// request, unread, while it lingers.
+    fn refuse_plain_http(&mut self, ctx: &Ctx) {
+        debug!("plain HTTP on a TLS port: answered with a 400");
+        self.inbuf.clear();
+        let mut response = Response::status(Status::BadRequest);
+        response.body = Body::Bytes(
+            b"400 Bad Request\nThe plain HTTP request was sent to an HTTPS port: use https:// here.\n"
+                .to_vec(),
+        );
+        self.queue(response, false, Version::Http11, true, ctx);
     }
 
     /// Discards body bytes, sends a response whose body is read, and
@@ -467,12 +519,7 @@ impl Connection {
                     // The framing is lost: nothing after this can be read.
                     self.body = None;
                     self.inbuf.clear();
-                    self.held = Some(Held {
-                        response: Response::status(status),
-                        head_only: false,
-                        version: Version::Http11,
-                        keep_alive: false,
-                    });
+                    self.held = Some(Held::error(status));
                 }
             }
         }
@@ -513,6 +560,8 @@ impl Connection {
                     head_only: req.method == Method::Head,
                     version: req.version,
                     keep_alive: req.keep_alive,
+                    // Its body, if any, is read before the response goes.
+                    last: !req.keep_alive,
                 };
                 self.log_start = Some(LogStart {
                     // Only a log line shows it.
@@ -578,10 +627,7 @@ impl Connection {
             });
         }
         self.queue(held.response, held.head_only, held.version, close, ctx);
-        // The client said this request is its last, and its body is read:
-        // nothing more is coming, so no lingering close is needed (see
-        // `start_closing`).
-        self.linger = held.keep_alive;
+        self.input_done = held.last;
     }
 
     /// While draining, every response says `Connection: close`, except
@@ -626,7 +672,8 @@ impl Connection {
         }
         self.out = Some(out);
         self.close_after = close;
-        self.linger = true;
+        // Only `finish` knows a request was the client's last.
+        self.input_done = false;
         self.last_progress = ctx.now;
     }
 
@@ -662,15 +709,16 @@ impl Connection {
     }
 
     /// Closes after the last response: at once when the client has said
-    /// it sends nothing more and nothing unread is known to be queued, as
-    /// nginx does (`lingering_close on`); else sends our FIN and discards
-    /// input until the client's (lingering close), because closing a
-    /// socket with unread input makes the kernel send an RST that can
-    /// destroy the response before the client reads it. TLS always takes
-    /// the second way, whose FIN follows a close_notify.
+    /// it sends nothing more, all of that was read and nothing unread is
+    /// known to be queued, as nginx does (`lingering_close on`); else (on
+    /// every error close, every timeout, every close of our own) sends our
+    /// FIN and discards input until the client's (lingering close),
+    /// because closing a socket with unread input makes the kernel send an
+    /// RST that can destroy the response before the client reads it. TLS
+    /// always takes the second way, whose FIN follows a close_notify.
     fn start_closing(&mut self, now: Instant) {
         let nothing_coming =
-            !self.linger && self.inbuf.is_empty() && !self.readable && !self.stream.is_tls();
+            self.input_done && self.inbuf.is_empty() && !self.readable && !self.stream.is_tls();
         self.out = None;
         self.inbuf = Vec::new();
         self.body = None;

@@ -8,6 +8,12 @@
 //! what it can to the socket; what the socket does not take waits in rustls
 //! until `flush` on the next writable event. Its `sendfile` reads the file
 //! in chunks instead (no sendfile under TLS).
+//!
+//! A client that speaks plain HTTP to a TLS port is told so in the clear:
+//! the first byte a TLS client sends starts a handshake record (0x16),
+//! a plain HTTP one starts a method name. Seen before rustls gets it, the
+//! stream reports `PlainHttp` and from then on reads and writes unencrypted,
+//! for the connection to send its 400 and close.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -30,6 +36,29 @@ pub enum Stream {
 pub struct TlsStream {
     inner: Stream,
     conn: rustls::ServerConnection,
+    /// The first byte from the client has been looked at (`sniff`).
+    sniffed: bool,
+    /// ... and it was not TLS but plain HTTP: the rest goes in the clear.
+    plain_http: bool,
+}
+
+/// The error a TLS stream's read returns when its client speaks plain HTTP.
+#[derive(Debug)]
+struct PlainHttp;
+
+impl std::fmt::Display for PlainHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("plain HTTP sent to a TLS port")
+    }
+}
+
+impl std::error::Error for PlainHttp {}
+
+/// Whether `first`, the first byte of a connection, starts plain HTTP: a
+/// method is a token, in practice letters, and no TLS record type (20 to
+/// 24, or an SSLv2 length with its top bit set) is a letter.
+fn starts_plain_http(first: u8) -> bool {
+    first.is_ascii_alphabetic()
 }
 
 /// Plaintext read from a file per TLS write when sending a file.
@@ -38,7 +67,12 @@ const TLS_FILE_CHUNK: usize = 16 * 1024;
 impl Stream {
     /// Wraps an accepted plain stream in a TLS session.
     pub fn tls(inner: Stream, conn: rustls::ServerConnection) -> Stream {
-        Stream::Tls(Box::new(TlsStream { inner, conn }))
+        Stream::Tls(Box::new(TlsStream {
+            inner,
+            conn,
+            sniffed: false,
+            plain_http: false,
+        }))
     }
 
     fn fd(&self) -> RawFd {
@@ -53,6 +87,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(t) if t.plain_http => t.inner.read(buf),
             Stream::Tls(t) => t.read(buf),
         }
     }
@@ -61,10 +96,29 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// A TLS port whose client spoke plain HTTP (its read said `PlainHttp`):
+    /// from now on the stream reads and writes in the clear.
+    pub fn plain_http_on_tls(&self) -> bool {
+        matches!(self, Stream::Tls(t) if t.plain_http)
+    }
+
+    /// Whether a read that returns less than asked proves the source empty
+    /// for now, so that the next bytes raise a new edge and the read that
+    /// would only say `WouldBlock` can be skipped. Only a plain TCP socket
+    /// can say so: `recv` takes everything queued up to the buffer's size.
+    /// A TLS read returns one record's plaintext (or what one `read_tls`
+    /// took) while more records wait, decrypted or in the socket; a unix
+    /// socket may stop at a message boundary (credentials); streams to
+    /// come (HTTP/2, proxied) buffer the same way. Every other stream is
+    /// read until `WouldBlock`.
+    pub fn short_read_means_empty(&self) -> bool {
+        matches!(self, Stream::Tcp(_))
+    }
+
     /// TLS output that rustls holds and the socket has not taken yet.
     pub fn has_pending(&self) -> bool {
         match self {
-            Stream::Tls(t) => t.conn.wants_write(),
+            Stream::Tls(t) => !t.plain_http && t.conn.wants_write(),
             _ => false,
         }
     }
@@ -72,7 +126,7 @@ impl Stream {
     /// Pushes pending TLS output to the socket (`WouldBlock` if it is full).
     pub fn flush_pending(&mut self) -> io::Result<()> {
         match self {
-            Stream::Tls(t) => t.flush(),
+            Stream::Tls(t) if !t.plain_http => t.flush(),
             _ => Ok(()),
         }
     }
@@ -84,6 +138,9 @@ impl Stream {
     /// without the flag. Only on TCP: a unix socket has no segments to fill.
     pub fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
         if let Stream::Tls(t) = self {
+            if t.plain_http {
+                return t.inner.send(buf, more);
+            }
             // A body follows at once: let it share the socket write.
             return t.write(buf, !more);
         }
@@ -103,6 +160,9 @@ impl Stream {
     /// straight from the page cache. `Ok(0)` means the file ended early.
     pub fn sendfile(&mut self, file: &File, offset: u64, count: usize) -> io::Result<usize> {
         if let Stream::Tls(t) = self {
+            if t.plain_http {
+                return t.inner.sendfile(file, offset, count);
+            }
             return t.send_file(file, offset, count);
         }
         let mut off = libc::off_t::try_from(offset)
@@ -122,6 +182,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Write),
             Stream::Unix(s) => s.shutdown(Shutdown::Write),
+            Stream::Tls(t) if t.plain_http => t.inner.shutdown_write(),
             Stream::Tls(t) => {
                 t.conn.send_close_notify();
                 // Best effort: the response is already out (see
@@ -139,6 +200,31 @@ struct Plain<'a>(&'a mut Stream);
 impl Read for Plain<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.0.read(buf)
+    }
+}
+
+/// The plain stream on a TLS session's first read: looks at the first
+/// byte before rustls does (see `starts_plain_http`).
+struct Sniff<'a> {
+    plain: Plain<'a>,
+    /// The first byte arrived.
+    seen: bool,
+    /// ... and it starts plain HTTP (the read then fails, so rustls
+    /// neither keeps nor answers it).
+    http: bool,
+}
+
+impl Read for Sniff<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.plain.read(buf)?;
+        if let Some(&first) = buf[..n].first() {
+            self.seen = true;
+            if starts_plain_http(first) {
+                self.http = true;
+                return Err(io::Error::new(io::ErrorKind::InvalidData, PlainHttp));
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -165,7 +251,7 @@ impl TlsStream {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
             }
-            if self.conn.read_tls(&mut Plain(&mut self.inner))? == 0 {
+            if self.read_tls()? == 0 {
                 return Ok(0);
             }
             if let Err(e) = self.conn.process_new_packets() {
@@ -179,6 +265,25 @@ impl TlsStream {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Hands what the socket has to rustls (up to what rustls takes at a
+    /// time); on the first bytes, checks that they are TLS at all.
+    fn read_tls(&mut self) -> io::Result<usize> {
+        if self.sniffed {
+            return self.conn.read_tls(&mut Plain(&mut self.inner));
+        }
+        let mut sniff = Sniff {
+            plain: Plain(&mut self.inner),
+            seen: false,
+            http: false,
+        };
+        let result = self.conn.read_tls(&mut sniff);
+        self.sniffed = sniff.seen;
+        if sniff.http {
+            self.plain_http = true;
+        }
+        result
     }
 
     /// Takes what plaintext rustls's buffer has room for; `WouldBlock` if
@@ -259,6 +364,23 @@ impl Source for Stream {
             Stream::Tcp(s) => s.deregister(registry),
             Stream::Unix(s) => s.deregister(registry),
             Stream::Tls(t) => t.inner.deregister(registry),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_told_from_tls_by_its_first_byte() {
+        for method in ["GET", "HEAD", "POST", "OPTIONS", "PRI", "get"] {
+            assert!(starts_plain_http(method.as_bytes()[0]), "{method}");
+        }
+        // A TLS record's content types (handshake first), and SSLv2's
+        // length with its top bit set.
+        for first in [0x14, 0x15, 0x16, 0x17, 0x18, 0x80, 0xff] {
+            assert!(!starts_plain_http(first), "{first:#x}");
         }
     }
 }

@@ -12,7 +12,20 @@
 //! default site (`tls.default = true`, else the catch-all site, else the
 //! first TLS site), unless `tls_unknown_sni = "reject"`. Among a site's
 //! certificates (ECDSA and RSA, say) the first whose key can sign with a
-//! scheme the client offered.
+//! scheme the client offered; if none can (a client that shares no cipher
+//! suite with us offers no usable scheme either), the first anyway, so
+//! that rustls refuses the handshake with `handshake_failure`, as other
+//! servers do, rather than the `access_denied` of a resolver that gives
+//! up.
+//!
+//! An OCSP staple is served until its `nextUpdate`: the resolver compares
+//! it with the clock at every handshake and, once it has passed, serves
+//! the certificate without it (a stale staple is worse than none), with no
+//! file event or message needed.
+//!
+//! Suites: rustls's (all ECDHE with AES-GCM or ChaCha20-Poly1305, what
+//! Mozilla's intermediate profile allows) or `tls_ciphers`, in that order,
+//! and the server's order wins over the client's.
 //!
 //! Session tickets are sealed with keys the master makes and rotates, the
 //! same in every worker and every generation, so a ticket from one worker
@@ -24,7 +37,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use baton_shared::config::{Config, ListenAddr, TlsVersion};
-use baton_shared::tls::{CertBundle, Material, unix_now, verify};
+use baton_shared::tls::{CertBundle, Material, Staple, unix_now, verify};
 use ring::aead;
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert};
@@ -39,19 +52,55 @@ pub struct Store {
 
 #[derive(Default)]
 struct ListenerCerts {
-    by_name: HashMap<String, Vec<Arc<CertifiedKey>>>,
-    default: Vec<Arc<CertifiedKey>>,
+    by_name: HashMap<String, Vec<Served>>,
+    default: Vec<Served>,
+}
+
+/// A certificate as handshakes get it: with its staple while the staple
+/// is current, without it from its `nextUpdate` on.
+#[derive(Clone)]
+struct Served {
+    key: Arc<CertifiedKey>,
+    /// (nextUpdate in seconds since the epoch, the same without staple).
+    stale: Option<(i64, Arc<CertifiedKey>)>,
+}
+
+impl Served {
+    fn new(key: &Arc<CertifiedKey>, staple: &Staple) -> Served {
+        let stale = match staple.expires() {
+            Some(t) if key.ocsp.is_some() => {
+                let bare = CertifiedKey {
+                    ocsp: None,
+                    ..(**key).clone()
+                };
+                Some((t, Arc::new(bare)))
+            }
+            _ => None,
+        };
+        Served {
+            key: Arc::clone(key),
+            stale,
+        }
+    }
+
+    /// What to serve at `now` (seconds since the epoch).
+    fn at(&self, now: i64) -> &Arc<CertifiedKey> {
+        match &self.stale {
+            Some((next_update, bare)) if now >= *next_update => bare,
+            _ => &self.key,
+        }
+    }
 }
 
 impl Store {
     /// Builds the store for `addrs` (this worker's listeners, in order) from
     /// the loaded certificates, each tagged with its site's index.
-    fn build(config: &Config, addrs: &[ListenAddr], certs: &[(usize, Arc<CertifiedKey>)]) -> Store {
-        let of_site = |i: usize| -> Vec<Arc<CertifiedKey>> {
+    fn build(config: &Config, addrs: &[ListenAddr], certs: &[(usize, Served)]) -> Store {
+        let of_site = |i: usize| -> Vec<Served> {
             certs
                 .iter()
                 .filter(|(s, _)| *s == i)
-                .map(|(_, k)| Arc::clone(k))
+                .map(|(_, k)| k.clone())
                 .collect()
         };
         let per_listener = addrs
@@ -112,9 +161,16 @@ impl ResolvesServerCert for Resolver {
             None => &certs.default,
         };
         let schemes = hello.signature_schemes();
+        let now = unix_now();
         candidates
             .iter()
+            .map(|c| c.at(now))
             .find(|k| k.key.choose_scheme(schemes).is_some())
+            // No scheme fits: rustls keeps only the schemes of the suites
+            // both sides have, so this is most often no common suite. A
+            // certificate lets rustls say so (`handshake_failure`); `None`
+            // would be `access_denied`.
+            .or_else(|| candidates.first().map(|c| c.at(now)))
             .cloned()
     }
 }
@@ -236,7 +292,7 @@ impl Tls {
         let certs: Vec<_> = material
             .certs
             .iter()
-            .map(|c| (c.site, Arc::clone(&c.key)))
+            .map(|c| (c.site, Served::new(&c.key, &c.staple)))
             .collect();
         let store = Arc::new(ArcSwap::from_pointee(Store::build(config, addrs, &certs)));
         let lifetime = u32::try_from(config.tls.ticket_rotation.as_secs()).unwrap_or(u32::MAX);
@@ -280,9 +336,10 @@ impl Tls {
         let mut certs = Vec::with_capacity(bundles.len());
         for b in bundles {
             let ocsp = (!b.ocsp.is_empty()).then_some(b.ocsp.as_slice());
-            let key = verify(&b.cert_pem, &b.key_pem, ocsp, now)
+            let verified = verify(&b.cert_pem, &b.key_pem, ocsp, now)
                 .map_err(|e| format!("certificate {} of site {}: {e}", certs.len() + 1, b.site))?;
-            certs.push((b.site as usize, key));
+            let served = Served::new(&verified.key, &verified.staple);
+            certs.push((b.site as usize, served));
         }
         self.store
             .store(Arc::new(Store::build(config, &self.addrs, &certs)));
@@ -320,8 +377,14 @@ fn server_config(
         .map_err(|e| format!("TLS settings: {e}"))?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    // Leave room for h2 later; http/1.1 is all there is for now.
-    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Leave room for h2 later. A client offering only `http/1.0` is
+    // served too (HTTP/1.1 servers answer 1.0 requests); refusing it
+    // would be a fatal `no_application_protocol`.
+    sc.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+    // Our order (rustls's, or `tls_ciphers`'), not the client's: every
+    // suite is an AEAD with forward secrecy, and the strongest first is
+    // what scanners (testssl.sh) expect of a server.
+    sc.ignore_client_order = true;
     sc.ticketer = tickets;
     Ok(Arc::new(sc))
 }
