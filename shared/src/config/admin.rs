@@ -88,7 +88,10 @@ fn read_token(file: &At<PathBuf>, errs: &mut Errors<'_>) -> Option<AdminToken> {
             }
         },
         Ok(TokenFile::NotAFile) => {
-            errs.at(file.pos, format!("token_file {path:?} is not a regular file"));
+            errs.at(
+                file.pos,
+                format!("token_file {path:?} is not a regular file"),
+            );
             None
         }
         Ok(TokenFile::OpenToOthers(mode)) => {
@@ -114,7 +117,10 @@ fn read_token(file: &At<PathBuf>, errs: &mut Errors<'_>) -> Option<AdminToken> {
             None
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            errs.at(file.pos, format!("token_file {path:?} does not exist; {fix}"));
+            errs.at(
+                file.pos,
+                format!("token_file {path:?} does not exist; {fix}"),
+            );
             None
         }
         Err(e) => {
@@ -197,19 +203,32 @@ mod tests {
         let e = errors(&d, "listen = \"127.0.0.1:2019\"");
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(
-            e[0].starts_with("5:10: the admin API on a TCP address needs token_file: every local user"),
+            e[0].starts_with(
+                "5:10: the admin API on a TCP address needs token_file: every local user"
+            ),
             "{e:?}"
         );
         // With one, it loads and holds the token (trimmed), never shown.
         token_file(&d, &format!("{TOKEN}\n"), 0o600);
-        let c = load(&d, "listen = \"127.0.0.1:2019\"\ntoken_file = \"admin.token\"").unwrap();
+        let c = load(
+            &d,
+            "listen = \"127.0.0.1:2019\"\ntoken_file = \"admin.token\"",
+        )
+        .unwrap();
         let admin = c.admin.unwrap();
         assert_eq!(admin.token.as_ref().unwrap().as_bytes(), TOKEN.as_bytes());
         assert_eq!(admin.token_file, Some(d.path().join("admin.token")));
         assert!(!format!("{admin:?}").contains(TOKEN));
         // A unix socket may have one too, and needs none.
         assert!(load(&d, "listen = \"unix:a.sock\"\ntoken_file = \"admin.token\"").is_ok());
-        assert!(load(&d, "listen = \"unix:a.sock\"").unwrap().admin.unwrap().token.is_none());
+        assert!(
+            load(&d, "listen = \"unix:a.sock\"")
+                .unwrap()
+                .admin
+                .unwrap()
+                .token
+                .is_none()
+        );
     }
 
     #[test]
@@ -217,9 +236,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let admin = "listen = \"127.0.0.1:2019\"\ntoken_file = \"admin.token\"";
         let cases: &[(&str, u32, &str)] = &[
-            ("", 0o600, "token_file \"DIR/admin.token\" is empty; write a random token"),
+            (
+                "",
+                0o600,
+                "token_file \"DIR/admin.token\" is empty; write a random token",
+            ),
             ("short\n", 0o600, "is too short (5 characters, at least 32)"),
-            ("0123456789abcdef 0123456789abcdef\n", 0o600, "must be one line of visible ASCII"),
+            (
+                "0123456789abcdef 0123456789abcdef\n",
+                0o600,
+                "must be one line of visible ASCII",
+            ),
             (TOKEN, 0o644, "is open to all users (mode 0644)"),
             (TOKEN, 0o602, "is open to all users (mode 0602)"),
         ];
@@ -234,7 +261,10 @@ mod tests {
         token_file(&d, TOKEN, 0o640);
         assert!(load(&d, admin).is_ok());
         let e = errors(&d, "listen = \"127.0.0.1:2019\"\ntoken_file = \"missing\"");
-        assert!(e[0].contains("token_file \"DIR/missing\" does not exist"), "{e:?}");
+        assert!(
+            e[0].contains("token_file \"DIR/missing\" does not exist"),
+            "{e:?}"
+        );
         token_file(&d, &"x".repeat(8000), 0o600);
         assert!(errors(&d, admin)[0].contains("too long"));
     }
@@ -243,7 +273,10 @@ mod tests {
     fn never_on_a_network_address() {
         let d = tempfile::tempdir().unwrap();
         token_file(&d, TOKEN, 0o600);
-        let e = errors(&d, "listen = \"0.0.0.0:2019\"\ntoken_file = \"admin.token\"");
+        let e = errors(
+            &d,
+            "listen = \"0.0.0.0:2019\"\ntoken_file = \"admin.token\"",
+        );
         assert!(e[0].contains("speaks plain HTTP"), "{e:?}");
     }
 }

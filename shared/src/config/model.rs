@@ -267,7 +267,9 @@ impl AdminToken {
             return Err("is empty".into());
         }
         if !token.iter().all(|b| b.is_ascii_graphic()) {
-            return Err("must be one line of visible ASCII (no spaces or control characters)".into());
+            return Err(
+                "must be one line of visible ASCII (no spaces or control characters)".into(),
+            );
         }
         if token.len() < Self::MIN_LEN {
             return Err(format!(

@@ -220,10 +220,7 @@ pub fn root_only_changes(running: &Config, new: &Config, port_start: u16) -> Vec
             _ => None,
         })
         .collect();
-    let socket_dirs: BTreeSet<&Path> = running_sockets
-        .iter()
-        .filter_map(|p| p.parent())
-        .collect();
+    let socket_dirs: BTreeSet<&Path> = running_sockets.iter().filter_map(|p| p.parent()).collect();
     for l in new.listens() {
         match &l.addr {
             ListenAddr::Tcp(a) if a.port() < port_start && !running_ports.contains(&a.port()) => {
@@ -372,21 +369,50 @@ mod tests {
         let d = Dir::new();
         let cases: &[(&str, &str)] = &[
             ("user", &BASE.replace("nobody", "daemon")),
-            ("run_as_root", &BASE.replace("nobody", "root").replacen("user", "run_as_root = true\nuser", 1)),
+            (
+                "run_as_root",
+                &BASE
+                    .replace("nobody", "root")
+                    .replacen("user", "run_as_root = true\nuser", 1),
+            ),
             ("group", &with("group = \"daemon\"", "")),
             ("pid_file", &with("pid_file = \"logs/x.pid\"", "")),
-            ("error_log", &BASE.replace("logs/error.log", "elsewhere/error.log")),
+            (
+                "error_log",
+                &BASE.replace("logs/error.log", "elsewhere/error.log"),
+            ),
             ("log_mode", &with("log_mode = \"0644\"", "")),
             ("log_owner", &with("log_owner = \"daemon\"", "")),
-            ("[admin]", &format!("{BASE}[admin]\nlisten = \"unix:{}/www/a.sock\"\n", d.0.path().display())),
-            ("access_log", &BASE.replace("logs/access.log", "elsewhere/access.log")),
-            ("access_log", &BASE.replace("logs/access.log", "logs/../elsewhere/a.log")),
+            (
+                "[admin]",
+                &format!(
+                    "{BASE}[admin]\nlisten = \"unix:{}/www/a.sock\"\n",
+                    d.0.path().display()
+                ),
+            ),
+            (
+                "access_log",
+                &BASE.replace("logs/access.log", "elsewhere/access.log"),
+            ),
+            (
+                "access_log",
+                &BASE.replace("logs/access.log", "logs/../elsewhere/a.log"),
+            ),
             ("listen", &BASE.replace("8080", "80")),
-            ("listen", &format!("{BASE}[[site]]\nlisten = [\"unix:{}/www/s.sock\"]\nroot = \"www\"\n", d.0.path().display())),
+            (
+                "listen",
+                &format!(
+                    "{BASE}[[site]]\nlisten = [\"unix:{}/www/s.sock\"]\nroot = \"www\"\n",
+                    d.0.path().display()
+                ),
+            ),
         ];
         for (field, new) in cases {
             let got = d.refused(BASE, new);
-            assert!(got.contains(&field.to_string()), "{field}: got {got:?} for\n{new}");
+            assert!(
+                got.contains(&field.to_string()),
+                "{field}: got {got:?} for\n{new}"
+            );
         }
         // Some of them at once: each is named.
         let many = BASE
@@ -406,7 +432,10 @@ mod tests {
         };
         // Loading only parses paths here; the files are read later.
         let running = format!("{BASE}{}", tls("tls"));
-        assert_eq!(d.refused(&running, &format!("{BASE}{}", tls("tls"))), Vec::<String>::new());
+        assert_eq!(
+            d.refused(&running, &format!("{BASE}{}", tls("tls"))),
+            Vec::<String>::new()
+        );
         assert_eq!(
             d.refused(&running, &format!("{BASE}{}", tls("elsewhere"))),
             vec!["tls.cert", "tls.key"]

@@ -47,7 +47,10 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
         check_file_path("error_log", p, errs);
     }
     let identity = identity(&raw, sys, errs);
-    let admin = raw.admin.as_ref().and_then(|a| super::admin::check_admin(a, errs));
+    let admin = raw
+        .admin
+        .as_ref()
+        .and_then(|a| super::admin::check_admin(a, errs));
     for at in raw
         .sites
         .iter()
