@@ -138,9 +138,15 @@ enum TokenFile {
 }
 
 /// The file's bytes, checked on the open file (not the path, which could
-/// change between a stat and an open).
+/// change between a stat and an open). Opened non-blocking: a FIFO named
+/// here must not hang the master's loop (a `POST /config` is validated
+/// before it is refused); it is then refused as not a regular file.
 fn read_limited(path: &Path) -> io::Result<TokenFile> {
-    let file = std::fs::File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Ok(TokenFile::NotAFile);
