@@ -386,7 +386,7 @@ impl Master {
                 Err(e) => return self.finish_reload(Outcome::Invalid(e), waiters),
             };
         if request.restricted
-            && let Err(outcome) = self.admin_guard(&config)
+            && let Err(outcome) = admin::guard::on_start(self.admin_running(), &config)
         {
             return self.finish_reload(outcome, waiters);
         }
@@ -1465,23 +1465,11 @@ impl Master {
                     return conn.respond_json(400, &body);
                 };
                 let caller = req.caller;
-                if !caller.root {
-                    // Refused before anything named in it is read or queued.
-                    let checked = self
-                        .admin_running()
-                        .map(|running| running.parse(&text).map(|new| running.changes(&new)));
-                    match checked {
-                        Ok(Some(changes)) if !changes.is_empty() => {
-                            log::warn!(
-                                "admin API: refused a config from {}: {}",
-                                caller.who,
-                                admin::guard::describe(&changes)
-                            );
-                            return conn.respond_json(403, &admin::guard::forbidden(&changes));
-                        }
-                        Ok(_) => {}
-                        Err(why) => return conn.respond_json(503, &json!({ "error": why })),
-                    }
+                if !caller.root
+                    && let Err((status, body)) =
+                        admin::guard::on_arrival(self.admin_running(), &text, &caller.who)
+                {
+                    return conn.respond_json(status, &body);
                 }
                 log::info!("admin API: a new config from {}", caller.who);
                 self.request_reload(reload::Request {
@@ -1519,23 +1507,6 @@ impl Master {
             text: &self.running_text,
             config: &serving.config,
         })
-    }
-
-    /// The second check of a restricted `POST /config`, when its reload
-    /// starts: `Err` with the outcome to report if it must not run.
-    fn admin_guard(&self, new: &Config) -> Result<(), Outcome> {
-        let changes = self
-            .admin_running()
-            .map(|running| running.changes(new))
-            .map_err(Outcome::Failed)?;
-        if changes.is_empty() {
-            return Ok(());
-        }
-        log::warn!(
-            "admin API: refused a queued config: {}",
-            admin::guard::describe(&changes)
-        );
-        Err(Outcome::Forbidden(changes))
     }
 
     // ----- timers -------------------------------------------------------

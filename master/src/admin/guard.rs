@@ -14,6 +14,7 @@ use std::path::Path;
 use baton_shared::config::{self, Config, RootOnly};
 use serde_json::{Value, json};
 
+use crate::reload::Outcome;
 use crate::supervisor::Overrides;
 
 /// What the comparison needs to know about the running server.
@@ -48,6 +49,41 @@ impl Running<'_> {
         let running = reparsed.as_ref().unwrap_or(self.config);
         config::root_only_changes(running, new, config::unprivileged_port_start())
     }
+}
+
+/// The first check, when a `POST /config` from a caller who is not root
+/// arrives (`who`, for the log): `Err` with the reply to send instead of
+/// queueing its reload. A config that does not validate goes on, for the
+/// reload to report every error as it does for anyone.
+pub fn on_arrival(
+    running: Result<Running<'_>, String>,
+    text: &str,
+    who: &str,
+) -> Result<(), (u16, Value)> {
+    let running = running.map_err(|why| (503, json!({ "error": why })))?;
+    let Some(new) = running.parse(text) else {
+        return Ok(());
+    };
+    let changes = running.changes(&new);
+    if changes.is_empty() {
+        return Ok(());
+    }
+    log::warn!(
+        "admin API: refused a config from {who}: {}",
+        describe(&changes)
+    );
+    Err((403, forbidden(&changes)))
+}
+
+/// The second check, when its reload starts (`new` as loaded for it):
+/// `Err` with the outcome to report instead of running it.
+pub fn on_start(running: Result<Running<'_>, String>, new: &Config) -> Result<(), Outcome> {
+    let changes = running.map_err(Outcome::Failed)?.changes(new);
+    if changes.is_empty() {
+        return Ok(());
+    }
+    log::warn!("admin API: refused a queued config: {}", describe(&changes));
+    Err(Outcome::Forbidden(changes))
 }
 
 /// The 403 body: the first refused setting, and all of them.
