@@ -1,13 +1,17 @@
 //! The admin API's transport: HTTP/1.1 served by the master itself, one
 //! request per connection (every reply says `Connection: close`), JSON in
-//! and out. What each endpoint does is in `supervisor.rs`; this file only
-//! listens, reads a request and writes a reply.
+//! and out. What each endpoint does is in `supervisor.rs`; this file
+//! listens, reads a request, lets it in or not, and writes a reply.
 //!
-//! It has no authentication: reaching it is the permission. So it listens
-//! on a unix socket (mode 0600 and a configurable owner by default) or on
-//! loopback, and over TCP it refuses requests whose `Host` is not a loopback
-//! name (DNS rebinding: a web page's hostname resolving to 127.0.0.1) or
-//! that carry a foreign `Origin` (a web page posting cross-site).
+//! Who may call is decided in `auth` (the peer's credentials on the unix
+//! socket, a bearer token over TCP) once the request head is here, before
+//! its body is waited for. Over TCP it also refuses requests whose `Host`
+//! is not a loopback name (DNS rebinding: a web page's hostname resolving
+//! to 127.0.0.1) or that carry a foreign `Origin` (a web page posting
+//! cross-site), so a browser on this machine cannot be used as the caller.
+
+pub mod auth;
+pub mod guard;
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -16,6 +20,7 @@ use std::path::PathBuf;
 use baton_shared::config::{Admin, ListenAddr};
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
+use nix::unistd::{getegid, geteuid};
 use socket2::{Domain, Socket, Type};
 
 /// Bodies above this are refused (a config file is a few KiB).
@@ -61,10 +66,25 @@ impl Listener {
         }
     }
 
-    pub fn accept(&self) -> io::Result<Conn> {
+    /// The next connection, with who is at its other end. `Ok(None)`: one
+    /// was accepted but its peer's credentials could not be read, so it was
+    /// closed (accept again).
+    pub fn accept(&self) -> io::Result<Option<Conn>> {
         match self {
-            Listener::Tcp(l, port) => Ok(Conn::new(Stream::Tcp(l.accept()?.0), Some(*port))),
-            Listener::Unix(l, _) => Ok(Conn::new(Stream::Unix(l.accept()?.0), None)),
+            Listener::Tcp(l, port) => {
+                let stream = Stream::Tcp(l.accept()?.0);
+                Ok(Some(Conn::new(stream, auth::Peer::Tcp, Some(*port))))
+            }
+            Listener::Unix(l, _) => {
+                let stream = l.accept()?.0;
+                match auth::Peer::of_unix(&stream) {
+                    Ok(peer) => Ok(Some(Conn::new(Stream::Unix(stream), peer, None))),
+                    Err(e) => {
+                        log::warn!("admin API: cannot read a peer's credentials ({e}); closed");
+                        Ok(None)
+                    }
+                }
+            }
         }
     }
 
@@ -144,12 +164,13 @@ impl Source for Stream {
     }
 }
 
-/// One admin request.
+/// One admin request, from a caller who was let in.
 #[derive(Debug)]
 pub struct Request {
     pub method: String,
     pub path: String,
     pub body: Vec<u8>,
+    pub caller: auth::Caller,
 }
 
 /// Why a request is refused before it is looked at.
@@ -162,28 +183,31 @@ pub struct Refused {
 pub struct Conn {
     pub stream: Stream,
     buf: Vec<u8>,
+    /// Who connected (the kernel's word on a unix socket).
+    peer: auth::Peer,
     /// The local port for TCP (for the Host check); None on a unix socket.
     tcp_port: Option<u16>,
 }
 
 impl Conn {
-    fn new(stream: Stream, tcp_port: Option<u16>) -> Conn {
+    fn new(stream: Stream, peer: auth::Peer, tcp_port: Option<u16>) -> Conn {
         Conn {
             stream,
             buf: Vec::new(),
+            peer,
             tcp_port,
         }
     }
 
     /// Reads what arrived: `Ok(Some(Ok(request)))` once a whole request is
-    /// there, `Ok(Some(Err(refused)))` for one to refuse, `Ok(None)` if
-    /// more is needed, `Err` if the peer left.
-    pub fn read_request(&mut self) -> io::Result<Option<Result<Request, Refused>>> {
+    /// there from a caller `admin` lets in, `Ok(Some(Err(refused)))` for
+    /// one to refuse, `Ok(None)` if more is needed, `Err` if the peer left.
+    pub fn read_request(&mut self, admin: &Admin) -> io::Result<Option<Result<Request, Refused>>> {
         crate::io_util::read_available(&mut self.stream, &mut self.buf, MAX_HEAD + MAX_BODY)?;
-        Ok(self.parse())
+        Ok(self.parse(admin))
     }
 
-    fn parse(&self) -> Option<Result<Request, Refused>> {
+    fn parse(&self, admin: &Admin) -> Option<Result<Request, Refused>> {
         let refuse = |status: u16, message: &str| {
             Some(Err(Refused {
                 status,
@@ -220,13 +244,22 @@ impl Conn {
         {
             return refuse(403, &why);
         }
-        if self.buf.len() < head_len + length {
+        // Before the body: a caller who may not call sends nothing more.
+        let master = (geteuid().as_raw(), getegid().as_raw());
+        let authorization = header("authorization");
+        let caller = match auth::authorize(&self.peer, authorization.as_deref(), admin, master) {
+            Ok(c) => c,
+            Err(denied) => return refuse(denied.status, &denied.message),
+        };
+        let end = head_len.saturating_add(length);
+        if self.buf.len() < end {
             return None;
         }
         Some(Ok(Request {
             method: req.method.unwrap_or("").to_string(),
             path: req.path.unwrap_or("").to_string(),
-            body: self.buf[head_len..head_len + length].to_vec(),
+            body: self.buf[head_len..end].to_vec(),
+            caller,
         }))
     }
 
@@ -239,10 +272,16 @@ impl Conn {
     /// Writes the reply and leaves the connection to be dropped. The client
     /// is waiting for it, so a short blocking write is fine; one that does
     /// not read for a second loses its reply rather than stall the master.
+    /// A 401 says which scheme to authenticate with (RFC 9110 11.6.1).
     pub fn respond(&mut self, status: u16, content_type: &str, body: &[u8]) {
+        let challenge = if status == 401 {
+            "WWW-Authenticate: Bearer realm=\"baton admin\"\r\n"
+        } else {
+            ""
+        };
         let head = format!(
             "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-             Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+             {challenge}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
             reason(status),
             body.len()
         );
@@ -285,6 +324,7 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         202 => "Accepted",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use baton_shared::config::ConfigErrors;
+use baton_shared::config::{ConfigErrors, RootOnly};
 use serde_json::json;
 
 use crate::admin;
@@ -26,6 +26,9 @@ pub enum Outcome {
     Invalid(ConfigErrors),
     /// The config was fine but applying it failed (bind, worker start).
     Failed(String),
+    /// A `POST /config` from a caller who is not root changes settings
+    /// only root may (`admin::guard`); nothing was applied or written.
+    Forbidden(Vec<RootOnly>),
 }
 
 impl Outcome {
@@ -33,7 +36,7 @@ impl Outcome {
         match self {
             Outcome::Ok { .. } => status::OK,
             Outcome::Invalid(_) => status::CONFIG_INVALID,
-            Outcome::Failed(_) => status::APPLY_FAILED,
+            Outcome::Failed(_) | Outcome::Forbidden(_) => status::APPLY_FAILED,
         }
     }
 
@@ -56,6 +59,7 @@ impl Outcome {
             }
             Outcome::Invalid(e) => format!("failed: config invalid: {e}"),
             Outcome::Failed(e) => format!("failed: {e}"),
+            Outcome::Forbidden(c) => format!("refused: {}", admin::guard::describe(c)),
         }
     }
 
@@ -78,6 +82,7 @@ impl Outcome {
             }
             Outcome::Invalid(e) => e.to_string(),
             Outcome::Failed(e) => e.clone(),
+            Outcome::Forbidden(c) => admin::guard::describe(c),
         }
     }
 
@@ -115,6 +120,7 @@ impl Outcome {
                 (422, body)
             }
             Outcome::Failed(e) => (500, json!({ "error": e })),
+            Outcome::Forbidden(c) => (403, admin::guard::forbidden(c)),
         }
     }
 }
@@ -151,6 +157,9 @@ pub struct Request {
     /// Config text sent with `POST /config`, to validate, run, and write to
     /// the config file once it runs. `None`: read the config file.
     pub text: Option<String>,
+    /// `text` came from a caller who is not root: it may not change the
+    /// settings only root may (checked again when the reload starts).
+    pub restricted: bool,
 }
 
 /// Reload requests that came while a reload was running. Requests to

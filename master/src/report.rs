@@ -131,6 +131,7 @@ pub fn json(s: &Snapshot) -> serde_json::Value {
             Outcome::Ok { .. } => ("ok", None),
             Outcome::Invalid(e) => ("invalid", Some(e.to_string())),
             Outcome::Failed(e) => ("failed", Some(e.clone())),
+            Outcome::Forbidden(_) => ("refused", Some(outcome.describe())),
         };
         let mut v = json!({
             "result": result,

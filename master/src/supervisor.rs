@@ -47,6 +47,17 @@ pub struct Overrides {
     pub grace: Option<Duration>,
 }
 
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(p) = &self.pid_file {
+            config.pid_file = p.clone();
+        }
+        if let Some(g) = self.grace {
+            config.grace = g;
+        }
+    }
+}
+
 /// Reads the config from its source and applies the overrides: the one
 /// loading path for start, `-t` and every reload.
 pub fn load_config(source: &Source, overrides: &Overrides) -> Result<Config, ConfigErrors> {
@@ -65,12 +76,7 @@ pub fn load_config_text(
         (Source::File(path), Some(t)) => (config::load_text_as_file(path, t)?, t.to_string()),
         (Source::Embedded, _) => (config::load_embedded()?, config::EMBEDDED.to_string()),
     };
-    if let Some(p) = &overrides.pid_file {
-        config.pid_file = p.clone();
-    }
-    if let Some(g) = overrides.grace {
-        config.grace = g;
-    }
+    overrides.apply(&mut config);
     // Certificates and keys: read here, by the master, so `-t`, start and
     // reload refuse the same files with the same located errors.
     let material = baton_shared::tls::load(&config)?;
@@ -326,6 +332,7 @@ impl Master {
             signals::Order::Reload => self.request_reload(reload::Request {
                 waiters: Vec::new(),
                 text: None,
+                restricted: false,
             }),
             signals::Order::GracefulStop => match self.lifecycle {
                 Lifecycle::Stopping { .. } => self.stop_now("second stop signal"),
@@ -378,6 +385,11 @@ impl Master {
                 Ok(c) => c,
                 Err(e) => return self.finish_reload(Outcome::Invalid(e), waiters),
             };
+        if request.restricted
+            && let Err(outcome) = admin::guard::on_start(self.admin_running(), &config)
+        {
+            return self.finish_reload(outcome, waiters);
+        }
         if config.pid_file != self.pid_file {
             log::warn!(
                 "pid_file changed to {} in the config; a reload keeps {} (restart to change it)",
@@ -728,15 +740,22 @@ impl Master {
         }
     }
 
-    /// Follows a change of `[admin]` in a reloaded config.
+    /// Follows a change of `[admin]` in a reloaded config. The listener is
+    /// kept when only the token (or nothing) changed: a new token applies
+    /// from the next request on.
     fn update_admin(&mut self, config: &Config) {
-        let same = match (&self.admin, &config.admin) {
-            (None, None) => true,
-            (Some((_, old)), Some(new)) => old == new,
-            _ => false,
-        };
-        if same {
-            return;
+        match (self.admin.as_mut(), &config.admin) {
+            (None, None) => return,
+            (Some((_, old)), Some(new))
+                if (&old.listen, old.mode, old.owner) == (&new.listen, new.mode, new.owner) =>
+            {
+                if old.token != new.token {
+                    log::info!("admin API: token reloaded from {:?}", new.token_file);
+                }
+                *old = new.clone();
+                return;
+            }
+            _ => {}
         }
         if let Some((mut old, _)) = self.admin.take() {
             let _ = self.poll.registry().deregister(&mut old);
@@ -1146,6 +1165,7 @@ impl Master {
             "reload" => self.request_reload(reload::Request {
                 waiters: vec![Waiter::Control(conn)],
                 text: None,
+                restricted: false,
             }),
             "status" => {
                 let text = report::text(&self.snapshot());
@@ -1344,7 +1364,8 @@ impl Master {
                 return;
             };
             match listener.accept() {
-                Ok(mut conn) => {
+                Ok(None) => {}
+                Ok(Some(mut conn)) => {
                     let token = Token(self.next_token);
                     self.next_token += 1;
                     if self
@@ -1370,7 +1391,12 @@ impl Master {
         let Some(conn) = self.admin_conns.get_mut(&token) else {
             return;
         };
-        let request = match conn.read_request() {
+        // Judged by the `[admin]` in force now; none: the API was closed.
+        let read = match &self.admin {
+            Some((_, admin)) => conn.read_request(admin),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        };
+        let request = match read {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(_) => {
@@ -1387,7 +1413,11 @@ impl Master {
         match request {
             Ok(req) => self.on_admin_request(req, conn),
             Err(refused) => {
-                log::warn!("admin API: refused a request: {}", refused.message);
+                log::warn!(
+                    "admin API: refused a request ({}): {}",
+                    refused.status,
+                    refused.message
+                );
                 let body = serde_json::json!({ "error": refused.message });
                 conn.respond_json(refused.status, &body);
             }
@@ -1419,10 +1449,14 @@ impl Master {
             ("GET", "/config") => {
                 conn.respond(200, "application/toml", self.running_text.as_bytes());
             }
-            ("POST", "/reload") => self.request_reload(reload::Request {
-                waiters: vec![Waiter::Admin(conn)],
-                text: None,
-            }),
+            ("POST", "/reload") => {
+                log::info!("admin API: reload asked by {}", req.caller.who);
+                self.request_reload(reload::Request {
+                    waiters: vec![Waiter::Admin(conn)],
+                    text: None,
+                    restricted: false,
+                })
+            }
             ("POST", "/config") => {
                 if self.source == Source::Embedded {
                     let body = json!({
@@ -1430,18 +1464,26 @@ impl Master {
                     });
                     return conn.respond_json(409, &body);
                 }
-                match String::from_utf8(req.body) {
-                    Ok(text) => self.request_reload(reload::Request {
-                        waiters: vec![Waiter::Admin(conn)],
-                        text: Some(text),
-                    }),
-                    Err(_) => {
-                        let body = json!({ "error": "the config must be UTF-8 text" });
-                        conn.respond_json(400, &body);
-                    }
+                let Ok(text) = String::from_utf8(req.body) else {
+                    let body = json!({ "error": "the config must be UTF-8 text" });
+                    return conn.respond_json(400, &body);
+                };
+                let caller = req.caller;
+                if !caller.root
+                    && let Err((status, body)) =
+                        admin::guard::on_arrival(self.admin_running(), &text, &caller.who)
+                {
+                    return conn.respond_json(status, &body);
                 }
+                log::info!("admin API: a new config from {}", caller.who);
+                self.request_reload(reload::Request {
+                    waiters: vec![Waiter::Admin(conn)],
+                    text: Some(text),
+                    restricted: !caller.root,
+                })
             }
             ("POST", "/stop") => {
+                log::info!("admin API: stop asked by {}", req.caller.who);
                 conn.respond_json(202, &json!({ "stopping": true }));
                 if !matches!(self.lifecycle, Lifecycle::Stopping { .. }) {
                     self.begin_stop(false);
@@ -1452,6 +1494,23 @@ impl Master {
                 conn.respond_json(405, &body);
             }
         }
+    }
+
+    /// What `admin::guard` compares a config from a caller who is not
+    /// root with; `Err` when there is nothing to compare with yet.
+    fn admin_running(&self) -> Result<admin::guard::Running<'_>, String> {
+        let Source::File(path) = &self.source else {
+            return Err("the server runs the embedded default config".into());
+        };
+        let Some(serving) = self.generations.get(&self.current) else {
+            return Err("the server is starting: send the config again once it is ready".into());
+        };
+        Ok(admin::guard::Running {
+            path,
+            overrides: &self.overrides,
+            text: &self.running_text,
+            config: &serving.config,
+        })
     }
 
     // ----- timers -------------------------------------------------------

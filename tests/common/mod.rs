@@ -14,8 +14,13 @@
 
 #![allow(dead_code)] // each test file uses its own part of the harness
 
+pub mod admin;
 pub mod load;
 pub mod tls;
+
+// Each test file uses its own part of the harness (as `dead_code` above).
+#[allow(unused_imports)]
+pub use admin::*;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -639,32 +644,4 @@ pub fn parse_responses(bytes: &[u8], head: bool) -> Vec<Response> {
 pub fn first_status(bytes: &[u8]) -> Option<u16> {
     let text = String::from_utf8_lossy(bytes);
     text.split_whitespace().nth(1)?.parse().ok()
-}
-
-// ---- The admin API ----
-
-/// `config` with an admin API on `admin.sock` in the env's dir.
-pub fn with_admin(env: &Env, config: &str) -> String {
-    format!(
-        "{config}\n[admin]\nlisten = \"unix:{}\"\n",
-        env.path("admin.sock").display()
-    )
-}
-
-/// Sends one request to the admin API on `sock` and reads the reply.
-pub fn admin_call(sock: &std::path::Path, method: &str, path: &str, body: &str) -> Response {
-    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("admin socket");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("admin request");
-    read_response(&mut BufReader::new(s), false).expect("admin reply")
-}
-
-/// The body of `GET path` on the admin API, as text.
-pub fn admin_get(sock: &std::path::Path, path: &str) -> String {
-    String::from_utf8_lossy(&admin_call(sock, "GET", path, "").body).into_owned()
 }

@@ -22,11 +22,13 @@
 //!
 //! Errors read `FILE:LINE:COL: message`, in file order.
 
+mod admin;
 mod duration;
 mod listen;
 mod locate;
 mod model;
 mod parse;
+mod privileged;
 mod suggest;
 mod validate;
 
@@ -35,6 +37,7 @@ mod tests;
 
 pub use model::*;
 pub use parse::CIPHER_SUITES;
+pub use privileged::{RootOnly, root_only_changes, unprivileged_port_start};
 
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};

@@ -227,17 +227,72 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[admin]`: where the master serves the admin API.
+/// `[admin]`: where the master serves the admin API, and who may use it
+/// (docs/admin-api.md has the security model).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
-    /// A unix socket, or a loopback TCP address (the API has no
-    /// authentication: reaching it is the permission).
+    /// A unix socket, or a loopback TCP address (which needs a token).
     pub listen: ListenAddr,
     /// File mode of the unix socket; default 0o600.
     pub mode: u32,
     /// Owner (uid, gid) of the unix socket; default the master's user.
+    /// The master also lets this uid in when it checks a peer's
+    /// credentials.
     pub owner: Option<(u32, u32)>,
+    /// `token_file`: where the bearer token was read from (absolute).
+    pub token_file: Option<std::path::PathBuf>,
+    /// The token itself, read by the master when the config loads.
+    pub token: Option<AdminToken>,
     pub pos: Pos,
+}
+
+/// The admin API's bearer token: visible ASCII, at least
+/// `AdminToken::MIN_LEN` bytes. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(Vec<u8>);
+
+impl AdminToken {
+    /// 32 characters: 128 bits as hex (`openssl rand -hex 16`), and more
+    /// than any token a person would type.
+    pub const MIN_LEN: usize = 32;
+    /// A token file is read whole; anything longer is not a token.
+    pub const MAX_LEN: usize = 4096;
+
+    /// The token, if `text` is one: surrounding whitespace (the file's
+    /// final newline) dropped, then `MIN_LEN..=MAX_LEN` bytes of visible
+    /// ASCII, which is what an HTTP header can carry unchanged.
+    pub fn parse(text: &[u8]) -> Result<AdminToken, String> {
+        let token = text.trim_ascii();
+        if token.is_empty() {
+            return Err("is empty".into());
+        }
+        if !token.iter().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "must be one line of visible ASCII (no spaces or control characters)".into(),
+            );
+        }
+        if token.len() < Self::MIN_LEN {
+            return Err(format!(
+                "is too short ({} characters, at least {})",
+                token.len(),
+                Self::MIN_LEN
+            ));
+        }
+        if token.len() > Self::MAX_LEN {
+            return Err(format!("is too long (at most {} bytes)", Self::MAX_LEN));
+        }
+        Ok(AdminToken(token.to_vec()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 /// Whether a symlink under the root may be followed (nginx's

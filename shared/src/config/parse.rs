@@ -83,7 +83,7 @@ pub(crate) const SITE_KEYS: &[&str] = &[
     "redirect_https",
 ];
 pub(crate) const LISTEN_KEYS: &[&str] = &["address", "backlog", "mode"];
-pub(crate) const ADMIN_KEYS: &[&str] = &["listen", "mode", "owner"];
+pub(crate) const ADMIN_KEYS: &[&str] = &["listen", "mode", "owner", "token_file"];
 pub(crate) const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
 pub(crate) const MAX_WORKERS: i64 = 1024;
@@ -134,6 +134,8 @@ pub(crate) struct RawAdmin {
     pub listen: Option<At<ListenAddr>>,
     pub mode: u32,
     pub owner: Option<At<String>>,
+    /// Absolute (resolved against the config's directory).
+    pub token_file: Option<At<PathBuf>>,
 }
 
 #[derive(Debug)]
@@ -656,6 +658,7 @@ impl Reader<'_, '_, '_> {
             listen: None,
             mode: 0o600,
             owner: None,
+            token_file: None,
         };
         for (key, v) in table.iter() {
             let name: &str = key.get_ref();
@@ -673,6 +676,7 @@ impl Reader<'_, '_, '_> {
                     }
                 }
                 "owner" => admin.owner = self.name(name, v, "user"),
+                "token_file" => admin.token_file = self.path(name, v),
                 _ => {
                     let message = suggest::unknown_key(name, ADMIN_KEYS);
                     self.errs.at_span(&key.span(), message);

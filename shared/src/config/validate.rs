@@ -12,8 +12,8 @@ use std::path::Path;
 use nix::unistd::{Group, User};
 
 use super::locate::Errors;
-use super::model::{Admin, Config, Identity, Listen, ListenAddr, Pos, Site, Source};
-use super::parse::{At, Raw, RawAdmin, RawSite};
+use super::model::{Config, Identity, Listen, ListenAddr, Pos, Site, Source};
+use super::parse::{At, Raw, RawSite};
 
 /// What validation needs to know about the process, apart from what it can
 /// look up (kept apart so tests can play a non-root master).
@@ -47,7 +47,10 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
         check_file_path("error_log", p, errs);
     }
     let identity = identity(&raw, sys, errs);
-    let admin = raw.admin.as_ref().and_then(|a| check_admin(a, errs));
+    let admin = raw
+        .admin
+        .as_ref()
+        .and_then(|a| super::admin::check_admin(a, errs));
     for at in raw
         .sites
         .iter()
@@ -115,44 +118,6 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
         tls: raw.tls,
         tls_loaded: Default::default(),
     }
-}
-
-/// The admin API has no authentication: who can reach it may reload and
-/// stop the server. So it listens on a unix socket (its mode and owner are
-/// the permission) or on loopback, never on a network.
-fn check_admin(raw: &RawAdmin, errs: &mut Errors<'_>) -> Option<Admin> {
-    let listen = raw.listen.as_ref()?;
-    match &listen.value {
-        ListenAddr::Tcp(a) if !a.ip().is_loopback() => {
-            errs.at(
-                listen.pos,
-                format!(
-                    "the admin API has no authentication: listen on a unix socket \
-                     or a loopback address, not {a}"
-                ),
-            );
-            return None;
-        }
-        ListenAddr::Tcp(_) => {}
-        ListenAddr::Unix(path) => check_socket_path(path, listen.pos, errs),
-        ListenAddr::Stdin => {
-            errs.at(listen.pos, "the admin API cannot listen on stdin");
-            return None;
-        }
-    }
-    let owner = match &raw.owner {
-        None => None,
-        Some(o) => {
-            let user = lookup_user(&o.value, o.pos, errs)?;
-            Some((user.uid.as_raw(), user.gid.as_raw()))
-        }
-    };
-    Some(Admin {
-        listen: listen.value.clone(),
-        mode: raw.mode,
-        owner,
-        pos: raw.pos,
-    })
 }
 
 /// Addresses listed twice in a site, sites that would both claim a request
@@ -318,7 +283,7 @@ fn local_ips() -> Option<Vec<IpAddr>> {
     }
 }
 
-fn check_socket_path(path: &Path, pos: Pos, errs: &mut Errors<'_>) {
+pub(crate) fn check_socket_path(path: &Path, pos: Pos, errs: &mut Errors<'_>) {
     let what = format!("unix socket {path:?}");
     let len = path.as_os_str().as_bytes().len();
     if len > MAX_UNIX_PATH {
@@ -444,7 +409,7 @@ fn identity(raw: &Raw, sys: &System, errs: &mut Errors<'_>) -> Option<Identity> 
     })
 }
 
-fn lookup_user(name: &str, pos: Pos, errs: &mut Errors<'_>) -> Option<User> {
+pub(crate) fn lookup_user(name: &str, pos: Pos, errs: &mut Errors<'_>) -> Option<User> {
     match User::from_name(name) {
         Ok(Some(u)) => Some(u),
         Ok(None) => {
