@@ -353,3 +353,67 @@ fn unix_socket_listener_keeps_its_inode_and_is_removed_at_exit() {
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(!sock.exists(), "socket file removed at exit");
 }
+
+/// Durations and sizes are bounded in validation: a value that `-t`
+/// accepted used to be added to `Instant::now()` by the master on reload,
+/// which panicked (the master aborted, both generations were orphaned and
+/// the pidfile stayed). Now `-t` and the reload refuse it with its place,
+/// and the same master keeps serving.
+#[test]
+fn reload_with_an_unbounded_duration_is_refused_and_the_master_lives() {
+    let env = Env::new();
+    env.write_config(&env.simple_config());
+    let server = env.start();
+    let before = wait_settled(&env, 2);
+    let huge = "\"18446744073709551615\"";
+    for (key, limit) in [
+        ("grace", "24h"),
+        ("worker_ready_timeout", "1h"),
+        ("tls_ticket_rotation", "24h"),
+        ("drain_linger", "1h"),
+        ("keepalive_timeout", "1h"),
+        ("header_timeout", "1h"),
+    ] {
+        let base = env.simple_config();
+        let config = match base.lines().find(|l| l.starts_with(&format!("{key} ="))) {
+            Some(line) => base.replace(line, &format!("{key} = {huge}")),
+            None => env.simple_config_with(&format!("{key} = {huge}")),
+        };
+        env.write_config(&config);
+        let line = config
+            .lines()
+            .position(|l| l.starts_with(&format!("{key} =")))
+            .unwrap()
+            + 1;
+        let col = key.len() + 4;
+        let expected =
+            format!("baton.toml:{line}:{col}: {key} = {huge} is too long (at most {limit})");
+
+        let out = env.baton(&["-t"]);
+        assert_eq!(out.status.code(), Some(1), "-t accepted {key} = {huge}");
+        assert!(
+            text(&out.stderr).contains(&expected),
+            "{}",
+            text(&out.stderr)
+        );
+
+        let out = env.reload();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "reload with {key} = {huge}: {}\n{}",
+            text(&out.stderr),
+            server.log_text()
+        );
+        assert!(
+            text(&out.stderr).contains(&expected),
+            "{}",
+            text(&out.stderr)
+        );
+        let after = env.status();
+        assert_eq!(after.pid, before.pid, "{}", server.log_text());
+        assert_eq!(after.serving_pids(), before.serving_pids());
+        assert_eq!(get(env.port, "/").unwrap().status, 200);
+    }
+    assert!(!server.log_text().contains("panicked"));
+}

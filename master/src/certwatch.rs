@@ -19,6 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use baton_shared::deadline;
 use baton_shared::tls::{LoadedCert, Material, load_files, unix_now};
 
 /// What a file looked like: (inode, size, mtime in ns); `None` if missing.
@@ -57,7 +58,7 @@ impl Watch {
         Some(Watch {
             seen: material.certs.iter().map(sigs).collect(),
             interval,
-            next: Instant::now() + interval,
+            next: deadline::from_now(interval),
         })
     }
 
@@ -68,7 +69,7 @@ impl Watch {
     /// Stats the files; returns the new material if a changed pair loaded
     /// and verified.
     pub fn check(&mut self, material: &Material) -> Option<Arc<Material>> {
-        self.next = Instant::now() + self.interval;
+        self.next = deadline::from_now(self.interval);
         let now = unix_now();
         let mut updated: Option<Material> = None;
         for (i, cert) in material.certs.iter().enumerate() {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use baton_shared::channel::{Channel, FileCacheStats};
 use baton_shared::config::{Config, ListenAddr};
+use baton_shared::deadline;
 use mio::Token;
 use nix::unistd::Pid;
 
@@ -64,7 +65,7 @@ impl Slot {
         };
         let shift = (self.crashes - 1).min(16);
         let delay = BACKOFF_FIRST.saturating_mul(1 << shift).min(BACKOFF_MAX);
-        self.respawn_at = Some(now + delay);
+        self.respawn_at = Some(deadline::after(now, delay));
         self.last_crash = Some(now);
         delay
     }

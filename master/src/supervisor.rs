@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use baton_shared::channel::{FileCacheStats, ToMaster, ToWorker};
 use baton_shared::config::{self, Config, ConfigErrors, Source};
+use baton_shared::deadline;
 use mio::net::UnixListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -248,7 +249,7 @@ impl Master {
             startup_failure: None,
             cert_watch: None,
             ticket_keys: vec![random_key()],
-            next_ticket_rotation: Instant::now() + setup.config.tls.ticket_rotation,
+            next_ticket_rotation: deadline::from_now(setup.config.tls.ticket_rotation),
         }
         .with_first_generation(setup.config, setup.config_text, setup.access_logs))
     }
@@ -436,7 +437,7 @@ impl Master {
     ) -> u64 {
         let number = self.next_generation;
         self.next_generation += 1;
-        let deadline = Instant::now() + config.worker_ready_timeout;
+        let deadline = deadline::from_now(config.worker_ready_timeout);
         let mut generation = Generation::new(number, Arc::clone(config), deadline);
         generation.access_logs = access_logs;
         let slots = generation.slots.len();
@@ -566,7 +567,7 @@ impl Master {
                         .collect();
                     r.handover = Some(Handover {
                         waiting,
-                        deadline: Instant::now() + HANDOVER_TIMEOUT,
+                        deadline: deadline::from_now(HANDOVER_TIMEOUT),
                     });
                 }
                 self.reload = reload;
@@ -615,7 +616,7 @@ impl Master {
             return;
         };
         g.phase = Phase::Draining;
-        g.deadline = Some(Instant::now() + grace);
+        g.deadline = Some(deadline::from_now(grace));
         for s in &mut g.slots {
             s.respawn_at = None;
         }
@@ -1004,7 +1005,7 @@ impl Master {
         // A fast stop still gives workers a moment to exit by themselves.
         let wait = if fast { Duration::from_secs(2) } else { grace };
         self.lifecycle = Lifecycle::Stopping {
-            deadline: Instant::now() + wait,
+            deadline: deadline::from_now(wait),
             fast,
         };
         notify::stopping();
@@ -1052,7 +1053,7 @@ impl Master {
         if let Lifecycle::Stopping { fast, .. } = self.lifecycle {
             // Reaping follows by SIGCHLD; no further deadline is needed.
             self.lifecycle = Lifecycle::Stopping {
-                deadline: Instant::now() + Duration::from_secs(3600),
+                deadline: deadline::from_now(Duration::from_secs(3600)),
                 fast,
             };
         }
@@ -1297,7 +1298,7 @@ impl Master {
         self.reopen = Some(Reopen {
             waiting,
             waiters: vec![conn],
-            deadline: Instant::now() + REOPEN_TIMEOUT,
+            deadline: deadline::from_now(REOPEN_TIMEOUT),
         });
         self.reopen_confirmed(Pid::from_raw(0));
     }
@@ -1612,7 +1613,7 @@ impl Master {
             .map_or(Duration::from_secs(6 * 3600), |g| {
                 g.config.tls.ticket_rotation
             });
-        self.next_ticket_rotation = Instant::now() + rotation;
+        self.next_ticket_rotation = deadline::from_now(rotation);
         self.ticket_keys.insert(0, random_key());
         self.ticket_keys.truncate(2);
         let message = ToWorker::TicketKeys(self.ticket_keys.clone());

@@ -681,7 +681,7 @@ impl Connection {
         match self.stream.shutdown_write() {
             Ok(()) => {
                 self.phase = Phase::Lingering {
-                    until: now + LINGERING_CLOSE,
+                    until: after(now, LINGERING_CLOSE),
                 }
             }
             Err(e) => {

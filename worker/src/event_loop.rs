@@ -26,7 +26,7 @@ use crate::access_log::AccessLog;
 use crate::connection::{Connection, Ctx, Drive};
 use crate::drain::{Cause, Drain};
 use crate::http::response::DateCache;
-use crate::limits::{ACCEPT_BUDGET, READ_CHUNK, STATS_EVERY, TICK};
+use crate::limits::{ACCEPT_BUDGET, READ_CHUNK, STATS_EVERY, TICK, after};
 use crate::routing::Routes;
 use crate::signals::{Order, Signals};
 use crate::static_files::FileCache;
@@ -181,8 +181,8 @@ impl Worker {
             files,
             accepted: Vec::new(),
             now,
-            next_tick: now + TICK,
-            next_stats: now + STATS_EVERY,
+            next_tick: after(now, TICK),
+            next_stats: after(now, STATS_EVERY),
             last_accept_warning: None,
         })
     }
@@ -325,7 +325,7 @@ impl Worker {
             // At the limit, connections stay in the listen queue, where
             // another worker (or this one, a tick later) takes them.
             if self.conns.len() + accepted.len() >= self.config.http.max_connections {
-                slot.paused_until = Some(self.now + TICK);
+                slot.paused_until = Some(after(self.now, TICK));
                 return;
             }
             match slot.acceptor.accept() {
@@ -342,7 +342,7 @@ impl Worker {
                 Err(e) => {
                     // Out of fds or memory, most likely: the connection
                     // stays queued; try again on the next tick.
-                    slot.paused_until = Some(self.now + TICK);
+                    slot.paused_until = Some(after(self.now, TICK));
                     let quiet = self
                         .last_accept_warning
                         .is_some_and(|t| self.now.duration_since(t) < STATS_EVERY * 10);
@@ -487,7 +487,7 @@ impl Worker {
 
     /// The coarse timer: deadlines, accept retries, stats.
     fn tick(&mut self) {
-        self.next_tick = self.now + TICK;
+        self.next_tick = after(self.now, TICK);
         let drain_started = self.drain.as_ref().map(|d| d.started);
         let expired: Vec<usize> = self
             .conns
@@ -508,7 +508,7 @@ impl Worker {
             }
         }
         if self.now >= self.next_stats {
-            self.next_stats = self.now + STATS_EVERY;
+            self.next_stats = after(self.now, STATS_EVERY);
             // Lines reach the file at least once a second.
             self.access_log.flush();
             let stats = ToMaster::Stats {
