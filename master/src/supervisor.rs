@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -34,6 +34,10 @@ use crate::pidfile::{self, InstanceLock};
 use crate::reload::{Outcome, Pending, Waiter};
 use crate::{admin, certwatch, reload, report};
 use crate::{notify, signals, spawn};
+
+mod reopen;
+
+use reopen::Reopen;
 
 const SIGNALS: Token = Token(0);
 const CONTROL: Token = Token(1);
@@ -105,16 +109,6 @@ struct Handover {
 /// How long the reload waits for old workers to stop accepting (they do
 /// it as soon as they read `Drain`; this only bounds a stuck one).
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A `baton -s reopen` under way: the workers that have not confirmed yet.
-struct Reopen {
-    waiting: Vec<Pid>,
-    waiters: Vec<control::Conn>,
-    deadline: Instant,
-}
-
-/// How long workers get to confirm a log reopen.
-const REOPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lifecycle {
@@ -782,7 +776,7 @@ impl Master {
         let failed = result.is_err();
         let mut became_ready = false;
         let mut failure = None;
-        let mut reopened = false;
+        let mut reopened = None;
         let mut stopped_accepting = false;
         match result {
             Ok(messages) => {
@@ -808,7 +802,8 @@ impl Master {
                             child.file_cache = file_cache;
                         }
                         ToMaster::Failed(reason) => failure = Some(reason),
-                        ToMaster::ReopenDone => reopened = true,
+                        ToMaster::ReopenDone => reopened = Some(Ok(())),
+                        ToMaster::ReopenFailed(why) => reopened = Some(Err(why)),
                         ToMaster::Draining => stopped_accepting = true,
                     }
                 }
@@ -822,8 +817,8 @@ impl Master {
             self.close_channel(pid);
         }
         let generation = child_generation(&self.children, pid);
-        if reopened {
-            self.reopen_confirmed(pid);
+        if let Some(result) = reopened {
+            self.reopen_answered(pid, result);
         }
         if stopped_accepting {
             self.handover_progress(Some(pid), false);
@@ -919,7 +914,7 @@ impl Master {
         self.file_cache_by_gone_workers.0 += child.file_cache.hits;
         self.file_cache_by_gone_workers.1 += child.file_cache.misses;
         // A worker that ended has nothing left to reopen.
-        self.reopen_confirmed(pid);
+        self.reopen_answered(pid, Ok(()));
         let number = child.generation;
         let phase = self.generations.get(&number).map(|g| g.phase);
         let stopping = matches!(self.lifecycle, Lifecycle::Stopping { .. });
@@ -1227,109 +1222,6 @@ impl Master {
             responses_by_gone_workers: self.responses_by_gone_workers,
             bytes_by_gone_workers: self.bytes_by_gone_workers,
             file_cache_by_gone_workers: self.file_cache_by_gone_workers,
-        }
-    }
-
-    // ----- log reopening ------------------------------------------------
-
-    /// `baton -s reopen` (after a log rotation): the master reopens its log
-    /// files with its own privileges and hands the new fds to every worker,
-    /// which need no access to the log directory; it answers once every
-    /// worker has confirmed. No new generation is started.
-    fn reopen_logs(&mut self, mut conn: control::Conn) {
-        if let Some(op) = self.reopen.as_mut() {
-            op.waiters.push(conn);
-            return;
-        }
-        let Some(current) = self.generations.get(&self.current) else {
-            return conn.reply(status::APPLY_FAILED, "no generation is serving");
-        };
-        let config = Arc::clone(&current.config);
-        let error_log = config.error_log.clone();
-        let mut error_fd = None;
-        if let Some(path) = &error_log {
-            if let Err(e) = crate::logfiles::redirect_stderr(path, &config) {
-                let msg = format!("cannot reopen error log {}: {e}", path.display());
-                log::error!("{msg}");
-                return conn.reply(status::APPLY_FAILED, &msg);
-            }
-            log::info!("reopened error log {}", path.display());
-            // SAFETY: F_DUPFD_CLOEXEC on fd 2, which is open.
-            let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
-            if fd >= 0 {
-                // SAFETY: `fd` was just created and belongs to no one else.
-                error_fd = Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
-            }
-        }
-        // Each generation gets its own config's access logs, reopened.
-        let mut waiting = Vec::new();
-        let numbers: Vec<u64> = self.generations.keys().copied().collect();
-        for number in numbers {
-            let Some(g) = self.generations.get_mut(&number) else {
-                continue;
-            };
-            match crate::logfiles::open_access_logs(&g.config) {
-                Ok(fds) => g.access_logs = fds,
-                Err(e) => {
-                    log::error!("{e}; generation {number} keeps its old access log files");
-                }
-            }
-            let mut raw: Vec<i32> = error_fd.iter().map(|f| f.as_raw_fd()).collect();
-            raw.extend(g.access_logs.iter().map(|f| f.as_raw_fd()));
-            let message = ToWorker::ReopenLogs {
-                error_log: error_fd.is_some(),
-                files: raw.len() as u32,
-            };
-            for child in self.children.values_mut() {
-                if child.generation != number {
-                    continue;
-                }
-                let Some(channel) = child.channel.as_mut() else {
-                    continue;
-                };
-                match channel.send_with_fds(&message, &raw) {
-                    Ok(()) => waiting.push(child.pid),
-                    Err(e) => log::warn!("cannot send reopened logs to worker {}: {e}", child.pid),
-                }
-            }
-        }
-        // Our copy of the error log fd is dropped here; each worker has its
-        // own now.
-        self.reopen = Some(Reopen {
-            waiting,
-            waiters: vec![conn],
-            deadline: deadline::from_now(REOPEN_TIMEOUT),
-        });
-        self.reopen_confirmed(Pid::from_raw(0));
-    }
-
-    /// `pid` confirmed (or ended); answers once nobody is left.
-    fn reopen_confirmed(&mut self, pid: Pid) {
-        let Some(op) = self.reopen.as_mut() else {
-            return;
-        };
-        op.waiting.retain(|p| *p != pid);
-        if op.waiting.is_empty()
-            && let Some(op) = self.reopen.take()
-        {
-            for mut w in op.waiters {
-                w.reply(status::OK, "logs reopened");
-            }
-        }
-    }
-
-    fn reopen_timed_out(&mut self) {
-        if let Some(op) = self.reopen.take() {
-            let pids: Vec<String> = op.waiting.iter().map(|p| p.to_string()).collect();
-            let msg = format!(
-                "workers {} did not confirm the reopened logs within {} s",
-                pids.join(", "),
-                REOPEN_TIMEOUT.as_secs()
-            );
-            log::error!("{msg}");
-            for mut w in op.waiters {
-                w.reply(status::APPLY_FAILED, &msg);
-            }
         }
     }
 

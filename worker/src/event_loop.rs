@@ -562,32 +562,36 @@ impl Worker {
     }
 
     /// Takes the log files the master reopened (log rotation): the error log
-    /// goes onto fd 2, where every log line is written; then confirms.
+    /// goes onto fd 2, where every log line is written; then confirms, or
+    /// tells the master why not (its `-s reopen` then reports it). Either
+    /// way the channel goes on: a reopen that failed is that reopen's
+    /// error, not a lost master.
     fn reopen_logs(&mut self, error_log: bool, files: u32) {
-        let Some(channel) = self.channel.as_mut() else {
-            return;
-        };
-        let fds = match channel.take_fds(files as usize) {
-            Ok(fds) => fds,
-            Err(e) => {
-                warn!("cannot reopen logs: {e}");
-                return;
+        let reply = match self.take_reopened_logs(error_log, files) {
+            Ok(()) => ToMaster::ReopenDone,
+            Err(why) => {
+                warn!("cannot reopen logs, keeping the old files: {why}");
+                ToMaster::ReopenFailed(why)
             }
         };
+        self.send_to_master(&reply);
+    }
+
+    fn take_reopened_logs(&mut self, error_log: bool, files: u32) -> Result<(), String> {
+        let channel = self.channel.as_mut().ok_or("no channel")?;
+        let fds = channel
+            .take_fds(files as usize)
+            .map_err(|e| e.to_string())?;
         let mut fds = fds.into_iter();
         if error_log && let Some(fd) = fds.next() {
             // SAFETY: dup2 between two open fds; replaces fd 2 atomically, so
             // no log line is lost or split.
             if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&fd), 2) } < 0 {
-                warn!(
-                    "cannot reopen the error log: {}",
-                    std::io::Error::last_os_error()
-                );
-                return;
+                let e = std::io::Error::last_os_error();
+                return Err(format!("cannot reopen the error log: {e}"));
             }
         }
-        self.access_log.replace(fds.collect());
-        self.send_to_master(&ToMaster::ReopenDone);
+        self.access_log.replace(fds.collect())
     }
 
     pub(crate) fn send_to_master(&mut self, message: &ToMaster) {
