@@ -417,3 +417,105 @@ fn reload_with_an_unbounded_duration_is_refused_and_the_master_lives() {
     }
     assert!(!server.log_text().contains("panicked"));
 }
+
+/// Whether a socket listens on `ip:port` (IPv4, /proc/net/tcp; `ip` as
+/// there: "0100007F" for 127.0.0.1, "00000000" for 0.0.0.0).
+fn listening_on(ip: &str, port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("{ip}:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
+    })
+}
+
+/// A client that connected before a reload and sends its request after it
+/// (a browser's preconnect), on an address the reload moves. With
+/// TCP_DEFER_ACCEPT the kernel keeps such a connection out of the accept
+/// queue until its first bytes or the defer timeout: the draining workers
+/// sweep the retired socket's queue before it is there, and closing the
+/// socket used to reset it. The retired socket is now served by the new
+/// generation until nothing can still arrive on it.
+#[test]
+fn preconnected_client_survives_a_reload_that_moves_its_address() {
+    use std::io::{BufReader, Write};
+    let env = Env::new();
+    let config = env.simple_config_with("defer_accept = \"1s\"");
+    env.write_config(&config);
+    let server = env.start();
+    wait_settled(&env, 2);
+    let mut client = connect(env.port);
+
+    env.write_config(&config.replace(
+        &format!("\"127.0.0.1:{}\"", env.port),
+        &format!("\"0.0.0.0:{}\"", env.port),
+    ));
+    let out = env.reload();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The old generation is gone, and so is the old socket (once nothing
+    // can arrive on it any more).
+    wait_settled(&env, 2);
+    assert!(
+        wait_until(Duration::from_secs(10), || !listening_on(
+            "0100007F", env.port
+        )),
+        "the retired 127.0.0.1 socket was never closed"
+    );
+    assert!(listening_on("00000000", env.port));
+
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
+    let response = read_response(&mut BufReader::new(client), false);
+    assert_eq!(
+        response.map(|r| r.status).map_err(|e| e.to_string()),
+        Ok(200),
+        "{}",
+        server.log_text()
+    );
+}
+
+/// The same for an address the reload removes: the old generation, whose
+/// config still has a site there, keeps accepting on it until nothing can
+/// still arrive, and serves the late connection.
+#[test]
+fn preconnected_client_survives_a_reload_that_removes_its_address() {
+    use std::io::{BufReader, Write};
+    let env = Env::new();
+    let second = free_port();
+    let one = env.simple_config_with("defer_accept = \"1s\"\ndrain_linger = \"5s\"");
+    let both = one.replace(
+        &format!("\"127.0.0.1:{}\"", env.port),
+        &format!("\"127.0.0.1:{}\", \"127.0.0.1:{second}\"", env.port),
+    );
+    env.write_config(&both);
+    let server = env.start();
+    wait_settled(&env, 2);
+    let mut client = connect(second);
+
+    env.write_config(&one);
+    let out = env.reload();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        wait_until(Duration::from_secs(10), || !listening_on(
+            "0100007F", second
+        )),
+        "the removed socket was never closed"
+    );
+
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
+    let response = read_response(&mut BufReader::new(client), false);
+    assert_eq!(
+        response.map(|r| r.status).map_err(|e| e.to_string()),
+        Ok(200),
+        "{}",
+        server.log_text()
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", second)).is_err(),
+        "the removed address still accepts"
+    );
+    wait_settled(&env, 2);
+}

@@ -29,13 +29,14 @@ use nix::unistd::Pid;
 use crate::control::{self, status};
 use crate::daemon::Readiness;
 use crate::generation::{CRASH_LOOP, Child, Generation, Phase};
-use crate::listeners::ListenerSet;
+use crate::listeners::{ListenerSet, Prepared};
 use crate::pidfile::{self, InstanceLock};
 use crate::reload::{Outcome, Pending, Waiter};
 use crate::{admin, certwatch, reload, report};
 use crate::{notify, signals, spawn};
 
 mod reopen;
+mod retired;
 
 use reopen::Reopen;
 
@@ -88,8 +89,9 @@ struct Reload {
     generation: u64,
     started: Instant,
     waiters: Vec<Waiter>,
-    /// Listeners bound for it, closed again if it fails.
-    added: Vec<config::ListenAddr>,
+    /// What it did to the listeners (bound, brought back), undone if it
+    /// fails.
+    prepared: Prepared,
     /// The text of the config it runs.
     text: String,
     /// It came from `POST /config`: write `text` to the config file once
@@ -255,12 +257,12 @@ impl Master {
         access_logs: Vec<std::os::fd::OwnedFd>,
     ) -> Master {
         let config = Arc::new(config);
-        let number = self.new_generation(&config, access_logs);
+        let number = self.new_generation(&config, access_logs, Vec::new());
         self.reload = Some(Reload {
             generation: number,
             started: Instant::now(),
             waiters: Vec::new(),
-            added: Vec::new(),
+            prepared: Prepared::default(),
             text,
             persist: false,
             handover: None,
@@ -387,7 +389,7 @@ impl Master {
             log::warn!("cannot reopen error log {}: {e}", path.display());
         }
         baton_shared::logging::set_level(&config.log_level);
-        let added = match self.listeners.prepare(&config) {
+        let prepared = match self.listeners.prepare(&config) {
             Ok(a) => a,
             Err(b) => {
                 let msg = config
@@ -399,23 +401,24 @@ impl Master {
                 return self.finish_reload(Outcome::Failed(msg), waiters);
             }
         };
-        for addr in &added {
+        for addr in &prepared.added {
             log::info!("listening on {addr}");
         }
         let access_logs = match crate::logfiles::open_access_logs(&config) {
             Ok(fds) => fds,
             Err(e) => {
-                self.listeners.close(&added);
+                self.listeners.undo(&prepared);
                 return self.finish_reload(Outcome::Failed(e), waiters);
             }
         };
         let config = Arc::new(config);
-        let generation = self.new_generation(&config, access_logs);
+        let took_over = self.listeners.covered(&config);
+        let generation = self.new_generation(&config, access_logs, took_over);
         self.reload = Some(Reload {
             generation,
             started,
             waiters,
-            added,
+            prepared,
             text,
             persist,
             handover: None,
@@ -424,16 +427,19 @@ impl Master {
 
     /// Creates a generation and forks its workers. A fork failure fails the
     /// generation (through the usual path, on the next loop turn).
+    /// `took_over`: the retired sockets it serves too (see `retired`).
     fn new_generation(
         &mut self,
         config: &Arc<Config>,
         access_logs: Vec<std::os::fd::OwnedFd>,
+        took_over: Vec<(config::ListenAddr, config::ListenAddr)>,
     ) -> u64 {
         let number = self.next_generation;
         self.next_generation += 1;
         let deadline = deadline::from_now(config.worker_ready_timeout);
         let mut generation = Generation::new(number, Arc::clone(config), deadline);
         generation.access_logs = access_logs;
+        generation.took_over = took_over;
         let slots = generation.slots.len();
         self.generations.insert(number, generation);
         log::info!("starting generation {number} with {slots} workers");
@@ -453,14 +459,22 @@ impl Master {
         let Some(g) = self.generations.get(&generation) else {
             return Ok(());
         };
-        let mut fds = Vec::with_capacity(g.addrs.len());
-        for addr in &g.addrs {
+        let own = g.addrs.iter().map(|a| (a, a, false));
+        let taken = g.took_over.iter().map(|(a, by)| (a, by, true));
+        let mut fds = Vec::with_capacity(g.addrs.len() + g.took_over.len());
+        let mut listeners = Vec::with_capacity(fds.capacity());
+        for (addr, serves_as, taken_over) in own.chain(taken) {
             match self.listeners.get(addr) {
-                Some(b) => fds.push((addr.clone(), b.fd())),
+                Some(b) => fds.push(spawn::ListenerFd {
+                    fd: b.fd(),
+                    serves_as: serves_as.clone(),
+                    taken_over,
+                }),
                 None => {
                     return Err(io::Error::other(format!("listener {addr} is not bound")));
                 }
             }
+            listeners.push(addr.clone());
         }
         let logs: Vec<i32> = g.access_logs.iter().map(|f| f.as_raw_fd()).collect();
         let tls = spawn::TlsHandoff {
@@ -486,6 +500,7 @@ impl Master {
                 pid: spawned.pid,
                 generation,
                 slot,
+                listeners,
                 token,
                 channel: Some(spawned.channel),
                 ready: false,
@@ -513,10 +528,10 @@ impl Master {
         let keep = g.addrs.clone();
         let config = Arc::clone(&g.config);
         self.cert_watch = certwatch::Watch::new(&g.tls, g.config.tls.watch_interval);
-        self.current = number;
+        let previous = std::mem::replace(&mut self.current, number);
         // Steer new connections away from removed or moved addresses before
         // the old generation sweeps their queues.
-        self.listeners.retire_all_but(&keep);
+        self.retire_listeners(&keep, previous);
         let older: Vec<u64> = self
             .generations
             .iter()
@@ -618,10 +633,20 @@ impl Master {
             "generation {number} draining (grace {} s)",
             grace.as_secs_f64()
         );
-        for child in self.children.values_mut() {
-            if child.generation == number {
-                send(child, &ToWorker::Drain);
+        let held: Vec<(Pid, Vec<u32>)> = self
+            .children
+            .values()
+            .filter(|c| c.generation == number)
+            .map(|c| (c.pid, self.held_by(c)))
+            .collect();
+        for (pid, held) in held {
+            let Some(child) = self.children.get_mut(&pid) else {
+                continue;
+            };
+            if !held.is_empty() {
+                send(child, &ToWorker::HoldListeners(held));
             }
+            send(child, &ToWorker::Drain);
         }
         self.forget_generation_if_done(number);
     }
@@ -642,7 +667,7 @@ impl Master {
             _ => None,
         };
         if let Some(r) = &reload {
-            self.listeners.close(&r.added);
+            self.listeners.undo(&r.prepared);
         }
         let reason = format!("generation {number} failed to start: {reason}");
         match self.lifecycle {
@@ -981,12 +1006,7 @@ impl Master {
         }
         self.generations.remove(&number);
         log::info!("generation {number} has ended");
-        let in_use: Vec<_> = self
-            .generations
-            .values()
-            .flat_map(|g| g.addrs.iter().cloned())
-            .collect();
-        self.listeners.close_unused(&in_use);
+        self.close_unused_listeners();
     }
 
     // ----- stop ---------------------------------------------------------
@@ -1010,7 +1030,7 @@ impl Master {
             self.children.len()
         );
         if let Some(r) = self.reload.take() {
-            self.listeners.close(&r.added);
+            self.listeners.undo(&r.prepared);
             for w in r.waiters {
                 w.refuse("reload abandoned: the server is stopping");
             }
@@ -1363,6 +1383,7 @@ impl Master {
         }
         consider(self.reopen.as_ref().map(|r| r.deadline));
         consider(self.cert_watch.as_ref().map(|w| w.due()));
+        consider(self.listeners.next_linger_end());
         consider(Some(self.next_ticket_rotation));
         consider(
             self.reload
@@ -1380,6 +1401,7 @@ impl Master {
         if self.next_ticket_rotation <= now {
             self.rotate_ticket_keys();
         }
+        self.end_lingers(now);
         let handover_due = self
             .reload
             .as_ref()

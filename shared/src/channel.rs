@@ -74,6 +74,14 @@ pub enum ToWorker {
     Certificates(Vec<CertBundle>),
     /// The session ticket keys, newest first (rotated by the master).
     TicketKeys(Vec<[u8; 32]>),
+    /// Sent just before `Drain`: keep accepting on these listeners (by
+    /// their position in the worker's list) while draining, until
+    /// `CloseListeners` names them. They are retired sockets on which
+    /// connections may still arrive that only this generation can serve.
+    HoldListeners(Vec<u32>),
+    /// Stop accepting on these listeners: accept what is queued on them,
+    /// then close them (nothing more can arrive on them).
+    CloseListeners(Vec<u32>),
 }
 
 /// A worker's file cache, in `Stats`: lookups answered from it, lookups
@@ -184,6 +192,8 @@ const TAG_STOP: u8 = 2;
 const TAG_REOPEN_LOGS: u8 = 3;
 const TAG_CERTIFICATES: u8 = 4;
 const TAG_TICKET_KEYS: u8 = 5;
+const TAG_HOLD_LISTENERS: u8 = 6;
+const TAG_CLOSE_LISTENERS: u8 = 7;
 const TAG_READY: u8 = 1;
 const TAG_STATS: u8 = 2;
 const TAG_FAILED: u8 = 3;
@@ -219,6 +229,15 @@ impl Message for ToWorker {
                 out.push(TAG_TICKET_KEYS);
                 for k in keys {
                     out.extend_from_slice(k);
+                }
+            }
+            ToWorker::HoldListeners(list) | ToWorker::CloseListeners(list) => {
+                out.push(match self {
+                    ToWorker::HoldListeners(_) => TAG_HOLD_LISTENERS,
+                    _ => TAG_CLOSE_LISTENERS,
+                });
+                for i in list {
+                    out.extend_from_slice(&i.to_le_bytes());
                 }
             }
         }
@@ -262,6 +281,23 @@ impl Message for ToWorker {
                     })
                     .collect();
                 Ok(ToWorker::TicketKeys(keys))
+            }
+            TAG_HOLD_LISTENERS | TAG_CLOSE_LISTENERS => {
+                if body.len() % 4 != 0 {
+                    return Err(ChannelError::BadBody {
+                        tag,
+                        len: body.len(),
+                    });
+                }
+                let list = body
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                Ok(if tag == TAG_HOLD_LISTENERS {
+                    ToWorker::HoldListeners(list)
+                } else {
+                    ToWorker::CloseListeners(list)
+                })
             }
             t => Err(ChannelError::UnknownTag(t)),
         }
@@ -732,14 +768,19 @@ mod tests {
         ];
         let certs = ToWorker::Certificates(bundles);
         let keys = ToWorker::TicketKeys(vec![[7; 32], [9; 32]]);
+        let hold = ToWorker::HoldListeners(vec![0, 3, u32::MAX]);
+        let close = ToWorker::CloseListeners(vec![]);
         m.send(&certs).unwrap();
         m.send(&keys).unwrap();
+        m.send(&hold).unwrap();
+        m.send(&close).unwrap();
         let mut got = Vec::new();
-        while got.len() < 2 {
+        while got.len() < 4 {
             m.flush().unwrap();
             got.extend(w.receive::<ToWorker>().unwrap());
         }
-        assert_eq!(got, vec![certs, keys]);
+        assert_eq!(got, vec![certs, keys, hold, close]);
+        assert!(ToWorker::decode(&[TAG_CLOSE_LISTENERS, 1, 2]).is_err());
         // Lengths that run past the body are refused, not trusted.
         let mut frame = vec![TAG_CERTIFICATES];
         frame.extend_from_slice(&1u32.to_le_bytes());

@@ -96,6 +96,8 @@ pub struct Worker {
     /// Connections to drive again without waiting for an event.
     runnable: VecDeque<usize>,
     pub(crate) drain: Option<Drain>,
+    /// Listeners to keep while draining (`HoldListeners`), by position.
+    pub(crate) held: Vec<u32>,
     pub(crate) stop: bool,
     requests: u64,
     pub(crate) access_log: AccessLog,
@@ -173,6 +175,7 @@ impl Worker {
             conns: Slab::new(),
             runnable: VecDeque::new(),
             drain: None,
+            held: Vec::new(),
             stop: false,
             requests: 0,
             access_log,
@@ -554,6 +557,12 @@ impl Worker {
                     Err(e) => warn!("new certificates refused, the old ones stay: {e}"),
                 },
                 ToWorker::TicketKeys(keys) => self.tls.set_ticket_keys(&keys),
+                ToWorker::HoldListeners(list) => self.held = list,
+                ToWorker::CloseListeners(list) => {
+                    for i in list {
+                        self.close_listener(i as usize);
+                    }
+                }
             }
         }
         if eof {
