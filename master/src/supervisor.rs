@@ -927,17 +927,20 @@ impl Master {
             log::info!("process {pid} {how}");
             return;
         };
-        self.requests_by_gone_workers += child.requests;
+        // The workers' counters are their word: saturate, never overflow.
+        self.requests_by_gone_workers =
+            self.requests_by_gone_workers.saturating_add(child.requests);
         for (total, n) in self
             .responses_by_gone_workers
             .iter_mut()
             .zip(child.responses)
         {
-            *total += n;
+            *total = total.saturating_add(n);
         }
-        self.bytes_by_gone_workers += child.bytes;
-        self.file_cache_by_gone_workers.0 += child.file_cache.hits;
-        self.file_cache_by_gone_workers.1 += child.file_cache.misses;
+        self.bytes_by_gone_workers = self.bytes_by_gone_workers.saturating_add(child.bytes);
+        let gone = &mut self.file_cache_by_gone_workers;
+        gone.0 = gone.0.saturating_add(child.file_cache.hits);
+        gone.1 = gone.1.saturating_add(child.file_cache.misses);
         // A worker that ended has nothing left to reopen.
         self.reopen_answered(pid, Ok(()));
         let number = child.generation;

@@ -153,9 +153,10 @@ fn tune_listener(l: &std::net::TcpListener, defer_accept: Duration) {
     // connects and stays silent is handed over when the time is up and
     // then has `header_timeout`. Set every time, 0 included, so that a
     // reload can turn it off.
-    let secs =
-        libc::c_int::try_from(defer_accept.as_secs() + u64::from(defer_accept.subsec_nanos() > 0))
-            .unwrap_or(libc::c_int::MAX);
+    let secs = defer_accept
+        .as_secs()
+        .saturating_add(u64::from(defer_accept.subsec_nanos() > 0));
+    let secs = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
     set_tcp_int(l, libc::TCP_DEFER_ACCEPT, "TCP_DEFER_ACCEPT", secs);
 }
 
