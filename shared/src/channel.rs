@@ -33,12 +33,15 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, IoSlice, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, Write};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use crate::tls::CertBundle;
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+
+mod scm;
+
+use scm::send as send_fds;
 
 /// Frames are small; anything larger is garbage or an attack.
 pub const MAX_FRAME: usize = 64 * 1024;
@@ -47,8 +50,7 @@ pub const MAX_FRAME: usize = 64 * 1024;
 /// (253), which the receiver's buffer holds.
 pub const FDS_PER_BATCH: usize = 64;
 
-/// The kernel's limit of fds in one SCM_RIGHTS message (SCM_MAX_FD).
-const SCM_MAX_FD: usize = 253;
+use scm::SCM_MAX_FD;
 
 /// A carrier frame: length 1, tag 0. It only carries the fds of one batch
 /// and is skipped by `receive`.
@@ -620,99 +622,27 @@ impl Channel {
         self.eof
     }
 
-    /// recvmsg(2) that also collects fds sent with SCM_RIGHTS (they arrive
-    /// close-on-exec, MSG_CMSG_CLOEXEC). Returns the bytes read and the
-    /// number of fds that came. On a truncation the fds that came are
-    /// closed at once and `fds_lost` is set.
-    ///
-    /// By hand rather than with nix, whose `cmsgs()` refuses a truncated
-    /// message without letting the fds that did arrive be closed.
+    /// Reads into `buf`, queueing the fds that come with the bytes.
+    /// Returns the bytes read and the number of fds that came. On a
+    /// truncation those fds are closed at once and `fds_lost` is set.
     fn read_with_fds(&mut self, buf: &mut [u8]) -> io::Result<(usize, usize)> {
-        // Room for SCM_MAX_FD fds, aligned for cmsghdr (u64 is enough:
-        // cmsghdr holds a size_t and two ints).
-        // SAFETY: CMSG_SPACE is arithmetic on its argument.
-        const ROOM: usize = unsafe { libc::CMSG_SPACE((SCM_MAX_FD * 4) as u32) } as usize;
-        let mut space = [0u64; ROOM.div_ceil(8)];
-        // SAFETY: as above.
-        let room = unsafe { libc::CMSG_SPACE((self.fd_room * 4) as u32) } as usize;
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = space.as_mut_ptr().cast();
-        msg.msg_controllen = room.min(std::mem::size_of_val(&space)) as _;
-        // SAFETY: `msg` points at `iov` (over `buf`) and `space`, which
-        // outlive the call and have the lengths given.
-        let n = unsafe {
-            libc::recvmsg(
-                self.stream.as_raw_fd(),
-                &mut msg,
-                libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-            )
-        };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        let mut arrived = Vec::new();
-        // SAFETY: `msg` is the header recvmsg filled; CMSG_FIRSTHDR and
-        // CMSG_NXTHDR stay within its control buffer, and each header they
-        // return lies in `space`.
-        let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-        while !cmsg.is_null() {
-            // SAFETY: non-null headers from CMSG_*HDR are in `space`,
-            // aligned for cmsghdr.
-            let header = unsafe { &*cmsg };
-            if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
-                // SAFETY: CMSG_DATA of a header in `space` is in `space`.
-                let data = unsafe { libc::CMSG_DATA(cmsg) };
-                let offset = data as usize - space.as_ptr() as usize;
-                let len = (header.cmsg_len as usize)
-                    .saturating_sub(data as usize - cmsg as usize)
-                    .min(std::mem::size_of_val(&space).saturating_sub(offset));
-                for i in 0..len / std::mem::size_of::<RawFd>() {
-                    // SAFETY: within the data of this header (bounded
-                    // above by its length and the buffer's end); the
-                    // kernel installed each of these fds for us, and
-                    // nothing else owns them.
-                    let fd = unsafe { data.cast::<RawFd>().add(i).read_unaligned() };
-                    arrived.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-            }
-            // SAFETY: as for CMSG_FIRSTHDR.
-            cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
-        }
-        let count = arrived.len();
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        let got = scm::recv(&self.stream, buf, self.fd_room)?;
+        let count = got.fds.len();
+        if got.truncated {
             // Some fds of this batch were dropped by the kernel: the ones
-            // that came are of no use without them.
-            drop(arrived);
+            // that came are of no use without them (dropped: closed).
             self.fds_lost = true;
-            return Ok((n, count.max(1)));
+            return Ok((got.bytes, count.max(1)));
         }
-        self.fds.extend(arrived);
-        Ok((n, count))
+        self.fds.extend(got.fds);
+        Ok((got.bytes, count))
     }
-}
-
-/// sendmsg(2) of `bytes` with `fds` attached to the first byte.
-fn send_fds(stream: &UnixStream, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
-    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-    let cmsg = [ControlMessage::ScmRights(&raw)];
-    sendmsg::<()>(
-        stream.as_raw_fd(),
-        &[IoSlice::new(bytes)],
-        &cmsg,
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map_err(io::Error::from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::{AsRawFd, RawFd};
 
     fn pair() -> (Channel, Channel) {
         let (a, b) = UnixStream::pair().unwrap();
