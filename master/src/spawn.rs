@@ -5,10 +5,11 @@
 //! without exec, so the child tidies up by hand before it serves: it keeps
 //! only stdio, its channel and its generation's listeners (closing the
 //! master's epoll fd, signalfd, lock file, control socket, other workers'
-//! channels and retired listeners), drops privileges, and only then calls
-//! the worker's `run`. The signal mask is left as inherited (all the
-//! master's signals blocked) so no signal is lost before the worker has
-//! its own signalfd; `run` sets the mask it wants.
+//! channels and the retired listeners it does not take over), drops
+//! privileges, and only then calls the worker's `run`. The signal mask is
+//! left as inherited (all the master's signals blocked) so no signal is
+//! lost before the worker has its own signalfd; `run` sets the mask it
+//! wants.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;

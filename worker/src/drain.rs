@@ -24,8 +24,9 @@
 //! 4. Connections close with a lingering close, never while a request is
 //!    arriving unseen.
 //! 5. The worker exits as soon as no connection and no held listener is
-//!    left, not at the end of a grace period. When the master is gone nobody will kill a worker
-//!    that takes too long, so it then gives up itself after `grace`.
+//!    left, not at the end of a grace period. When the master is gone
+//!    nobody will kill a worker that takes too long, so it then gives up
+//!    itself after `grace`.
 
 use std::fmt;
 use std::io;
