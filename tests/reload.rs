@@ -440,7 +440,10 @@ fn listening_on(ip: &str, port: u16) -> bool {
 fn preconnected_client_survives_a_reload_that_moves_its_address() {
     use std::io::{BufReader, Write};
     let env = Env::new();
-    let config = env.simple_config_with("defer_accept = \"1s\"");
+    // 3 s: the connection stays out of the accept queue until well after
+    // the commit (the kernel queues it at 1 s only once the master has
+    // turned the defer off), however slow the machine.
+    let config = env.simple_config_with("defer_accept = \"3s\"");
     env.write_config(&config);
     let server = env.start();
     wait_settled(&env, 2);
@@ -483,7 +486,10 @@ fn preconnected_client_survives_a_reload_that_removes_its_address() {
     use std::io::{BufReader, Write};
     let env = Env::new();
     let second = free_port();
-    let one = env.simple_config_with("defer_accept = \"1s\"\ndrain_linger = \"5s\"");
+    // drain_linger: the late connection, accepted by a draining worker,
+    // must still be open when the test sends its request after the socket
+    // closed (the linger: 3 s + 1 s).
+    let one = env.simple_config_with("defer_accept = \"3s\"\ndrain_linger = \"10s\"");
     let both = one.replace(
         &format!("\"127.0.0.1:{}\"", env.port),
         &format!("\"127.0.0.1:{}\", \"127.0.0.1:{second}\"", env.port),
