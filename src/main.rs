@@ -26,8 +26,9 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     pid_file: Option<PathBuf>,
 
-    /// Grace period for draining, overriding the config's grace (e.g. 30s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Grace period for draining, overriding the config's grace (e.g. 30s;
+    /// at most 24h, as in the config).
+    #[arg(long, value_name = "DURATION", value_parser = parse_grace)]
     grace: Option<Duration>,
 
     /// Test the config and exit: 0 if valid, 1 with FILE:LINE:COL errors.
@@ -63,9 +64,10 @@ impl Command {
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    baton_shared::config::parse_duration(s)
-        .ok_or_else(|| format!("{s:?} is not a duration like \"30s\" or \"500ms\""))
+/// `--grace`: the config's form and the config's bounds (`grace` in
+/// `config::bounds`), so the override cannot carry what the file could not.
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    baton_shared::config::parse_setting_duration("grace", s)
 }
 
 fn main() -> ExitCode {

@@ -230,3 +230,106 @@ fn metrics_count_responses_by_class_and_bytes() {
     m = metrics();
     assert!(m.contains("baton_responses_total{class=\"2xx\"} 3"), "{m}");
 }
+
+/// Forty sites, each with its own access log, plus the error log: more fds
+/// than one control message could carry to a worker (16), which used to
+/// read the truncated message as "master lost", drain and exit, be
+/// respawned as a crash, while `-s reopen` still reported success. Now
+/// every file reaches the same workers and new lines land in the new files.
+#[test]
+fn reopen_hands_forty_access_logs_to_the_same_workers() {
+    const SITES: usize = 40;
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("logs")).unwrap();
+    let log = |i: usize| env.path(&format!("logs/s{i}.log"));
+    let mut config = format!(
+        "{}error_log = \"{}\"\n",
+        env.globals(),
+        env.path("logs/error.log").display()
+    );
+    for i in 0..SITES {
+        config.push_str(&format!(
+            "\n[[site]]\nlisten = [\"127.0.0.1:{}\"]\nnames = [\"s{i}.example\"]\n\
+             root = \"{}\"\naccess_log = \"{}\"\n",
+            env.port,
+            env.path("www").display(),
+            log(i).display()
+        ));
+    }
+    env.write_config(&config);
+    let _server = env.start();
+    let ask_all = || {
+        for i in 0..SITES {
+            let r = request(
+                env.port,
+                &format!("GET /?n={i} HTTP/1.1\r\nHost: s{i}.example\r\nConnection: close\r\n\r\n"),
+            )
+            .unwrap();
+            assert_eq!(r.status, 200);
+        }
+    };
+    ask_all();
+    assert!(wait_until(Duration::from_secs(5), || (0..SITES)
+        .all(|i| lines(&log(i)).len() == 1)));
+    let before = env.status();
+    assert_eq!(before.serving_pids().len(), 2, "{}", before.raw);
+
+    for i in 0..SITES {
+        std::fs::rename(log(i), env.path(&format!("logs/s{i}.log.1"))).unwrap();
+    }
+    let out = env.baton(&["-s", "reopen"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ask_all();
+    assert!(
+        wait_until(Duration::from_secs(5), || (0..SITES).all(|i| lines(&log(
+            i
+        ))
+        .len()
+            == 1)),
+        "new lines did not all reach the new files"
+    );
+    let after = env.status();
+    assert_eq!(
+        after.serving_pids(),
+        before.serving_pids(),
+        "workers were replaced: {}",
+        after.raw
+    );
+    assert!(after.raw.contains("restarts: 0"), "{}", after.raw);
+    for i in 0..SITES {
+        let old = lines(&env.path(&format!("logs/s{i}.log.1")));
+        assert_eq!(old.len(), 1, "site {i} wrote to its rotated file: {old:?}");
+        assert!(lines(&log(i))[0].contains(&format!("/?n={i} ")));
+    }
+}
+
+/// A log the master cannot reopen is a failed reopen, reported to the
+/// caller with the file's name; the workers keep their old files and go
+/// on serving.
+#[test]
+fn reopen_reports_a_log_it_cannot_open() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("logs/site")).unwrap();
+    let log = env.path("logs/site/access.log");
+    let config = env.simple_config_with(&format!("access_log = \"{}\"", log.display()));
+    env.write_config(&config);
+    let _server = env.start();
+    let before = env.status();
+    std::fs::remove_file(&log).unwrap();
+    std::fs::remove_dir(env.path("logs/site")).unwrap();
+    let out = env.baton(&["-s", "reopen"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "reopen said: {err}");
+    assert!(
+        err.contains(&format!("cannot open access log {}", log.display())),
+        "{err}"
+    );
+    assert_eq!(get(env.port, "/").unwrap().status, 200);
+    let after = env.status();
+    assert_eq!(after.serving_pids(), before.serving_pids());
+}

@@ -635,3 +635,27 @@ fn root_workers_need_explicit_opt_in() {
         text(&out.stderr)
     );
 }
+
+/// `--grace` overrides the config's grace on start and on every reload, so
+/// it has the config's bounds: a value the master would have added to
+/// `Instant::now()` (and panicked on, at the first reload) is refused by
+/// the command line itself.
+#[test]
+fn grace_on_the_command_line_is_bounded_like_the_config() {
+    let env = Env::new();
+    env.write_config(&env.simple_config());
+    for huge in ["18446744073709551615", "25h"] {
+        let out = env.baton(&["--grace", huge, "-t"]);
+        assert_eq!(out.status.code(), Some(2), "--grace {huge} was accepted");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("grace \"{huge}\" is too long (at most 24h)")),
+            "{err}"
+        );
+        let out = env.baton(&["--grace", huge]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(!env.pid_file().exists());
+    }
+    let out = env.baton(&["--grace", "24h", "-t"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

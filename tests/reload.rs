@@ -353,3 +353,175 @@ fn unix_socket_listener_keeps_its_inode_and_is_removed_at_exit() {
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(!sock.exists(), "socket file removed at exit");
 }
+
+/// Durations and sizes are bounded in validation: a value that `-t`
+/// accepted used to be added to `Instant::now()` by the master on reload,
+/// which panicked (the master aborted, both generations were orphaned and
+/// the pidfile stayed). Now `-t` and the reload refuse it with its place,
+/// and the same master keeps serving.
+#[test]
+fn reload_with_an_unbounded_duration_is_refused_and_the_master_lives() {
+    let env = Env::new();
+    env.write_config(&env.simple_config());
+    let server = env.start();
+    let before = wait_settled(&env, 2);
+    let huge = "\"18446744073709551615\"";
+    for (key, limit) in [
+        ("grace", "24h"),
+        ("worker_ready_timeout", "1h"),
+        ("tls_ticket_rotation", "24h"),
+        ("drain_linger", "1h"),
+        ("keepalive_timeout", "1h"),
+        ("header_timeout", "1h"),
+    ] {
+        let base = env.simple_config();
+        let config = match base.lines().find(|l| l.starts_with(&format!("{key} ="))) {
+            Some(line) => base.replace(line, &format!("{key} = {huge}")),
+            None => env.simple_config_with(&format!("{key} = {huge}")),
+        };
+        env.write_config(&config);
+        let line = config
+            .lines()
+            .position(|l| l.starts_with(&format!("{key} =")))
+            .unwrap()
+            + 1;
+        let col = key.len() + 4;
+        let expected =
+            format!("baton.toml:{line}:{col}: {key} = {huge} is too long (at most {limit})");
+
+        let out = env.baton(&["-t"]);
+        assert_eq!(out.status.code(), Some(1), "-t accepted {key} = {huge}");
+        assert!(
+            text(&out.stderr).contains(&expected),
+            "{}",
+            text(&out.stderr)
+        );
+
+        let out = env.reload();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "reload with {key} = {huge}: {}\n{}",
+            text(&out.stderr),
+            server.log_text()
+        );
+        assert!(
+            text(&out.stderr).contains(&expected),
+            "{}",
+            text(&out.stderr)
+        );
+        let after = env.status();
+        assert_eq!(after.pid, before.pid, "{}", server.log_text());
+        assert_eq!(after.serving_pids(), before.serving_pids());
+        assert_eq!(get(env.port, "/").unwrap().status, 200);
+    }
+    assert!(!server.log_text().contains("panicked"));
+}
+
+/// Whether a socket listens on `ip:port` (IPv4, /proc/net/tcp; `ip` as
+/// there: "0100007F" for 127.0.0.1, "00000000" for 0.0.0.0).
+fn listening_on(ip: &str, port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("{ip}:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
+    })
+}
+
+/// A client that connected before a reload and sends its request after it
+/// (a browser's preconnect), on an address the reload moves. With
+/// TCP_DEFER_ACCEPT the kernel keeps such a connection out of the accept
+/// queue until its first bytes or the defer timeout: the draining workers
+/// sweep the retired socket's queue before it is there, and closing the
+/// socket used to reset it. The retired socket is now served by the new
+/// generation until nothing can still arrive on it.
+#[test]
+fn preconnected_client_survives_a_reload_that_moves_its_address() {
+    use std::io::{BufReader, Write};
+    let env = Env::new();
+    // 3 s: the connection stays out of the accept queue until well after
+    // the commit (the kernel queues it at 1 s only once the master has
+    // turned the defer off), however slow the machine.
+    let config = env.simple_config_with("defer_accept = \"3s\"");
+    env.write_config(&config);
+    let server = env.start();
+    wait_settled(&env, 2);
+    let mut client = connect(env.port);
+
+    env.write_config(&config.replace(
+        &format!("\"127.0.0.1:{}\"", env.port),
+        &format!("\"0.0.0.0:{}\"", env.port),
+    ));
+    let out = env.reload();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The old generation is gone, and so is the old socket (once nothing
+    // can arrive on it any more).
+    wait_settled(&env, 2);
+    assert!(
+        wait_until(Duration::from_secs(10), || !listening_on(
+            "0100007F", env.port
+        )),
+        "the retired 127.0.0.1 socket was never closed"
+    );
+    assert!(listening_on("00000000", env.port));
+
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
+    let response = read_response(&mut BufReader::new(client), false);
+    assert_eq!(
+        response.map(|r| r.status).map_err(|e| e.to_string()),
+        Ok(200),
+        "{}",
+        server.log_text()
+    );
+}
+
+/// The same for an address the reload removes: the old generation, whose
+/// config still has a site there, keeps accepting on it until nothing can
+/// still arrive, and serves the late connection.
+#[test]
+fn preconnected_client_survives_a_reload_that_removes_its_address() {
+    use std::io::{BufReader, Write};
+    let env = Env::new();
+    let second = free_port();
+    // drain_linger: the late connection, accepted by a draining worker,
+    // must still be open when the test sends its request after the socket
+    // closed (the linger: 3 s + 1 s).
+    let one = env.simple_config_with("defer_accept = \"3s\"\ndrain_linger = \"10s\"");
+    let both = one.replace(
+        &format!("\"127.0.0.1:{}\"", env.port),
+        &format!("\"127.0.0.1:{}\", \"127.0.0.1:{second}\"", env.port),
+    );
+    env.write_config(&both);
+    let server = env.start();
+    wait_settled(&env, 2);
+    let mut client = connect(second);
+
+    env.write_config(&one);
+    let out = env.reload();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        wait_until(Duration::from_secs(10), || !listening_on(
+            "0100007F", second
+        )),
+        "the removed socket was never closed"
+    );
+
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
+    let response = read_response(&mut BufReader::new(client), false);
+    assert_eq!(
+        response.map(|r| r.status).map_err(|e| e.to_string()),
+        Ok(200),
+        "{}",
+        server.log_text()
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", second)).is_err(),
+        "the removed address still accepts"
+    );
+    wait_settled(&env, 2);
+}

@@ -26,6 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use baton_shared::deadline;
 use baton_shared::tls::{LoadedCert, Material, Staple, http_date, load_files, unix_now};
 
 /// What a file looked like: (inode, size, mtime in ns); `None` if missing.
@@ -90,8 +91,7 @@ impl Watch {
             seen: material.certs.iter().map(sigs).collect(),
             expiry_logged: vec![false; material.certs.len()],
             interval,
-            // A bounded config value; "never" if it could not be reached.
-            next: later(now, interval).unwrap_or(now),
+            next: deadline::after(now, interval),
             staple_due: None,
         };
         watch.staples(material);
@@ -178,7 +178,7 @@ impl Watch {
     /// verified.
     fn stat(&mut self, material: &Material) -> Option<Material> {
         let started = Instant::now();
-        self.next = later(started, self.interval).unwrap_or(started);
+        self.next = deadline::after(started, self.interval);
         let now = unix_now();
         let mut updated: Option<Material> = None;
         for (i, cert) in material.certs.iter().enumerate() {

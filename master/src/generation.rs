@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use baton_shared::channel::{Channel, FileCacheStats};
 use baton_shared::config::{Config, ListenAddr};
+use baton_shared::deadline;
 use mio::Token;
 use nix::unistd::Pid;
 
@@ -64,7 +65,7 @@ impl Slot {
         };
         let shift = (self.crashes - 1).min(16);
         let delay = BACKOFF_FIRST.saturating_mul(1 << shift).min(BACKOFF_MAX);
-        self.respawn_at = Some(now + delay);
+        self.respawn_at = Some(deadline::after(now, delay));
         self.last_crash = Some(now);
         delay
     }
@@ -86,6 +87,11 @@ pub struct Generation {
     pub config: Arc<Config>,
     /// The listen addresses its workers were given.
     pub addrs: Vec<ListenAddr>,
+    /// Retired sockets it serves too, for the connections still on their
+    /// way to them, until their linger ends: (the socket's address, the
+    /// address of this generation's config that covers it, whose sites
+    /// answer them). Given to its workers after `addrs`.
+    pub took_over: Vec<(ListenAddr, ListenAddr)>,
     pub phase: Phase,
     /// Ready deadline while Starting, kill deadline while Draining.
     pub deadline: Option<Instant>,
@@ -100,12 +106,21 @@ pub struct Generation {
 }
 
 impl Generation {
+    /// Every socket its workers hold: its own addresses and those it took
+    /// over.
+    pub fn holds(&self) -> impl Iterator<Item = &ListenAddr> {
+        self.addrs
+            .iter()
+            .chain(self.took_over.iter().map(|(addr, _)| addr))
+    }
+
     pub fn new(number: u64, config: Arc<Config>, deadline: Instant) -> Generation {
         let addrs = config.listens().iter().map(|l| l.addr.clone()).collect();
         let slots = vec![Slot::default(); config.workers];
         Generation {
             number,
             addrs,
+            took_over: Vec::new(),
             phase: Phase::Starting,
             deadline: Some(deadline),
             tls: Arc::clone(&config.tls_loaded.0),
@@ -122,6 +137,9 @@ pub struct Child {
     pub pid: Pid,
     pub generation: u64,
     pub slot: usize,
+    /// The addresses of the sockets it was given, in the order it was
+    /// given them (the master names them by position in its messages).
+    pub listeners: Vec<ListenAddr>,
     pub token: Token,
     /// None once the channel closed or failed.
     pub channel: Option<Channel>,

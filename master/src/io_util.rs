@@ -27,7 +27,7 @@ pub fn read_available<R: Read>(stream: &mut R, buf: &mut Vec<u8>, cap: usize) ->
 /// one second: replies are small and their client is reading; one that
 /// does not loses its reply rather than stall the master.
 pub fn write_briefly<W: Write>(stream: &mut W, bytes: &[u8]) {
-    let deadline = Instant::now() + Duration::from_secs(1);
+    let deadline = baton_shared::deadline::from_now(Duration::from_secs(1));
     let mut at = 0;
     while at < bytes.len() && Instant::now() < deadline {
         match stream.write(&bytes[at..]) {

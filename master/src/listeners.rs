@@ -10,8 +10,16 @@
 //! A reload diffs the addresses: unchanged ones keep their socket, new ones
 //! are bound here (the master keeps the privileges to do so), removed ones
 //! are *retired*: they stop receiving new connections at once (see
-//! `retire`), the draining generation accepts what is already queued, and
-//! the master closes its copy once no live generation holds it.
+//! `retire_all_but`), but a retired socket may still hold connections the
+//! kernel has not queued yet (TCP_DEFER_ACCEPT keeps a connection out of the
+//! accept queue until its first bytes, or the defer timeout), so it is kept
+//! open and accepted from for a *linger*, after which nothing can arrive on
+//! it any more: by the new generation when one of its addresses covers the
+//! retired one (`covered`, a move such as 127.0.0.1:80 → 0.0.0.0:80), else
+//! by the draining generation, whose config still has the sites. The master
+//! closes its copy when the linger is over, or before if no live generation
+//! holds it any more.
+//! docs/architecture.md ("Retired listeners") has the measurements.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -20,8 +28,10 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use baton_shared::config::{Config, Listen, ListenAddr};
+use baton_shared::deadline;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::activation::{Passed, is_listening, take_stdin};
@@ -38,6 +48,9 @@ pub struct Bound {
     unix_file: Option<(u64, u64)>,
     /// Retired sockets are kept only until the generations using them end.
     pub retired: bool,
+    /// A retired socket may still get connections until then (see the
+    /// module docs); `None` once that is over, or when not retired.
+    pub lingers_until: Option<Instant>,
     /// Passed in by systemd or inetd rather than bound here.
     pub adopted: bool,
 }
@@ -54,6 +67,15 @@ pub struct ListenerSet {
     bound: BTreeMap<ListenAddr, Bound>,
 }
 
+/// What `prepare` changed, so that a reload that fails can undo it.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// Addresses bound by it.
+    pub added: Vec<ListenAddr>,
+    /// Retired addresses it brought back, with their linger.
+    revived: Vec<(ListenAddr, Option<Instant>)>,
+}
+
 /// An error binding one address, with the config entry it came from.
 #[derive(Debug)]
 pub struct BindError {
@@ -67,37 +89,46 @@ impl ListenerSet {
     }
 
     /// Makes sure every address of `config` is bound, binding the missing
-    /// ones. Returns the addresses bound by this call (so a failed reload
-    /// can close exactly those with `close`). On error, whatever this call
-    /// bound is closed again and the set is as before.
-    pub fn prepare(&mut self, config: &Config) -> Result<Vec<ListenAddr>, BindError> {
-        let mut added = Vec::new();
+    /// ones and bringing back retired ones. Returns what it changed, so a
+    /// failed reload can `undo` exactly that. On error, that is undone here
+    /// and the set is as before.
+    pub fn prepare(&mut self, config: &Config) -> Result<Prepared, BindError> {
+        let mut done = Prepared::default();
         for listen in config.listens() {
-            if let Some(existing) = self.bound.get_mut(&listen.addr) {
-                if let Err(error) = existing.update(listen) {
-                    self.close(&added);
-                    return Err(BindError {
-                        listen: listen.clone(),
-                        error,
-                    });
+            let result = match self.bound.get_mut(&listen.addr) {
+                Some(existing) => {
+                    if existing.retired {
+                        done.revived
+                            .push((listen.addr.clone(), existing.lingers_until));
+                    }
+                    existing.update(listen)
                 }
-                continue;
-            }
-            match self.bind(listen) {
-                Ok(bound) => {
-                    added.push(listen.addr.clone());
+                None => self.bind(listen).map(|bound| {
+                    done.added.push(listen.addr.clone());
                     self.bound.insert(listen.addr.clone(), bound);
-                }
-                Err(error) => {
-                    self.close(&added);
-                    return Err(BindError {
-                        listen: listen.clone(),
-                        error,
-                    });
-                }
+                }),
+            };
+            if let Err(error) = result {
+                self.undo(&done);
+                return Err(BindError {
+                    listen: listen.clone(),
+                    error,
+                });
             }
         }
-        Ok(added)
+        Ok(done)
+    }
+
+    /// Undoes a `prepare` whose reload failed: closes what it bound and
+    /// retires again what it brought back.
+    pub fn undo(&mut self, done: &Prepared) {
+        self.close(&done.added);
+        for (addr, lingers_until) in &done.revived {
+            if let Some(b) = self.bound.get_mut(addr) {
+                b.retire();
+                b.lingers_until = *lingers_until;
+            }
+        }
     }
 
     fn bind(&mut self, listen: &Listen) -> io::Result<Bound> {
@@ -116,6 +147,7 @@ impl ListenerSet {
                     mode: listen.mode,
                     unix_file: None,
                     retired: false,
+                    lingers_until: None,
                     adopted: false,
                 })
             }
@@ -131,6 +163,7 @@ impl ListenerSet {
                     mode: listen.mode,
                     unix_file: Some(id),
                     retired: false,
+                    lingers_until: None,
                     adopted: false,
                 })
             }
@@ -236,36 +269,71 @@ impl ListenerSet {
                 // Its owner created any socket file; never unlinked by us.
                 unix_file: None,
                 retired: false,
+                lingers_until: None,
                 adopted: true,
             },
         );
     }
 
-    /// Stops new connections reaching retired sockets (those not in
-    /// `keep`) while leaving what is already queued on them to be accepted
-    /// by the draining generation.
-    ///
-    /// Binding the socket to an interface index that does not exist makes
-    /// the kernel's listener lookup skip it (compute_score rejects a socket
-    /// bound to another device), so a new SYN for a moved address reaches
-    /// the new wildcard socket and one for a removed address is refused,
-    /// instead of queueing on a socket about to close and being reset.
-    /// Established connections already in its accept queue are untouched.
-    pub fn retire_all_but(&mut self, keep: &[ListenAddr]) {
+    /// Retires the sockets not in `keep`: no new connection reaches them
+    /// from now on (see `Bound::retire`), and the connections already on
+    /// their way are accepted for `linger` more (see the module docs). A
+    /// unix socket has nothing on its way: a connect(2) to it is queued or
+    /// refused at once, so what its draining workers sweep is all there is.
+    pub fn retire_all_but(&mut self, keep: &[ListenAddr], linger: Duration) {
+        let until = deadline::from_now(linger);
         for b in self.bound.values_mut() {
             if b.retired || keep.contains(&b.addr) {
                 continue;
             }
-            b.retired = true;
-            if let ListenAddr::Tcp(_) = b.addr
-                && let Err(e) = bind_to_ifindex(&b.socket, NO_SUCH_INTERFACE)
-            {
-                log::debug!(
-                    "cannot steer new connections away from retired {}: {e}",
-                    b.addr
-                );
+            b.retire();
+            if !matches!(b.addr, ListenAddr::Unix(_)) {
+                b.lingers_until = Some(until);
             }
         }
+    }
+
+    /// The sockets a generation running `config` takes over from the
+    /// retired or about to be: each bound socket whose address `config`
+    /// does not list but covers (see `covers`), and on which connections
+    /// may still arrive, with the address of `config` it is served as.
+    pub fn covered(&self, config: &Config) -> Vec<(ListenAddr, ListenAddr)> {
+        let listens = config.listens();
+        self.bound
+            .values()
+            .filter(|b| !b.retired || b.lingers_until.is_some())
+            .filter(|b| !listens.iter().any(|l| l.addr == b.addr))
+            .filter_map(|b| {
+                let by = listens.iter().find(|l| covers(&l.addr, &b.addr))?;
+                Some((b.addr.clone(), by.addr.clone()))
+            })
+            .collect()
+    }
+
+    /// Whether `addr` is retired and may still get connections.
+    pub fn lingering(&self, addr: &ListenAddr) -> bool {
+        self.bound
+            .get(addr)
+            .is_some_and(|b| b.retired && b.lingers_until.is_some())
+    }
+
+    /// When the next linger ends.
+    pub fn next_linger_end(&self) -> Option<Instant> {
+        self.bound.values().filter_map(|b| b.lingers_until).min()
+    }
+
+    /// The retired sockets whose linger is over by `now` (from then on
+    /// nothing can arrive on them: they may be closed once nobody holds
+    /// them).
+    pub fn lingered(&mut self, now: Instant) -> Vec<ListenAddr> {
+        let mut out = Vec::new();
+        for b in self.bound.values_mut() {
+            if b.lingers_until.is_some_and(|t| t <= now) {
+                b.lingers_until = None;
+                out.push(b.addr.clone());
+            }
+        }
+        out
     }
 
     /// Closes and forgets the given addresses (unlinking unix socket files
@@ -278,7 +346,8 @@ impl ListenerSet {
         }
     }
 
-    /// Closes retired sockets that no generation in `in_use` holds.
+    /// Closes retired sockets that no generation in `in_use` holds (their
+    /// listed addresses and the retired sockets they took over).
     pub fn close_unused(&mut self, in_use: &[ListenAddr]) {
         let gone: Vec<ListenAddr> = self
             .bound
@@ -300,15 +369,51 @@ impl ListenerSet {
 }
 
 impl Bound {
+    /// Stops new connections reaching this socket while what is on its way
+    /// still can.
+    ///
+    /// Binding the socket to an interface index that does not exist makes
+    /// the kernel's listener lookup skip it (compute_score rejects a socket
+    /// bound to another device), so a new SYN for a moved address reaches
+    /// the new wildcard socket and one for a removed address is refused,
+    /// instead of queueing on a socket about to close and being reset.
+    /// Connections already in its accept queue, and those that completed
+    /// their handshake but wait for their first bytes (TCP_DEFER_ACCEPT),
+    /// are untouched: the latter are found by their own lookup, not the
+    /// listener's. Turning TCP_DEFER_ACCEPT off makes those mature at their
+    /// next SYN-ACK retransmission (the client's ACK is no longer dropped)
+    /// rather than at the end of the defer period: measured on Linux 6.18,
+    /// a connection 1.5 s old on a listener with a 30 s defer was queued
+    /// 1.5 s after the switch, instead of 30 s later.
+    fn retire(&mut self) {
+        self.retired = true;
+        if let ListenAddr::Tcp(_) = self.addr {
+            if let Err(e) = bind_to_ifindex(&self.socket, NO_SUCH_INTERFACE) {
+                log::debug!(
+                    "cannot steer new connections away from retired {}: {e}",
+                    self.addr
+                );
+            }
+            if let Err(e) = set_int(&self.socket, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 0) {
+                log::debug!(
+                    "cannot turn TCP_DEFER_ACCEPT off on retired {}: {e}",
+                    self.addr
+                );
+            }
+        }
+    }
+
     /// Applies changed options of an address that stays.
     fn update(&mut self, listen: &Listen) -> io::Result<()> {
         if self.retired {
             // A reload brought a retired address back before its last user
-            // ended: it is ours again. Undo the steering (0: any interface).
+            // ended: it is ours again. Undo the steering (0: any interface);
+            // the new generation's workers set TCP_DEFER_ACCEPT again.
             if let ListenAddr::Tcp(_) = self.addr {
                 bind_to_ifindex(&self.socket, 0)?;
             }
             self.retired = false;
+            self.lingers_until = None;
         }
         if self.adopted {
             // Its owner (systemd, inetd) set its options.
@@ -351,18 +456,40 @@ impl Bound {
 /// by the kernel's lookup for every incoming connection.
 const NO_SUCH_INTERFACE: libc::c_int = libc::c_int::MAX;
 
+/// Whether connections to `retired` can all be served as connections to
+/// `by`: same family and port, and `by` is the wildcard address (a
+/// specific address only covers itself, which is then not retired).
+fn covers(by: &ListenAddr, retired: &ListenAddr) -> bool {
+    match (by, retired) {
+        (ListenAddr::Tcp(by), ListenAddr::Tcp(r)) => {
+            by.port() == r.port() && by.is_ipv4() == r.is_ipv4() && by.ip().is_unspecified()
+        }
+        _ => false,
+    }
+}
+
 /// SO_BINDTOIFINDEX: restricts (or, with 0, unrestricts) which interface's
 /// traffic a socket takes. socket2 only offers the by-name variant, which
 /// needs an existing interface.
 fn bind_to_ifindex(socket: &Socket, index: libc::c_int) -> io::Result<()> {
+    set_int(socket, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX, index)
+}
+
+/// An integer socket option.
+fn set_int(
+    socket: &Socket,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: setsockopt with a valid fd, a pointer to a live c_int and its
     // exact size.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTOIFINDEX,
-            (&raw const index).cast(),
+            level,
+            option,
+            (&raw const value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -430,4 +557,90 @@ fn passed_addr(socket: &Socket) -> Option<ListenAddr> {
     local
         .as_pathname()
         .map(|p| ListenAddr::Unix(p.to_path_buf()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_shared::config::Pos;
+
+    fn tcp(a: &str) -> ListenAddr {
+        ListenAddr::Tcp(a.parse().unwrap())
+    }
+
+    fn get_int(socket: &Socket, level: libc::c_int, option: libc::c_int) -> libc::c_int {
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into a live c_int with its exact size.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                level,
+                option,
+                (&raw mut value).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        value
+    }
+
+    #[test]
+    fn what_covers_a_retired_address() {
+        assert!(covers(&tcp("0.0.0.0:80"), &tcp("127.0.0.1:80")));
+        assert!(covers(&tcp("[::]:80"), &tcp("[::1]:80")));
+        assert!(!covers(&tcp("0.0.0.0:81"), &tcp("127.0.0.1:80")));
+        assert!(!covers(&tcp("[::]:80"), &tcp("127.0.0.1:80")), "v6-only");
+        assert!(!covers(&tcp("127.0.0.1:80"), &tcp("0.0.0.0:80")));
+        assert!(!covers(&tcp("127.0.0.2:80"), &tcp("127.0.0.1:80")));
+        let unix = ListenAddr::Unix("/run/a.sock".into());
+        assert!(!covers(&unix, &unix));
+    }
+
+    /// Retiring steers new connections away and turns TCP_DEFER_ACCEPT off;
+    /// the linger ends once; a failed reload that had brought the socket
+    /// back retires it again, linger and all.
+    #[test]
+    fn a_retired_socket_lingers_once_and_a_failed_revival_is_undone() {
+        let mut set = ListenerSet::default();
+        let addr = tcp("127.0.0.1:0");
+        let listen = Listen {
+            addr: addr.clone(),
+            backlog: 16,
+            mode: 0o666,
+            pos: Pos::default(),
+        };
+        let bound = set.bind(&listen).unwrap();
+        set_int(&bound.socket, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 5).unwrap();
+        set.bound.insert(addr.clone(), bound);
+
+        set.retire_all_but(&[], Duration::from_secs(2));
+        let b = set.get(&addr).unwrap();
+        assert!(b.retired && set.lingering(&addr));
+        assert_eq!(
+            get_int(&b.socket, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX),
+            NO_SUCH_INTERFACE
+        );
+        assert_eq!(
+            get_int(&b.socket, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT),
+            0
+        );
+        let end = set.next_linger_end().unwrap();
+        assert!(set.lingered(Instant::now()).is_empty());
+
+        // A reload brings it back, then fails.
+        let mut prepared = Prepared::default();
+        prepared.revived.push((addr.clone(), Some(end)));
+        set.bound.get_mut(&addr).unwrap().update(&listen).unwrap();
+        assert!(!set.get(&addr).unwrap().retired && set.next_linger_end().is_none());
+        set.undo(&prepared);
+        assert!(set.lingering(&addr));
+        assert_eq!(set.next_linger_end(), Some(end));
+
+        assert_eq!(set.lingered(end), vec![addr.clone()]);
+        assert!(!set.lingering(&addr));
+        assert!(set.lingered(end + Duration::from_secs(1)).is_empty());
+        set.close_unused(&[]);
+        assert!(set.get(&addr).is_none());
+    }
 }

@@ -233,8 +233,8 @@ pub fn metrics(s: &Snapshot) -> String {
     for w in &s.workers {
         match by_gen.iter_mut().find(|(g, _, _)| *g == w.generation) {
             Some((_, c, r)) => {
-                *c += w.connections;
-                *r += w.requests;
+                *c = c.saturating_add(w.connections);
+                *r = r.saturating_add(w.requests);
             }
             None => by_gen.push((w.generation, w.connections, w.requests)),
         }
@@ -263,11 +263,11 @@ pub fn metrics(s: &Snapshot) -> String {
         "counter",
         "Requests served since the master started.",
     );
-    let live: u64 = s.workers.iter().map(|w| w.requests).sum();
+    let live = total(s.workers.iter().map(|w| w.requests));
     let _ = writeln!(
         out,
         "baton_requests_total {}",
-        live + s.requests_by_gone_workers
+        live.saturating_add(s.requests_by_gone_workers)
     );
     family(
         &mut out,
@@ -276,12 +276,12 @@ pub fn metrics(s: &Snapshot) -> String {
         "Responses by status class since the master started.",
     );
     for (i, gone) in s.responses_by_gone_workers.iter().enumerate() {
-        let live: u64 = s.workers.iter().map(|w| w.responses[i]).sum();
+        let live = total(s.workers.iter().map(|w| w.responses[i]));
         let _ = writeln!(
             out,
             "baton_responses_total{{class=\"{}xx\"}} {}",
             i + 1,
-            live + gone
+            live.saturating_add(*gone)
         );
     }
     family(
@@ -290,29 +290,29 @@ pub fn metrics(s: &Snapshot) -> String {
         "counter",
         "Response body bytes sent since the master started.",
     );
-    let live: u64 = s.workers.iter().map(|w| w.bytes).sum();
+    let live = total(s.workers.iter().map(|w| w.bytes));
     let _ = writeln!(
         out,
         "baton_sent_bytes_total {}",
-        live + s.bytes_by_gone_workers
+        live.saturating_add(s.bytes_by_gone_workers)
     );
     let (gone_hits, gone_misses) = s.file_cache_by_gone_workers;
     for (name, help, live, gone) in [
         (
             "baton_file_cache_hits_total",
             "Static file lookups answered from a worker's file cache.",
-            s.workers.iter().map(|w| w.file_cache.hits).sum::<u64>(),
+            total(s.workers.iter().map(|w| w.file_cache.hits)),
             gone_hits,
         ),
         (
             "baton_file_cache_misses_total",
             "Static file lookups that went to the disk.",
-            s.workers.iter().map(|w| w.file_cache.misses).sum::<u64>(),
+            total(s.workers.iter().map(|w| w.file_cache.misses)),
             gone_misses,
         ),
     ] {
         family(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {}", live + gone);
+        let _ = writeln!(out, "{name} {}", live.saturating_add(gone));
     }
     family(
         &mut out,
@@ -320,7 +320,69 @@ pub fn metrics(s: &Snapshot) -> String {
         "gauge",
         "Bytes of files the workers' caches hold now.",
     );
-    let held: u64 = s.workers.iter().map(|w| w.file_cache.bytes).sum();
+    let held = total(s.workers.iter().map(|w| w.file_cache.bytes));
     let _ = writeln!(out, "baton_file_cache_bytes {held}");
     out
+}
+
+/// A sum of counters the workers report: they are the workers' word, so
+/// it saturates rather than overflow (and panic) in the master.
+fn total(counts: impl Iterator<Item = u64>) -> u64 {
+    counts.fold(0, u64::saturating_add)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Workers report their own counters: the largest ones, from two
+    /// workers and from workers gone, saturate instead of panicking.
+    #[test]
+    fn counters_the_workers_report_saturate() {
+        let worker = |pid| WorkerView {
+            pid,
+            generation: 1,
+            slot: 0,
+            state: "serving",
+            connections: u64::MAX,
+            requests: u64::MAX,
+            responses: [u64::MAX; 5],
+            bytes: u64::MAX,
+            file_cache: FileCacheStats {
+                hits: u64::MAX,
+                misses: u64::MAX,
+                bytes: u64::MAX,
+            },
+        };
+        let s = Snapshot {
+            pid: 1,
+            state: "running",
+            config: "/c.toml".into(),
+            uptime_secs: 0,
+            generation: 1,
+            generations: vec![(1, "serving")],
+            workers: vec![worker(2), worker(3)],
+            restarts: 0,
+            crash_loop: Vec::new(),
+            reloads_ok: 0,
+            reloads_failed: 0,
+            last_reload: None,
+            requests_by_gone_workers: u64::MAX,
+            responses_by_gone_workers: [u64::MAX; 5],
+            bytes_by_gone_workers: u64::MAX,
+            file_cache_by_gone_workers: (u64::MAX, u64::MAX),
+            warnings: Vec::new(),
+        };
+        let m = metrics(&s);
+        assert!(
+            m.contains(&format!("baton_requests_total {}", u64::MAX)),
+            "{m}"
+        );
+        assert!(m.contains(&format!(
+            "baton_connections{{generation=\"1\"}} {}",
+            u64::MAX
+        )));
+        let _ = text(&s);
+        let _ = json(&s);
+    }
 }

@@ -5,10 +5,11 @@
 //! without exec, so the child tidies up by hand before it serves: it keeps
 //! only stdio, its channel and its generation's listeners (closing the
 //! master's epoll fd, signalfd, lock file, control socket, other workers'
-//! channels and retired listeners), drops privileges, and only then calls
-//! the worker's `run`. The signal mask is left as inherited (all the
-//! master's signals blocked) so no signal is lost before the worker has
-//! its own signalfd; `run` sets the mask it wants.
+//! channels and the retired listeners it does not take over), drops
+//! privileges, and only then calls the worker's `run`. The signal mask is
+//! left as inherited (all the master's signals blocked) so no signal is
+//! lost before the worker has its own signalfd; `run` sets the mask it
+//! wants.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -24,6 +25,15 @@ pub struct Spawned {
     pub channel: Channel,
 }
 
+/// A listen socket a worker is given: the master's fd for it, the address
+/// whose sites answer it, and whether it is a retired socket taken over
+/// (see `baton_worker::Listener`).
+pub struct ListenerFd {
+    pub fd: RawFd,
+    pub serves_as: ListenAddr,
+    pub taken_over: bool,
+}
+
 /// What a worker inherits for TLS: the loaded certificates and keys (it
 /// never reads key files) and the session ticket keys.
 pub struct TlsHandoff {
@@ -31,12 +41,11 @@ pub struct TlsHandoff {
     pub ticket_keys: Vec<[u8; 32]>,
 }
 
-/// Forks a worker of `generation` serving `listeners` (address and the
-/// master's fd for it).
+/// Forks a worker of `generation` serving `listeners`.
 pub fn spawn(
     config: &Arc<Config>,
     generation: u64,
-    listeners: &[(ListenAddr, RawFd)],
+    listeners: &[ListenerFd],
     access_logs: &[RawFd],
     tls: &TlsHandoff,
 ) -> std::io::Result<Spawned> {
@@ -78,7 +87,7 @@ pub fn spawn(
 fn child_main(
     config: &Arc<Config>,
     generation: u64,
-    listeners: &[(ListenAddr, RawFd)],
+    listeners: &[ListenerFd],
     access_logs: &[RawFd],
     tls: &TlsHandoff,
     channel: UnixStream,
@@ -86,7 +95,7 @@ fn child_main(
 ) -> i32 {
     baton_shared::logging::set_role_worker();
     let mut keep: Vec<RawFd> = vec![0, 1, 2, channel.as_raw_fd()];
-    keep.extend(listeners.iter().map(|(_, fd)| *fd));
+    keep.extend(listeners.iter().map(|l| l.fd));
     keep.extend_from_slice(access_logs);
     close_all_but(&mut keep);
 
@@ -113,13 +122,14 @@ fn child_main(
     }
     let listeners = listeners
         .iter()
-        .map(|(addr, fd)| baton_worker::Listener {
+        .map(|l| baton_worker::Listener {
             // SAFETY: the fd was inherited from the master and is kept open
             // by `close_all_but`; from here on this process owns it (the
             // master's objects for it are never dropped in the child, which
             // exits without unwinding).
-            fd: unsafe { OwnedFd::from_raw_fd(*fd) },
-            addr: addr.clone(),
+            fd: unsafe { OwnedFd::from_raw_fd(l.fd) },
+            addr: l.serves_as.clone(),
+            taken_over: l.taken_over,
         })
         .collect();
     let access_logs = access_logs

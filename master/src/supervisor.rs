@@ -10,13 +10,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use baton_shared::channel::{FileCacheStats, ToMaster, ToWorker};
 use baton_shared::config::{self, Config, ConfigErrors, Source};
+use baton_shared::deadline;
 use mio::net::UnixListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -28,11 +29,16 @@ use nix::unistd::Pid;
 use crate::control::{self, status};
 use crate::daemon::Readiness;
 use crate::generation::{CRASH_LOOP, Child, Generation, Phase};
-use crate::listeners::ListenerSet;
+use crate::listeners::{ListenerSet, Prepared};
 use crate::pidfile::{self, InstanceLock};
 use crate::reload::{Outcome, Pending, Waiter};
 use crate::{admin, certwatch, reload, report};
 use crate::{notify, signals, spawn};
+
+mod reopen;
+mod retired;
+
+use reopen::Reopen;
 
 const SIGNALS: Token = Token(0);
 const CONTROL: Token = Token(1);
@@ -89,8 +95,9 @@ struct Reload {
     generation: u64,
     started: Instant,
     waiters: Vec<Waiter>,
-    /// Listeners bound for it, closed again if it fails.
-    added: Vec<config::ListenAddr>,
+    /// What it did to the listeners (bound, brought back), undone if it
+    /// fails.
+    prepared: Prepared,
     /// The text of the config it runs.
     text: String,
     /// It came from `POST /config`: write `text` to the config file once
@@ -110,16 +117,6 @@ struct Handover {
 /// How long the reload waits for old workers to stop accepting (they do
 /// it as soon as they read `Drain`; this only bounds a stuck one).
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A `baton -s reopen` under way: the workers that have not confirmed yet.
-struct Reopen {
-    waiting: Vec<Pid>,
-    waiters: Vec<control::Conn>,
-    deadline: Instant,
-}
-
-/// How long workers get to confirm a log reopen.
-const REOPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lifecycle {
@@ -254,7 +251,7 @@ impl Master {
             startup_failure: None,
             cert_watch: None,
             ticket_keys: vec![random_key()],
-            next_ticket_rotation: Instant::now() + setup.config.tls.ticket_rotation,
+            next_ticket_rotation: deadline::from_now(setup.config.tls.ticket_rotation),
         }
         .with_first_generation(setup.config, setup.config_text, setup.access_logs))
     }
@@ -266,12 +263,12 @@ impl Master {
         access_logs: Vec<std::os::fd::OwnedFd>,
     ) -> Master {
         let config = Arc::new(config);
-        let number = self.new_generation(&config, access_logs);
+        let number = self.new_generation(&config, access_logs, Vec::new());
         self.reload = Some(Reload {
             generation: number,
             started: Instant::now(),
             waiters: Vec::new(),
-            added: Vec::new(),
+            prepared: Prepared::default(),
             text,
             persist: false,
             handover: None,
@@ -404,7 +401,7 @@ impl Master {
             log::warn!("cannot reopen error log {}: {e}", path.display());
         }
         baton_shared::logging::set_level(&config.log_level);
-        let added = match self.listeners.prepare(&config) {
+        let prepared = match self.listeners.prepare(&config) {
             Ok(a) => a,
             Err(b) => {
                 let msg = config
@@ -416,23 +413,24 @@ impl Master {
                 return self.finish_reload(Outcome::Failed(msg), waiters);
             }
         };
-        for addr in &added {
+        for addr in &prepared.added {
             log::info!("listening on {addr}");
         }
         let access_logs = match crate::logfiles::open_access_logs(&config) {
             Ok(fds) => fds,
             Err(e) => {
-                self.listeners.close(&added);
+                self.listeners.undo(&prepared);
                 return self.finish_reload(Outcome::Failed(e), waiters);
             }
         };
         let config = Arc::new(config);
-        let generation = self.new_generation(&config, access_logs);
+        let took_over = self.listeners.covered(&config);
+        let generation = self.new_generation(&config, access_logs, took_over);
         self.reload = Some(Reload {
             generation,
             started,
             waiters,
-            added,
+            prepared,
             text,
             persist,
             handover: None,
@@ -441,16 +439,19 @@ impl Master {
 
     /// Creates a generation and forks its workers. A fork failure fails the
     /// generation (through the usual path, on the next loop turn).
+    /// `took_over`: the retired sockets it serves too (see `retired`).
     fn new_generation(
         &mut self,
         config: &Arc<Config>,
         access_logs: Vec<std::os::fd::OwnedFd>,
+        took_over: Vec<(config::ListenAddr, config::ListenAddr)>,
     ) -> u64 {
         let number = self.next_generation;
         self.next_generation += 1;
-        let deadline = Instant::now() + config.worker_ready_timeout;
+        let deadline = deadline::from_now(config.worker_ready_timeout);
         let mut generation = Generation::new(number, Arc::clone(config), deadline);
         generation.access_logs = access_logs;
+        generation.took_over = took_over;
         let slots = generation.slots.len();
         self.generations.insert(number, generation);
         log::info!("starting generation {number} with {slots} workers");
@@ -470,14 +471,22 @@ impl Master {
         let Some(g) = self.generations.get(&generation) else {
             return Ok(());
         };
-        let mut fds = Vec::with_capacity(g.addrs.len());
-        for addr in &g.addrs {
+        let own = g.addrs.iter().map(|a| (a, a, false));
+        let taken = g.took_over.iter().map(|(a, by)| (a, by, true));
+        let mut fds = Vec::with_capacity(g.addrs.len() + g.took_over.len());
+        let mut listeners = Vec::with_capacity(fds.capacity());
+        for (addr, serves_as, taken_over) in own.chain(taken) {
             match self.listeners.get(addr) {
-                Some(b) => fds.push((addr.clone(), b.fd())),
+                Some(b) => fds.push(spawn::ListenerFd {
+                    fd: b.fd(),
+                    serves_as: serves_as.clone(),
+                    taken_over,
+                }),
                 None => {
                     return Err(io::Error::other(format!("listener {addr} is not bound")));
                 }
             }
+            listeners.push(addr.clone());
         }
         let logs: Vec<i32> = g.access_logs.iter().map(|f| f.as_raw_fd()).collect();
         let tls = spawn::TlsHandoff {
@@ -503,6 +512,7 @@ impl Master {
                 pid: spawned.pid,
                 generation,
                 slot,
+                listeners,
                 token,
                 channel: Some(spawned.channel),
                 ready: false,
@@ -530,10 +540,10 @@ impl Master {
         let keep = g.addrs.clone();
         let config = Arc::clone(&g.config);
         self.cert_watch = certwatch::Watch::new(&g.tls, g.config.tls.watch_interval);
-        self.current = number;
+        let previous = std::mem::replace(&mut self.current, number);
         // Steer new connections away from removed or moved addresses before
         // the old generation sweeps their queues.
-        self.listeners.retire_all_but(&keep);
+        self.retire_listeners(&keep, previous);
         let older: Vec<u64> = self
             .generations
             .iter()
@@ -578,7 +588,7 @@ impl Master {
                         .collect();
                     r.handover = Some(Handover {
                         waiting,
-                        deadline: Instant::now() + HANDOVER_TIMEOUT,
+                        deadline: deadline::from_now(HANDOVER_TIMEOUT),
                     });
                 }
                 self.reload = reload;
@@ -627,7 +637,7 @@ impl Master {
             return;
         };
         g.phase = Phase::Draining;
-        g.deadline = Some(Instant::now() + grace);
+        g.deadline = Some(deadline::from_now(grace));
         for s in &mut g.slots {
             s.respawn_at = None;
         }
@@ -635,10 +645,20 @@ impl Master {
             "generation {number} draining (grace {} s)",
             grace.as_secs_f64()
         );
-        for child in self.children.values_mut() {
-            if child.generation == number {
-                send(child, &ToWorker::Drain);
+        let held: Vec<(Pid, Vec<u32>)> = self
+            .children
+            .values()
+            .filter(|c| c.generation == number)
+            .map(|c| (c.pid, self.held_by(c)))
+            .collect();
+        for (pid, held) in held {
+            let Some(child) = self.children.get_mut(&pid) else {
+                continue;
+            };
+            if !held.is_empty() {
+                send(child, &ToWorker::HoldListeners(held));
             }
+            send(child, &ToWorker::Drain);
         }
         self.forget_generation_if_done(number);
     }
@@ -659,7 +679,7 @@ impl Master {
             _ => None,
         };
         if let Some(r) = &reload {
-            self.listeners.close(&r.added);
+            self.listeners.undo(&r.prepared);
         }
         let reason = format!("generation {number} failed to start: {reason}");
         match self.lifecycle {
@@ -800,7 +820,7 @@ impl Master {
         let failed = result.is_err();
         let mut became_ready = false;
         let mut failure = None;
-        let mut reopened = false;
+        let mut reopened = None;
         let mut stopped_accepting = false;
         match result {
             Ok(messages) => {
@@ -826,7 +846,8 @@ impl Master {
                             child.file_cache = file_cache;
                         }
                         ToMaster::Failed(reason) => failure = Some(reason),
-                        ToMaster::ReopenDone => reopened = true,
+                        ToMaster::ReopenDone => reopened = Some(Ok(())),
+                        ToMaster::ReopenFailed(why) => reopened = Some(Err(why)),
                         ToMaster::Draining => stopped_accepting = true,
                     }
                 }
@@ -840,8 +861,8 @@ impl Master {
             self.close_channel(pid);
         }
         let generation = child_generation(&self.children, pid);
-        if reopened {
-            self.reopen_confirmed(pid);
+        if let Some(result) = reopened {
+            self.reopen_answered(pid, result);
         }
         if stopped_accepting {
             self.handover_progress(Some(pid), false);
@@ -925,19 +946,22 @@ impl Master {
             log::info!("process {pid} {how}");
             return;
         };
-        self.requests_by_gone_workers += child.requests;
+        // The workers' counters are their word: saturate, never overflow.
+        self.requests_by_gone_workers =
+            self.requests_by_gone_workers.saturating_add(child.requests);
         for (total, n) in self
             .responses_by_gone_workers
             .iter_mut()
             .zip(child.responses)
         {
-            *total += n;
+            *total = total.saturating_add(n);
         }
-        self.bytes_by_gone_workers += child.bytes;
-        self.file_cache_by_gone_workers.0 += child.file_cache.hits;
-        self.file_cache_by_gone_workers.1 += child.file_cache.misses;
+        self.bytes_by_gone_workers = self.bytes_by_gone_workers.saturating_add(child.bytes);
+        let gone = &mut self.file_cache_by_gone_workers;
+        gone.0 = gone.0.saturating_add(child.file_cache.hits);
+        gone.1 = gone.1.saturating_add(child.file_cache.misses);
         // A worker that ended has nothing left to reopen.
-        self.reopen_confirmed(pid);
+        self.reopen_answered(pid, Ok(()));
         let number = child.generation;
         let phase = self.generations.get(&number).map(|g| g.phase);
         let stopping = matches!(self.lifecycle, Lifecycle::Stopping { .. });
@@ -1004,12 +1028,7 @@ impl Master {
         }
         self.generations.remove(&number);
         log::info!("generation {number} has ended");
-        let in_use: Vec<_> = self
-            .generations
-            .values()
-            .flat_map(|g| g.addrs.iter().cloned())
-            .collect();
-        self.listeners.close_unused(&in_use);
+        self.close_unused_listeners();
     }
 
     // ----- stop ---------------------------------------------------------
@@ -1023,7 +1042,7 @@ impl Master {
         // A fast stop still gives workers a moment to exit by themselves.
         let wait = if fast { Duration::from_secs(2) } else { grace };
         self.lifecycle = Lifecycle::Stopping {
-            deadline: Instant::now() + wait,
+            deadline: deadline::from_now(wait),
             fast,
         };
         notify::stopping();
@@ -1033,7 +1052,7 @@ impl Master {
             self.children.len()
         );
         if let Some(r) = self.reload.take() {
-            self.listeners.close(&r.added);
+            self.listeners.undo(&r.prepared);
             for w in r.waiters {
                 w.refuse("reload abandoned: the server is stopping");
             }
@@ -1071,7 +1090,7 @@ impl Master {
         if let Lifecycle::Stopping { fast, .. } = self.lifecycle {
             // Reaping follows by SIGCHLD; no further deadline is needed.
             self.lifecycle = Lifecycle::Stopping {
-                deadline: Instant::now() + Duration::from_secs(3600),
+                deadline: deadline::from_now(Duration::from_secs(3600)),
                 fast,
             };
         }
@@ -1253,109 +1272,6 @@ impl Master {
         }
     }
 
-    // ----- log reopening ------------------------------------------------
-
-    /// `baton -s reopen` (after a log rotation): the master reopens its log
-    /// files with its own privileges and hands the new fds to every worker,
-    /// which need no access to the log directory; it answers once every
-    /// worker has confirmed. No new generation is started.
-    fn reopen_logs(&mut self, mut conn: control::Conn) {
-        if let Some(op) = self.reopen.as_mut() {
-            op.waiters.push(conn);
-            return;
-        }
-        let Some(current) = self.generations.get(&self.current) else {
-            return conn.reply(status::APPLY_FAILED, "no generation is serving");
-        };
-        let config = Arc::clone(&current.config);
-        let error_log = config.error_log.clone();
-        let mut error_fd = None;
-        if let Some(path) = &error_log {
-            if let Err(e) = crate::logfiles::redirect_stderr(path, &config) {
-                let msg = format!("cannot reopen error log {}: {e}", path.display());
-                log::error!("{msg}");
-                return conn.reply(status::APPLY_FAILED, &msg);
-            }
-            log::info!("reopened error log {}", path.display());
-            // SAFETY: F_DUPFD_CLOEXEC on fd 2, which is open.
-            let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
-            if fd >= 0 {
-                // SAFETY: `fd` was just created and belongs to no one else.
-                error_fd = Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
-            }
-        }
-        // Each generation gets its own config's access logs, reopened.
-        let mut waiting = Vec::new();
-        let numbers: Vec<u64> = self.generations.keys().copied().collect();
-        for number in numbers {
-            let Some(g) = self.generations.get_mut(&number) else {
-                continue;
-            };
-            match crate::logfiles::open_access_logs(&g.config) {
-                Ok(fds) => g.access_logs = fds,
-                Err(e) => {
-                    log::error!("{e}; generation {number} keeps its old access log files");
-                }
-            }
-            let mut raw: Vec<i32> = error_fd.iter().map(|f| f.as_raw_fd()).collect();
-            raw.extend(g.access_logs.iter().map(|f| f.as_raw_fd()));
-            let message = ToWorker::ReopenLogs {
-                error_log: error_fd.is_some(),
-                files: raw.len() as u32,
-            };
-            for child in self.children.values_mut() {
-                if child.generation != number {
-                    continue;
-                }
-                let Some(channel) = child.channel.as_mut() else {
-                    continue;
-                };
-                match channel.send_with_fds(&message, &raw) {
-                    Ok(()) => waiting.push(child.pid),
-                    Err(e) => log::warn!("cannot send reopened logs to worker {}: {e}", child.pid),
-                }
-            }
-        }
-        // Our copy of the error log fd is dropped here; each worker has its
-        // own now.
-        self.reopen = Some(Reopen {
-            waiting,
-            waiters: vec![conn],
-            deadline: Instant::now() + REOPEN_TIMEOUT,
-        });
-        self.reopen_confirmed(Pid::from_raw(0));
-    }
-
-    /// `pid` confirmed (or ended); answers once nobody is left.
-    fn reopen_confirmed(&mut self, pid: Pid) {
-        let Some(op) = self.reopen.as_mut() else {
-            return;
-        };
-        op.waiting.retain(|p| *p != pid);
-        if op.waiting.is_empty()
-            && let Some(op) = self.reopen.take()
-        {
-            for mut w in op.waiters {
-                w.reply(status::OK, "logs reopened");
-            }
-        }
-    }
-
-    fn reopen_timed_out(&mut self) {
-        if let Some(op) = self.reopen.take() {
-            let pids: Vec<String> = op.waiting.iter().map(|p| p.to_string()).collect();
-            let msg = format!(
-                "workers {} did not confirm the reopened logs within {} s",
-                pids.join(", "),
-                REOPEN_TIMEOUT.as_secs()
-            );
-            log::error!("{msg}");
-            for mut w in op.waiters {
-                w.reply(status::APPLY_FAILED, &msg);
-            }
-        }
-    }
-
     // ----- admin API ----------------------------------------------------
 
     fn accept_admin(&mut self) {
@@ -1533,6 +1449,7 @@ impl Master {
         }
         consider(self.reopen.as_ref().map(|r| r.deadline));
         consider(self.cert_watch.as_ref().map(|w| w.due()));
+        consider(self.listeners.next_linger_end());
         consider(Some(self.next_ticket_rotation));
         consider(
             self.reload
@@ -1550,6 +1467,7 @@ impl Master {
         if self.next_ticket_rotation <= now {
             self.rotate_ticket_keys();
         }
+        self.end_lingers(now);
         let handover_due = self
             .reload
             .as_ref()
@@ -1675,7 +1593,7 @@ impl Master {
             .map_or(Duration::from_secs(6 * 3600), |g| {
                 g.config.tls.ticket_rotation
             });
-        self.next_ticket_rotation = Instant::now() + rotation;
+        self.next_ticket_rotation = deadline::from_now(rotation);
         self.ticket_keys.insert(0, random_key());
         self.ticket_keys.truncate(2);
         let message = ToWorker::TicketKeys(self.ticket_keys.clone());

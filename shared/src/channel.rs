@@ -12,23 +12,49 @@
 //! unknown tag is a protocol error, as master and worker always come from
 //! the same binary.
 //!
-//! File descriptors (reopened log files) travel beside a frame as
-//! SCM_RIGHTS ancillary data on the frame's first byte. The receiver queues
-//! every fd that arrives; a message that carries fds says how many
-//! (`ReopenLogs { files }`), and its handler takes exactly that many from the
-//! queue with `take_fds`, checking they all came.
+//! File descriptors (reopened log files) travel as SCM_RIGHTS ancillary
+//! data, in batches of at most `FDS_PER_BATCH`, each batch on a *carrier*
+//! frame of its own (tag 0, no body) sent just before the message that
+//! needs them: the kernel carries at most 253 fds per sendmsg (SCM_MAX_FD),
+//! and a reader collects the fds of one sendmsg per recvmsg, so batching
+//! makes any number of fds travel and the receiver's buffer always holds
+//! a whole batch. The receiver queues every fd that arrives and skips
+//! carriers; a message that carries fds says how many (`ReopenLogs {
+//! files }`), and its handler takes exactly that many from the queue with
+//! `take_fds`, checking they all came.
+//!
+//! Should the kernel still truncate the fds of a recvmsg (MSG_CTRUNC: only
+//! a peer that ignores the batching could cause it), the fds that did
+//! arrive are closed and the next `take_fds` fails: an error of the message
+//! those fds were for, which its handler reports, not of the channel. A
+//! side that takes no fds (the master, from a worker) refuses any that
+//! arrive as a protocol error, so a worker cannot fill the master's fd
+//! table.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, IoSlice, IoSliceMut, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, Write};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use crate::tls::CertBundle;
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+
+mod scm;
+
+use scm::send as send_fds;
 
 /// Frames are small; anything larger is garbage or an attack.
 pub const MAX_FRAME: usize = 64 * 1024;
+
+/// Fds sent with one carrier frame. Well under the kernel's SCM_MAX_FD
+/// (253), which the receiver's buffer holds.
+pub const FDS_PER_BATCH: usize = 64;
+
+use scm::SCM_MAX_FD;
+
+/// A carrier frame: length 1, tag 0. It only carries the fds of one batch
+/// and is skipped by `receive`.
+const CARRIER: [u8; 5] = [1, 0, 0, 0, 0];
 
 /// Master → worker frames may carry certificates (`Certificates`: every
 /// chain, key and staple of the config), so they may be larger. Still
@@ -50,6 +76,14 @@ pub enum ToWorker {
     Certificates(Vec<CertBundle>),
     /// The session ticket keys, newest first (rotated by the master).
     TicketKeys(Vec<[u8; 32]>),
+    /// Sent just before `Drain`: keep accepting on these listeners (by
+    /// their position in the worker's list) while draining, until
+    /// `CloseListeners` names them. They are retired sockets on which
+    /// connections may still arrive that only this generation can serve.
+    HoldListeners(Vec<u32>),
+    /// Stop accepting on these listeners: accept what is queued on them,
+    /// then close them (nothing more can arrive on them).
+    CloseListeners(Vec<u32>),
 }
 
 /// A worker's file cache, in `Stats`: lookups answered from it, lookups
@@ -85,6 +119,10 @@ pub enum ToMaster {
     ReopenDone,
     /// Draining: the listeners are closed, this worker accepts nothing more.
     Draining,
+    /// The log files of a `ReopenLogs` could not be taken (fds missing or
+    /// truncated, a file that cannot be used): the worker keeps its old
+    /// ones; the reason is for whoever asked for the reopen.
+    ReopenFailed(String),
 }
 
 #[derive(Debug)]
@@ -98,6 +136,11 @@ pub enum ChannelError {
         expected: usize,
         got: usize,
     },
+    /// The kernel truncated the fds sent for a message (MSG_CTRUNC); those
+    /// that came were closed.
+    TruncatedFds,
+    /// Fds arrived on a channel whose messages carry none.
+    UnexpectedFds(usize),
     /// The body does not have the size its tag requires.
     BadBody {
         tag: u8,
@@ -113,6 +156,12 @@ impl fmt::Display for ChannelError {
             ChannelError::UnknownTag(t) => write!(f, "channel frame with unknown tag {t}"),
             ChannelError::MissingFds { expected, got } => {
                 write!(f, "channel message announced {expected} fds but {got} came")
+            }
+            ChannelError::TruncatedFds => {
+                write!(f, "the fds sent with a channel message were truncated")
+            }
+            ChannelError::UnexpectedFds(n) => {
+                write!(f, "{n} fds arrived on a channel that takes none")
             }
             ChannelError::BadBody { tag, len } => {
                 write!(f, "channel frame tag {tag} with a body of bad length {len}")
@@ -133,6 +182,9 @@ impl From<io::Error> for ChannelError {
 pub trait Message: Sized {
     /// The largest frame this message type may come in.
     const MAX_LEN: usize = MAX_FRAME;
+    /// Whether messages of this type may carry fds; any fd that arrives
+    /// on a channel receiving a type that carries none is an error.
+    const TAKES_FDS: bool = false;
     fn encode(&self, out: &mut Vec<u8>);
     fn decode(frame: &[u8]) -> Result<Self, ChannelError>;
 }
@@ -142,14 +194,18 @@ const TAG_STOP: u8 = 2;
 const TAG_REOPEN_LOGS: u8 = 3;
 const TAG_CERTIFICATES: u8 = 4;
 const TAG_TICKET_KEYS: u8 = 5;
+const TAG_HOLD_LISTENERS: u8 = 6;
+const TAG_CLOSE_LISTENERS: u8 = 7;
 const TAG_READY: u8 = 1;
 const TAG_STATS: u8 = 2;
 const TAG_FAILED: u8 = 3;
 const TAG_REOPEN_DONE: u8 = 4;
 const TAG_DRAINING: u8 = 5;
+const TAG_REOPEN_FAILED: u8 = 6;
 
 impl Message for ToWorker {
     const MAX_LEN: usize = MAX_FRAME_TO_WORKER;
+    const TAKES_FDS: bool = true;
 
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
@@ -175,6 +231,15 @@ impl Message for ToWorker {
                 out.push(TAG_TICKET_KEYS);
                 for k in keys {
                     out.extend_from_slice(k);
+                }
+            }
+            ToWorker::HoldListeners(list) | ToWorker::CloseListeners(list) => {
+                out.push(match self {
+                    ToWorker::HoldListeners(_) => TAG_HOLD_LISTENERS,
+                    _ => TAG_CLOSE_LISTENERS,
+                });
+                for i in list {
+                    out.extend_from_slice(&i.to_le_bytes());
                 }
             }
         }
@@ -219,6 +284,23 @@ impl Message for ToWorker {
                     .collect();
                 Ok(ToWorker::TicketKeys(keys))
             }
+            TAG_HOLD_LISTENERS | TAG_CLOSE_LISTENERS => {
+                if body.len() % 4 != 0 {
+                    return Err(ChannelError::BadBody {
+                        tag,
+                        len: body.len(),
+                    });
+                }
+                let list = body
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                Ok(if tag == TAG_HOLD_LISTENERS {
+                    ToWorker::HoldListeners(list)
+                } else {
+                    ToWorker::CloseListeners(list)
+                })
+            }
             t => Err(ChannelError::UnknownTag(t)),
         }
     }
@@ -246,16 +328,14 @@ impl Message for ToMaster {
             }
             ToMaster::Failed(reason) => {
                 out.push(TAG_FAILED);
-                // Keep the frame well under MAX_FRAME, cutting on a char
-                // boundary.
-                let mut end = reason.len().min(4096);
-                while !reason.is_char_boundary(end) {
-                    end -= 1;
-                }
-                out.extend_from_slice(&reason.as_bytes()[..end]);
+                push_text(out, reason);
             }
             ToMaster::ReopenDone => out.push(TAG_REOPEN_DONE),
             ToMaster::Draining => out.push(TAG_DRAINING),
+            ToMaster::ReopenFailed(reason) => {
+                out.push(TAG_REOPEN_FAILED);
+                push_text(out, reason);
+            }
         }
     }
 
@@ -289,9 +369,21 @@ impl Message for ToMaster {
             TAG_FAILED => Ok(ToMaster::Failed(String::from_utf8_lossy(body).into_owned())),
             TAG_REOPEN_DONE => expect_body(tag, body, 0).map(|()| ToMaster::ReopenDone),
             TAG_DRAINING => expect_body(tag, body, 0).map(|()| ToMaster::Draining),
+            TAG_REOPEN_FAILED => Ok(ToMaster::ReopenFailed(
+                String::from_utf8_lossy(body).into_owned(),
+            )),
             t => Err(ChannelError::UnknownTag(t)),
         }
     }
+}
+
+/// A reason, kept well under MAX_FRAME, cut on a char boundary.
+fn push_text(out: &mut Vec<u8>, reason: &str) {
+    let mut end = reason.len().min(4096);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.extend_from_slice(&reason.as_bytes()[..end]);
 }
 
 /// The body of a `Certificates` frame; `None` if it is malformed. Every
@@ -353,9 +445,17 @@ pub struct Channel {
     stream: UnixStream,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
+    /// Fds waiting to be sent, each batch with the offset in `outbuf` of
+    /// the carrier frame it rides on (its first byte). Our own duplicates,
+    /// so they stay open however long they wait; closed once sent.
+    out_fds: VecDeque<(usize, Vec<OwnedFd>)>,
     eof: bool,
     /// Fds received and not yet taken by a message's handler.
     fds: VecDeque<OwnedFd>,
+    /// Fds were lost to a truncation since the last `take_fds`.
+    fds_lost: bool,
+    /// Most fds one recvmsg takes (SCM_MAX_FD; smaller in tests).
+    fd_room: usize,
 }
 
 impl Channel {
@@ -366,8 +466,11 @@ impl Channel {
             stream,
             inbuf: Vec::new(),
             outbuf: Vec::new(),
+            out_fds: VecDeque::new(),
             eof: false,
             fds: VecDeque::new(),
+            fds_lost: false,
+            fd_room: SCM_MAX_FD,
         })
     }
 
@@ -381,13 +484,59 @@ impl Channel {
         self.flush()
     }
 
+    /// Queues a message with fds: the fds (duplicated, so the caller may
+    /// close its own) go first, `FDS_PER_BATCH` per carrier frame, then the
+    /// message; everything is sent in order as the socket takes it.
+    pub fn send_with_fds<M: Message>(
+        &mut self,
+        msg: &M,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), ChannelError> {
+        let mut batches = Vec::new();
+        for batch in fds.chunks(FDS_PER_BATCH) {
+            let owned = batch
+                .iter()
+                .map(|fd| fd.try_clone_to_owned())
+                .collect::<io::Result<Vec<_>>>()?;
+            batches.push(owned);
+        }
+        for owned in batches {
+            self.out_fds.push_back((self.outbuf.len(), owned));
+            self.outbuf.extend_from_slice(&CARRIER);
+        }
+        frame(msg, &mut self.outbuf);
+        self.flush()
+    }
+
     /// Sends what the socket takes now; the rest waits for writability.
     pub fn flush(&mut self) -> Result<(), ChannelError> {
         while !self.outbuf.is_empty() {
-            match self.stream.write(&self.outbuf) {
+            // Up to the next batch's carrier; a batch at the head rides on
+            // the first byte sent.
+            let (end, fds) = match self.out_fds.front() {
+                Some((0, fds)) => {
+                    let next = self.out_fds.get(1).map_or(self.outbuf.len(), |(at, _)| *at);
+                    (next, Some(fds))
+                }
+                Some((at, _)) => (*at, None),
+                None => (self.outbuf.len(), None),
+            };
+            let with_fds = fds.is_some();
+            let result = match fds {
+                Some(fds) => send_fds(&self.stream, &self.outbuf[..end], fds),
+                None => (&self.stream).write(&self.outbuf[..end]),
+            };
+            match result {
                 Ok(0) => return Err(ChannelError::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
+                    if with_fds {
+                        // They went with the first byte; our copies close.
+                        self.out_fds.pop_front();
+                    }
                     self.outbuf.drain(..n);
+                    for (at, _) in &mut self.out_fds {
+                        *at = at.saturating_sub(n);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -397,40 +546,15 @@ impl Channel {
         Ok(())
     }
 
-    /// Sends a message with fds attached. Only when nothing else is queued
-    /// (the fds must ride on the frame's first byte); the rest of a partly
-    /// sent frame queues as usual.
-    pub fn send_with_fds<M: Message>(
-        &mut self,
-        msg: &M,
-        fds: &[RawFd],
-    ) -> Result<(), ChannelError> {
-        self.flush()?;
-        if !self.outbuf.is_empty() {
-            return Err(ChannelError::Io(io::ErrorKind::WouldBlock.into()));
-        }
-        let mut bytes = Vec::new();
-        frame(msg, &mut bytes);
-        let cmsg = [ControlMessage::ScmRights(fds)];
-        let sent = loop {
-            match sendmsg::<()>(
-                self.stream.as_raw_fd(),
-                &[IoSlice::new(&bytes)],
-                &cmsg,
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
-                Ok(n) => break n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(ChannelError::Io(e.into())),
-            }
-        };
-        self.outbuf.extend_from_slice(&bytes[sent..]);
-        self.flush()
-    }
-
     /// Takes the next `n` received fds, which a message just announced.
+    /// After a truncation the fds queued so far cannot be matched to their
+    /// messages: they are closed, and this message fails.
     pub fn take_fds(&mut self, n: usize) -> Result<Vec<OwnedFd>, ChannelError> {
+        if self.fds_lost {
+            self.fds_lost = false;
+            self.fds.clear();
+            return Err(ChannelError::TruncatedFds);
+        }
         if self.fds.len() < n {
             return Err(ChannelError::MissingFds {
                 expected: n,
@@ -450,11 +574,15 @@ impl Channel {
         let mut chunk = [0u8; 4096];
         loop {
             match self.read_with_fds(&mut chunk) {
-                Ok(0) => {
+                Ok((0, _)) => {
                     self.eof = true;
                     break;
                 }
-                Ok(n) => {
+                Ok((n, arrived)) => {
+                    if arrived > 0 && !M::TAKES_FDS {
+                        self.fds.clear();
+                        return Err(ChannelError::UnexpectedFds(arrived));
+                    }
                     self.inbuf.extend_from_slice(&chunk[..n]);
                     // Stop buffering once a whole max-size frame could be
                     // there: a peer cannot make us hold more than that.
@@ -479,7 +607,10 @@ impl Channel {
             if self.inbuf.len() - at - 4 < len {
                 break;
             }
-            out.push(M::decode(&self.inbuf[at + 4..at + 4 + len])?);
+            let body = &self.inbuf[at + 4..at + 4 + len];
+            if body != &CARRIER[4..] {
+                out.push(M::decode(body)?);
+            }
             at += 4 + len;
         }
         self.inbuf.drain(..at);
@@ -491,35 +622,27 @@ impl Channel {
         self.eof
     }
 
-    /// read(2) that also collects fds sent with SCM_RIGHTS. They arrive
-    /// close-on-exec (MSG_CMSG_CLOEXEC).
-    fn read_with_fds(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut space = nix::cmsg_space!([RawFd; 16]);
-        let mut iov = [IoSliceMut::new(buf)];
-        let msg = recvmsg::<()>(
-            self.stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(io::Error::from)?;
-        let n = msg.bytes;
-        for c in msg.cmsgs().map_err(io::Error::from)? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                for fd in fds {
-                    // SAFETY: the kernel just installed this fd in our table
-                    // for us; nothing else owns it.
-                    self.fds.push_back(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-            }
+    /// Reads into `buf`, queueing the fds that come with the bytes.
+    /// Returns the bytes read and the number of fds that came. On a
+    /// truncation those fds are closed at once and `fds_lost` is set.
+    fn read_with_fds(&mut self, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+        let got = scm::recv(&self.stream, buf, self.fd_room)?;
+        let count = got.fds.len();
+        if got.truncated {
+            // Some fds of this batch were dropped by the kernel: the ones
+            // that came are of no use without them (dropped: closed).
+            self.fds_lost = true;
+            return Ok((got.bytes, count.max(1)));
         }
-        Ok(n)
+        self.fds.extend(got.fds);
+        Ok((got.bytes, count))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::{AsRawFd, RawFd};
 
     fn pair() -> (Channel, Channel) {
         let (a, b) = UnixStream::pair().unwrap();
@@ -575,14 +698,19 @@ mod tests {
         ];
         let certs = ToWorker::Certificates(bundles);
         let keys = ToWorker::TicketKeys(vec![[7; 32], [9; 32]]);
+        let hold = ToWorker::HoldListeners(vec![0, 3, u32::MAX]);
+        let close = ToWorker::CloseListeners(vec![]);
         m.send(&certs).unwrap();
         m.send(&keys).unwrap();
+        m.send(&hold).unwrap();
+        m.send(&close).unwrap();
         let mut got = Vec::new();
-        while got.len() < 2 {
+        while got.len() < 4 {
             m.flush().unwrap();
             got.extend(w.receive::<ToWorker>().unwrap());
         }
-        assert_eq!(got, vec![certs, keys]);
+        assert_eq!(got, vec![certs, keys, hold, close]);
+        assert!(ToWorker::decode(&[TAG_CLOSE_LISTENERS, 1, 2]).is_err());
         // Lengths that run past the body are refused, not trusted.
         let mut frame = vec![TAG_CERTIFICATES];
         frame.extend_from_slice(&1u32.to_le_bytes());
@@ -650,6 +778,7 @@ mod tests {
     #[test]
     fn fds_travel_with_their_message() {
         use std::io::{Read, Seek};
+        use std::os::fd::AsFd;
         let (mut m, mut w) = pair();
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(b"log line\n").unwrap();
@@ -657,7 +786,7 @@ mod tests {
             error_log: true,
             files: 1,
         };
-        m.send_with_fds(&msg, &[file.as_raw_fd()]).unwrap();
+        m.send_with_fds(&msg, &[file.as_fd()]).unwrap();
         assert_eq!(w.receive::<ToWorker>().unwrap(), vec![msg]);
         let mut got = w.take_fds(1).unwrap();
         let mut received = std::fs::File::from(got.remove(0));
@@ -672,6 +801,95 @@ mod tests {
                 got: 0
             })
         ));
+    }
+
+    /// How many fds of this process refer to the same open file as `fd`.
+    fn fds_on(fd: &impl AsRawFd) -> usize {
+        let target = |p: std::path::PathBuf| std::fs::read_link(p).ok();
+        let mine = target(format!("/proc/self/fd/{}", fd.as_raw_fd()).into());
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|e| target(e.path()) == mine)
+            .count()
+    }
+
+    #[test]
+    fn any_number_of_fds_travel_in_batches_and_in_order() {
+        use std::os::fd::AsFd;
+        let (mut m, mut w) = pair();
+        let file = tempfile::tempfile().unwrap();
+        // More than the kernel carries in one message (253), and not a
+        // multiple of the batch.
+        let n = 3 * SCM_MAX_FD + 7;
+        let fds: Vec<OwnedFd> = (0..n)
+            .map(|_| file.as_fd().try_clone_to_owned().unwrap())
+            .collect();
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+        let msg = ToWorker::ReopenLogs {
+            error_log: false,
+            files: n as u32,
+        };
+        m.send_with_fds(&msg, &borrowed).unwrap();
+        m.send(&ToWorker::Drain).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            m.flush().unwrap();
+            got.extend(w.receive::<ToWorker>().unwrap());
+        }
+        assert_eq!(got, vec![msg, ToWorker::Drain], "carriers are not messages");
+        let taken = w.take_fds(n).unwrap();
+        assert_eq!(taken.len(), n);
+        assert!(w.fds.is_empty());
+        assert!(
+            m.out_fds.is_empty(),
+            "the sender's copies are closed once sent"
+        );
+    }
+
+    #[test]
+    fn truncated_fds_fail_their_message_not_the_channel() {
+        use std::os::fd::AsFd;
+        let (mut m, mut w) = pair();
+        w.fd_room = 4;
+        let file = tempfile::tempfile().unwrap();
+        let fds: Vec<OwnedFd> = (0..10)
+            .map(|_| file.as_fd().try_clone_to_owned().unwrap())
+            .collect();
+        // A sender that ignores the batching: 10 fds on one carrier, for a
+        // receiver that holds 4.
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        send_fds(&m.stream, &CARRIER, &fds).unwrap();
+        drop(fds);
+        let msg = ToWorker::ReopenLogs {
+            error_log: false,
+            files: raw.len() as u32,
+        };
+        m.send(&msg).unwrap();
+        assert_eq!(w.receive::<ToWorker>().unwrap(), vec![msg]);
+        assert!(matches!(w.take_fds(10), Err(ChannelError::TruncatedFds)));
+        assert_eq!(fds_on(&file), 1, "the 4 fds that arrived were not closed");
+        // The channel goes on, and so do later fds.
+        let ok = ToWorker::ReopenLogs {
+            error_log: false,
+            files: 1,
+        };
+        m.send_with_fds(&ok, &[file.as_fd()]).unwrap();
+        assert_eq!(w.receive::<ToWorker>().unwrap(), vec![ok]);
+        assert_eq!(w.take_fds(1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn fds_to_a_side_that_takes_none_are_refused() {
+        use std::os::fd::AsFd;
+        let (mut m, mut w) = pair();
+        let file = tempfile::tempfile().unwrap();
+        w.send_with_fds(&ToMaster::Ready, &[file.as_fd()]).unwrap();
+        assert!(matches!(
+            m.receive::<ToMaster>(),
+            Err(ChannelError::UnexpectedFds(1))
+        ));
+        assert!(m.fds.is_empty());
     }
 
     #[test]

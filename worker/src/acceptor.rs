@@ -22,7 +22,8 @@ pub enum Acceptor {
 impl Acceptor {
     /// Takes over a listen socket the master passed down. It is already
     /// non-blocking; set it anyway, as accepting must never block the loop.
-    /// `defer_accept` is the config's (see `tune_listener`).
+    /// `defer_accept` is the config's (see `tune_listener`), not applied to
+    /// a retired socket taken over.
     pub fn new(listener: Listener, defer_accept: Duration) -> io::Result<Acceptor> {
         let unix = match listener.addr {
             ListenAddr::Tcp(_) => false,
@@ -37,7 +38,11 @@ impl Acceptor {
         } else {
             let l = std::net::TcpListener::from(listener.fd);
             l.set_nonblocking(true)?;
-            tune_listener(&l, defer_accept);
+            // A retired socket's options are the master's now (it turned
+            // TCP_DEFER_ACCEPT off so that what is on its way arrives).
+            if !listener.taken_over {
+                tune_listener(&l, defer_accept);
+            }
             Ok(Acceptor::Tcp(mio::net::TcpListener::from_std(l)))
         }
     }
@@ -148,9 +153,10 @@ fn tune_listener(l: &std::net::TcpListener, defer_accept: Duration) {
     // connects and stays silent is handed over when the time is up and
     // then has `header_timeout`. Set every time, 0 included, so that a
     // reload can turn it off.
-    let secs =
-        libc::c_int::try_from(defer_accept.as_secs() + u64::from(defer_accept.subsec_nanos() > 0))
-            .unwrap_or(libc::c_int::MAX);
+    let secs = defer_accept
+        .as_secs()
+        .saturating_add(u64::from(defer_accept.subsec_nanos() > 0));
+    let secs = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
     set_tcp_int(l, libc::TCP_DEFER_ACCEPT, "TCP_DEFER_ACCEPT", secs);
 }
 

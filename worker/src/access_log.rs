@@ -116,20 +116,21 @@ impl AccessLog {
     }
 
     /// The master reopened the files (rotation): finish the old ones, then
-    /// write to the new.
-    pub fn replace(&mut self, fds: Vec<OwnedFd>) {
+    /// write to the new. A count that does not match keeps the old files
+    /// and says why.
+    pub fn replace(&mut self, fds: Vec<OwnedFd>) -> Result<(), String> {
         self.flush();
         if fds.len() != self.files.len() {
-            log::warn!(
-                "reopened access logs: {} files for {} logs; keeping the old ones",
+            return Err(format!(
+                "{} access log files came for {} logs",
                 fds.len(),
                 self.files.len()
-            );
-            return;
+            ));
         }
         for (f, fd) in self.files.iter_mut().zip(fds) {
             f.file = File::from(fd);
         }
+        Ok(())
     }
 }
 

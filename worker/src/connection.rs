@@ -730,7 +730,7 @@ impl Connection {
         match self.stream.shutdown_write() {
             Ok(()) => {
                 self.phase = Phase::Lingering {
-                    until: now + LINGERING_CLOSE,
+                    until: after(now, LINGERING_CLOSE),
                 }
             }
             Err(e) => {

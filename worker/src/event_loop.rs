@@ -26,7 +26,7 @@ use crate::access_log::AccessLog;
 use crate::connection::{Connection, Ctx, Drive};
 use crate::drain::{Cause, Drain};
 use crate::http::response::DateCache;
-use crate::limits::{ACCEPT_BUDGET, READ_CHUNK, STATS_EVERY, TICK};
+use crate::limits::{ACCEPT_BUDGET, READ_CHUNK, STATS_EVERY, TICK, after};
 use crate::routing::Routes;
 use crate::signals::{Order, Signals};
 use crate::static_files::FileCache;
@@ -96,6 +96,8 @@ pub struct Worker {
     /// Connections to drive again without waiting for an event.
     runnable: VecDeque<usize>,
     pub(crate) drain: Option<Drain>,
+    /// Listeners to keep while draining (`HoldListeners`), by position.
+    pub(crate) held: Vec<u32>,
     pub(crate) stop: bool,
     requests: u64,
     pub(crate) access_log: AccessLog,
@@ -173,6 +175,7 @@ impl Worker {
             conns: Slab::new(),
             runnable: VecDeque::new(),
             drain: None,
+            held: Vec::new(),
             stop: false,
             requests: 0,
             access_log,
@@ -181,8 +184,8 @@ impl Worker {
             files,
             accepted: Vec::new(),
             now,
-            next_tick: now + TICK,
-            next_stats: now + STATS_EVERY,
+            next_tick: after(now, TICK),
+            next_stats: after(now, STATS_EVERY),
             last_accept_warning: None,
         })
     }
@@ -325,7 +328,7 @@ impl Worker {
             // At the limit, connections stay in the listen queue, where
             // another worker (or this one, a tick later) takes them.
             if self.conns.len() + accepted.len() >= self.config.http.max_connections {
-                slot.paused_until = Some(self.now + TICK);
+                slot.paused_until = Some(after(self.now, TICK));
                 return;
             }
             match slot.acceptor.accept() {
@@ -342,7 +345,7 @@ impl Worker {
                 Err(e) => {
                     // Out of fds or memory, most likely: the connection
                     // stays queued; try again on the next tick.
-                    slot.paused_until = Some(self.now + TICK);
+                    slot.paused_until = Some(after(self.now, TICK));
                     let quiet = self
                         .last_accept_warning
                         .is_some_and(|t| self.now.duration_since(t) < STATS_EVERY * 10);
@@ -487,7 +490,7 @@ impl Worker {
 
     /// The coarse timer: deadlines, accept retries, stats.
     fn tick(&mut self) {
-        self.next_tick = self.now + TICK;
+        self.next_tick = after(self.now, TICK);
         let drain_started = self.drain.as_ref().map(|d| d.started);
         let expired: Vec<usize> = self
             .conns
@@ -508,7 +511,7 @@ impl Worker {
             }
         }
         if self.now >= self.next_stats {
-            self.next_stats = self.now + STATS_EVERY;
+            self.next_stats = after(self.now, STATS_EVERY);
             // Lines reach the file at least once a second.
             self.access_log.flush();
             let stats = ToMaster::Stats {
@@ -554,6 +557,12 @@ impl Worker {
                     Err(e) => warn!("new certificates refused, the old ones stay: {e}"),
                 },
                 ToWorker::TicketKeys(keys) => self.tls.set_ticket_keys(&keys),
+                ToWorker::HoldListeners(list) => self.held = list,
+                ToWorker::CloseListeners(list) => {
+                    for i in list {
+                        self.close_listener(i as usize);
+                    }
+                }
             }
         }
         if eof {
@@ -562,32 +571,36 @@ impl Worker {
     }
 
     /// Takes the log files the master reopened (log rotation): the error log
-    /// goes onto fd 2, where every log line is written; then confirms.
+    /// goes onto fd 2, where every log line is written; then confirms, or
+    /// tells the master why not (its `-s reopen` then reports it). Either
+    /// way the channel goes on: a reopen that failed is that reopen's
+    /// error, not a lost master.
     fn reopen_logs(&mut self, error_log: bool, files: u32) {
-        let Some(channel) = self.channel.as_mut() else {
-            return;
-        };
-        let fds = match channel.take_fds(files as usize) {
-            Ok(fds) => fds,
-            Err(e) => {
-                warn!("cannot reopen logs: {e}");
-                return;
+        let reply = match self.take_reopened_logs(error_log, files) {
+            Ok(()) => ToMaster::ReopenDone,
+            Err(why) => {
+                warn!("cannot reopen logs, keeping the old files: {why}");
+                ToMaster::ReopenFailed(why)
             }
         };
+        self.send_to_master(&reply);
+    }
+
+    fn take_reopened_logs(&mut self, error_log: bool, files: u32) -> Result<(), String> {
+        let channel = self.channel.as_mut().ok_or("no channel")?;
+        let fds = channel
+            .take_fds(files as usize)
+            .map_err(|e| e.to_string())?;
         let mut fds = fds.into_iter();
         if error_log && let Some(fd) = fds.next() {
             // SAFETY: dup2 between two open fds; replaces fd 2 atomically, so
             // no log line is lost or split.
             if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&fd), 2) } < 0 {
-                warn!(
-                    "cannot reopen the error log: {}",
-                    std::io::Error::last_os_error()
-                );
-                return;
+                let e = std::io::Error::last_os_error();
+                return Err(format!("cannot reopen the error log: {e}"));
             }
         }
-        self.access_log.replace(fds.collect());
-        self.send_to_master(&ToMaster::ReopenDone);
+        self.access_log.replace(fds.collect())
     }
 
     pub(crate) fn send_to_master(&mut self, message: &ToMaster) {

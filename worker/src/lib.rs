@@ -45,8 +45,16 @@ use baton_shared::config::{Config, ListenAddr};
 pub struct Listener {
     /// A listening, non-blocking TCP or unix stream socket.
     pub fd: OwnedFd,
-    /// The address it was bound to, for routing to the right sites.
+    /// The address whose sites answer its connections (routing, TLS): the
+    /// one it was bound to, or for a socket taken over, the address of this
+    /// worker's config that covers it.
     pub addr: ListenAddr,
+    /// A retired socket taken over from the previous generation (its
+    /// address moved, say from 127.0.0.1:80 to 0.0.0.0:80) for the
+    /// connections still on their way to it: accepted from like any other,
+    /// but its socket options are left alone, and it is closed on the
+    /// master's `CloseListeners`.
+    pub taken_over: bool,
 }
 
 /// Everything a freshly forked worker needs.

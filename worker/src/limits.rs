@@ -4,7 +4,7 @@
 //! `keepalive_timeout`, `max_header_size`, `send_timeout`, ...) live in the
 //! config (`HttpLimits`); these are the ones that have not needed a knob.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bytes read from a socket at a time.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -37,10 +37,6 @@ pub const TURN_REQUESTS: usize = 32;
 /// pipelined request is already buffered; at most this many times.
 pub const DRAIN_PIPELINED_MAX: u32 = 16;
 
-/// `t + d`, for durations from the config: an absurdly long one means
-/// "practically never", not an overflow panic.
-pub fn after(t: Instant, d: Duration) -> Instant {
-    t.checked_add(d)
-        .or_else(|| t.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
-        .unwrap_or(t)
-}
+/// `t + d` without a panic (see `baton_shared::deadline`): every deadline
+/// of the worker goes through it.
+pub use baton_shared::deadline::after;

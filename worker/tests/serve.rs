@@ -107,6 +107,7 @@ impl TestWorker {
             listeners: vec![Listener {
                 fd,
                 addr: addr.clone(),
+                taken_over: false,
             }],
             channel: worker_end,
             access_logs: Vec::new(),

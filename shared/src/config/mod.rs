@@ -23,6 +23,7 @@
 //! Errors read `FILE:LINE:COL: message`, in file order.
 
 mod admin;
+pub mod bounds;
 mod duration;
 mod listen;
 mod locate;
@@ -111,6 +112,18 @@ pub fn pid_file_of(path: Option<&Path>) -> Result<PathBuf, ConfigErrors> {
 /// number of seconds), for command-line options that take one.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     duration::parse(text)
+}
+
+/// A duration for the setting `key` given on the command line (`--grace`):
+/// the config's form and the config's bounds, so an override cannot
+/// carry a value the file would be refused for.
+pub fn parse_setting_duration(key: &str, text: &str) -> Result<Duration, String> {
+    let d = duration::parse(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like \"30s\" or \"500ms\""))?;
+    let b = bounds::duration_bounds(key).unwrap_or(&bounds::DURATION_FALLBACK);
+    b.check(d)
+        .map(|()| d)
+        .map_err(|why| format!("{key} {text:?} {why}"))
 }
 
 /// Where the pidfile goes when the config does not say: `/run/baton.pid`

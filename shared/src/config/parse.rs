@@ -12,6 +12,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeArray, DeInteger, DeTable, DeValue};
 
+use super::bounds;
 use super::duration;
 use super::listen;
 use super::locate::Errors;
@@ -227,12 +228,12 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
                     raw.log_level = level;
                 }
             }
-            "grace" => r.duration(name, value, false, &mut raw.grace),
-            "worker_ready_timeout" => r.duration(name, value, true, &mut raw.worker_ready_timeout),
-            "drain_linger" => r.duration(name, value, false, &mut raw.drain_linger),
-            "keepalive_timeout" => r.duration(name, value, false, &mut raw.keepalive_timeout),
-            "header_timeout" => r.duration(name, value, true, &mut raw.header_timeout),
-            "defer_accept" => r.duration(name, value, false, &mut raw.defer_accept),
+            "grace" => r.duration(name, value, &mut raw.grace),
+            "worker_ready_timeout" => r.duration(name, value, &mut raw.worker_ready_timeout),
+            "drain_linger" => r.duration(name, value, &mut raw.drain_linger),
+            "keepalive_timeout" => r.duration(name, value, &mut raw.keepalive_timeout),
+            "header_timeout" => r.duration(name, value, &mut raw.header_timeout),
+            "defer_accept" => r.duration(name, value, &mut raw.defer_accept),
             "max_header_size"
             | "max_headers"
             | "max_uri_length"
@@ -403,8 +404,9 @@ impl Reader<'_, '_, '_> {
         None
     }
 
-    /// Sets `*out` if `value` is a duration (more than zero if `nonzero`).
-    fn duration(&mut self, key: &str, value: &Value<'_>, nonzero: bool, out: &mut Duration) {
+    /// Sets `*out` if `value` is a duration within `key`'s bounds
+    /// (`bounds::DURATIONS`).
+    fn duration(&mut self, key: &str, value: &Value<'_>, out: &mut Duration) {
         let d = match value.get_ref() {
             DeValue::String(s) => duration::parse(s),
             DeValue::Integer(i) => integer(i)
@@ -412,14 +414,26 @@ impl Reader<'_, '_, '_> {
                 .map(Duration::from_secs),
             _ => None,
         };
-        match d {
-            Some(d) if nonzero && d.is_zero() => {
-                let message = format!("{key:?} must be more than 0");
+        let Some(d) = d else {
+            return self.wrong(key, value, "a duration like \"30s\" or \"500ms\"");
+        };
+        let bounds = bounds::duration_bounds(key);
+        debug_assert!(bounds.is_some(), "{key} has no row in bounds::DURATIONS");
+        match bounds.unwrap_or(&bounds::DURATION_FALLBACK).check(d) {
+            Ok(()) => *out = d,
+            Err(why) if why.starts_with("must") => {
+                let message = format!("{key:?} {why}");
                 self.errs.at_span(&value.span(), message);
             }
-            Some(d) => *out = d,
-            None => self.wrong(key, value, "a duration like \"30s\" or \"500ms\""),
+            Err(why) => self.out_of_range(key, value, &why),
         }
+    }
+
+    /// `KEY = VALUE is too long (at most 24h)`, at the value: the setting
+    /// as written, then what is wrong with it.
+    fn out_of_range(&mut self, key: &str, value: &Value<'_>, why: &str) {
+        let message = format!("{key} = {} {why}", describe(value.get_ref()));
+        self.errs.at_span(&value.span(), message);
     }
 
     fn sites(&mut self, value: &Value<'_>) -> Vec<RawSite> {

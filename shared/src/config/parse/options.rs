@@ -4,6 +4,7 @@
 use toml::de::{DeTable, DeValue};
 
 use super::{Reader, Value, integer};
+use crate::config::bounds;
 use crate::config::model::{FileOptions, HttpLimits, MAX_HEADERS_LIMIT, Symlinks};
 
 const SYMLINKS: &[&str] = &["follow", "owner", "never"];
@@ -13,18 +14,17 @@ impl Reader<'_, '_, '_> {
     pub(super) fn http_limit(&mut self, key: &str, value: &Value<'_>, http: &mut HttpLimits) {
         match key {
             "max_header_size" => {
-                // Below 1 KiB not even an ordinary browser request fits.
-                if let Some(n) = self.size(key, value, 1024, 1024 * 1024) {
+                if let Some(n) = self.size(key, value) {
                     http.max_header_size = n as usize;
                 }
             }
             "max_uri_length" => {
-                if let Some(n) = self.size(key, value, 64, 1024 * 1024) {
+                if let Some(n) = self.size(key, value) {
                     http.max_uri_length = n as usize;
                 }
             }
             "max_body_size" => {
-                if let Some(n) = self.size(key, value, 0, u64::MAX >> 1) {
+                if let Some(n) = self.size(key, value) {
                     http.max_body_size = n;
                 }
             }
@@ -44,19 +44,17 @@ impl Reader<'_, '_, '_> {
                 }
             }
             "file_cache_size" => {
-                if let Some(n) = self.size(key, value, 0, 1 << 40) {
+                if let Some(n) = self.size(key, value) {
                     http.file_cache_size = n;
                 }
             }
             "file_cache_max_file_size" => {
-                // Above 16 MiB a file is better sent with sendfile than
-                // held in every worker's memory.
-                if let Some(n) = self.size(key, value, 0, 16 * 1024 * 1024) {
+                if let Some(n) = self.size(key, value) {
                     http.file_cache_max_file_size = n;
                 }
             }
-            "body_timeout" => self.duration(key, value, true, &mut http.body_timeout),
-            "send_timeout" => self.duration(key, value, true, &mut http.send_timeout),
+            "body_timeout" => self.duration(key, value, &mut http.body_timeout),
+            "send_timeout" => self.duration(key, value, &mut http.send_timeout),
             "server_token" => match value.get_ref() {
                 DeValue::Boolean(false) => http.server_token = None,
                 DeValue::String(s) if is_header_value(s) && !s.trim().is_empty() => {
@@ -189,23 +187,25 @@ impl Reader<'_, '_, '_> {
         }
     }
 
-    /// A byte count: an integer, or a string with a `k`, `m` or `g` suffix
-    /// (binary units: `"16k"` is 16384), from `min` to `max`.
-    fn size(&mut self, key: &str, value: &Value<'_>, min: u64, max: u64) -> Option<u64> {
+    /// A byte count: an integer, or a string with a `k`, `m`, `g` or `t`
+    /// suffix (binary units: `"16k"` is 16384), within `key`'s bounds
+    /// (`bounds::SIZES`).
+    fn size(&mut self, key: &str, value: &Value<'_>) -> Option<u64> {
         let n = match value.get_ref() {
             DeValue::Integer(i) => integer(i).and_then(|n| u64::try_from(n).ok()),
             DeValue::String(s) => parse_size(s),
             _ => None,
         };
-        match n {
-            Some(n) if (min..=max).contains(&n) => Some(n),
-            Some(_) => {
-                let message = format!("{key:?} must be from {min} to {max} bytes");
-                self.errs.at_span(&value.span(), message);
-                None
-            }
-            None => {
-                self.wrong(key, value, "a size like 16384 or \"16k\"");
+        let Some(n) = n else {
+            self.wrong(key, value, "a size like 16384 or \"16k\"");
+            return None;
+        };
+        let bounds = bounds::size_bounds(key);
+        debug_assert!(bounds.is_some(), "{key} has no row in bounds::SIZES");
+        match bounds.unwrap_or(&bounds::SIZE_FALLBACK).check(n) {
+            Ok(()) => Some(n),
+            Err(why) => {
+                self.out_of_range(key, value, &why);
                 None
             }
         }
@@ -294,13 +294,14 @@ impl Reader<'_, '_, '_> {
     }
 }
 
-/// `"16k"`, `"1m"`, `"2g"`, `"100"`: bytes, binary units.
+/// `"16k"`, `"1m"`, `"2g"`, `"1t"`, `"100"`: bytes, binary units.
 fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let (digits, unit) = match s.as_bytes().last()? {
         b'k' | b'K' => (&s[..s.len() - 1], 1u64 << 10),
         b'm' | b'M' => (&s[..s.len() - 1], 1 << 20),
         b'g' | b'G' => (&s[..s.len() - 1], 1 << 30),
+        b't' | b'T' => (&s[..s.len() - 1], 1 << 40),
         _ => (s, 1),
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {

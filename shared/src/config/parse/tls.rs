@@ -38,8 +38,8 @@ impl Reader<'_, '_, '_> {
                 DeValue::String(s) if s.as_ref() == "reject" => tls.reject_unknown_sni = true,
                 _ => self.wrong(key, value, "\"default\" or \"reject\""),
             },
-            "tls_watch_interval" => self.duration(key, value, true, &mut tls.watch_interval),
-            "tls_ticket_rotation" => self.duration(key, value, true, &mut tls.ticket_rotation),
+            "tls_watch_interval" => self.duration(key, value, &mut tls.watch_interval),
+            "tls_ticket_rotation" => self.duration(key, value, &mut tls.ticket_rotation),
             "tls_ciphers" => {
                 let expected = "an array of cipher suite names";
                 let Some(array) = self.array(key, value, expected) else {
