@@ -135,10 +135,10 @@ fn a_rollback_lets_the_failed_generation_finish_its_downloads() {
     env.write_config(&env.simple_config());
     let _server = start_with_env(&env, &[("BATON_TEST_HOLD_READY", "2/1")]);
     let extra = free_port();
-    env.write_config(
-        &two_port_config(&env, extra, "")
-            .replace("worker_ready_timeout = \"5s\"", "worker_ready_timeout = \"3s\""),
-    );
+    env.write_config(&two_port_config(&env, extra, "").replace(
+        "worker_ready_timeout = \"5s\"",
+        "worker_ready_timeout = \"3s\"",
+    ));
     let reload = reload_in_background(&env);
     // Only generation 2 listens on `extra`.
     assert!(wait_until(Duration::from_secs(10), || !refused(extra)));
@@ -221,10 +221,14 @@ fn a_ready_and_a_death_seen_together_fail_the_reload() {
 fn a_stop_during_the_handover_reports_the_reload_as_done() {
     let env = Env::new();
     env.write_file("www/big.bin", &vec![7u8; BIG]);
-    env.write_config(&env.simple_config());
+    let one_worker = |c: String| c.replace("workers = 2", "workers = 1");
+    env.write_config(&one_worker(env.simple_config()));
     let mut server = start_with_env(&env, &[("BATON_TEST_HOLD_DRAINING", "1")]);
+    // Keeps generation 1's worker draining (an idle one would exit at
+    // once, which ends the handover too).
+    let _held = start_download(env.port, "/big.bin");
     let extra = free_port();
-    env.write_config(&two_port_config(&env, extra, ""));
+    env.write_config(&one_worker(two_port_config(&env, extra, "")));
     let reload = reload_in_background(&env);
     let handover = wait_until(Duration::from_secs(10), || {
         env.status().raw.contains("reload: handover")
@@ -294,13 +298,17 @@ fn a_failed_reload_leaves_a_readded_address_refusing() {
     let _server = start_with_env(&env, &[("BATON_TEST_HOLD_READY", "3/0")]);
     let _stuck = start_download(extra, "/big.bin");
     // Reload 1: `extra` removed, generation 1 drains with the download.
-    env.write_config(&env.simple_config().replace("grace = \"5s\"", "grace = \"60s\""));
+    env.write_config(
+        &env.simple_config()
+            .replace("grace = \"5s\"", "grace = \"60s\""),
+    );
     assert!(env.reload().status.success());
     assert!(wait_until(Duration::from_secs(10), || refused(extra)));
     // Reload 2: `extra` back, but generation 3 never becomes ready.
-    env.write_config(
-        &both.replace("worker_ready_timeout = \"5s\"", "worker_ready_timeout = \"2s\""),
-    );
+    env.write_config(&both.replace(
+        "worker_ready_timeout = \"5s\"",
+        "worker_ready_timeout = \"2s\"",
+    ));
     let out = env.reload();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(

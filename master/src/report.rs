@@ -46,6 +46,11 @@ pub struct Snapshot {
     pub file_cache_by_gone_workers: (u64, u64),
     /// What an operator should act on (an OCSP staple refused or expired).
     pub warnings: Vec<String>,
+    /// Where the reload transaction is: `idle`, or its state and the
+    /// generation it is about.
+    pub reload: String,
+    /// Draining generations stopped early by `max_draining_generations`.
+    pub draining_stopped: u64,
 }
 
 /// `baton -s status`: one `key: value` line each, workers one per line.
@@ -56,6 +61,7 @@ pub fn text(s: &Snapshot) -> String {
     let _ = writeln!(out, "config: {}", s.config);
     let _ = writeln!(out, "uptime: {}s", s.uptime_secs);
     let _ = writeln!(out, "generation: {}", s.generation);
+    let _ = writeln!(out, "reload: {}", s.reload);
     let generations: Vec<String> = s
         .generations
         .iter()
@@ -70,6 +76,7 @@ pub fn text(s: &Snapshot) -> String {
         );
     }
     let _ = writeln!(out, "restarts: {}", s.restarts);
+    let _ = writeln!(out, "draining_stopped: {}", s.draining_stopped);
     let looping: Vec<String> = s
         .crash_loop
         .iter()
@@ -152,6 +159,8 @@ pub fn json(s: &Snapshot) -> serde_json::Value {
         "generation": s.generation,
         "workers": workers,
         "restarts": s.restarts,
+        "reload": s.reload,
+        "draining_stopped": s.draining_stopped,
         "crash_loop": s.crash_loop.iter().map(|(slot, n)| json!({"slot": slot, "crashes": n})).collect::<Vec<_>>(),
         "reloads": { "ok": s.reloads_ok, "failed": s.reloads_failed },
         "last_reload": last_reload,
@@ -201,6 +210,17 @@ pub fn metrics(s: &Snapshot) -> String {
         "Workers of the serving generation replaced after dying.",
     );
     let _ = writeln!(out, "baton_worker_restarts_total {}", s.restarts);
+    family(
+        &mut out,
+        "baton_draining_generations_stopped_total",
+        "counter",
+        "Draining generations stopped early because more than max_draining_generations were draining.",
+    );
+    let _ = writeln!(
+        out,
+        "baton_draining_generations_stopped_total {}",
+        s.draining_stopped
+    );
     family(
         &mut out,
         "baton_workers",
@@ -372,6 +392,8 @@ mod tests {
             bytes_by_gone_workers: u64::MAX,
             file_cache_by_gone_workers: (u64::MAX, u64::MAX),
             warnings: Vec::new(),
+            reload: "idle".into(),
+            draining_stopped: 0,
         };
         let m = metrics(&s);
         assert!(

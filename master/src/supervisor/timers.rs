@@ -19,12 +19,12 @@ pub enum Owner {
     Stop,
     /// A log reopen: workers that did not confirm are reported.
     Reopen,
-    /// The certificate files are looked at again.
+    /// The certificate files are looked at again, or a staple expires.
     CertWatch,
     /// A new session ticket key.
     TicketRotation,
-    /// A stapled OCSP response expires.
-    StapleExpiry,
+    /// A retired listen socket's linger ends.
+    Linger,
 }
 
 #[derive(Debug, Default)]
@@ -43,10 +43,6 @@ impl Timers {
                 self.due.remove(&owner);
             }
         }
-    }
-
-    pub fn get(&self, owner: Owner) -> Option<Instant> {
-        self.due.get(&owner).copied()
     }
 
     /// The earliest deadline: what the loop's poll waits for at most.

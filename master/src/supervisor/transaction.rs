@@ -248,11 +248,6 @@ impl<W> Transaction<W> {
         }
     }
 
-    /// The first generation has not committed yet.
-    pub fn starting_first(&self) -> bool {
-        matches!(self.state, State::Starting { first: true, .. })
-    }
-
     /// When `Tick` next has something to do.
     pub fn deadline(&self) -> Option<Instant> {
         match self.state {
@@ -467,7 +462,7 @@ impl<W> Transaction<W> {
             active,
             generation,
             waiting: draining,
-            deadline: now.checked_add(HANDOVER_TIMEOUT).unwrap_or(now),
+            deadline: baton_shared::deadline::after(now, HANDOVER_TIMEOUT),
             warning,
         };
         if let State::Handover { waiting, .. } = &self.state

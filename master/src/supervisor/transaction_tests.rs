@@ -80,6 +80,7 @@ fn show(effects: &[Effect<u32>]) -> Vec<String> {
                     Outcome::Ok { generation, .. } => format!("ok {generation}"),
                     Outcome::Invalid(_) => "invalid".into(),
                     Outcome::Failed(_) => "failed".into(),
+                    Outcome::Forbidden(_) => "forbidden".into(),
                 };
                 format!("finished {what} {waiters:?}")
             }
