@@ -123,15 +123,16 @@ fn reach(at: At, base: Instant) -> Tx {
     if let At::Committing = at {
         return tx;
     }
-    tx.on(
-        Event::Committed {
-            draining: vec![pid(5), pid(6)],
-            warning: None,
-        },
-        base,
-    );
+    tx.on(committed(vec![pid(5), pid(6)]), base);
     assert_eq!(tx.phase(), Phase::Handover);
     tx
+}
+
+fn committed(draining: Vec<Pid>) -> Event<u32> {
+    Event::Committed {
+        draining,
+        warning: None,
+    }
 }
 
 fn ready(p: i32) -> Event<u32> {
@@ -171,10 +172,7 @@ fn every_state_and_event() {
         ("stopped-accepting", |_| Event::StoppedAccepting {
             pid: pid(5),
         }),
-        ("committed", |_| Event::Committed {
-            draining: vec![pid(5)],
-            warning: None,
-        }),
+        ("committed", |_| committed(vec![pid(5)])),
         ("tick-early", |_| Event::Tick),
         ("stop", |_| Event::StopRequested),
     ];
@@ -411,13 +409,7 @@ fn the_first_generation_commits_as_first() {
         show(&tx.on(ready(11), base)),
         ["commit 2 first=true persist=false"]
     );
-    let done = tx.on(
-        Event::Committed {
-            draining: vec![],
-            warning: None,
-        },
-        base,
-    );
+    let done = tx.on(committed(vec![]), base);
     // The start is not a reload: nothing to count or to tell.
     assert!(show(&done).is_empty());
     assert_eq!(tx.phase(), Phase::Idle);
@@ -434,13 +426,7 @@ fn queued_requests_run_in_order_and_file_rereads_merge() {
     tx.on(ready(10), base);
     tx.on(ready(11), base);
     // The reload in progress finishes, and the merged re-read starts.
-    let effects = tx.on(
-        Event::Committed {
-            draining: vec![],
-            warning: None,
-        },
-        base,
-    );
+    let effects = tx.on(committed(vec![]), base);
     assert_eq!(
         show(&effects),
         ["finished ok 2 [1]", "notify-reloading", "prepare file"]
