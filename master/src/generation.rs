@@ -7,18 +7,18 @@ use std::time::{Duration, Instant};
 
 use baton_shared::channel::{Channel, FileCacheStats};
 use baton_shared::config::{Config, ListenAddr};
-use baton_shared::deadline;
 use mio::Token;
 use nix::unistd::Pid;
 
 /// Where a generation is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Forked; waiting for every worker's `Ready` until `deadline`.
+    /// Forked; waiting for every worker's `Ready` (the reload
+    /// transaction's deadline).
     Starting,
     /// The current generation.
     Serving,
-    /// Told to drain; killed at `deadline` if anything is left.
+    /// Told to drain; killed after its grace period if anything is left.
     Draining,
 }
 
@@ -37,8 +37,6 @@ impl Phase {
 pub struct Slot {
     /// Consecutive short-lived deaths; 0 when the slot is healthy.
     pub crashes: u32,
-    /// When to fork a replacement, if one is due.
-    pub respawn_at: Option<Instant>,
     /// When the last death was recorded.
     pub last_crash: Option<Instant>,
 }
@@ -65,7 +63,6 @@ impl Slot {
         };
         let shift = (self.crashes - 1).min(16);
         let delay = BACKOFF_FIRST.saturating_mul(1 << shift).min(BACKOFF_MAX);
-        self.respawn_at = Some(deadline::after(now, delay));
         self.last_crash = Some(now);
         delay
     }
@@ -93,8 +90,6 @@ pub struct Generation {
     /// answer them). Given to its workers after `addrs`.
     pub took_over: Vec<(ListenAddr, ListenAddr)>,
     pub phase: Phase,
-    /// Ready deadline while Starting, kill deadline while Draining.
-    pub deadline: Option<Instant>,
     pub slots: Vec<Slot>,
     /// Its access log files (`Config::access_logs` order), given to every
     /// worker it forks, including replacements; replaced on reopen.
@@ -114,7 +109,7 @@ impl Generation {
             .chain(self.took_over.iter().map(|(addr, _)| addr))
     }
 
-    pub fn new(number: u64, config: Arc<Config>, deadline: Instant) -> Generation {
+    pub fn new(number: u64, config: Arc<Config>) -> Generation {
         let addrs = config.listens().iter().map(|l| l.addr.clone()).collect();
         let slots = vec![Slot::default(); config.workers];
         Generation {
@@ -122,7 +117,6 @@ impl Generation {
             addrs,
             took_over: Vec::new(),
             phase: Phase::Starting,
-            deadline: Some(deadline),
             tls: Arc::clone(&config.tls_loaded.0),
             config,
             slots,
@@ -155,11 +149,15 @@ pub struct Child {
 }
 
 impl Child {
-    pub fn state(&self) -> &'static str {
-        match (self.ready, self.draining) {
-            (_, true) => "draining",
-            (true, false) => "serving",
-            (false, false) => "starting",
+    /// Its state for status, given its generation's phase: a worker of a
+    /// generation that has not committed yet is `ready` once it said so,
+    /// not `serving`.
+    pub fn state(&self, phase: Option<Phase>) -> &'static str {
+        match (self.draining, self.ready, phase) {
+            (true, _, _) | (false, _, Some(Phase::Draining)) => "draining",
+            (false, true, Some(Phase::Starting)) => "ready",
+            (false, true, _) => "serving",
+            (false, false, _) => "starting",
         }
     }
 }

@@ -152,84 +152,71 @@ fn fail(readiness: Option<daemon::Readiness>, error: &str) -> i32 {
     1
 }
 
-/// Steps 4 and 5 of the startup order. On error, whatever was created is
-/// dropped again (sockets closed, unix socket files removed).
+/// Steps 4 and 5 of the startup order. The resources are gathered in one
+/// `Resources` as they are made: an error returns early and drops it,
+/// which releases what was made so far (sockets closed, socket files
+/// removed, the lock let go).
 fn prepare(
     config: Config,
     config_text: String,
     overrides: Overrides,
 ) -> Result<supervisor::Setup, String> {
     let lock = pidfile::acquire(&config.pid_file)?;
+    let mut res = supervisor::Resources::new(lock, config.pid_file.clone());
     if let Some(path) = &config.error_log {
         logfiles::redirect_stderr(path, &config)
             .map_err(|e| format!("cannot open error log {}: {e}", path.display()))?;
     }
-    let mut listeners = listeners::ListenerSet::default();
-    listeners.adopt_passed(activation::take_systemd(), &config);
-    let bound = listeners
+    res.listeners
+        .adopt_passed(activation::take_systemd(), &config);
+    let bound = res
+        .listeners
         .adopt_stdin(&config)
-        .and_then(|()| listeners.prepare(&config).map(|_| ()));
-    if let Err(b) = bound {
-        return Err(config
-            .error_at(
-                b.listen.pos,
-                format!("cannot bind {}: {}", b.listen.addr, b.error),
-            )
-            .to_string());
+        .and_then(|()| res.listeners.prepare(&config));
+    match bound {
+        // Nothing to roll back at start: the plan commits at once.
+        Ok(plan) => {
+            res.listeners.commit(&plan, config.defer_accept);
+        }
+        Err(b) => {
+            return Err(config
+                .error_at(
+                    b.listen.pos,
+                    format!("cannot bind {}: {}", b.listen.addr, b.error),
+                )
+                .to_string());
+        }
     }
     for l in config.listens() {
         log::info!("listening on {}", l.addr);
     }
     let control_path: PathBuf = control::socket_path(&config.pid_file);
-    let control = match control::bind(&control_path) {
-        Ok(c) => c,
-        Err(e) => {
-            listeners.close_all();
-            return Err(format!(
-                "cannot create control socket {}: {e}",
-                control_path.display()
-            ));
-        }
-    };
-    let admin = match &config.admin {
-        None => None,
-        Some(a) => match admin::Listener::bind(a) {
-            Ok(l) => {
-                log::info!("admin API on {}", a.listen);
-                Some((l, a.clone()))
-            }
-            Err(e) => {
-                listeners.close_all();
-                let _ = std::fs::remove_file(&control_path);
-                return Err(config
-                    .error_at(
-                        a.pos,
-                        format!("cannot serve the admin API on {}: {e}", a.listen),
-                    )
-                    .to_string());
-            }
-        },
-    };
-    let access_logs = match logfiles::open_access_logs(&config) {
-        Ok(fds) => fds,
-        Err(e) => {
-            listeners.close_all();
-            let _ = std::fs::remove_file(&control_path);
-            if let Some((a, _)) = &admin {
-                a.remove_file();
-            }
-            return Err(e);
-        }
-    };
+    let control = control::bind(&control_path).map_err(|e| {
+        format!(
+            "cannot create control socket {}: {e}",
+            control_path.display()
+        )
+    })?;
+    res.control = Some((control, control_path));
+    if let Some(a) = &config.admin {
+        let listener = admin::Listener::bind(a).map_err(|e| {
+            config
+                .error_at(
+                    a.pos,
+                    format!("cannot serve the admin API on {}: {e}", a.listen),
+                )
+                .to_string()
+        })?;
+        log::info!("admin API on {}", a.listen);
+        res.admin = Some((listener, a.clone()));
+    }
+    let access_logs = logfiles::open_access_logs(&config)?;
     Ok(supervisor::Setup {
         config,
         config_text,
         access_logs,
-        admin,
         overrides,
-        lock,
-        listeners,
-        control: (control, control_path),
+        resources: res,
         readiness: None,
     })
 }

@@ -3,7 +3,6 @@
 //! (an exit status and text) or the admin API (an HTTP status and JSON).
 //! Signals wait for nothing; they only get the log line.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use baton_shared::config::{ConfigErrors, RootOnly};
@@ -148,43 +147,5 @@ impl Waiter {
             Waiter::Control(mut c) => c.reply(status::APPLY_FAILED, why),
             Waiter::Admin(mut c) => c.respond_json(503, &json!({ "error": why })),
         }
-    }
-}
-
-/// One reload to run.
-pub struct Request {
-    pub waiters: Vec<Waiter>,
-    /// Config text sent with `POST /config`, to validate, run, and write to
-    /// the config file once it runs. `None`: read the config file.
-    pub text: Option<String>,
-    /// `text` came from a caller who is not root: it may not change the
-    /// settings only root may (checked again when the reload starts).
-    pub restricted: bool,
-}
-
-/// Reload requests that came while a reload was running. Requests to
-/// re-read the file merge (a burst of signals gives one more reload, not
-/// fifty); a `POST /config` keeps its own place in the queue.
-#[derive(Default)]
-pub struct Pending(VecDeque<Request>);
-
-impl Pending {
-    pub fn push(&mut self, request: Request) {
-        if request.text.is_none()
-            && let Some(last) = self.0.back_mut()
-            && last.text.is_none()
-        {
-            last.waiters.extend(request.waiters);
-            return;
-        }
-        self.0.push_back(request);
-    }
-
-    pub fn pop(&mut self) -> Option<Request> {
-        self.0.pop_front()
-    }
-
-    pub fn drain(&mut self) -> impl Iterator<Item = Request> + '_ {
-        self.0.drain(..)
     }
 }

@@ -46,6 +46,11 @@ pub struct Snapshot {
     pub file_cache_by_gone_workers: (u64, u64),
     /// What an operator should act on (an OCSP staple refused or expired).
     pub warnings: Vec<String>,
+    /// Where the reload transaction is: `idle`, or its state and the
+    /// generation it is about.
+    pub reload: String,
+    /// Draining generations stopped early by `max_draining_generations`.
+    pub draining_stopped: u64,
 }
 
 /// `baton -s status`: one `key: value` line each, workers one per line.
@@ -56,6 +61,7 @@ pub fn text(s: &Snapshot) -> String {
     let _ = writeln!(out, "config: {}", s.config);
     let _ = writeln!(out, "uptime: {}s", s.uptime_secs);
     let _ = writeln!(out, "generation: {}", s.generation);
+    let _ = writeln!(out, "reload: {}", s.reload);
     let generations: Vec<String> = s
         .generations
         .iter()
@@ -70,6 +76,7 @@ pub fn text(s: &Snapshot) -> String {
         );
     }
     let _ = writeln!(out, "restarts: {}", s.restarts);
+    let _ = writeln!(out, "draining_stopped: {}", s.draining_stopped);
     let looping: Vec<String> = s
         .crash_loop
         .iter()
@@ -152,6 +159,8 @@ pub fn json(s: &Snapshot) -> serde_json::Value {
         "generation": s.generation,
         "workers": workers,
         "restarts": s.restarts,
+        "reload": s.reload,
+        "draining_stopped": s.draining_stopped,
         "crash_loop": s.crash_loop.iter().map(|(slot, n)| json!({"slot": slot, "crashes": n})).collect::<Vec<_>>(),
         "reloads": { "ok": s.reloads_ok, "failed": s.reloads_failed },
         "last_reload": last_reload,
@@ -164,45 +173,67 @@ pub fn json(s: &Snapshot) -> serde_json::Value {
 /// go down across reloads.
 pub fn metrics(s: &Snapshot) -> String {
     let mut out = String::new();
-    fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-    }
-    family(
-        &mut out,
+    master_metrics(&mut out, s);
+    worker_gauges(&mut out, s);
+    traffic_counters(&mut out, s);
+    out
+}
+
+/// One metric family's `# HELP` and `# TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A family with one unlabelled sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// What the master itself knows: generations, reloads, restarts.
+fn master_metrics(out: &mut String, s: &Snapshot) {
+    single(
+        out,
         "baton_generation",
         "gauge",
         "The serving worker generation.",
+        s.generation,
     );
-    let _ = writeln!(out, "baton_generation {}", s.generation);
-    family(
-        &mut out,
+    single(
+        out,
         "baton_uptime_seconds",
         "gauge",
         "Seconds since the master started.",
+        s.uptime_secs,
     );
-    let _ = writeln!(out, "baton_uptime_seconds {}", s.uptime_secs);
-    family(
-        &mut out,
-        "baton_reloads_total",
-        "counter",
-        "Reloads by result.",
-    );
+    family(out, "baton_reloads_total", "counter", "Reloads by result.");
     let _ = writeln!(out, "baton_reloads_total{{result=\"ok\"}} {}", s.reloads_ok);
     let _ = writeln!(
         out,
         "baton_reloads_total{{result=\"failed\"}} {}",
         s.reloads_failed
     );
-    family(
-        &mut out,
+    single(
+        out,
         "baton_worker_restarts_total",
         "counter",
         "Workers of the serving generation replaced after dying.",
+        s.restarts,
     );
-    let _ = writeln!(out, "baton_worker_restarts_total {}", s.restarts);
+    single(
+        out,
+        "baton_draining_generations_stopped_total",
+        "counter",
+        "Draining generations stopped early because more than max_draining_generations were draining.",
+        s.draining_stopped,
+    );
+}
+
+/// The live workers, by generation.
+fn worker_gauges(out: &mut String, s: &Snapshot) {
     family(
-        &mut out,
+        out,
         "baton_workers",
         "gauge",
         "Worker processes by generation and state.",
@@ -223,12 +254,6 @@ pub fn metrics(s: &Snapshot) -> String {
             "baton_workers{{generation=\"{generation}\",state=\"{state}\"}} {n}"
         );
     }
-    family(
-        &mut out,
-        "baton_connections",
-        "gauge",
-        "Open client connections, by generation.",
-    );
     let mut by_gen: Vec<(u64, u64, u64)> = Vec::new();
     for w in &s.workers {
         match by_gen.iter_mut().find(|(g, _, _)| *g == w.generation) {
@@ -239,6 +264,12 @@ pub fn metrics(s: &Snapshot) -> String {
             None => by_gen.push((w.generation, w.connections, w.requests)),
         }
     }
+    family(
+        out,
+        "baton_connections",
+        "gauge",
+        "Open client connections, by generation.",
+    );
     for (generation, connections, _) in &by_gen {
         let _ = writeln!(
             out,
@@ -246,7 +277,7 @@ pub fn metrics(s: &Snapshot) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "baton_generation_requests",
         "gauge",
         "Requests served by the live workers of each generation.",
@@ -257,20 +288,20 @@ pub fn metrics(s: &Snapshot) -> String {
             "baton_generation_requests{{generation=\"{generation}\"}} {requests}"
         );
     }
-    family(
-        &mut out,
+}
+
+/// Requests, responses, bytes and the file cache, since the master started.
+fn traffic_counters(out: &mut String, s: &Snapshot) {
+    let live = total(s.workers.iter().map(|w| w.requests));
+    single(
+        out,
         "baton_requests_total",
         "counter",
         "Requests served since the master started.",
-    );
-    let live = total(s.workers.iter().map(|w| w.requests));
-    let _ = writeln!(
-        out,
-        "baton_requests_total {}",
-        live.saturating_add(s.requests_by_gone_workers)
+        live.saturating_add(s.requests_by_gone_workers),
     );
     family(
-        &mut out,
+        out,
         "baton_responses_total",
         "counter",
         "Responses by status class since the master started.",
@@ -284,45 +315,39 @@ pub fn metrics(s: &Snapshot) -> String {
             live.saturating_add(*gone)
         );
     }
-    family(
-        &mut out,
+    let live = total(s.workers.iter().map(|w| w.bytes));
+    single(
+        out,
         "baton_sent_bytes_total",
         "counter",
         "Response body bytes sent since the master started.",
-    );
-    let live = total(s.workers.iter().map(|w| w.bytes));
-    let _ = writeln!(
-        out,
-        "baton_sent_bytes_total {}",
-        live.saturating_add(s.bytes_by_gone_workers)
+        live.saturating_add(s.bytes_by_gone_workers),
     );
     let (gone_hits, gone_misses) = s.file_cache_by_gone_workers;
-    for (name, help, live, gone) in [
-        (
-            "baton_file_cache_hits_total",
-            "Static file lookups answered from a worker's file cache.",
-            total(s.workers.iter().map(|w| w.file_cache.hits)),
-            gone_hits,
-        ),
-        (
-            "baton_file_cache_misses_total",
-            "Static file lookups that went to the disk.",
-            total(s.workers.iter().map(|w| w.file_cache.misses)),
-            gone_misses,
-        ),
-    ] {
-        family(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {}", live.saturating_add(gone));
-    }
-    family(
-        &mut out,
+    let hits = total(s.workers.iter().map(|w| w.file_cache.hits));
+    single(
+        out,
+        "baton_file_cache_hits_total",
+        "counter",
+        "Static file lookups answered from a worker's file cache.",
+        hits.saturating_add(gone_hits),
+    );
+    let misses = total(s.workers.iter().map(|w| w.file_cache.misses));
+    single(
+        out,
+        "baton_file_cache_misses_total",
+        "counter",
+        "Static file lookups that went to the disk.",
+        misses.saturating_add(gone_misses),
+    );
+    let held = total(s.workers.iter().map(|w| w.file_cache.bytes));
+    single(
+        out,
         "baton_file_cache_bytes",
         "gauge",
         "Bytes of files the workers' caches hold now.",
+        held,
     );
-    let held = total(s.workers.iter().map(|w| w.file_cache.bytes));
-    let _ = writeln!(out, "baton_file_cache_bytes {held}");
-    out
 }
 
 /// A sum of counters the workers report: they are the workers' word, so
@@ -372,6 +397,8 @@ mod tests {
             bytes_by_gone_workers: u64::MAX,
             file_cache_by_gone_workers: (u64::MAX, u64::MAX),
             warnings: Vec::new(),
+            reload: "idle".into(),
+            draining_stopped: 0,
         };
         let m = metrics(&s);
         assert!(

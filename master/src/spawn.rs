@@ -41,10 +41,17 @@ pub struct TlsHandoff {
     pub ticket_keys: Vec<[u8; 32]>,
 }
 
-/// Forks a worker of `generation` serving `listeners`.
+/// Which worker a fork makes: its generation and its slot in it.
+#[derive(Debug, Clone, Copy)]
+pub struct Place {
+    pub generation: u64,
+    pub slot: usize,
+}
+
+/// Forks the worker at `place` serving `listeners`.
 pub fn spawn(
     config: &Arc<Config>,
-    generation: u64,
+    place: Place,
     listeners: &[ListenerFd],
     access_logs: &[RawFd],
     tls: &TlsHandoff,
@@ -68,7 +75,7 @@ pub fn spawn(
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 child_main(
                     config,
-                    generation,
+                    place,
                     listeners,
                     access_logs,
                     tls,
@@ -86,7 +93,7 @@ pub fn spawn(
 
 fn child_main(
     config: &Arc<Config>,
-    generation: u64,
+    place: Place,
     listeners: &[ListenerFd],
     access_logs: &[RawFd],
     tls: &TlsHandoff,
@@ -94,6 +101,7 @@ fn child_main(
     master_pid: u32,
 ) -> i32 {
     baton_shared::logging::set_role_worker();
+    let generation = place.generation;
     let mut keep: Vec<RawFd> = vec![0, 1, 2, channel.as_raw_fd()];
     keep.extend(listeners.iter().map(|l| l.fd));
     keep.extend_from_slice(access_logs);
@@ -140,6 +148,7 @@ fn child_main(
     baton_worker::run(baton_worker::Setup {
         config: Arc::clone(config),
         generation,
+        slot: place.slot,
         listeners,
         access_logs,
         channel,

@@ -2,12 +2,10 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use baton_shared::config::ListenAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
-use log::debug;
 use mio::{Poll, Token};
 
 use crate::Listener;
@@ -22,9 +20,9 @@ pub enum Acceptor {
 impl Acceptor {
     /// Takes over a listen socket the master passed down. It is already
     /// non-blocking; set it anyway, as accepting must never block the loop.
-    /// `defer_accept` is the config's (see `tune_listener`), not applied to
-    /// a retired socket taken over.
-    pub fn new(listener: Listener, defer_accept: Duration) -> io::Result<Acceptor> {
+    /// Its socket options are the master's to set (a generation that fails
+    /// to start must leave them as they were): a worker never changes them.
+    pub fn new(listener: Listener) -> io::Result<Acceptor> {
         let unix = match listener.addr {
             ListenAddr::Tcp(_) => false,
             ListenAddr::Unix(_) => true,
@@ -38,11 +36,6 @@ impl Acceptor {
         } else {
             let l = std::net::TcpListener::from(listener.fd);
             l.set_nonblocking(true)?;
-            // A retired socket's options are the master's now (it turned
-            // TCP_DEFER_ACCEPT off so that what is on its way arrives).
-            if !listener.taken_over {
-                tune_listener(&l, defer_accept);
-            }
             Ok(Acceptor::Tcp(mio::net::TcpListener::from_std(l)))
         }
     }
@@ -122,63 +115,6 @@ impl Acceptor {
 /// inherits (Linux copies them at accept: no setsockopt per connection).
 /// Setting them again from every worker and generation is harmless; a
 /// failure only costs speed, so it is logged, not fatal.
-/// Socket options of a TCP listener. Set by every worker of every
-/// generation on the shared socket: the options are the socket's, so the
-/// newest generation's config wins, and connections accepted from then on
-/// inherit them.
-fn tune_listener(l: &std::net::TcpListener, defer_accept: Duration) {
-    // Heads go out with MSG_MORE and bodies with sendfile, so Nagle would
-    // only delay the last partial segment.
-    if let Err(e) = nix::sys::socket::setsockopt(l, nix::sys::socket::sockopt::TcpNoDelay, &true) {
-        debug!("TCP_NODELAY on a listener: {e}");
-    }
-    // At most this much unsent data in a socket: sendfile stops there and
-    // EPOLLOUT comes back when it has drained. Without it, one sendfile
-    // queues up to a megabyte, and the segments that do not fit the
-    // window are transmitted later from the ACK's softirq, on whatever CPU
-    // the client runs on: the server's work lands on the client's core.
-    // Measured on loopback (bench/static.sh's 10 MiB load, wrk -c8): 2.0
-    // GB/s without, 3.1 with 32 to 128 KiB, 2.7 with 256 KiB. Only unsent
-    // bytes count, not bytes in flight, so a long fat link is not slowed:
-    // 128 KiB is a millisecond of a gigabit link to wake up and refill.
-    set_tcp_int(l, libc::TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT", 128 * 1024);
-    // The kernel hands a connection over once its first bytes arrived
-    // (or after this many seconds), not when the handshake completes. A
-    // short connection then wakes a worker once instead of twice: for the
-    // accept, then for the request. Each wake-up is paid by the client's
-    // CPU, which sends the packet that causes it; on loopback with a
-    // CPU-bound wrk, connection-per-request went from 21.1-21.3k to
-    // 24.1-24.3k req/s (nginx, without `deferred`: 22.0-22.2k). nginx's
-    // `listen ... deferred` sets the same option, to 1 s. A client that
-    // connects and stays silent is handed over when the time is up and
-    // then has `header_timeout`. Set every time, 0 included, so that a
-    // reload can turn it off.
-    let secs = defer_accept
-        .as_secs()
-        .saturating_add(u64::from(defer_accept.subsec_nanos() > 0));
-    let secs = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
-    set_tcp_int(l, libc::TCP_DEFER_ACCEPT, "TCP_DEFER_ACCEPT", secs);
-}
-
-/// Sets an integer IPPROTO_TCP option that nix has no wrapper for; a
-/// failure only costs speed, so it is logged at debug level.
-fn set_tcp_int(l: &std::net::TcpListener, option: libc::c_int, name: &str, value: libc::c_int) {
-    // SAFETY: a valid socket fd, and a pointer to a c_int with its size;
-    // the kernel only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            l.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            option,
-            std::ptr::from_ref(&value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        debug!("{name} on a listener: {}", io::Error::last_os_error());
-    }
-}
-
 fn is_unix_socket(fd: &std::os::fd::OwnedFd) -> io::Result<bool> {
     use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
     let addr: SockaddrStorage = getsockname(fd.as_raw_fd())?;

@@ -87,7 +87,9 @@ impl Worker {
         self.close_listeners(&held);
         // From here on this worker accepts nothing: the master's reload may
         // tell its caller that new connections reach the new generation.
-        self.send_to_master(&baton_shared::channel::ToMaster::Draining);
+        if !self.hooks.hold_draining {
+            self.send_to_master(&baton_shared::channel::ToMaster::Draining);
+        }
     }
 
     /// Closes every listener but those in `held` (positions).

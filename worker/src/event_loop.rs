@@ -31,6 +31,7 @@ use crate::routing::Routes;
 use crate::signals::{Order, Signals};
 use crate::static_files::FileCache;
 use crate::stream::Stream;
+use crate::test_hooks::Hooks;
 use crate::tls::Tls;
 
 /// Which source a token belongs to.
@@ -108,6 +109,7 @@ pub struct Worker {
     /// Connections accepted in a batch, before they are served (kept to
     /// reuse its allocation).
     accepted: Vec<(Stream, Option<IpAddr>)>,
+    pub(crate) hooks: Hooks,
     pub(crate) now: Instant,
     next_tick: Instant,
     next_stats: Instant,
@@ -118,7 +120,8 @@ impl Worker {
     /// Sets up signals, the poll and every registration. Nothing is accepted
     /// and `Ready` is not sent until `run`.
     pub fn new(setup: Setup) -> io::Result<Worker> {
-        let signals = Signals::install()?;
+        let hooks = Hooks::from_env(setup.generation, setup.slot);
+        let signals = Signals::install(hooks.hold_ready)?;
         let poll = Poll::new()?;
         let addrs: Vec<_> = setup.listeners.iter().map(|l| l.addr.clone()).collect();
         let routes = Routes::new(&setup.config, &addrs);
@@ -130,7 +133,7 @@ impl Worker {
         }
         let mut listeners = Vec::with_capacity(addrs.len());
         for (i, listener) in setup.listeners.into_iter().enumerate() {
-            let acceptor = Acceptor::new(listener, setup.config.defer_accept)?;
+            let acceptor = Acceptor::new(listener)?;
             acceptor.register(&poll, listener_token(i))?;
             listeners.push(Some(ListenerSlot {
                 acceptor,
@@ -183,6 +186,7 @@ impl Worker {
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             files,
             accepted: Vec::new(),
+            hooks,
             now,
             next_tick: after(now, TICK),
             next_stats: after(now, STATS_EVERY),
@@ -192,7 +196,9 @@ impl Worker {
 
     /// Serves until drained or stopped; returns the exit status.
     pub fn run(mut self) -> i32 {
-        self.send_to_master(&ToMaster::Ready);
+        if !self.hooks.hold_ready {
+            self.send_to_master(&ToMaster::Ready);
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             if let Some(code) = self.exit_status() {
@@ -241,6 +247,11 @@ impl Worker {
                     self.stop = true;
                 }
                 Some(Order::Drain) => self.begin_drain(Cause::Signal),
+                Some(Order::Release) => {
+                    self.send_to_master(&ToMaster::Ready);
+                    // What the test waits for before it kills this worker.
+                    info!("worker {}: test hook: Ready sent", std::process::id());
+                }
                 None => {}
             },
             Target::Listener(i) => {

@@ -32,6 +32,7 @@ mod static_files;
 mod stream;
 #[cfg(test)]
 mod test_config;
+mod test_hooks;
 mod tls;
 
 use std::os::fd::OwnedFd;
@@ -63,6 +64,8 @@ pub struct Setup {
     pub config: Arc<Config>,
     /// The worker generation this worker belongs to (1 for the first).
     pub generation: u64,
+    /// Its slot in the generation (for logs and the test hooks).
+    pub slot: usize,
     pub listeners: Vec<Listener>,
     /// The access log files, in `Config::access_logs` order, opened by the
     /// master.

@@ -22,6 +22,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 pub enum Order {
     Drain,
     Stop,
+    /// SIGUSR2 to a worker whose `Ready` a test hook holds: send it now.
+    Release,
 }
 
 pub struct Signals {
@@ -30,7 +32,9 @@ pub struct Signals {
 
 impl Signals {
     /// Sets the dispositions and mask described above and opens the signalfd.
-    pub fn install() -> nix::Result<Signals> {
+    /// `release_on_usr2`: a test hook holds `Ready` (see `test_hooks`), so
+    /// SIGUSR2 is read, not ignored.
+    pub fn install(release_on_usr2: bool) -> nix::Result<Signals> {
         // Ignore first: a HUP already pending would otherwise kill us the
         // moment the mask below unblocks it.
         for sig in [
@@ -46,6 +50,9 @@ impl Signals {
         let mut mask = SigSet::empty();
         for sig in [Signal::SIGTERM, Signal::SIGQUIT, Signal::SIGINT] {
             mask.add(sig);
+        }
+        if release_on_usr2 {
+            mask.add(Signal::SIGUSR2);
         }
         // SIG_SETMASK: exactly these stay blocked, all others are unblocked
         // in one step. One that is already pending stays pending and is
@@ -72,6 +79,7 @@ impl Signals {
                         Ok(Signal::SIGTERM | Signal::SIGQUIT) => {
                             order = order.or(Some(Order::Drain));
                         }
+                        Ok(Signal::SIGUSR2) => order = order.or(Some(Order::Release)),
                         _ => {}
                     }
                 }

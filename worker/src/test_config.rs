@@ -38,6 +38,7 @@ pub fn config(sites: Vec<Site>) -> Config {
         error_log: None,
         log_level: "warn".into(),
         worker_ready_timeout: Duration::from_secs(5),
+        max_draining_generations: 8,
         drain_linger: Duration::from_secs(1),
         keepalive_timeout: Duration::from_secs(60),
         header_timeout: Duration::from_secs(10),

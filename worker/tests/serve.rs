@@ -39,6 +39,7 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
         error_log: None,
         log_level: "warn".into(),
         worker_ready_timeout: Duration::from_secs(5),
+        max_draining_generations: 8,
         drain_linger: Duration::from_secs(2),
         keepalive_timeout: Duration::from_secs(60),
         header_timeout: Duration::from_secs(10),
@@ -104,6 +105,7 @@ impl TestWorker {
         let setup = Setup {
             config: Arc::new(config(addr.clone(), root, tweak)),
             generation: 1,
+            slot: 0,
             listeners: vec![Listener {
                 fd,
                 addr: addr.clone(),

@@ -38,7 +38,7 @@ impl Master {
             op.waiters.push(conn);
             return;
         }
-        let Some(current) = self.generations.get(&self.current) else {
+        let Some(current) = self.procs.generations.get(&self.procs.current) else {
             return conn.reply(status::APPLY_FAILED, "no generation is serving");
         };
         let config = Arc::clone(&current.config);
@@ -55,9 +55,9 @@ impl Master {
         }
         // Each generation gets its own config's access logs, reopened.
         let mut waiting = Vec::new();
-        let numbers: Vec<u64> = self.generations.keys().copied().collect();
+        let numbers: Vec<u64> = self.procs.generations.keys().copied().collect();
         for number in numbers {
-            let Some(g) = self.generations.get_mut(&number) else {
+            let Some(g) = self.procs.generations.get_mut(&number) else {
                 continue;
             };
             match crate::logfiles::open_access_logs(&g.config) {
@@ -72,7 +72,7 @@ impl Master {
                 error_log: error_fd.is_some(),
                 files: fds.len() as u32,
             };
-            for child in self.children.values_mut() {
+            for child in self.procs.children.values_mut() {
                 if child.generation != number {
                     continue;
                 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use baton_shared::channel::ToWorker;
 use baton_shared::config::ListenAddr;
 
-use super::{Master, send};
+use super::Master;
 use crate::generation::Child;
 
 /// Past the defer period, the time for the client's answer to the last
@@ -36,10 +36,12 @@ impl Master {
     /// margin.
     pub(super) fn retire_listeners(&mut self, keep: &[ListenAddr], previous: u64) {
         let defer = self
+            .procs
             .generations
             .get(&previous)
             .map_or(Duration::ZERO, |g| g.config.defer_accept);
-        self.listeners
+        self.res
+            .listeners
             .retire_all_but(keep, defer.saturating_add(LINGER_MARGIN));
     }
 
@@ -48,15 +50,16 @@ impl Master {
     /// serving generation did not take over.
     pub(super) fn held_by(&self, child: &Child) -> Vec<u32> {
         let taken: Vec<&ListenAddr> = self
+            .procs
             .generations
-            .get(&self.current)
+            .get(&self.procs.current)
             .map(|g| g.took_over.iter().map(|(addr, _)| addr).collect())
             .unwrap_or_default();
         child
             .listeners
             .iter()
             .enumerate()
-            .filter(|(_, addr)| self.listeners.lingering(addr) && !taken.contains(addr))
+            .filter(|(_, addr)| self.res.listeners.lingering(addr) && !taken.contains(addr))
             .filter_map(|(i, _)| u32::try_from(i).ok())
             .collect()
     }
@@ -66,38 +69,62 @@ impl Master {
     /// sockets they took over, and the master closes its copy (the socket
     /// itself ends with the last worker's, after that worker's last accept).
     pub(super) fn end_lingers(&mut self, now: Instant) {
-        let over = self.listeners.lingered(now);
+        let over = self.res.listeners.lingered(now);
         if over.is_empty() {
             return;
         }
-        for child in self.children.values_mut() {
-            let positions: Vec<u32> = child
-                .listeners
-                .iter()
-                .enumerate()
-                .filter(|(_, addr)| over.contains(addr))
-                .filter_map(|(i, _)| u32::try_from(i).ok())
-                .collect();
-            if !positions.is_empty() {
-                send(child, &ToWorker::CloseListeners(positions));
-            }
-        }
-        for g in self.generations.values_mut() {
+        self.let_go(&over, None);
+        for g in self.procs.generations.values_mut() {
             g.took_over.retain(|(addr, _)| !over.contains(addr));
         }
         for addr in &over {
             log::info!("closed listener {addr}, no longer configured");
         }
-        self.listeners.close(&over);
+        self.res.listeners.close(&over);
+    }
+
+    /// A reload brought retired sockets back: the draining workers still
+    /// holding them (but not `number`'s, whose own they are now) accept
+    /// what is queued and let go, as at the end of a linger.
+    pub(super) fn release_revived(&mut self, revived: &[ListenAddr], number: u64) {
+        if !revived.is_empty() {
+            self.let_go(revived, Some(number));
+        }
+    }
+
+    /// Tells every worker (but those of `except`) that holds one of
+    /// `addrs` to accept what is queued on it and close it.
+    fn let_go(&mut self, addrs: &[ListenAddr], except: Option<u64>) {
+        for child in self.procs.children.values_mut() {
+            if Some(child.generation) == except {
+                continue;
+            }
+            let positions: Vec<u32> = child
+                .listeners
+                .iter()
+                .enumerate()
+                .filter(|(_, addr)| addrs.contains(addr))
+                .filter_map(|(i, _)| u32::try_from(i).ok())
+                .collect();
+            if positions.is_empty() {
+                continue;
+            }
+            if let Some(ch) = child.channel.as_mut()
+                && let Err(e) = ch.send(&ToWorker::CloseListeners(positions))
+            {
+                log::debug!("cannot tell worker {} to close listeners: {e}", child.pid);
+            }
+        }
     }
 
     /// Closes the retired sockets no generation holds any more.
     pub(super) fn close_unused_listeners(&mut self) {
         let in_use: Vec<ListenAddr> = self
+            .procs
             .generations
             .values()
             .flat_map(|g| g.holds().cloned())
             .collect();
-        self.listeners.close_unused(&in_use);
+        self.res.listeners.close_unused(&in_use);
     }
 }

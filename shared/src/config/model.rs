@@ -429,6 +429,9 @@ pub struct Config {
     pub log_level: String,
     /// How long a new worker may take to report `Ready`.
     pub worker_ready_timeout: Duration,
+    /// Generations allowed to drain at once; past it the oldest is stopped
+    /// fast (HAProxy's `mworker-max-reloads`).
+    pub max_draining_generations: usize,
     /// How long a draining worker keeps an idle keep-alive connection open
     /// for one last request before closing it.
     pub drain_linger: Duration,

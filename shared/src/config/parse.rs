@@ -36,6 +36,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "error_log",
     "log_level",
     "worker_ready_timeout",
+    "max_draining_generations",
     "drain_linger",
     "keepalive_timeout",
     "header_timeout",
@@ -88,6 +89,9 @@ pub(crate) const ADMIN_KEYS: &[&str] = &["listen", "mode", "owner", "token_file"
 pub(crate) const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
 pub(crate) const MAX_WORKERS: i64 = 1024;
+/// Each draining generation is a set of live processes: a cap of a few
+/// dozen is already more than any reload rate needs.
+pub(crate) const MAX_DRAINING_GENERATIONS: u64 = 64;
 pub(crate) const DEFAULT_BACKLOG: i32 = 511;
 pub(crate) const DEFAULT_MODE: u32 = 0o666;
 
@@ -113,6 +117,7 @@ pub(crate) struct Raw {
     pub error_log: Option<At<PathBuf>>,
     pub log_level: String,
     pub worker_ready_timeout: Duration,
+    pub max_draining_generations: usize,
     pub drain_linger: Duration,
     pub keepalive_timeout: Duration,
     pub header_timeout: Duration,
@@ -192,6 +197,7 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
         error_log: None,
         log_level: "info".to_owned(),
         worker_ready_timeout: Duration::from_secs(10),
+        max_draining_generations: 8,
         drain_linger: Duration::from_secs(1),
         keepalive_timeout: Duration::from_secs(75),
         header_timeout: Duration::from_secs(30),
@@ -230,6 +236,11 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
             }
             "grace" => r.duration(name, value, &mut raw.grace),
             "worker_ready_timeout" => r.duration(name, value, &mut raw.worker_ready_timeout),
+            "max_draining_generations" => {
+                if let Some(n) = r.count(name, value, 1, MAX_DRAINING_GENERATIONS) {
+                    raw.max_draining_generations = n as usize;
+                }
+            }
             "drain_linger" => r.duration(name, value, &mut raw.drain_linger),
             "keepalive_timeout" => r.duration(name, value, &mut raw.keepalive_timeout),
             "header_timeout" => r.duration(name, value, &mut raw.header_timeout),

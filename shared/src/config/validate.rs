@@ -105,6 +105,7 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
         error_log: raw.error_log.map(|p| p.value),
         log_level: raw.log_level,
         worker_ready_timeout: raw.worker_ready_timeout,
+        max_draining_generations: raw.max_draining_generations,
         drain_linger: raw.drain_linger,
         keepalive_timeout: raw.keepalive_timeout,
         header_timeout: raw.header_timeout,

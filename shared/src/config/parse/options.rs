@@ -211,7 +211,13 @@ impl Reader<'_, '_, '_> {
         }
     }
 
-    fn count(&mut self, key: &str, value: &Value<'_>, min: u64, max: u64) -> Option<u64> {
+    pub(crate) fn count(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+        min: u64,
+        max: u64,
+    ) -> Option<u64> {
         let n = match value.get_ref() {
             DeValue::Integer(i) => integer(i).and_then(|n| u64::try_from(n).ok()),
             _ => None,

@@ -25,16 +25,18 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
 use baton_shared::config::{Config, Listen, ListenAddr};
 use baton_shared::deadline;
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::Socket;
 
 use crate::activation::{Passed, is_listening, take_stdin};
+
+mod sockets;
+
+use sockets::{bind_tcp, bind_to_ifindex, bind_unix, set_int, tune_tcp};
 
 /// One bound, listening socket.
 #[derive(Debug)]
@@ -67,13 +69,18 @@ pub struct ListenerSet {
     bound: BTreeMap<ListenAddr, Bound>,
 }
 
-/// What `prepare` changed, so that a reload that fails can undo it.
+/// A reload's plan for the listen sockets. `prepare` only binds what is
+/// new (so a port that cannot be bound fails the reload before anything
+/// changed); everything that touches a socket in use (bringing a retired
+/// one back, backlog, mode, socket options) waits for `commit`, and `undo`
+/// closes what `prepare` bound. A failed reload leaves every socket as it
+/// was.
 #[derive(Debug, Default)]
 pub struct Prepared {
     /// Addresses bound by it.
     pub added: Vec<ListenAddr>,
-    /// Retired addresses it brought back, with their linger.
-    revived: Vec<(ListenAddr, Option<Instant>)>,
+    /// Addresses it keeps, with their new settings (applied at commit).
+    kept: Vec<Listen>,
 }
 
 /// An error binding one address, with the config entry it came from.
@@ -88,47 +95,65 @@ impl ListenerSet {
         self.bound.get(addr)
     }
 
-    /// Makes sure every address of `config` is bound, binding the missing
-    /// ones and bringing back retired ones. Returns what it changed, so a
-    /// failed reload can `undo` exactly that. On error, that is undone here
-    /// and the set is as before.
+    /// Binds the addresses of `config` that are not bound yet (their
+    /// socket options set for `config`); changes nothing else. On error,
+    /// what it bound is closed again and the set is as before.
     pub fn prepare(&mut self, config: &Config) -> Result<Prepared, BindError> {
-        let mut done = Prepared::default();
+        let mut plan = Prepared::default();
         for listen in config.listens() {
-            let result = match self.bound.get_mut(&listen.addr) {
-                Some(existing) => {
-                    if existing.retired {
-                        done.revived
-                            .push((listen.addr.clone(), existing.lingers_until));
+            if self.bound.contains_key(&listen.addr) {
+                plan.kept.push(listen.clone());
+                continue;
+            }
+            match self.bind(listen) {
+                Ok(bound) => {
+                    if let ListenAddr::Tcp(_) = bound.addr {
+                        tune_tcp(&bound.socket, config.defer_accept);
                     }
-                    existing.update(listen)
-                }
-                None => self.bind(listen).map(|bound| {
-                    done.added.push(listen.addr.clone());
+                    plan.added.push(listen.addr.clone());
                     self.bound.insert(listen.addr.clone(), bound);
-                }),
-            };
-            if let Err(error) = result {
-                self.undo(&done);
-                return Err(BindError {
-                    listen: listen.clone(),
-                    error,
-                });
+                }
+                Err(error) => {
+                    self.undo(&plan);
+                    return Err(BindError {
+                        listen: listen.clone(),
+                        error,
+                    });
+                }
             }
         }
-        Ok(done)
+        Ok(plan)
     }
 
-    /// Undoes a `prepare` whose reload failed: closes what it bound and
-    /// retires again what it brought back.
-    pub fn undo(&mut self, done: &Prepared) {
-        self.close(&done.added);
-        for (addr, lingers_until) in &done.revived {
-            if let Some(b) = self.bound.get_mut(addr) {
-                b.retire();
-                b.lingers_until = *lingers_until;
+    /// The reload succeeded: the addresses it keeps get its settings
+    /// (a retired one is ours again). Returns the retired addresses it
+    /// brought back, whose draining holders must let go of them.
+    pub fn commit(&mut self, plan: &Prepared, defer_accept: Duration) -> Vec<ListenAddr> {
+        let mut revived = Vec::new();
+        for listen in &plan.kept {
+            let Some(b) = self.bound.get_mut(&listen.addr) else {
+                continue;
+            };
+            if b.retired {
+                revived.push(listen.addr.clone());
+            }
+            if let Err(e) = b.update(listen, defer_accept) {
+                log::warn!("cannot apply the new settings of {}: {e}", listen.addr);
             }
         }
+        revived
+    }
+
+    /// The reload failed: closes what its `prepare` bound, steering new
+    /// connections away first (the failed generation's workers still hold
+    /// the sockets while they finish what they accepted).
+    pub fn undo(&mut self, plan: &Prepared) {
+        for addr in &plan.added {
+            if let Some(b) = self.bound.get_mut(addr) {
+                b.retire();
+            }
+        }
+        self.close(&plan.added);
     }
 
     fn bind(&mut self, listen: &Listen) -> io::Result<Bound> {
@@ -403,20 +428,23 @@ impl Bound {
         }
     }
 
-    /// Applies changed options of an address that stays.
-    fn update(&mut self, listen: &Listen) -> io::Result<()> {
+    /// Applies the settings of a committed reload to an address that stays.
+    fn update(&mut self, listen: &Listen, defer_accept: Duration) -> io::Result<()> {
         if self.retired {
             // A reload brought a retired address back before its last user
             // ended: it is ours again. Undo the steering (0: any interface);
-            // the new generation's workers set TCP_DEFER_ACCEPT again.
+            // TCP_DEFER_ACCEPT is set again below.
             if let ListenAddr::Tcp(_) = self.addr {
                 bind_to_ifindex(&self.socket, 0)?;
             }
             self.retired = false;
             self.lingers_until = None;
         }
+        if let ListenAddr::Tcp(_) = self.addr {
+            tune_tcp(&self.socket, defer_accept);
+        }
         if self.adopted {
-            // Its owner (systemd, inetd) set its options.
+            // Its owner (systemd, inetd) chose its backlog and mode.
             return Ok(());
         }
         if listen.backlog != self.backlog {
@@ -468,86 +496,6 @@ fn covers(by: &ListenAddr, retired: &ListenAddr) -> bool {
     }
 }
 
-/// SO_BINDTOIFINDEX: restricts (or, with 0, unrestricts) which interface's
-/// traffic a socket takes. socket2 only offers the by-name variant, which
-/// needs an existing interface.
-fn bind_to_ifindex(socket: &Socket, index: libc::c_int) -> io::Result<()> {
-    set_int(socket, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX, index)
-}
-
-/// An integer socket option.
-fn set_int(
-    socket: &Socket,
-    level: libc::c_int,
-    option: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: setsockopt with a valid fd, a pointer to a live c_int and its
-    // exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            option,
-            (&raw const value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn bind_tcp(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    if addr.is_ipv6() {
-        // [::]:80 and 0.0.0.0:80 are separate config entries, separate sockets.
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
-    Ok(socket)
-}
-
-fn bind_unix(path: &Path, backlog: i32, mode: u32) -> io::Result<(Socket, (u64, u64))> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "the path exists and is not a socket",
-            ));
-        }
-        // A live server answers on it: never take over its path.
-        match UnixStream::connect(path) {
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    "another server is listening on this socket",
-                ));
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                log::info!("removing stale socket file {}", path.display());
-                std::fs::remove_file(path)?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&SockAddr::unix(path)?)?;
-    let meta = std::fs::symlink_metadata(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    socket.listen(backlog)?;
-    Ok((socket, (meta.dev(), meta.ino())))
-}
-
 /// The config address a passed socket is bound to.
 fn passed_addr(socket: &Socket) -> Option<ListenAddr> {
     let local = socket.local_addr().ok()?;
@@ -560,87 +508,4 @@ fn passed_addr(socket: &Socket) -> Option<ListenAddr> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use baton_shared::config::Pos;
-
-    fn tcp(a: &str) -> ListenAddr {
-        ListenAddr::Tcp(a.parse().unwrap())
-    }
-
-    fn get_int(socket: &Socket, level: libc::c_int, option: libc::c_int) -> libc::c_int {
-        let mut value: libc::c_int = -1;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt into a live c_int with its exact size.
-        let rc = unsafe {
-            libc::getsockopt(
-                socket.as_raw_fd(),
-                level,
-                option,
-                (&raw mut value).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
-        value
-    }
-
-    #[test]
-    fn what_covers_a_retired_address() {
-        assert!(covers(&tcp("0.0.0.0:80"), &tcp("127.0.0.1:80")));
-        assert!(covers(&tcp("[::]:80"), &tcp("[::1]:80")));
-        assert!(!covers(&tcp("0.0.0.0:81"), &tcp("127.0.0.1:80")));
-        assert!(!covers(&tcp("[::]:80"), &tcp("127.0.0.1:80")), "v6-only");
-        assert!(!covers(&tcp("127.0.0.1:80"), &tcp("0.0.0.0:80")));
-        assert!(!covers(&tcp("127.0.0.2:80"), &tcp("127.0.0.1:80")));
-        let unix = ListenAddr::Unix("/run/a.sock".into());
-        assert!(!covers(&unix, &unix));
-    }
-
-    /// Retiring steers new connections away and turns TCP_DEFER_ACCEPT off;
-    /// the linger ends once; a failed reload that had brought the socket
-    /// back retires it again, linger and all.
-    #[test]
-    fn a_retired_socket_lingers_once_and_a_failed_revival_is_undone() {
-        let mut set = ListenerSet::default();
-        let addr = tcp("127.0.0.1:0");
-        let listen = Listen {
-            addr: addr.clone(),
-            backlog: 16,
-            mode: 0o666,
-            pos: Pos::default(),
-        };
-        let bound = set.bind(&listen).unwrap();
-        set_int(&bound.socket, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 5).unwrap();
-        set.bound.insert(addr.clone(), bound);
-
-        set.retire_all_but(&[], Duration::from_secs(2));
-        let b = set.get(&addr).unwrap();
-        assert!(b.retired && set.lingering(&addr));
-        assert_eq!(
-            get_int(&b.socket, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX),
-            NO_SUCH_INTERFACE
-        );
-        assert_eq!(
-            get_int(&b.socket, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT),
-            0
-        );
-        let end = set.next_linger_end().unwrap();
-        assert!(set.lingered(Instant::now()).is_empty());
-
-        // A reload brings it back, then fails.
-        let mut prepared = Prepared::default();
-        prepared.revived.push((addr.clone(), Some(end)));
-        set.bound.get_mut(&addr).unwrap().update(&listen).unwrap();
-        assert!(!set.get(&addr).unwrap().retired && set.next_linger_end().is_none());
-        set.undo(&prepared);
-        assert!(set.lingering(&addr));
-        assert_eq!(set.next_linger_end(), Some(end));
-
-        assert_eq!(set.lingered(end), vec![addr.clone()]);
-        assert!(!set.lingering(&addr));
-        assert!(set.lingered(end + Duration::from_secs(1)).is_empty());
-        set.close_unused(&[]);
-        assert!(set.get(&addr).is_none());
-    }
-}
+mod tests;
