@@ -11,6 +11,7 @@ use tempfile::TempDir;
 use super::*;
 
 mod bounds;
+mod compress;
 
 /// A temp dir with `www/`, `run/` and `logs/` in it, for configs to use.
 fn dir() -> TempDir {
