@@ -523,3 +523,153 @@ fn bad_compress_settings_are_located() {
         assert!(stderr.contains(&needle), "{needle}\nnot in:\n{stderr}");
     }
 }
+
+/// The metrics' `baton_file_cache_bytes` on a one-worker server, once it
+/// says `want` (workers report about once a second).
+fn wait_cache_bytes(admin: &std::path::Path, want: u64) -> String {
+    let mut m = String::new();
+    let held = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("baton_file_cache_bytes "))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let ok = wait_until(std::time::Duration::from_secs(5), || {
+        m = admin_get(admin, "/metrics");
+        held(&m) == Some(want)
+    });
+    assert!(ok, "wanted {want} bytes held:\n{m}");
+    m
+}
+
+/// A cached file's compressed variant is kept beside its entry and
+/// counted against file_cache_size; one that does not fit is still
+/// served, from a fresh compression, and holds nothing.
+#[test]
+fn variants_count_against_the_file_cache_size() {
+    let env = Env::new();
+    let body = page(10_000, "c");
+    env.write_file("www/p.html", &body);
+    let text = env
+        .config_with("", "compress = true")
+        .replace("workers = 2", "workers = 1");
+    env.write_config(&with_admin(&env, &text));
+    let admin = env.path("admin.sock");
+    let _s = env.start();
+    assert_eq!(send(env.port, "GET", "/p.html", "").body, body);
+    // The bytes, the key ("/p.html") and 256 per entry.
+    let entry = 10_000 + 7 + 256;
+    wait_cache_bytes(&admin, entry);
+    let gz = get_ae(env.port, "/p.html", "gzip");
+    assert_eq!(decode("gzip", &gz.body), body);
+    wait_cache_bytes(&admin, entry + gz.body.len() as u64 + 256);
+    // Asked again: the same bytes, nothing more held.
+    assert_eq!(get_ae(env.port, "/p.html", "gzip").body, gz.body);
+    let br = get_ae(env.port, "/p.html", "br");
+    wait_cache_bytes(
+        &admin,
+        entry + gz.body.len() as u64 + 256 + br.body.len() as u64 + 256,
+    );
+
+    // Room for the file but not for a variant.
+    let env = Env::new();
+    env.write_file("www/p.html", &body);
+    let text = env
+        .config_with("file_cache_size = 10300\n", "compress = true")
+        .replace("workers = 2", "workers = 1");
+    env.write_config(&with_admin(&env, &text));
+    let admin = env.path("admin.sock");
+    let _s = env.start();
+    for _ in 0..2 {
+        let r = get_ae(env.port, "/p.html", "zstd");
+        assert_eq!(r.header("content-encoding"), Some("zstd"));
+        assert_eq!(decode("zstd", &r.body), body);
+    }
+    wait_cache_bytes(&admin, entry);
+}
+
+/// A large file streamed compressed to a client that reads slowly: the
+/// worker reads the file only as fast as the client takes the output, so
+/// its memory stays flat (no whole-body buffering).
+#[test]
+fn a_large_file_streams_in_bounded_memory() {
+    let env = Env::new();
+    // 48 MiB that compresses about 3:1.
+    let body = page(48 << 20, "big");
+    env.write_file("www/big.txt", &body);
+    let text = env
+        .config_with("", "compress = { encodings = [\"zstd\"] }")
+        .replace("workers = 2", "workers = 1");
+    env.write_config(&text);
+    let s = env.start();
+    let worker = *children_of(s.pid()).first().expect("a worker");
+    // A field of /proc/PID/FILE ("VmHWM:", "rchar:"), as a number.
+    let field = |file: &str, name: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/{worker}/{file}"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let before = field("status", "VmRSS:");
+    let read_before = field("io", "rchar:");
+    let c = connect(env.port);
+    // A small receive window, so the client holds little in flight.
+    let small: libc::c_int = 32 * 1024;
+    // SAFETY: setsockopt on a socket this test owns, with an int option
+    // value of the size given.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    let mut c = c;
+    c.write_all(
+        b"GET /big.txt HTTP/1.1\r\nHost: x\r\nAccept-Encoding: zstd\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = BufReader::with_capacity(4096, c);
+    // Read a little, then stop reading: once the socket buffers are full
+    // the worker must stop reading the file. Wait until its reads stop.
+    let mut first = [0u8; 4096];
+    r.read_exact(&mut first).unwrap();
+    let mut last = u64::MAX;
+    let settled = wait_until(std::time::Duration::from_secs(10), || {
+        let now = field("io", "rchar:");
+        std::mem::replace(&mut last, now) == now
+    });
+    assert!(settled, "the worker kept reading the file");
+    let read_while_stalled = field("io", "rchar:").saturating_sub(read_before);
+    assert!(
+        read_while_stalled < 16 << 20,
+        "{read_while_stalled} bytes of the file read for a client that reads nothing"
+    );
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    let mut wire = first.to_vec();
+    wire.extend_from_slice(&rest);
+    // The peak over the whole response.
+    let peak = field("status", "VmHWM:");
+    // Unchunk and decode.
+    let head_end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&wire[..head_end]).to_string();
+    assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+    let mut reader = BufReader::new(&wire[..]);
+    let resp = read_any(&mut reader, false);
+    assert_eq!(resp.header("content-encoding"), Some("zstd"));
+    assert!(resp.body.len() < body.len() / 2);
+    assert!(decode("zstd", &resp.body) == body, "body differs");
+    // The body is 48 MiB (about 16 MiB compressed); the worker grew by a
+    // few MiB at most (the coder's state and one chunk), not by either.
+    assert!(
+        peak < before + 8 * 1024,
+        "worker peak RSS {peak} kB, {before} kB before"
+    );
+}
