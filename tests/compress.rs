@@ -673,3 +673,50 @@ fn a_large_file_streams_in_bounded_memory() {
         "worker peak RSS {peak} kB, {before} kB before"
     );
 }
+
+/// The access log records the compressed bytes a streamed response sent
+/// (its length is not known up front), and the variant's for a cached one.
+#[test]
+fn the_access_log_counts_compressed_bytes() {
+    let env = Env::new();
+    env.write_file("www/big.html", &page(200_000, "b"));
+    env.write_file("www/small.html", &page(10_000, "s"));
+    let log = env.path("access.log");
+    let _s = env.start_config(
+        &format!(
+            "access_log = \"{}\"\nfile_cache_max_file_size = \"64k\"\n",
+            log.display()
+        ),
+        "compress = true",
+    );
+    // On the wire: the chunked body with its framing.
+    let mut c = connect(env.port);
+    c.write_all(
+        b"GET /big.html HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut wire = Vec::new();
+    c.read_to_end(&mut wire).unwrap();
+    let head_end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let body_on_wire = wire.len() - head_end;
+    let small = get_ae(env.port, "/small.html", "br");
+    let mut text = String::new();
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || {
+            text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.lines().count() >= 2
+        }),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\"GET /big.html HTTP/1.1\" 200 {body_on_wire} ")),
+        "{body_on_wire} bytes not in:\n{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "\"GET /small.html HTTP/1.1\" 200 {} ",
+            small.body.len()
+        )),
+        "{text}"
+    );
+}

@@ -80,6 +80,8 @@ pub struct Outgoing {
     pos: usize,
     file: Option<FileBody>,
     encoded: Option<Box<EncodedFile>>,
+    /// Bytes of `encoded` sent: its length is only known at the end.
+    streamed: u64,
     /// The connection closes right after (see `set_last`).
     last: bool,
 }
@@ -109,6 +111,7 @@ impl Outgoing {
             pos: 0,
             file,
             encoded,
+            streamed: 0,
             last: false,
         }
     }
@@ -121,6 +124,12 @@ impl Outgoing {
     /// short connection.
     pub fn set_last(&mut self) {
         self.last = true;
+    }
+
+    /// The body bytes of a compressed-while-sent body that went out, for
+    /// the access log (whose Content-Length based count is 0 for it).
+    pub fn streamed(&self) -> u64 {
+        self.streamed
     }
 
     /// Writes as much as the socket and `budget` allow; `budget` is
@@ -179,7 +188,9 @@ impl Outgoing {
             }
         }
         if let Some(e) = self.encoded.as_mut() {
-            match e.write_to(stream, budget)? {
+            let result = e.write_to(stream, budget);
+            self.streamed = e.sent();
+            match result? {
                 Sent::All => self.encoded = None,
                 other => return Ok(other),
             }

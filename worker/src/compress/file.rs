@@ -29,6 +29,9 @@ pub struct EncodedFile {
     /// body never pay for a coder's state.
     body: Option<BodyEncoder>,
     input: Vec<u8>,
+    /// Body bytes sent (compressed, with the chunked framing), for the
+    /// access log.
+    sent: u64,
 }
 
 impl EncodedFile {
@@ -44,7 +47,13 @@ impl EncodedFile {
             level,
             body: None,
             input: Vec::new(),
+            sent: 0,
         }
+    }
+
+    /// Body bytes sent so far (compressed, chunked framing included).
+    pub fn sent(&self) -> u64 {
+        self.sent
     }
 
     /// Sends as much as the socket and `budget` allow.
@@ -98,6 +107,7 @@ impl EncodedFile {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     body.consume(n);
+                    self.sent += n as u64;
                     *budget = budget.saturating_sub(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Sent::Blocked),
