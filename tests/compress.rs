@@ -720,3 +720,38 @@ fn the_access_log_counts_compressed_bytes() {
         "{text}"
     );
 }
+
+/// Over TLS a streamed compressed body goes through rustls (no
+/// sendfile): it arrives whole and decodes to the file.
+#[test]
+fn compressed_bodies_over_tls() {
+    use common::tls::{ANY, client, ecdsa_cert, https_request};
+    let env = Env::new();
+    let large = page(300_000, "tls");
+    let small = page(10_000, "tls");
+    env.write_file("www/large.html", &large);
+    env.write_file("www/small.html", &small);
+    let (cert, key) = ecdsa_cert(&["a.test"]);
+    env.write_file("tls/a.pem", cert.as_bytes());
+    env.write_file("tls/a.key", key.as_bytes());
+    let _s = env.start_config(
+        "file_cache_max_file_size = \"64k\"\n",
+        &format!(
+            "compress = true\ntls = {{ cert = \"{}\", key = \"{}\" }}",
+            env.path("tls/a.pem").display(),
+            env.path("tls/a.key").display()
+        ),
+    );
+    let config = client(ANY);
+    for (path, body) in [("/large.html", &large), ("/small.html", &small)] {
+        for coding in ["gzip", "br", "zstd"] {
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: a.test\r\nAccept-Encoding: {coding}\r\nConnection: close\r\n\r\n"
+            );
+            let seen = https_request(&config, env.port, Some("a.test"), &req).expect("https");
+            let resp = read_any(&mut BufReader::new(&seen.response[..]), false);
+            assert_eq!(resp.header("content-encoding"), Some(coding), "{path}");
+            assert_eq!(&decode(coding, &resp.body), body, "{path} {coding}");
+        }
+    }
+}
