@@ -45,8 +45,9 @@ install_missing() {
 	# Do not let the packages start their own daemons on port 80.
 	printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
 	"${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
-	"${sudo[@]}" apt-get install -y -qq "${pkgs[@]}" ||
-		"${sudo[@]}" apt-get install -y -qq "${pkgs[@]/nginx-light/nginx}" || log "apt-get install failed"
+	# The table goes to stdout: apt's chatter to stderr.
+	{ "${sudo[@]}" apt-get install -y -qq "${pkgs[@]}" ||
+		"${sudo[@]}" apt-get install -y -qq "${pkgs[@]/nginx-light/nginx}" || log "apt-get install failed"; } >&2
 	"${sudo[@]}" rm -f /usr/sbin/policy-rc.d
 }
 install_missing
