@@ -182,7 +182,7 @@ for s in $SERVERS; do
 	done
 done
 
-printf '\n64 KiB HTML, wrk -t1 -c16 -d%ss, keep-alive; req/s (ratio to identity)\n' "$DURATION"
+printf '\n64 KiB HTML, wrk -t1 -c16 -d%ss, keep-alive; req/s [ratio to identity]\n' "$DURATION"
 printf '%-14s' server
 for e in "${ENCODINGS[@]}"; do printf '%18s' "$e"; done
 printf '\n'
@@ -192,7 +192,8 @@ for s in $SERVERS; do
 	for e in "${ENCODINGS[@]}"; do
 		v=${RPS[$s/$e]:--}
 		if [[ $v != - && $base != - && $base != 0 ]]; then
-			printf '%18s' "$v ($(awk -v a="$v" -v b="$base" 'BEGIN {printf "%.2f", a / b}'))"
+			ratio=$(awk -v a="$v" -v b="$base" 'BEGIN {printf "%.2f", a / b}')
+			printf '%18s' "$v [$ratio]"
 		else
 			printf '%18s' "$v"
 		fi

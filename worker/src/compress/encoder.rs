@@ -29,6 +29,10 @@ pub const MAX_INPUT: usize = 16 * 1024;
 /// a few hundred KiB of history the gain on web text is a percent or two.
 const BR_MAX_WINDOW: u32 = 20;
 const ZSTD_MAX_WINDOW: u32 = 19;
+/// brotli's window is never below 256 KiB, even for a small body: the
+/// brotli crate at quality 5 with a 64 KiB window took 14 ms to compress
+/// 64 KiB of HTML, against 1 ms with 256 KiB (measured, release build).
+const BR_MIN_WINDOW: u32 = 18;
 
 enum Inner {
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
@@ -76,8 +80,7 @@ impl Encoder {
             }
             Coding::Br => {
                 let quality = u32::try_from(level.clamp(0, 11)).unwrap_or(5);
-                // brotli's smallest window is 2^10.
-                let lgwin = window_for(size_hint, 10, BR_MAX_WINDOW);
+                let lgwin = window_for(size_hint, BR_MIN_WINDOW, BR_MAX_WINDOW);
                 Inner::Br(Box::new(brotli::CompressorWriter::new(
                     Vec::new(),
                     4096,
