@@ -404,8 +404,14 @@ impl Connection {
         if progress {
             self.last_progress = ctx.now;
         }
+        let streamed = out.streamed();
         match result {
             Ok(Sent::All) => {
+                if let Some(p) = self.pending_log.as_mut()
+                    && streamed > 0
+                {
+                    p.bytes = streamed;
+                }
                 self.out = None;
                 self.log_done(ctx, true);
                 if self.close_after {

@@ -19,6 +19,7 @@
 
 mod acceptor;
 mod access_log;
+pub mod compress;
 mod connection;
 mod drain;
 mod event_loop;

@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io;
 use std::rc::Rc;
 
+use crate::compress::file::EncodedFile;
 use crate::stream::Stream;
 
 #[derive(Debug)]
@@ -28,6 +29,9 @@ pub enum Body {
         len: usize,
     },
     File(FileBody),
+    /// A file compressed as it is sent, with chunked framing
+    /// (`compress::file`).
+    Encoded(Box<EncodedFile>),
 }
 
 impl Body {
@@ -38,7 +42,14 @@ impl Body {
             Body::Bytes(b) => b.len() as u64,
             Body::Shared { len, .. } => *len as u64,
             Body::File(f) => f.remaining,
+            // Not known before it is sent: framed with chunked instead.
+            Body::Encoded(_) => 0,
         }
+    }
+
+    /// Sent with `Transfer-Encoding: chunked`, not a Content-Length.
+    pub fn chunked(&self) -> bool {
+        matches!(self, Body::Encoded(_))
     }
 }
 
@@ -68,6 +79,9 @@ pub struct Outgoing {
     buf: Vec<u8>,
     pos: usize,
     file: Option<FileBody>,
+    encoded: Option<Box<EncodedFile>>,
+    /// Bytes of `encoded` sent: its length is only known at the end.
+    streamed: u64,
     /// The connection closes right after (see `set_last`).
     last: bool,
 }
@@ -77,6 +91,7 @@ impl Outgoing {
     /// `with_body` is false (HEAD).
     pub fn new(mut head: Vec<u8>, body: Body, with_body: bool) -> Outgoing {
         let mut file = None;
+        let mut encoded = None;
         if with_body {
             match body {
                 Body::Empty => {}
@@ -88,12 +103,15 @@ impl Outgoing {
                 }
                 Body::File(f) if f.remaining > 0 => file = Some(f),
                 Body::File(_) => {}
+                Body::Encoded(e) => encoded = Some(e),
             }
         }
         Outgoing {
             buf: head,
             pos: 0,
             file,
+            encoded,
+            streamed: 0,
             last: false,
         }
     }
@@ -108,6 +126,12 @@ impl Outgoing {
         self.last = true;
     }
 
+    /// The body bytes of a compressed-while-sent body that went out, for
+    /// the access log (whose Content-Length based count is 0 for it).
+    pub fn streamed(&self) -> u64 {
+        self.streamed
+    }
+
     /// Writes as much as the socket and `budget` allow; `budget` is
     /// decreased by the bytes written.
     pub fn write_to(&mut self, stream: &mut Stream, budget: &mut usize) -> io::Result<Sent> {
@@ -118,7 +142,8 @@ impl Outgoing {
             if *budget == 0 {
                 return Ok(Sent::Budget);
             }
-            match stream.send(&self.buf[self.pos..], self.file.is_some() || self.last) {
+            let more = self.file.is_some() || self.encoded.is_some() || self.last;
+            match stream.send(&self.buf[self.pos..], more) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.pos += n;
@@ -160,6 +185,14 @@ impl Outgoing {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Sent::Blocked),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
+            }
+        }
+        if let Some(e) = self.encoded.as_mut() {
+            let result = e.write_to(stream, budget);
+            self.streamed = e.sent();
+            match result? {
+                Sent::All => self.encoded = None,
+                other => return Ok(other),
             }
         }
         // Under TLS the last bytes may still sit in rustls: the response is

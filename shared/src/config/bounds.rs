@@ -111,12 +111,19 @@ pub const SIZES: &[SizeBounds] = &[
     s("file_cache_max_file_size", 0, 16 * MIB),
 ];
 
+/// Size settings inside a table, named `table.key`.
+pub const NESTED_SIZES: &[SizeBounds] = &[
+    // `compress`'s threshold: a response shorter than this is sent as it
+    // is. A threshold past a megabyte is a typo, not a setting.
+    s("compress.min_length", 0, MIB),
+];
+
 /// For a size key missing from the table (a bug the tests catch).
 pub const SIZE_FALLBACK: SizeBounds = s("", 0, TIB);
 
 /// The bounds of the size setting `key`.
 pub fn size_bounds(key: &str) -> Option<&'static SizeBounds> {
-    SIZES.iter().find(|b| b.key == key)
+    SIZES.iter().chain(NESTED_SIZES).find(|b| b.key == key)
 }
 
 impl SizeBounds {

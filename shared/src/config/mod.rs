@@ -24,6 +24,7 @@
 
 mod admin;
 pub mod bounds;
+pub mod compress;
 mod duration;
 mod listen;
 mod locate;

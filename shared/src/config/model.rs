@@ -337,6 +337,9 @@ pub struct FileOptions {
     /// URL path served (with 200) when a GET or HEAD finds no file: the
     /// `try_files $uri $uri/ /index.html` of single-page apps.
     pub fallback: Option<String>,
+    /// `compress`: on-the-fly compression of this site's responses;
+    /// `None`: off.
+    pub compress: Option<crate::config::compress::Compress>,
 }
 
 impl Default for FileOptions {
@@ -353,6 +356,7 @@ impl Default for FileOptions {
             path_headers: Vec::new(),
             error_pages: Vec::new(),
             fallback: None,
+            compress: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use super::model::{
 };
 use super::suggest;
 
+mod compress;
 mod options;
 mod tls;
 
@@ -83,6 +84,7 @@ pub(crate) const SITE_KEYS: &[&str] = &[
     "access_log",
     "tls",
     "redirect_https",
+    "compress",
 ];
 pub(crate) const LISTEN_KEYS: &[&str] = &["address", "backlog", "mode"];
 pub(crate) const ADMIN_KEYS: &[&str] = &["listen", "mode", "owner", "token_file"];
@@ -512,6 +514,11 @@ impl Reader<'_, '_, '_> {
                         }
                     };
                     site.redirect_https = port.map(|value| At { value, pos });
+                }
+                "compress" => {
+                    if let Some(c) = self.compress(value) {
+                        site.files.compress = c;
+                    }
                 }
                 "index" => {
                     if let Some(index) = self.index(value) {

@@ -11,6 +11,7 @@ use tempfile::TempDir;
 use super::*;
 
 mod bounds;
+mod compress;
 
 /// A temp dir with `www/`, `run/` and `logs/` in it, for configs to use.
 fn dir() -> TempDir {
@@ -232,7 +233,7 @@ frob = 1
             r#"1:1: unknown key "wokers", did you mean "workers"?"#,
             r#"3:39: unknown key "backlogg", did you mean "backlog"?"#,
             r#"4:1: unknown key "rot", did you mean "root"?"#,
-            r#"6:1: unknown key "frob" (expected listen, names, root, index, directory_listing, dotfiles, symlinks, types, default_type, charset, precompressed, headers, path_headers, error_pages, fallback, access_log, tls, redirect_https)"#,
+            r#"6:1: unknown key "frob" (expected listen, names, root, index, directory_listing, dotfiles, symlinks, types, default_type, charset, precompressed, headers, path_headers, error_pages, fallback, access_log, tls, redirect_https, compress)"#,
         ]
     );
 }

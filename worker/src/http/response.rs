@@ -155,7 +155,9 @@ pub fn write_head(
     // here would claim a body of that size (RFC 9110 8.6), and its
     // metadata is left out (15.4.5), whoever added it to the response.
     let not_modified = status == Status::NotModified;
-    if !not_modified {
+    if !not_modified && response.body.chunked() {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    } else if !not_modified {
         out.extend_from_slice(b"Content-Length: ");
         push_decimal(out, response.body.len());
         out.extend_from_slice(b"\r\n");

@@ -42,6 +42,7 @@
 //! not fit cannot make the worker churn. Everything is dropped on the next
 //! change.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
@@ -52,6 +53,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use baton_shared::channel::FileCacheStats;
+use baton_shared::config::compress::Coding;
 use baton_shared::config::{Site, Symlinks};
 use log::{debug, warn};
 use nix::errno::Errno;
@@ -80,6 +82,9 @@ pub struct Entry {
     /// The mtime as an HTTP date, formatted once (`Last-Modified` while
     /// it is not in the future).
     pub last_modified: Option<String>,
+    /// Its compressed variants (`compress`), each made once, on the first
+    /// request that negotiates it (`FileCache::variant`).
+    variants: RefCell<Vec<(Coding, Rc<[u8]>)>>,
 }
 
 /// Which response a URL gives: the site (by address: sites live as long as
@@ -291,6 +296,7 @@ impl FileCache {
                     encoding,
                     validators,
                     last_modified,
+                    variants: RefCell::new(Vec::new()),
                 });
                 self.used += Self::cost(key, meta.len());
                 self.class(class)
@@ -316,6 +322,40 @@ impl FileCache {
             }
             Err(Refusal::Changed) => None,
         }
+    }
+
+    /// `coding`'s variant of `entry` at `level`: compressed on the first
+    /// request for it, then kept beside the entry while it fits in
+    /// `file_cache_size` (its bytes and `ENTRY_OVERHEAD` count like an
+    /// entry's). A variant lives exactly as long as its entry: a change
+    /// on disk empties the cache, and the next request makes a new entry
+    /// and new variants from the new file. One that does not fit is
+    /// returned all the same, for this response only. `None`: the coder
+    /// failed (it cannot allocate its state).
+    ///
+    /// `entry` is one `get` or `fill` just returned, in the same request:
+    /// nothing can have emptied the cache since, so its cost is counted
+    /// against the cache that holds it.
+    pub fn variant(&mut self, entry: &Entry, coding: Coding, level: i32) -> Option<Rc<[u8]>> {
+        if let Some((_, v)) = entry.variants.borrow().iter().find(|(c, _)| *c == coding) {
+            return Some(Rc::clone(v));
+        }
+        let bytes: Rc<[u8]> = match crate::compress::encode_all(coding, level, &entry.bytes) {
+            Ok(b) => b.into(),
+            Err(e) => {
+                warn!("compress: {} failed: {e}", coding.name());
+                return None;
+            }
+        };
+        let cost = bytes.len() as u64 + ENTRY_OVERHEAD;
+        if self.used + cost <= self.max_size {
+            self.used += cost;
+            entry
+                .variants
+                .borrow_mut()
+                .push((coding, Rc::clone(&bytes)));
+        }
+        Some(bytes)
     }
 
     fn class(&mut self, class: Class) -> &mut Paths {

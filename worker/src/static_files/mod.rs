@@ -49,7 +49,8 @@ use std::rc::Rc;
 
 use baton_shared::config::Site;
 
-use crate::http::request::Request;
+use crate::compress::{self, file::EncodedFile};
+use crate::http::request::{Request, Version};
 use crate::http::response::{DateCache, Response, Status, http_date};
 use crate::outgoing::{Body, FileBody};
 pub use cache::FileCache;
@@ -102,7 +103,7 @@ pub fn serve(req: &Request, site: &Site, cache: &mut FileCache, date: &DateCache
     let key = Key { site, pref, path };
     let mut fill = match cache.get(key) {
         Lookup::Hit(entry) => {
-            let mut response = cached_response(req, site, &entry, date);
+            let mut response = cached_response(req, site, &entry, date, cache);
             add_configured_headers(&mut response, site, path);
             return response;
         }
@@ -231,14 +232,43 @@ fn file_response(
         && cache.wants(key, meta.len())
         && let Some(entry) = cache.fill(key, &segments, &file, &content_type, encoding)
     {
-        return cached_response(req, site, &entry, date);
+        return cached_response(req, site, &entry, date, cache);
     }
     let len = meta.len();
     let validators = Validators::new(len, meta.modified().ok());
     let last_modified = validators.modified.map(http_date);
+    let plan = compress::plan(
+        files.compress.as_ref(),
+        &req.conditions,
+        &content_type,
+        Some(len),
+        encoding.is_some(),
+    );
+    // Compressed while sent, with chunked framing: HTTP/1.0 has none, so
+    // it gets the identity body (still with Vary).
+    if let (Some(coding), Some(setting), Version::Http11) =
+        (plan.coding, &files.compress, req.version)
+    {
+        let level = setting.level(coding);
+        let variant = Validators {
+            etag: compress::variant_etag(&validators.etag, coding),
+            modified: validators.modified,
+        };
+        let described = Described {
+            content_type,
+            vary: true,
+            encoding: Some(coding.name()),
+            len,
+            validators: &variant,
+            last_modified,
+        };
+        return respond(req, described, date, |_, _| {
+            Body::Encoded(Box::new(EncodedFile::new(file, len, coding, level)))
+        });
+    }
     let described = Described {
         content_type,
-        vary: files.precompressed,
+        vary: files.precompressed || plan.vary,
         encoding,
         len,
         validators: &validators,
@@ -253,11 +283,58 @@ fn file_response(
     })
 }
 
-/// Steps 7 to 9 from a cache entry: no file is touched.
-fn cached_response(req: &Request, site: &Site, entry: &Rc<Entry>, date: &DateCache) -> Response {
+/// Steps 7 to 9 from a cache entry: no file is touched. A compressed
+/// variant comes from the cache too, made on the first request for it.
+fn cached_response(
+    req: &Request,
+    site: &Site,
+    entry: &Rc<Entry>,
+    date: &DateCache,
+    cache: &mut FileCache,
+) -> Response {
+    let plan = compress::plan(
+        site.files.compress.as_ref(),
+        &req.conditions,
+        &entry.content_type,
+        Some(entry.bytes.len() as u64),
+        entry.encoding.is_some(),
+    );
+    if let (Some(coding), Some(setting)) = (plan.coding, &site.files.compress) {
+        let variant = Validators {
+            etag: compress::variant_etag(&entry.validators.etag, coding),
+            modified: entry.validators.modified,
+        };
+        // A 304 or 412 needs no body: nothing is compressed for it. A HEAD
+        // is: its Content-Length is the variant's.
+        let body_needed = conditional::evaluate(&req.conditions, &variant, date.secs()).is_none();
+        let bytes = if body_needed {
+            cache.variant(entry, coding, setting.level(coding))
+        } else {
+            None
+        };
+        // (A coder that failed leaves the identity response below.)
+        if !body_needed || bytes.is_some() {
+            let described = Described {
+                content_type: entry.content_type.clone(),
+                vary: true,
+                encoding: Some(coding.name()),
+                len: bytes.as_ref().map_or(0, |b| b.len() as u64),
+                validators: &variant,
+                last_modified: entry.last_modified.clone(),
+            };
+            return respond(req, described, date, |_, _| match bytes {
+                Some(bytes) => Body::Shared {
+                    len: bytes.len(),
+                    bytes,
+                    start: 0,
+                },
+                None => Body::Empty,
+            });
+        }
+    }
     let described = Described {
         content_type: entry.content_type.clone(),
-        vary: site.files.precompressed,
+        vary: site.files.precompressed || plan.vary,
         encoding: entry.encoding,
         len: entry.bytes.len() as u64,
         validators: &entry.validators,

@@ -190,7 +190,7 @@ impl Reader<'_, '_, '_> {
     /// A byte count: an integer, or a string with a `k`, `m`, `g` or `t`
     /// suffix (binary units: `"16k"` is 16384), within `key`'s bounds
     /// (`bounds::SIZES`).
-    fn size(&mut self, key: &str, value: &Value<'_>) -> Option<u64> {
+    pub(super) fn size(&mut self, key: &str, value: &Value<'_>) -> Option<u64> {
         let n = match value.get_ref() {
             DeValue::Integer(i) => integer(i).and_then(|n| u64::try_from(n).ok()),
             DeValue::String(s) => parse_size(s),
@@ -317,7 +317,7 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// An RFC 9110 token (header names, media type parts, charsets).
-fn is_token(s: &str) -> bool {
+pub(super) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
