@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 
 use super::*;
+use At::*;
 
 /// A waiter is a number here: which request it came with.
 type Tx = Transaction<u32>;
@@ -150,10 +151,117 @@ fn exited(p: i32, generation: u64) -> Event<u32> {
     }
 }
 
-/// The whole table: state, event, resulting phase, effects.
+/// (state, event) to (phase after, effects). Every event comes at the
+/// time the state was reached, so nothing is due yet for tick-early.
+const EXPECT: &[(At, &str, Phase, &[&str])] = &[
+    (
+        Idle,
+        "reload",
+        Phase::Preparing,
+        &["notify-reloading", "prepare file"],
+    ),
+    (At::Idle, "prepared", Phase::Idle, &[]),
+    (At::Idle, "prepare-failed", Phase::Idle, &[]),
+    (At::Idle, "ready", Phase::Idle, &[]),
+    (At::Idle, "failed", Phase::Idle, &[]),
+    (At::Idle, "exited-new", Phase::Idle, &[]),
+    (At::Idle, "exited-old", Phase::Idle, &[]),
+    (At::Idle, "stopped-accepting", Phase::Idle, &[]),
+    (At::Idle, "committed", Phase::Idle, &[]),
+    (At::Idle, "tick-early", Phase::Idle, &[]),
+    (At::Idle, "stop", Phase::Idle, &[]),
+    (At::Preparing, "reload", Phase::Preparing, &[]),
+    (At::Preparing, "prepared", Phase::Starting, &[]),
+    (
+        Preparing,
+        "prepare-failed",
+        Phase::Idle,
+        &["finished failed [1]"],
+    ),
+    (At::Preparing, "ready", Phase::Preparing, &[]),
+    (At::Preparing, "failed", Phase::Preparing, &[]),
+    (At::Preparing, "exited-new", Phase::Preparing, &[]),
+    (At::Preparing, "exited-old", Phase::Preparing, &[]),
+    (At::Preparing, "stopped-accepting", Phase::Preparing, &[]),
+    (At::Preparing, "committed", Phase::Preparing, &[]),
+    (At::Preparing, "tick-early", Phase::Preparing, &[]),
+    (At::Preparing, "stop", Phase::Idle, &["refuse [1]"]),
+    (At::StartingFirst, "reload", Phase::Starting, &[]),
+    (At::StartingFirst, "prepared", Phase::Starting, &[]),
+    (At::StartingFirst, "prepare-failed", Phase::Starting, &[]),
+    (At::StartingFirst, "ready", Phase::Starting, &[]),
+    (
+        At::StartingFirst,
+        "failed",
+        Phase::Idle,
+        &["startup-failed"],
+    ),
+    (
+        StartingFirst,
+        "exited-new",
+        Phase::Idle,
+        &["startup-failed"],
+    ),
+    (At::StartingFirst, "exited-old", Phase::Starting, &[]),
+    (At::StartingFirst, "stopped-accepting", Phase::Starting, &[]),
+    (At::StartingFirst, "committed", Phase::Starting, &[]),
+    (At::StartingFirst, "tick-early", Phase::Starting, &[]),
+    (At::StartingFirst, "stop", Phase::Idle, &[]),
+    (At::Starting, "reload", Phase::Starting, &[]),
+    (At::Starting, "prepared", Phase::Starting, &[]),
+    (At::Starting, "prepare-failed", Phase::Starting, &[]),
+    (At::Starting, "ready", Phase::Starting, &[]),
+    (
+        Starting,
+        "failed",
+        Phase::Idle,
+        &["rollback 2", "finished failed [1]"],
+    ),
+    (
+        Starting,
+        "exited-new",
+        Phase::Idle,
+        &["rollback 2", "finished failed [1]"],
+    ),
+    (At::Starting, "exited-old", Phase::Starting, &[]),
+    (At::Starting, "stopped-accepting", Phase::Starting, &[]),
+    (At::Starting, "committed", Phase::Starting, &[]),
+    (At::Starting, "tick-early", Phase::Starting, &[]),
+    (
+        At::Starting,
+        "stop",
+        Phase::Idle,
+        &["rollback 2", "refuse [1]"],
+    ),
+    (At::Committing, "reload", Phase::Committing, &[]),
+    (At::Committing, "prepared", Phase::Committing, &[]),
+    (At::Committing, "prepare-failed", Phase::Committing, &[]),
+    (At::Committing, "ready", Phase::Committing, &[]),
+    (At::Committing, "failed", Phase::Committing, &[]),
+    (At::Committing, "exited-new", Phase::Committing, &[]),
+    (At::Committing, "exited-old", Phase::Committing, &[]),
+    (At::Committing, "stopped-accepting", Phase::Committing, &[]),
+    (At::Committing, "committed", Phase::Handover, &[]),
+    (At::Committing, "tick-early", Phase::Committing, &[]),
+    (At::Committing, "stop", Phase::Idle, &["finished ok 2 [1]"]),
+    (At::Handover, "reload", Phase::Handover, &[]),
+    (At::Handover, "prepared", Phase::Handover, &[]),
+    (At::Handover, "prepare-failed", Phase::Handover, &[]),
+    (At::Handover, "ready", Phase::Handover, &[]),
+    (At::Handover, "failed", Phase::Handover, &[]),
+    // A worker of the new generation dying now is a crash of the
+    // serving generation (respawned), not a failed reload.
+    (At::Handover, "exited-new", Phase::Handover, &[]),
+    (At::Handover, "exited-old", Phase::Handover, &[]),
+    (At::Handover, "stopped-accepting", Phase::Handover, &[]),
+    (At::Handover, "committed", Phase::Handover, &[]),
+    (At::Handover, "tick-early", Phase::Handover, &[]),
+    (At::Handover, "stop", Phase::Idle, &["finished ok 2 [1]"]),
+];
+
+/// Every state and every event, checked against `EXPECT`.
 #[test]
 fn every_state_and_event() {
-    use At::*;
     type MakeEvent = fn(Instant) -> Event<u32>;
     let events: Vec<(&str, MakeEvent)> = vec![
         ("reload", |_| reload(2)),
@@ -176,103 +284,6 @@ fn every_state_and_event() {
         ("tick-early", |_| Event::Tick),
         ("stop", |_| Event::StopRequested),
     ];
-    // (state, event) → (phase after, effects). Events at t0 except
-    // tick-early, which is at t0 too: nothing is due yet.
-    let expect: &[(At, &str, Phase, &[&str])] = &[
-        (
-            Idle,
-            "reload",
-            Phase::Preparing,
-            &["notify-reloading", "prepare file"],
-        ),
-        (Idle, "prepared", Phase::Idle, &[]),
-        (Idle, "prepare-failed", Phase::Idle, &[]),
-        (Idle, "ready", Phase::Idle, &[]),
-        (Idle, "failed", Phase::Idle, &[]),
-        (Idle, "exited-new", Phase::Idle, &[]),
-        (Idle, "exited-old", Phase::Idle, &[]),
-        (Idle, "stopped-accepting", Phase::Idle, &[]),
-        (Idle, "committed", Phase::Idle, &[]),
-        (Idle, "tick-early", Phase::Idle, &[]),
-        (Idle, "stop", Phase::Idle, &[]),
-        (Preparing, "reload", Phase::Preparing, &[]),
-        (Preparing, "prepared", Phase::Starting, &[]),
-        (
-            Preparing,
-            "prepare-failed",
-            Phase::Idle,
-            &["finished failed [1]"],
-        ),
-        (Preparing, "ready", Phase::Preparing, &[]),
-        (Preparing, "failed", Phase::Preparing, &[]),
-        (Preparing, "exited-new", Phase::Preparing, &[]),
-        (Preparing, "exited-old", Phase::Preparing, &[]),
-        (Preparing, "stopped-accepting", Phase::Preparing, &[]),
-        (Preparing, "committed", Phase::Preparing, &[]),
-        (Preparing, "tick-early", Phase::Preparing, &[]),
-        (Preparing, "stop", Phase::Idle, &["refuse [1]"]),
-        (StartingFirst, "reload", Phase::Starting, &[]),
-        (StartingFirst, "prepared", Phase::Starting, &[]),
-        (StartingFirst, "prepare-failed", Phase::Starting, &[]),
-        (StartingFirst, "ready", Phase::Starting, &[]),
-        (StartingFirst, "failed", Phase::Idle, &["startup-failed"]),
-        (
-            StartingFirst,
-            "exited-new",
-            Phase::Idle,
-            &["startup-failed"],
-        ),
-        (StartingFirst, "exited-old", Phase::Starting, &[]),
-        (StartingFirst, "stopped-accepting", Phase::Starting, &[]),
-        (StartingFirst, "committed", Phase::Starting, &[]),
-        (StartingFirst, "tick-early", Phase::Starting, &[]),
-        (StartingFirst, "stop", Phase::Idle, &[]),
-        (Starting, "reload", Phase::Starting, &[]),
-        (Starting, "prepared", Phase::Starting, &[]),
-        (Starting, "prepare-failed", Phase::Starting, &[]),
-        (Starting, "ready", Phase::Starting, &[]),
-        (
-            Starting,
-            "failed",
-            Phase::Idle,
-            &["rollback 2", "finished failed [1]"],
-        ),
-        (
-            Starting,
-            "exited-new",
-            Phase::Idle,
-            &["rollback 2", "finished failed [1]"],
-        ),
-        (Starting, "exited-old", Phase::Starting, &[]),
-        (Starting, "stopped-accepting", Phase::Starting, &[]),
-        (Starting, "committed", Phase::Starting, &[]),
-        (Starting, "tick-early", Phase::Starting, &[]),
-        (Starting, "stop", Phase::Idle, &["rollback 2", "refuse [1]"]),
-        (Committing, "reload", Phase::Committing, &[]),
-        (Committing, "prepared", Phase::Committing, &[]),
-        (Committing, "prepare-failed", Phase::Committing, &[]),
-        (Committing, "ready", Phase::Committing, &[]),
-        (Committing, "failed", Phase::Committing, &[]),
-        (Committing, "exited-new", Phase::Committing, &[]),
-        (Committing, "exited-old", Phase::Committing, &[]),
-        (Committing, "stopped-accepting", Phase::Committing, &[]),
-        (Committing, "committed", Phase::Handover, &[]),
-        (Committing, "tick-early", Phase::Committing, &[]),
-        (Committing, "stop", Phase::Idle, &["finished ok 2 [1]"]),
-        (Handover, "reload", Phase::Handover, &[]),
-        (Handover, "prepared", Phase::Handover, &[]),
-        (Handover, "prepare-failed", Phase::Handover, &[]),
-        (Handover, "ready", Phase::Handover, &[]),
-        (Handover, "failed", Phase::Handover, &[]),
-        // A worker of the new generation dying now is a crash of the
-        // serving generation (respawned), not a failed reload.
-        (Handover, "exited-new", Phase::Handover, &[]),
-        (Handover, "exited-old", Phase::Handover, &[]),
-        (Handover, "stopped-accepting", Phase::Handover, &[]),
-        (Handover, "committed", Phase::Handover, &[]),
-        (Handover, "tick-early", Phase::Handover, &[]),
-        (Handover, "stop", Phase::Idle, &["finished ok 2 [1]"]),
-    ];
     let states = [
         Idle,
         Preparing,
@@ -282,11 +293,11 @@ fn every_state_and_event() {
         Handover,
     ];
     assert_eq!(
-        expect.len(),
+        EXPECT.len(),
         states.len() * events.len(),
         "the table is complete"
     );
-    for (at, name, phase, effects) in expect {
+    for (at, name, phase, effects) in EXPECT {
         let base = t0();
         let mut tx = reach(*at, base);
         let make = events
