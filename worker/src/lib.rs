@@ -120,7 +120,8 @@ pub fn run(setup: Setup) -> i32 {
 fn check_roots(config: &Config) -> Result<(), String> {
     use nix::unistd::{AccessFlags, access};
     for site in &config.sites {
-        if let Err(e) = access(&site.root, AccessFlags::X_OK) {
+        let Some(root) = &site.root else { continue };
+        if let Err(e) = access(root, AccessFlags::X_OK) {
             let who = nix::unistd::User::from_uid(nix::unistd::geteuid())
                 .ok()
                 .flatten()
@@ -131,7 +132,7 @@ fn check_roots(config: &Config) -> Result<(), String> {
                     site.pos,
                     format!(
                         "root {} is not accessible to user {who}: {}",
-                        site.root.display(),
+                        root.display(),
                         e.desc()
                     ),
                 )

@@ -211,7 +211,13 @@ impl Reader<'_, '_, '_> {
         }
     }
 
-    fn count(&mut self, key: &str, value: &Value<'_>, min: u64, max: u64) -> Option<u64> {
+    pub(super) fn count(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+        min: u64,
+        max: u64,
+    ) -> Option<u64> {
         let n = match value.get_ref() {
             DeValue::Integer(i) => integer(i).and_then(|n| u64::try_from(n).ok()),
             _ => None,
@@ -243,7 +249,11 @@ impl Reader<'_, '_, '_> {
     }
 
     /// A table of header names → values.
-    fn headers(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<(String, String)>> {
+    pub(super) fn headers(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+    ) -> Option<Vec<(String, String)>> {
         let expected = "a table like { \"Cache-Control\" = \"max-age=3600\" }";
         let table = self.table(key, value, expected)?;
         let mut out = Vec::new();
@@ -311,7 +321,7 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// An RFC 9110 token (header names, media type parts, charsets).
-fn is_token(s: &str) -> bool {
+pub(super) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
