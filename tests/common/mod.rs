@@ -15,6 +15,7 @@
 #![allow(dead_code)] // each test file uses its own part of the harness
 
 pub mod admin;
+pub mod backend;
 pub mod load;
 pub mod tls;
 

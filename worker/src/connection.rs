@@ -21,6 +21,8 @@
 //! (the event loop's tokens already leave room for it) and a body that
 //! streams from it instead of from a file.
 
+mod proxy;
+
 use std::io;
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
@@ -37,6 +39,8 @@ use crate::limits::{
     DRAIN_PIPELINED_MAX, LINGERING_CLOSE, READ_CHUNK, TURN_BYTES, TURN_REQUESTS, after,
 };
 use crate::outgoing::{Body, Outgoing, Sent};
+use crate::proxy::ProxyState;
+use crate::proxy::exchange::Exchange;
 use crate::routing::Routes;
 use crate::static_files::FileCache;
 use crate::stream::Stream;
@@ -60,6 +64,10 @@ pub struct Ctx<'a> {
     pub scratch: &'a mut [u8],
     /// Small files held in memory (`static_files::cache`).
     pub files: &'a mut FileCache,
+    /// Where upstream sockets are registered.
+    pub registry: &'a mio::Registry,
+    /// Upstream pools, balancing and health (`proxy`).
+    pub proxy: &'a mut ProxyState,
 }
 
 /// A request being answered, as the access log will record it.
@@ -80,6 +88,11 @@ struct PendingLog {
     start: LogStart,
     status: u16,
     bytes: u64,
+    /// A proxied response: the server, its status, and how long its
+    /// response head took.
+    upstream: Option<String>,
+    upstream_status: Option<u16>,
+    upstream_time: Option<std::time::Duration>,
 }
 
 /// What the loop should do with a connection after driving it.
@@ -151,6 +164,10 @@ impl Held {
 
 pub struct Connection {
     stream: Stream,
+    /// Its client socket's token (the upstream socket has the next one).
+    token: mio::Token,
+    /// The current request's proxy exchange, if it is proxied.
+    exchange: Option<Box<Exchange>>,
     /// Index of the listener it was accepted on (routing).
     listener: usize,
     phase: Phase,
@@ -206,6 +223,8 @@ impl Connection {
             log_start: None,
             pending_log: None,
             stream,
+            token: mio::Token(0),
+            exchange: None,
             listener,
             phase: Phase::Open,
             readable: false,
@@ -227,6 +246,11 @@ impl Connection {
             head_started: now,
             last_progress: now,
         }
+    }
+
+    /// The token its client socket is registered with.
+    pub fn set_token(&mut self, token: mio::Token) {
+        self.token = token;
     }
 
     pub fn stream_mut(&mut self) -> &mut Stream {
@@ -263,6 +287,7 @@ impl Connection {
             && self.out.is_none()
             && self.body.is_none()
             && self.held.is_none()
+            && self.exchange.is_none()
             && self.inbuf.is_empty()
     }
 
@@ -273,6 +298,30 @@ impl Connection {
             Phase::Lingering { until } => until,
             Phase::Open if self.out.is_some() => {
                 after(self.last_progress, config.http.send_timeout)
+            }
+            Phase::Open if self.exchange.is_some() => {
+                // The upstream's own timeouts, or the client's for what
+                // waits to be sent to it, or for a body that stopped.
+                let mut d = self.proxy_deadline(config);
+                let mut client = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
+                if self
+                    .exchange
+                    .as_ref()
+                    .is_some_and(|e| e.has_client_output())
+                {
+                    client(after(self.last_progress, config.http.send_timeout));
+                }
+                if self.body.is_some() {
+                    client(after(self.last_progress, config.http.body_timeout));
+                }
+                // Waiting on nothing with a deadline (an idle tunnel side):
+                // the longest any timeout may be.
+                d.unwrap_or_else(|| {
+                    after(
+                        self.last_progress,
+                        config.keepalive_timeout.max(config.http.send_timeout),
+                    )
+                })
             }
             Phase::Open if self.body.is_some() => {
                 after(self.last_progress, config.http.body_timeout)
@@ -307,6 +356,26 @@ impl Connection {
                 debug!("connection made no progress within the send timeout: closed");
                 self.log_done(ctx, false);
                 self.phase = Phase::Closed;
+            }
+            Phase::Open if self.exchange.is_some() => {
+                let now = ctx.now;
+                let client_late = self
+                    .exchange
+                    .as_ref()
+                    .is_some_and(|e| e.has_client_output())
+                    && after(self.last_progress, ctx.config.http.send_timeout) <= now
+                    || self.body.is_some()
+                        && after(self.last_progress, ctx.config.http.body_timeout) <= now;
+                if client_late {
+                    debug!("proxied connection: the client made no progress in time");
+                    if let Some(mut ex) = self.exchange.take() {
+                        ex.abandon(ctx.proxy);
+                    }
+                    self.log_start = None;
+                    self.phase = Phase::Closed;
+                } else {
+                    self.proxy_timeout(ctx);
+                }
             }
             Phase::Open if self.body.is_some() => {
                 // A body that stopped coming: say so, as for a head, and
@@ -378,6 +447,15 @@ impl Connection {
                     Err(()) => return Drive::Closed,
                 }
             }
+            if self.exchange.is_some() && self.out.is_none() {
+                match self.proxy_turn(ctx, &mut budget) {
+                    Ok(p) => progress |= p,
+                    Err(()) => return Drive::Closed,
+                }
+                if self.phase != Phase::Open {
+                    continue;
+                }
+            }
             progress |= self.process(ctx, &mut budget);
             if !progress {
                 break;
@@ -386,7 +464,9 @@ impl Connection {
         // Nothing more can happen before the next event. If the client has
         // finished sending and everything it sent is answered (or can never
         // be: a partial head or body), there is nothing left to do.
-        if self.peer_eof && self.out.is_none() {
+        // (A proxied request whose client half-closed after sending it is
+        // still answered.)
+        if self.peer_eof && self.out.is_none() && self.exchange.is_none() {
             self.phase = Phase::Closed;
             return Drive::Closed;
         }
@@ -505,7 +585,8 @@ impl Connection {
     /// answers the next complete request, if the previous response is out.
     fn process(&mut self, ctx: &mut Ctx, budget: &mut Budget) -> bool {
         let mut progress = false;
-        if let Some(body) = self.body.as_mut()
+        if self.exchange.is_none()
+            && let Some(body) = self.body.as_mut()
             && !self.inbuf.is_empty()
         {
             let http = &ctx.config.http;
@@ -534,6 +615,7 @@ impl Connection {
             || self.out.is_some()
             || self.body.is_some()
             || self.held.is_some()
+            || self.exchange.is_some()
             || self.inbuf.is_empty()
             || budget.requests == 0
         {
@@ -548,15 +630,25 @@ impl Connection {
                 true
             }
             Parsed::Request(req) => {
-                self.inbuf.drain(..req.head_len);
                 budget.requests -= 1;
                 self.served += 1;
                 *ctx.requests += 1;
                 let site = ctx
                     .routes
                     .pick(ctx.config, self.listener, req.host.as_deref());
+                let routed = site
+                    .and_then(|s| crate::proxy::route_for(s, &req.target))
+                    .map(|route| self.route_request(&req, route, ctx));
+                self.inbuf.drain(..req.head_len);
+                let proxied = matches!(routed, Some(Ok(())));
+                let response = match routed {
+                    // Never sent: the exchange answers.
+                    Some(Ok(())) => Response::status(Status::BadGateway),
+                    Some(Err(status)) => Response::status(status),
+                    None => handler::respond(&req, site, ctx.files, ctx.date),
+                };
                 let held = Held {
-                    response: handler::respond(&req, site, ctx.files, ctx.date),
+                    response,
                     head_only: req.method == Method::Head,
                     version: req.version,
                     keep_alive: req.keep_alive,
@@ -588,6 +680,12 @@ impl Connection {
                     BodyFraming::Length(n) => Some(BodyReader::length(n)),
                     BodyFraming::Chunked => Some(BodyReader::chunked()),
                 };
+                if proxied {
+                    // The exchange streams the body and answers (an
+                    // `Expect: 100-continue` goes to the upstream, whose
+                    // 100 is passed on).
+                    return true;
+                }
                 if self.body.is_none() {
                     self.finish(held, ctx);
                     return true;
@@ -624,6 +722,9 @@ impl Connection {
                 } else {
                     held.response.body.len()
                 },
+                upstream: None,
+                upstream_status: None,
+                upstream_time: None,
             });
         }
         self.queue(held.response, held.head_only, held.version, close, ctx);
@@ -704,6 +805,9 @@ impl Connection {
                 referer: s.referer.as_deref(),
                 user_agent: s.user_agent.as_deref(),
                 request_time: ctx.now.saturating_duration_since(s.start),
+                upstream: p.upstream.as_deref(),
+                upstream_status: p.upstream_status,
+                upstream_time: p.upstream_time,
             },
         );
     }
@@ -717,6 +821,8 @@ impl Connection {
     /// RST that can destroy the response before the client reads it. TLS
     /// always takes the second way, whose FIN follows a close_notify.
     fn start_closing(&mut self, now: Instant) {
+        // (An exchange still here is dropped: its upstream connection is
+        // closed; the caller has logged and released what it could.)
         let nothing_coming =
             self.input_done && self.inbuf.is_empty() && !self.readable && !self.stream.is_tls();
         self.out = None;

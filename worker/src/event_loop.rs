@@ -27,6 +27,7 @@ use crate::connection::{Connection, Ctx, Drive};
 use crate::drain::{Cause, Drain};
 use crate::http::response::DateCache;
 use crate::limits::{ACCEPT_BUDGET, READ_CHUNK, STATS_EVERY, TICK, after};
+use crate::proxy::ProxyState;
 use crate::routing::Routes;
 use crate::signals::{Order, Signals};
 use crate::static_files::FileCache;
@@ -105,6 +106,8 @@ pub struct Worker {
     /// See `Ctx::scratch`.
     scratch: Box<[u8]>,
     files: FileCache,
+    /// Upstream pools, balancing and passive health.
+    pub(crate) proxy: ProxyState,
     /// Connections accepted in a batch, before they are served (kept to
     /// reuse its allocation).
     accepted: Vec<(Stream, Option<IpAddr>)>,
@@ -161,6 +164,7 @@ impl Worker {
                 Interest::READABLE,
             )?;
         }
+        let proxy = ProxyState::new(&setup.config);
         let now = Instant::now();
         let mut date = DateCache::default();
         date.update(SystemTime::now());
@@ -182,6 +186,7 @@ impl Worker {
             date,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             files,
+            proxy,
             accepted: Vec::new(),
             now,
             next_tick: after(now, TICK),
@@ -249,13 +254,21 @@ impl Worker {
                 }
                 self.accept_from(i, ACCEPT_BUDGET);
             }
-            Target::Connection { key, side: _ } => {
+            Target::Connection { key, side } => {
                 if let Some(conn) = self.conns.get_mut(key) {
-                    conn.on_ready(
-                        event.is_readable() || event.is_read_closed() || event.is_error(),
-                        event.is_writable() || event.is_write_closed() || event.is_error(),
-                        event.is_read_closed() || event.is_error(),
-                    );
+                    let readable =
+                        event.is_readable() || event.is_read_closed() || event.is_error();
+                    let writable =
+                        event.is_writable() || event.is_write_closed() || event.is_error();
+                    if side == 0 {
+                        conn.on_ready(
+                            readable,
+                            writable,
+                            event.is_read_closed() || event.is_error(),
+                        );
+                    } else {
+                        conn.on_upstream_ready(readable, writable);
+                    }
                     self.drive(key);
                 }
             }
@@ -373,6 +386,7 @@ impl Worker {
         let mut conn = Connection::new(stream, peer, listener, self.now);
         conn.on_ready(true, false, false);
         let key = self.conns.insert(conn);
+        self.conns[key].set_token(connection_token(key));
         let drive = {
             let (mut ctx, conns) = self.ctx();
             conns[key].drive(&mut ctx)
@@ -422,6 +436,7 @@ impl Worker {
         let entry = self.conns.vacant_entry();
         let token = connection_token(entry.key());
         let mut conn = Connection::new(stream, peer, listener, self.now);
+        conn.set_token(token);
         match self
             .poll
             .registry()
@@ -446,6 +461,8 @@ impl Worker {
                 access_log: &mut self.access_log,
                 scratch: &mut self.scratch,
                 files: &mut self.files,
+                registry: self.poll.registry(),
+                proxy: &mut self.proxy,
             },
             &mut self.conns,
         )
@@ -485,7 +502,9 @@ impl Worker {
     /// fd of a socket takes it out of the epoll set, one syscall fewer per
     /// connection.
     fn remove(&mut self, key: usize) {
-        self.conns.try_remove(key);
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            conn.abandon_exchange(&mut self.proxy);
+        }
     }
 
     /// The coarse timer: deadlines, accept retries, stats.
@@ -505,6 +524,7 @@ impl Worker {
                 self.drive(key);
             }
         }
+        self.proxy.expire(&self.config, self.now);
         for slot in self.listeners.iter_mut().flatten() {
             if slot.paused_until.is_some_and(|t| t <= self.now) {
                 slot.paused_until = None;

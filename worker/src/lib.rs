@@ -26,6 +26,7 @@ mod handler;
 pub mod http;
 mod limits;
 mod outgoing;
+mod proxy;
 mod routing;
 mod signals;
 mod static_files;
