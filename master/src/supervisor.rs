@@ -523,6 +523,7 @@ impl Master {
                 responses: [0; 5],
                 bytes: 0,
                 file_cache: FileCacheStats::default(),
+                upstreams: Vec::new(),
             },
         );
         Ok(())
@@ -838,12 +839,14 @@ impl Master {
                             responses,
                             bytes,
                             file_cache,
+                            upstreams,
                         } => {
                             child.connections = connections;
                             child.requests = requests;
                             child.responses = responses;
                             child.bytes = bytes;
                             child.file_cache = file_cache;
+                            child.upstreams = upstreams;
                         }
                         ToMaster::Failed(reason) => failure = Some(reason),
                         ToMaster::ReopenDone => reopened = Some(Ok(())),
@@ -1240,6 +1243,7 @@ impl Master {
                     responses: c.responses,
                     bytes: c.bytes,
                     file_cache: c.file_cache,
+                    upstreams: c.upstreams.clone(),
                 })
                 .collect(),
             restarts: self.restarts,

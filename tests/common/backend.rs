@@ -10,7 +10,13 @@
 //! - `/delay/MS`: answers after MS milliseconds;
 //! - `/status/N`: an empty response with that status;
 //! - `/hints`: a 103 Early Hints, then 200;
-//! - `/continue`: with `Expect: 100-continue`, a 100 then the echo.
+//! - `/continue`: with `Expect: 100-continue`, a 100 then the echo;
+//! - `/stale`: answered on a connection's first request only, the next
+//!   one on it is met with a close (a server that dropped a kept-alive
+//!   connection the moment it was reused);
+//! - `/hangup`, on a backend named `closer...`: the request is read, the
+//!   connection closed, nothing said (other backends echo it);
+//! - `/closeidle`: answered, then the connection closed while idle.
 //!
 //! Every response says which backend (`X-Backend`) and which of its
 //! connections (`X-Conn`) answered; `connections()` and `requests()` count.
@@ -76,7 +82,7 @@ impl Backend {
                     Ok((s, _)) => {
                         s.set_nonblocking(false).ok();
                         s.set_nodelay(true).ok();
-                        spawn_conn(Box::new(s), &conns, &requests, &name);
+                        spawn_conn(Box::new(s), &conns, &requests, &name, &stop);
                     }
                     Err(_) => thread::sleep(Duration::from_millis(2)),
                 }
@@ -96,7 +102,7 @@ impl Backend {
                 match listener.accept() {
                     Ok((s, _)) => {
                         s.set_nonblocking(false).ok();
-                        spawn_conn(Box::new(s), &conns, &requests, &name);
+                        spawn_conn(Box::new(s), &conns, &requests, &name, &stop);
                     }
                     Err(_) => thread::sleep(Duration::from_millis(2)),
                 }
@@ -145,20 +151,30 @@ impl Backend {
 }
 
 impl Drop for Backend {
-    /// Stops accepting (the listener closes within a few ms; open
-    /// connections finish what they do).
+    /// Stops accepting (the listener closes within a few ms); open
+    /// connections close on their next request, unanswered.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
 }
 
-fn spawn_conn(s: Box<dyn Io>, conns: &Arc<AtomicUsize>, requests: &Arc<AtomicUsize>, name: &str) {
+fn spawn_conn(
+    s: Box<dyn Io>,
+    conns: &Arc<AtomicUsize>,
+    requests: &Arc<AtomicUsize>,
+    name: &str,
+    stop: &Arc<AtomicBool>,
+) {
     let id = conns.fetch_add(1, Ordering::SeqCst) + 1;
     let requests = requests.clone();
+    let stop = stop.clone();
     let name = name.to_owned();
     thread::spawn(move || {
         let mut r = BufReader::new(s);
-        while let Some(()) = serve_one(&mut r, id, &requests, &name) {}
+        let mut n = 0;
+        while let Some(()) = serve_one(&mut r, id, n, &requests, &name, &stop) {
+            n += 1;
+        }
     });
 }
 
@@ -166,8 +182,10 @@ fn spawn_conn(s: Box<dyn Io>, conns: &Arc<AtomicUsize>, requests: &Arc<AtomicUsi
 fn serve_one(
     r: &mut BufReader<Box<dyn Io>>,
     id: usize,
+    on_conn: usize,
     requests: &AtomicUsize,
     name: &str,
+    stop: &AtomicBool,
 ) -> Option<()> {
     let mut head = Vec::new();
     loop {
@@ -180,7 +198,10 @@ fn serve_one(
             break;
         }
     }
-    requests.fetch_add(1, Ordering::SeqCst);
+    // A stopped backend is gone: its kept-alive connections too.
+    if stop.load(Ordering::SeqCst) {
+        return None;
+    }
     let text = String::from_utf8_lossy(&head).into_owned();
     let first = text.lines().next().unwrap_or_default().to_owned();
     let mut parts = first.split_whitespace();
@@ -201,6 +222,17 @@ fn serve_one(
     let close_asked = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
     let mut seg = path.trim_start_matches('/').split('/');
     let kind = seg.next().unwrap_or_default().to_owned();
+    // `/stale`: a kept-alive connection that the server has given up on
+    // (its close not seen yet): the second request on it gets nothing.
+    if kind == "stale" && on_conn > 0 {
+        return None;
+    }
+    // `/hangup` on a backend named `closer...`: reads the request, closes
+    // without a word (the others answer it as an echo).
+    if kind == "hangup" && name.starts_with("closer") {
+        return None;
+    }
+    requests.fetch_add(1, Ordering::SeqCst);
     let arg: u64 = seg
         .next()
         .and_then(|a| a.split('?').next()?.parse().ok())
@@ -294,7 +326,9 @@ fn serve_one(
             w(r, &body)?;
         }
     }
-    (!close_asked).then_some(())
+    // `/closeidle`: answers as if keeping the connection, then closes it
+    // (a pooled connection the server closed while it was idle).
+    (!close_asked && kind != "closeidle").then_some(())
 }
 
 /// Reads a request body; returns its length and checksum.
@@ -458,4 +492,47 @@ pub fn is_pattern(body: &[u8]) -> bool {
     body.iter()
         .enumerate()
         .all(|(i, &b)| b == pattern(i as u64))
+}
+
+/// A config with `upstreams` (TOML, [[upstream]] tables), one site on
+/// the env's port serving `www/` with `routes` ([[site.route]] tables),
+/// and `global` lines.
+pub fn proxy_config(env: &super::Env, global: &str, upstreams: &str, routes: &str) -> String {
+    format!(
+        "{}{global}\n{upstreams}\n[[site]]\nlisten = [\"127.0.0.1:{}\"]\nroot = \"{}\"\n{routes}\n",
+        env.globals(),
+        env.port,
+        env.path("www").display()
+    )
+}
+
+/// An upstream named `name` with `servers` (each a TOML value) and more
+/// `lines`.
+pub fn upstream(name: &str, servers: &[String], lines: &str) -> String {
+    format!(
+        "[[upstream]]\nname = \"{name}\"\nservers = [{}]\n{lines}\n",
+        servers.join(", ")
+    )
+}
+
+/// A route from `path` to `proxy`, its prefix stripped.
+pub fn route(path: &str, proxy: &str) -> String {
+    format!("[[site.route]]\npath = \"{path}\"\nproxy = \"{proxy}\"\nstrip_prefix = true\n")
+}
+
+/// A quoted server address for `upstream`.
+pub fn quoted(b: &Backend) -> String {
+    format!("\"{}\"", b.address())
+}
+
+/// Resident memory of `pid` in KiB (VmRSS).
+pub fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -540,6 +540,7 @@ impl Worker {
                 responses: self.access_log.responses,
                 bytes: self.access_log.bytes,
                 file_cache: self.files.stats(),
+                upstreams: self.proxy.counters(&self.config, self.now),
             };
             self.send_to_master(&stats);
         }

@@ -20,6 +20,7 @@ pub mod socket;
 
 use std::time::Instant;
 
+use baton_shared::channel::UpstreamCounters;
 use baton_shared::config::{Config, Route, Site};
 use mio::Registry;
 
@@ -145,6 +146,24 @@ impl ProxyState {
             state.pool.remove(0);
         }
         state.pool.push(conn);
+    }
+
+    /// Per server, for `Stats` (and so `/metrics`).
+    pub fn counters(&self, config: &Config, now: Instant) -> Vec<UpstreamCounters> {
+        let mut out = Vec::new();
+        for (state, up) in self.upstreams.iter().zip(&config.proxy.upstreams) {
+            for (i, (s, server)) in state.servers.iter().zip(&up.servers).enumerate() {
+                out.push(UpstreamCounters {
+                    upstream: up.name.clone(),
+                    server: server.addr.to_string(),
+                    requests: s.requests,
+                    failures: s.failures,
+                    idle: state.pool.iter().filter(|c| c.server == i).count() as u64,
+                    down: s.down_until.is_some_and(|t| t > now),
+                });
+            }
+        }
+        out
     }
 
     /// Closes idle connections past their upstream's `keepalive_timeout`
