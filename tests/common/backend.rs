@@ -2,6 +2,7 @@
 //! loopback (TCP or a unix socket): a thread per connection, plain
 //! `std::net`, and a behaviour chosen by the request's path:
 //!
+//! - `/`: 200 with `BODY`;
 //! - `/echo...`: 200 with the request head as the body, and the request
 //!   body's length and checksum in `X-Body-Len` / `X-Body-Sum`;
 //! - `/cl/N`, `/chunked/N`, `/close/N`: N pattern bytes (`pattern`), framed
@@ -30,6 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
+/// What `/` answers.
+pub const BODY: &[u8] = b"hello from the backend\n";
+
 /// Byte `i` of every generated body.
 pub fn pattern(i: u64) -> u8 {
     (i % 251) as u8
@@ -53,6 +57,16 @@ pub struct Backend {
     conns: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    /// Connections that ended (EOF or error from the proxy's side, or our
+    /// own close).
+    closed: Arc<AtomicUsize>,
+}
+
+/// Connections opened and ended.
+#[derive(Clone)]
+struct Counters {
+    conns: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
 }
 
 trait Io: Read + Write + Send {}
@@ -119,13 +133,16 @@ impl Backend {
             conns: Arc::new(AtomicUsize::new(0)),
             requests: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
+            closed: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn shared(&self) -> (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<AtomicBool>, String) {
+    fn shared(&self) -> (Counters, Arc<AtomicUsize>, Arc<AtomicBool>, String) {
         (
-            self.conns.clone(),
+            Counters {
+                conns: self.conns.clone(),
+                closed: self.closed.clone(),
+            },
             self.requests.clone(),
             self.stop.clone(),
             self.name.clone(),
@@ -144,6 +161,11 @@ impl Backend {
         self.conns.load(Ordering::SeqCst)
     }
 
+    /// Connections that have ended.
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+
     /// Requests answered (or begun) so far.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
@@ -160,12 +182,13 @@ impl Drop for Backend {
 
 fn spawn_conn(
     s: Box<dyn Io>,
-    conns: &Arc<AtomicUsize>,
+    conns: &Counters,
     requests: &Arc<AtomicUsize>,
     name: &str,
     stop: &Arc<AtomicBool>,
 ) {
-    let id = conns.fetch_add(1, Ordering::SeqCst) + 1;
+    let id = conns.conns.fetch_add(1, Ordering::SeqCst) + 1;
+    let closed = conns.closed.clone();
     let requests = requests.clone();
     let stop = stop.clone();
     let name = name.to_owned();
@@ -175,6 +198,7 @@ fn spawn_conn(
         while let Some(()) = serve_one(&mut r, id, n, &requests, &name, &stop) {
             n += 1;
         }
+        closed.fetch_add(1, Ordering::SeqCst);
     });
 }
 
@@ -314,6 +338,17 @@ fn serve_one(
                 r,
                 format!("HTTP/1.1 200 OK\r\n{ids}Content-Length: 2\r\n\r\nok").as_bytes(),
             )?;
+        }
+        "" => {
+            let body = BODY;
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\n{ids}Content-Length: {}\r\n\r\n",
+                body.len()
+            );
+            w(r, resp.as_bytes())?;
+            if !head_only {
+                w(r, body)?;
+            }
         }
         _ => {
             let body = if head_only { Vec::new() } else { head.clone() };

@@ -93,6 +93,12 @@ impl Connection {
         let Some(ex) = self.exchange.as_mut() else {
             return Ok(progress);
         };
+        // Draining: a response whose head is not out yet says it is the
+        // last on this connection (the client reconnects to the next
+        // generation, as for static files).
+        if ctx.drain_started.is_some() && !ex.response_started() {
+            ex.client_close = true;
+        }
         let mut env = Env {
             config: ctx.config,
             state: ctx.proxy,
