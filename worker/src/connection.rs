@@ -314,6 +314,11 @@ impl Connection {
                 if self.body.is_some() {
                     client(after(self.last_progress, config.http.body_timeout));
                 }
+                if let Some(started) = drain_started
+                    && self.is_tunnel()
+                {
+                    client(after(started, proxy::tunnel_grace(config)));
+                }
                 // Waiting on nothing with a deadline (an idle tunnel side):
                 // the longest any timeout may be.
                 d.unwrap_or_else(|| {
@@ -366,7 +371,13 @@ impl Connection {
                     && after(self.last_progress, ctx.config.http.send_timeout) <= now
                     || self.body.is_some()
                         && after(self.last_progress, ctx.config.http.body_timeout) <= now;
-                if client_late {
+                let tunnel_over = self.is_tunnel()
+                    && ctx
+                        .drain_started
+                        .is_some_and(|d| after(d, proxy::tunnel_grace(ctx.config)) <= now);
+                if tunnel_over {
+                    self.end_tunnel();
+                } else if client_late {
                     debug!("proxied connection: the client made no progress in time");
                     if let Some(mut ex) = self.exchange.take() {
                         ex.abandon(ctx.proxy);

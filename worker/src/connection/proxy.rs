@@ -52,7 +52,7 @@ impl Connection {
             target: &target,
             body: req.body,
             keep_alive: up.keepalive > 0,
-            upgrade: None,
+            allow_upgrade: route.websocket,
         };
         let raw = self.inbuf.get(..req.head_len).ok_or(Status::BadRequest)?;
         let mut info = head::request(raw, &forwarding, hash_header).ok_or(Status::BadRequest)?;
@@ -131,6 +131,18 @@ impl Connection {
     /// Moves request body bytes from `inbuf` into the exchange, as much as
     /// it has room for.
     fn feed_body(&mut self, ctx: &mut Ctx) -> bool {
+        if let Some(ex) = self.exchange.as_mut()
+            && ex.is_tunnel()
+        {
+            // A tunnel: the client's bytes go up as they are.
+            let n = self.inbuf.len().min(ex.body_room());
+            ex.push_raw(&self.inbuf[..n]);
+            self.inbuf.drain(..n);
+            if self.peer_eof && self.inbuf.is_empty() {
+                ex.client_eof();
+            }
+            return n > 0;
+        }
         let (Some(ex), Some(body)) = (self.exchange.as_mut(), self.body.as_mut()) else {
             return false;
         };
@@ -393,6 +405,19 @@ impl Connection {
         self.exchange.as_ref()?.deadline(ctx_config)
     }
 
+    /// Whether this connection is a tunnel (after a 101).
+    pub(super) fn is_tunnel(&self) -> bool {
+        self.exchange.as_ref().is_some_and(|e| e.is_tunnel())
+    }
+
+    /// A drain's grace is over for this tunnel: end it (at a frame
+    /// boundary, with a close frame 1001 for a WebSocket).
+    pub(super) fn end_tunnel(&mut self) {
+        if let Some(ex) = self.exchange.as_mut() {
+            ex.end_tunnel();
+        }
+    }
+
     /// The upstream timed out.
     pub(super) fn proxy_timeout(&mut self, ctx: &mut Ctx) {
         let token = self.upstream_token();
@@ -419,4 +444,13 @@ impl Connection {
             ex.abandon(state);
         }
     }
+}
+
+/// When a draining worker ends its tunnels: a little before the grace
+/// period is over, so that the close frames go out, and the lingering
+/// close that follows ends, before the master kills what is left.
+pub(super) fn tunnel_grace(config: &baton_shared::config::Config) -> std::time::Duration {
+    let margin = (config.grace / 2)
+        .min(crate::limits::LINGERING_CLOSE + std::time::Duration::from_millis(500));
+    config.grace.saturating_sub(margin)
 }

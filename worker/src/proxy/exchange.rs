@@ -19,6 +19,7 @@ use mio::{Registry, Token};
 use super::balance::{self, Pick};
 use super::head::{self, ClientFraming, Framing, RequestInfo, ResponseHead};
 use super::socket::UpConn;
+use super::websocket::{CLOSE_GOING_AWAY, Frames};
 use super::{BUFFER, MAX_RESPONSE_HEAD, ProxyState};
 use crate::http::body::{BodyReader, Step};
 use crate::http::request::BodyFraming;
@@ -59,6 +60,16 @@ enum Resp {
     Body {
         reader: Option<BodyReader>,
         close_delimited: bool,
+    },
+    /// After a 101: bytes both ways as they come.
+    Tunnel {
+        /// The upstream-to-client frames, for a WebSocket.
+        frames: Option<Frames>,
+        /// Ending (a drain's grace is over): at the next frame boundary
+        /// the client gets a close frame and the tunnel ends.
+        closing: bool,
+        /// The client sent its FIN (passed on to the upstream).
+        client_eof: bool,
     },
     Done,
 }
@@ -114,6 +125,8 @@ pub struct Exchange {
     fresh_same_server: bool,
     /// The route's response headers.
     pub route_headers: Vec<(String, String)>,
+    /// What the upstream was asked to switch to (`Upgrade`).
+    upgrade: Option<String>,
 }
 
 impl Exchange {
@@ -138,7 +151,7 @@ impl Exchange {
             sent_any: false,
             idempotent: info.idempotent,
             is_head: info.is_head,
-            hash_key: info.hash_value,
+            hash_key: info.hash_value.clone(),
             stale_retried: false,
             resp: Resp::Head,
             head_buf: Vec::new(),
@@ -158,6 +171,7 @@ impl Exchange {
             last_failure: None,
             fresh_same_server: false,
             route_headers: Vec::new(),
+            upgrade: info.upgrade,
         }
     }
 
@@ -179,6 +193,35 @@ impl Exchange {
 
     pub fn wants_body(&self) -> bool {
         !self.request_done && !matches!(self.resp, Resp::Done)
+    }
+
+    /// A tunnel (after a 101): the client's bytes go up as they are.
+    pub fn is_tunnel(&self) -> bool {
+        matches!(self.resp, Resp::Tunnel { .. })
+    }
+
+    /// A tunnel's bytes from the client, as much as `body_room` allowed.
+    pub fn push_raw(&mut self, data: &[u8]) {
+        if let Resp::Tunnel { closing: false, .. } = self.resp {
+            self.compact_sent();
+            self.out.extend_from_slice(data);
+        }
+    }
+
+    /// The tunnel's client sent its FIN: the upstream gets one too, once
+    /// what came before it is sent.
+    pub fn client_eof(&mut self) {
+        if let Resp::Tunnel { client_eof, .. } = &mut self.resp {
+            *client_eof = true;
+        }
+    }
+
+    /// The drain's grace is over: end the tunnel (at a frame boundary for
+    /// a WebSocket, with a close frame 1001).
+    pub fn end_tunnel(&mut self) {
+        if let Resp::Tunnel { closing, .. } = &mut self.resp {
+            *closing = true;
+        }
     }
 
     /// Request body data from the client, framed for the upstream.
@@ -204,6 +247,13 @@ impl Exchange {
             self.out.extend_from_slice(b"0\r\n\r\n");
         }
         self.request_done = true;
+    }
+
+    fn compact_sent(&mut self) {
+        if self.out_pos > 0 {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
     }
 
     /// Drops what was sent, once the buffer would grow past its bound:
@@ -242,6 +292,10 @@ impl Exchange {
         if !conn.connected {
             return Some(after(self.connect_started, up.connect_timeout));
         }
+        if self.is_tunnel() {
+            // Idle both ways for read_timeout: closed.
+            return Some(after(self.last_io, up.read_timeout));
+        }
         if self.out_pos < self.out.len() {
             return Some(after(self.last_io, up.send_timeout));
         }
@@ -258,6 +312,10 @@ impl Exchange {
 
     /// The upstream took too long.
     pub fn on_timeout(&mut self, env: &mut Env<'_>) -> Result<bool, Stop> {
+        if self.is_tunnel() {
+            // An idle tunnel, not a failing server.
+            return Err(Stop::Abort);
+        }
         self.fail(Failure::Timeout, "timed out", env)?;
         self.pump(env)
     }
@@ -278,6 +336,13 @@ impl Exchange {
         loop {
             if matches!(self.resp, Resp::Done) {
                 return Ok(progress);
+            }
+            progress |= self.tunnel_closing();
+            if matches!(self.resp, Resp::Done) {
+                return Ok(progress);
+            }
+            if self.conn.is_none() && self.is_tunnel() {
+                return Err(Stop::Abort);
             }
             if self.conn.is_none() {
                 self.open(env)?;
@@ -322,6 +387,26 @@ impl Exchange {
             }
             return Ok(progress);
         }
+    }
+
+    /// A tunnel being ended at a frame boundary: once there, the close
+    /// frame goes after what the client has, and the tunnel is over.
+    fn tunnel_closing(&mut self) -> bool {
+        let Resp::Tunnel {
+            frames, closing, ..
+        } = &self.resp
+        else {
+            return false;
+        };
+        if !*closing || frames.is_some_and(|f| !f.at_boundary()) {
+            return false;
+        }
+        if frames.is_some() {
+            self.to_client.extend_from_slice(&CLOSE_GOING_AWAY);
+        }
+        self.reusable = false;
+        self.resp = Resp::Done;
+        true
     }
 
     /// Picks a server and connects (or takes a pooled connection).
@@ -468,6 +553,13 @@ impl Exchange {
             self.out.clear();
             self.out_pos = 0;
         }
+        if let Resp::Tunnel {
+            client_eof: true, ..
+        } = self.resp
+            && self.out_pos >= self.out.len()
+        {
+            conn.shutdown_write();
+        }
         Ok(progress)
     }
 
@@ -477,6 +569,9 @@ impl Exchange {
     fn receive(&mut self, env: &mut Env<'_>) -> Result<bool, Option<(Failure, String)>> {
         let mut progress = false;
         loop {
+            if self.tunnel_closing() {
+                return Ok(true);
+            }
             if matches!(self.resp, Resp::Done) {
                 return Ok(progress);
             }
@@ -538,6 +633,12 @@ impl Exchange {
                 log_failure(up, self.server.unwrap_or(0), "response body cut short");
                 Err(None)
             }
+            Resp::Tunnel { .. } => {
+                // The upstream ended the tunnel: the client gets what
+                // came, then the connection ends.
+                self.resp = Resp::Done;
+                Ok(())
+            }
             Resp::Done => Ok(()),
         }
     }
@@ -595,13 +696,49 @@ impl Exchange {
                 continue;
             }
             if resp.status == 101 {
-                // No tunnel was asked for (or allowed): not a response we
-                // can pass on.
-                return Err(Some((Failure::Broken, "101 without an upgrade".into())));
+                if self.upgrade.is_none() {
+                    // No tunnel was asked for (or allowed): not a response
+                    // we can pass on.
+                    return Err(Some((Failure::Broken, "101 without an upgrade".into())));
+                }
+                self.start_tunnel(&resp, env);
+                return Ok(Some(at));
             }
             self.start_body(&resp, env);
             return Ok(Some(at));
         }
+    }
+
+    /// A 101: the head goes to the client and the connection becomes a
+    /// tunnel.
+    fn start_tunnel(&mut self, resp: &ResponseHead, env: &mut Env<'_>) {
+        if let Some(s) = self.server {
+            balance::succeeded(&mut env.state.upstreams[self.upstream].servers[s]);
+        }
+        self.upstream_time = Some(env.now.saturating_duration_since(self.started));
+        self.status = Some(101);
+        self.reusable = false;
+        self.replayable = false;
+        self.request_done = true;
+        self.client_close = true;
+        let websocket = self
+            .upgrade
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+        let head = head::client_head(
+            resp,
+            ClientFraming::None,
+            &self.route_headers,
+            env.date,
+            true,
+            false,
+        );
+        self.to_client.extend_from_slice(&head);
+        self.resp = Resp::Tunnel {
+            frames: websocket.then(Frames::default),
+            closing: false,
+            client_eof: false,
+        };
     }
 
     fn start_body(&mut self, resp: &ResponseHead, env: &mut Env<'_>) {
@@ -649,6 +786,30 @@ impl Exchange {
         data: &[u8],
         env: &mut Env<'_>,
     ) -> Result<(), Option<(Failure, String)>> {
+        if let Resp::Tunnel {
+            frames, closing, ..
+        } = &mut self.resp
+        {
+            let take = match frames {
+                // Ending: nothing past the current frame goes to the client.
+                Some(f) if *closing => {
+                    if f.at_boundary() {
+                        0
+                    } else {
+                        f.step(data)
+                    }
+                }
+                Some(f) => {
+                    f.advance(data);
+                    data.len()
+                }
+                None if *closing => 0,
+                None => data.len(),
+            };
+            self.to_client.extend_from_slice(&data[..take]);
+            self.body_bytes = self.body_bytes.saturating_add(take as u64);
+            return Ok(());
+        }
         let mut at = 0;
         while at < data.len() {
             let Resp::Body { reader, .. } = &mut self.resp else {

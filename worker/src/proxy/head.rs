@@ -60,8 +60,8 @@ pub struct Forwarding<'a> {
     pub body: BodyFraming,
     /// Ask the upstream to keep the connection (we would pool it).
     pub keep_alive: bool,
-    /// The `Upgrade` value to pass on (a tunnel was asked for and allowed).
-    pub upgrade: Option<&'a str>,
+    /// An `Upgrade` (WebSocket) the client asks for may pass.
+    pub allow_upgrade: bool,
 }
 
 /// What a request needs known about itself.
@@ -71,6 +71,9 @@ pub struct RequestInfo {
     pub is_head: bool,
     /// A `header:NAME` balance key's value.
     pub hash_value: Option<Vec<u8>>,
+    /// The protocol the upstream was asked to switch to (`Upgrade`, when
+    /// the client's `Connection` lists it and the route allows it).
+    pub upgrade: Option<String>,
 }
 
 /// The upstream's request head for the client's `raw` head (already
@@ -168,11 +171,14 @@ pub fn request(raw: &[u8], f: &Forwarding<'_>, hash_header: Option<&str>) -> Opt
         BodyFraming::Length(n) => header(&mut head, "Content-Length", n.to_string().as_bytes()),
         BodyFraming::Chunked => header(&mut head, "Transfer-Encoding", b"chunked"),
     }
-    let upgrade = match (f.upgrade, &upgrade_asked) {
-        (Some(u), _) => Some(u),
-        _ => None,
-    };
-    if let Some(u) = upgrade {
+    let upgrade = upgrade_asked.filter(|u| {
+        f.allow_upgrade
+            && !u.is_empty()
+            && method == "GET"
+            && req.version == Some(1)
+            && listed.iter().any(|l| l.eq_ignore_ascii_case("upgrade"))
+    });
+    if let Some(u) = &upgrade {
         header(&mut head, "Connection", b"upgrade");
         header(&mut head, "Upgrade", u.as_bytes());
     } else if !f.keep_alive {
@@ -187,6 +193,7 @@ pub fn request(raw: &[u8], f: &Forwarding<'_>, hash_header: Option<&str>) -> Opt
         ),
         is_head: method == "HEAD",
         hash_value,
+        upgrade,
     })
 }
 
@@ -404,7 +411,7 @@ mod tests {
             target: "/x?y",
             body: BodyFraming::Length(3),
             keep_alive: true,
-            upgrade: None,
+            allow_upgrade: false,
         }
     }
 
@@ -440,6 +447,28 @@ mod tests {
             "{head}"
         );
         assert!(head.contains("X-Forwarded-Proto: https\r\n"));
+    }
+
+    #[test]
+    fn upgrades_pass_only_when_allowed_and_asked() {
+        let raw = b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n";
+        let mut f = fwd(false);
+        f.body = BodyFraming::None;
+        let info = request(raw, &f, None).unwrap();
+        assert_eq!(info.upgrade, None);
+        assert!(!String::from_utf8(info.head).unwrap().contains("pgrade"));
+        f.allow_upgrade = true;
+        let info = request(raw, &f, None).unwrap();
+        assert_eq!(info.upgrade.as_deref(), Some("websocket"));
+        let head = String::from_utf8(info.head).unwrap();
+        assert!(
+            head.contains("Connection: upgrade\r\nUpgrade: websocket\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("Sec-WebSocket-Key: k\r\n"));
+        // Upgrade without Connection: upgrade is not an upgrade.
+        let raw = b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(request(raw, &f, None).unwrap().upgrade, None);
     }
 
     #[test]

@@ -107,6 +107,14 @@ impl UpConn {
         }
     }
 
+    /// Tells the server nothing more is coming (a tunnel's client ended).
+    pub fn shutdown_write(&self) {
+        let _ = match &self.socket {
+            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+    }
+
     /// Watched (again) for the connection `token` belongs to.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         let interest = Interest::READABLE | Interest::WRITABLE;
