@@ -245,3 +245,36 @@ fn unix_socket_upstreams_and_root_less_sites() {
     assert_eq!(get(env.port, "/").status, 404);
     assert_eq!(get(env.port, "/other").status, 404);
 }
+
+#[test]
+fn access_log_lines_name_the_upstream() {
+    let env = Env::new();
+    let b = Backend::start("b");
+    let log = env.path("access.log");
+    let _server = start(
+        &env,
+        &[b.address()],
+        "",
+        &format!("access_log = \"{}\"", log.display()),
+    );
+    assert_eq!(get(env.port, "/api/cl/5").status, 200);
+    assert_eq!(get(env.port, "/").status, 200);
+    let mut text = String::new();
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(5),
+        || {
+            text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.lines().count() >= 2
+        }
+    ));
+    let lines: Vec<&str> = text.lines().collect();
+    // Proxied: request time, upstream time, address and status.
+    let proxied = lines.iter().find(|l| l.contains("/api/cl/5")).unwrap();
+    let tail: Vec<&str> = proxied.rsplit(' ').take(3).collect();
+    assert_eq!(tail[0], "200", "{proxied}");
+    assert_eq!(tail[1], b.address(), "{proxied}");
+    assert!(tail[2].parse::<f64>().is_ok(), "{proxied}");
+    // Static: as before, one "-" for the upstream time.
+    let fixed = lines.iter().find(|l| l.contains("GET / ")).unwrap();
+    assert!(fixed.ends_with(" -"), "{fixed}");
+}

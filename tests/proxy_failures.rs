@@ -213,6 +213,18 @@ fn pooled_connections_are_reused_and_stale_ones_retried() {
     let log = server.log_text();
     assert!(!log.contains("marked down"), "{log}");
     assert!(!log.contains("[WARN] baton worker"), "{log}");
+    // keepalive_requests: a pooled connection serves that many, then
+    // closes.
+    let e = Backend::start("e");
+    let env4 = Env::new();
+    let _server4 = start(
+        &env4,
+        &upstream("app", &[quoted(&e)], "keepalive_requests = 3"),
+    );
+    for _ in 0..9 {
+        assert_eq!(get(env4.port, "/api/cl/1").status, 200);
+    }
+    assert_eq!(e.connections(), 3);
     // keepalive = 0: a connection per request.
     let d = Backend::start("d");
     let env3 = Env::new();

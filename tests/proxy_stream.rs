@@ -104,6 +104,7 @@ fn a_256_mib_download_in_each_framing_keeps_memory_flat() {
         }
     }
     // The worker's memory did not follow the body (256 MiB went through).
+    eprintln!("256 MiB downloads: worker RSS {before} KiB -> peak {peak} KiB");
     assert!(
         peak < before + 16 * 1024,
         "worker RSS went from {before} KiB to {peak} KiB"
@@ -160,6 +161,34 @@ fn a_256_mib_upload_in_each_framing_keeps_memory_flat() {
         let got = lines.iter().find_map(|l| l.strip_prefix("X-Body-Sum: "));
         assert_eq!(got, Some(format!("{sum:x}").as_str()));
     }
+    eprintln!("256 MiB uploads: worker RSS {before} KiB -> peak {peak} KiB");
+    assert!(
+        peak < before + 16 * 1024,
+        "worker RSS went from {before} KiB to {peak} KiB"
+    );
+}
+
+#[test]
+fn a_slow_upstream_holds_a_fast_upload_back_without_memory() {
+    let env = Env::new();
+    let b = Backend::start("b");
+    let (_server, pid) = start(&env, &b);
+    let before = rss_kib(pid);
+    let mut peak = before;
+    let size: u64 = 64 << 20;
+    let block: Vec<u8> = (0..(1u64 << 20)).map(backend::pattern).collect();
+    let mut s = connect(env.port);
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "POST /api/slowecho HTTP/1.1\r\nHost: h\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n").unwrap();
+    for _ in 0..(size >> 20) {
+        s.write_all(&block).unwrap();
+        peak = peak.max(rss_kib(pid));
+    }
+    let mut r = BufReader::new(s);
+    let lines = head(&mut r);
+    let len = lines.iter().find_map(|l| l.strip_prefix("X-Body-Len: "));
+    assert_eq!(len, Some(size.to_string().as_str()), "{lines:?}");
+    eprintln!("slow upstream upload: worker RSS {before} KiB -> peak {peak} KiB");
     assert!(
         peak < before + 16 * 1024,
         "worker RSS went from {before} KiB to {peak} KiB"

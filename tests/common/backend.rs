@@ -3,6 +3,7 @@
 //! `std::net`, and a behaviour chosen by the request's path:
 //!
 //! - `/`: 200 with `BODY`;
+//! - `/slowecho`: the echo, reading the request body slowly;
 //! - `/echo...`: 200 with the request head as the body, and the request
 //!   body's length and checksum in `X-Body-Len` / `X-Body-Sum`;
 //! - `/cl/N`, `/chunked/N`, `/close/N`: N pattern bytes (`pattern`), framed
@@ -267,8 +268,9 @@ fn serve_one(
         w(r, b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
     // The body, read whole here (tests stream big ones; only its length
-    // and checksum are kept).
-    let (body_len, body_sum) = read_body(r, chunked, length)?;
+    // and checksum are kept); `/slowecho` reads it slowly.
+    let slow = kind == "slowecho";
+    let (body_len, body_sum) = read_body(r, chunked, length, slow)?;
     let head_only = method == "HEAD";
     match kind.as_str() {
         "cl" | "chunked" | "close" | "die" => {
@@ -367,7 +369,12 @@ fn serve_one(
 }
 
 /// Reads a request body; returns its length and checksum.
-fn read_body(r: &mut BufReader<Box<dyn Io>>, chunked: bool, length: u64) -> Option<(u64, u64)> {
+fn read_body(
+    r: &mut BufReader<Box<dyn Io>>,
+    chunked: bool,
+    length: u64,
+    slow: bool,
+) -> Option<(u64, u64)> {
     let mut sum = FNV_START;
     let mut total = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
@@ -381,6 +388,10 @@ fn read_body(r: &mut BufReader<Box<dyn Io>>, chunked: bool, length: u64) -> Opti
             sum = checksum(&buf[..got], sum);
             total += got as u64;
             n -= got as u64;
+            if slow && total % (1 << 20) < got as u64 {
+                // About 100 MiB/s at most: slower than the client sends.
+                thread::sleep(Duration::from_millis(10));
+            }
         }
         Some(())
     };
