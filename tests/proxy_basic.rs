@@ -278,3 +278,43 @@ fn access_log_lines_name_the_upstream() {
     let fixed = lines.iter().find(|l| l.contains("GET / ")).unwrap();
     assert!(fixed.ends_with(" -"), "{fixed}");
 }
+
+#[test]
+fn proxying_behind_tls() {
+    let env = Env::new();
+    let b = Backend::start("b");
+    let pair = common::tls::ecdsa_cert(&["a.test"]);
+    env.write_file("tls/a.pem", pair.0.as_bytes());
+    let key = env.write_file("tls/a.key", pair.1.as_bytes());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        env.path("tls/a.pem").display(),
+        env.path("tls/a.key").display()
+    );
+    let text = backend::proxy_config(
+        &env,
+        "",
+        &backend::upstream("app", &[backend::quoted(&b)], ""),
+        &backend::route("/api/", "app"),
+    )
+    .replace("[[site.route]]", &format!("{tls}[[site.route]]"));
+    env.write_config(&text);
+    let _server = env.start();
+    let client = common::tls::client(common::tls::ANY);
+    let seen = common::tls::https_get(&client, env.port, Some("a.test"), "/api/echo").unwrap();
+    let text = String::from_utf8_lossy(&seen.response).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("X-Forwarded-Proto: https\r\n"), "{text}");
+    // A body larger than any buffer, through rustls.
+    let seen =
+        common::tls::https_get(&client, env.port, Some("a.test"), "/api/cl/3000000").unwrap();
+    let r = read_reply(
+        &mut BufReader::new(&seen.response[..]),
+        false,
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert!(r.complete && r.body.len() == 3_000_000 && backend::is_pattern(&r.body));
+}
