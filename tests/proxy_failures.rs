@@ -73,6 +73,28 @@ fn a_backend_dying_mid_response_truncates_never_completes() {
 }
 
 #[test]
+fn a_cut_or_malformed_response_head_is_502() {
+    let env = Env::new();
+    let b = Backend::start("b");
+    let server = start(&env, &upstream("app", &[quoted(&b)], "max_fails = 0"));
+    // Nothing of either reached the client, and the only server was
+    // tried: 502.
+    for path in ["/api/cuthead", "/api/badhead"] {
+        let r = get(env.port, path);
+        assert_eq!(r.status, 502, "{path}");
+    }
+    let log = server.log_text();
+    assert_eq!(log.matches("response head cut short").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("conflicting Content-Length").count(),
+        1,
+        "{log}"
+    );
+    // The server is fine otherwise.
+    assert_eq!(get(env.port, "/api/cl/3").status, 200);
+}
+
+#[test]
 fn no_server_left_is_502_then_all_down_is_503_with_retry_after() {
     let env = Env::new();
     let addr = dead();

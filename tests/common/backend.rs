@@ -12,6 +12,8 @@
 //! - `/delay/MS`: answers after MS milliseconds;
 //! - `/status/N`: an empty response with that status;
 //! - `/hints`: a 103 Early Hints, then 200;
+//! - `/cuthead`: half a response head, then a close;
+//! - `/badhead`: a head with two different lengths;
 //! - `/continue`: with `Expect: 100-continue`, a 100 then the echo;
 //! - `/stale`: answered on a connection's first request only, the next
 //!   one on it is met with a close (a server that dropped a kept-alive
@@ -330,6 +332,17 @@ fn serve_one(
                 r,
                 format!("HTTP/1.1 {arg} X\r\n{ids}Content-Length: 0\r\n\r\n").as_bytes(),
             )?;
+        }
+        "cuthead" => {
+            w(r, b"HTTP/1.1 200 OK\r\nContent-Le")?;
+            return None;
+        }
+        "badhead" => {
+            w(
+                r,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            )?;
+            return None;
         }
         "hints" => {
             w(

@@ -616,11 +616,9 @@ impl Exchange {
                 Failure::Broken,
                 "closed the connection before responding".into(),
             ))),
-            Resp::Head => {
-                let up = &env.config.proxy.upstreams[self.upstream];
-                log_failure(up, self.server.unwrap_or(0), "response head cut short");
-                Err(None)
-            }
+            // Nothing of it reached the client (interim heads aside): a
+            // 502, which `fail` logs.
+            Resp::Head => Err(Some((Failure::Broken, "response head cut short".into()))),
             Resp::Body {
                 close_delimited: true,
                 ..
