@@ -15,6 +15,7 @@ fn start(env: &Env, servers: &[String], upstream: &str, global: &str) -> Server 
     let text = format!(
         "{}{global}\n[[upstream]]\nname = \"app\"\nservers = [{}]\n{upstream}\n\
          [[site]]\nlisten = [\"127.0.0.1:{}\"]\nroot = \"{}\"\n\
+         headers = {{ \"X-Site\" = \"s\", \"X-Route\" = \"site\" }}\n\
          [[site.route]]\npath = \"/api/\"\nproxy = \"app\"\nstrip_prefix = true\n\
          headers = {{ \"X-Route\" = \"api\" }}\n\
          [[site.route]]\npath = \"/keep/\"\nproxy = \"app\"\n",
@@ -53,7 +54,9 @@ fn every_response_framing_reaches_the_client() {
             assert!(r.complete, "{kind} {n}");
             assert_eq!(r.body.len() as u64, n, "{kind} {n}");
             assert!(backend::is_pattern(&r.body), "{kind} {n}");
+            // The site's headers, and the route's over them.
             assert_eq!(r.header("x-route"), Some("api"));
+            assert_eq!(r.header("x-site"), Some("s"));
             // A close-delimited upstream body is chunked to an HTTP/1.1
             // client, so its connection can stay open.
             if kind != "cl" && n > 0 {
@@ -64,6 +67,16 @@ fn every_response_framing_reaches_the_client() {
     // An HTTP/1.0 client gets no chunks: the close delimits.
     let r = send(env.port, b"GET /api/chunked/5000 HTTP/1.0\r\n\r\n");
     assert!(!r.chunked && r.body.len() == 5000 && backend::is_pattern(&r.body));
+    // CONNECT is not forwarded, whatever its target.
+    let r = send(env.port, b"CONNECT /api/x HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.status, 405);
+    let r = send(
+        env.port,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    );
+    assert!(r.status == 405 || r.status == 400, "{}", r.status);
+    // 9 framings and the HTTP/1.0 request, no CONNECT.
+    assert_eq!(b.requests(), 10, "a CONNECT reached the upstream");
     // The static site still serves the rest.
     let r = get(env.port, "/");
     assert_eq!(r.status, 200);

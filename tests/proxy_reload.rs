@@ -27,7 +27,7 @@ fn reloads_under_load_through_the_proxy_lose_nothing() {
     env.write_config(&config(&env, &b));
     let server = env.start();
     let load = Load::start(env.port, 3, 3, backend::BODY);
-    for i in 0..40 {
+    for i in 0..80 {
         let out = env.reload();
         assert!(
             out.status.success(),
@@ -39,7 +39,7 @@ fn reloads_under_load_through_the_proxy_lose_nothing() {
     let counts = load.finish();
     assert_eq!(
         counts.failed, 0,
-        "failed requests across 40 reloads ({} ok): {:?}",
+        "failed requests across 80 reloads ({} ok): {:?}",
         counts.ok, counts.errors
     );
     assert!(counts.ok >= 200, "the load barely ran: {}", counts.ok);

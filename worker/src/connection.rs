@@ -647,9 +647,10 @@ impl Connection {
                 let site = ctx
                     .routes
                     .pick(ctx.config, self.listener, req.host.as_deref());
-                let routed = site
-                    .and_then(|s| crate::proxy::route_for(s, &req.target))
-                    .map(|route| self.route_request(&req, route, ctx));
+                let routed = site.and_then(|s| {
+                    let route = crate::proxy::route_for(s, &req.target)?;
+                    Some(self.route_request(&req, s, route, ctx))
+                });
                 self.inbuf.drain(..req.head_len);
                 let proxied = matches!(routed, Some(Ok(())));
                 let response = match routed {

@@ -11,7 +11,7 @@
 
 use std::io;
 
-use baton_shared::config::Route;
+use baton_shared::config::{Route, Site};
 use log::debug;
 use mio::Token;
 
@@ -55,6 +55,11 @@ impl Connection {
             allow_upgrade: route.websocket,
         };
         let raw = self.inbuf.get(..req.head_len).ok_or(Status::BadRequest)?;
+        // A proxy that forwarded CONNECT would open tunnels to anywhere
+        // the upstream can reach.
+        if raw.starts_with(b"CONNECT ") {
+            return Err(Status::MethodNotAllowed);
+        }
         let mut info = head::request(raw, &forwarding, hash_header).ok_or(Status::BadRequest)?;
         if matches!(up.balance, baton_shared::config::Balance::IpHash) {
             info.hash_value = self.peer.map(|ip| ip.to_string().into_bytes());
@@ -70,7 +75,6 @@ impl Connection {
             req.version == Version::Http10,
             ctx.now,
         );
-        ex.route_headers = route.headers.clone();
         Ok(ex)
     }
 
@@ -387,12 +391,20 @@ impl Connection {
     pub(super) fn route_request(
         &mut self,
         req: &Request,
+        site: &Site,
         route: &Route,
         ctx: &mut Ctx,
     ) -> Result<(), Status> {
-        let ex = self.start_proxy(req, route, ctx).inspect_err(|status| {
+        let mut ex = self.start_proxy(req, route, ctx).inspect_err(|status| {
             debug!("cannot proxy the request: {}", status.code());
         })?;
+        // The site's `headers`, then the route's (which win).
+        let mut headers = site.files.headers.clone();
+        for (name, value) in &route.headers {
+            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            headers.push((name.clone(), value.clone()));
+        }
+        ex.route_headers = headers;
         self.exchange = Some(Box::new(ex));
         Ok(())
     }
