@@ -67,15 +67,14 @@ impl Connection {
         let client_close = !req.keep_alive
             || self.served >= config.http.keepalive_requests
             || ctx.drain_started.is_some();
-        let mut ex = Exchange::new(
+        Ok(Exchange::new(
             route.upstream,
             info,
             req.body,
             client_close,
             req.version == Version::Http10,
             ctx.now,
-        );
-        Ok(ex)
+        ))
     }
 
     /// The token of this connection's upstream socket.
