@@ -299,35 +299,7 @@ impl Connection {
             Phase::Open if self.out.is_some() => {
                 after(self.last_progress, config.http.send_timeout)
             }
-            Phase::Open if self.exchange.is_some() => {
-                // The upstream's own timeouts, or the client's for what
-                // waits to be sent to it, or for a body that stopped.
-                let mut d = self.proxy_deadline(config);
-                let mut client = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
-                if self
-                    .exchange
-                    .as_ref()
-                    .is_some_and(|e| e.has_client_output())
-                {
-                    client(after(self.last_progress, config.http.send_timeout));
-                }
-                if self.body.is_some() {
-                    client(after(self.last_progress, config.http.body_timeout));
-                }
-                if let Some(started) = drain_started
-                    && self.is_tunnel()
-                {
-                    client(after(started, proxy::tunnel_grace(config)));
-                }
-                // Waiting on nothing with a deadline (an idle tunnel side):
-                // the longest any timeout may be.
-                d.unwrap_or_else(|| {
-                    after(
-                        self.last_progress,
-                        config.keepalive_timeout.max(config.http.send_timeout),
-                    )
-                })
-            }
+            Phase::Open if self.exchange.is_some() => self.exchange_deadline(config, drain_started),
             Phase::Open if self.body.is_some() => {
                 after(self.last_progress, config.http.body_timeout)
             }
@@ -362,32 +334,7 @@ impl Connection {
                 self.log_done(ctx, false);
                 self.phase = Phase::Closed;
             }
-            Phase::Open if self.exchange.is_some() => {
-                let now = ctx.now;
-                let client_late = self
-                    .exchange
-                    .as_ref()
-                    .is_some_and(|e| e.has_client_output())
-                    && after(self.last_progress, ctx.config.http.send_timeout) <= now
-                    || self.body.is_some()
-                        && after(self.last_progress, ctx.config.http.body_timeout) <= now;
-                let tunnel_over = self.is_tunnel()
-                    && ctx
-                        .drain_started
-                        .is_some_and(|d| after(d, proxy::tunnel_grace(ctx.config)) <= now);
-                if tunnel_over {
-                    self.end_tunnel();
-                } else if client_late {
-                    debug!("proxied connection: the client made no progress in time");
-                    if let Some(mut ex) = self.exchange.take() {
-                        ex.abandon(ctx.proxy);
-                    }
-                    self.log_start = None;
-                    self.phase = Phase::Closed;
-                } else {
-                    self.proxy_timeout(ctx);
-                }
-            }
+            Phase::Open if self.exchange.is_some() => self.exchange_expired(ctx),
             Phase::Open if self.body.is_some() => {
                 // A body that stopped coming: say so, as for a head, and
                 // close (lingering: the rest may still be on its way).

@@ -11,7 +11,9 @@
 
 use std::io;
 
-use baton_shared::config::{Route, Site};
+use std::time::Instant;
+
+use baton_shared::config::{Config, Route, Site};
 use log::debug;
 use mio::Token;
 
@@ -19,6 +21,7 @@ use super::{Budget, Connection, Ctx, Held, PendingLog, Phase};
 use crate::http::body::Step;
 use crate::http::request::{Request, Version};
 use crate::http::response::{Response, Status};
+use crate::limits::after;
 use crate::proxy::exchange::{Env, Exchange, Stop};
 use crate::proxy::{self, head};
 
@@ -408,12 +411,67 @@ impl Connection {
         Ok(())
     }
 
-    /// The exchange's deadline, if it waits on its upstream.
-    pub(super) fn proxy_deadline(
+    /// When a connection with an exchange times out: the upstream's own
+    /// timeouts, the client's for what waits to be sent to it or for a
+    /// body that stopped, and a draining tunnel's end.
+    pub(super) fn exchange_deadline(
         &self,
-        ctx_config: &baton_shared::config::Config,
-    ) -> Option<std::time::Instant> {
-        self.exchange.as_ref()?.deadline(ctx_config)
+        config: &Config,
+        drain_started: Option<Instant>,
+    ) -> Instant {
+        let mut d = self.exchange.as_ref().and_then(|e| e.deadline(config));
+        let mut client = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
+        if self
+            .exchange
+            .as_ref()
+            .is_some_and(|e| e.has_client_output())
+        {
+            client(after(self.last_progress, config.http.send_timeout));
+        }
+        if self.body.is_some() {
+            client(after(self.last_progress, config.http.body_timeout));
+        }
+        if let Some(started) = drain_started
+            && self.is_tunnel()
+        {
+            client(after(started, tunnel_grace(config)));
+        }
+        // Waiting on nothing with a deadline (an idle tunnel side): the
+        // longest any timeout may be.
+        d.unwrap_or_else(|| {
+            after(
+                self.last_progress,
+                config.keepalive_timeout.max(config.http.send_timeout),
+            )
+        })
+    }
+
+    /// The deadline of a connection with an exchange passed: whose?
+    pub(super) fn exchange_expired(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now;
+        let client_late = self
+            .exchange
+            .as_ref()
+            .is_some_and(|e| e.has_client_output())
+            && after(self.last_progress, ctx.config.http.send_timeout) <= now
+            || self.body.is_some()
+                && after(self.last_progress, ctx.config.http.body_timeout) <= now;
+        let tunnel_over = self.is_tunnel()
+            && ctx
+                .drain_started
+                .is_some_and(|d| after(d, tunnel_grace(ctx.config)) <= now);
+        if tunnel_over {
+            self.end_tunnel();
+        } else if client_late {
+            debug!("proxied connection: the client made no progress in time");
+            if let Some(mut ex) = self.exchange.take() {
+                ex.abandon(ctx.proxy);
+            }
+            self.log_start = None;
+            self.phase = Phase::Closed;
+        } else {
+            self.proxy_timeout(ctx);
+        }
     }
 
     /// Whether this connection is a tunnel (after a 101).
@@ -423,14 +481,14 @@ impl Connection {
 
     /// A drain's grace is over for this tunnel: end it (at a frame
     /// boundary, with a close frame 1001 for a WebSocket).
-    pub(super) fn end_tunnel(&mut self) {
+    fn end_tunnel(&mut self) {
         if let Some(ex) = self.exchange.as_mut() {
             ex.end_tunnel();
         }
     }
 
     /// The upstream timed out.
-    pub(super) fn proxy_timeout(&mut self, ctx: &mut Ctx) {
+    fn proxy_timeout(&mut self, ctx: &mut Ctx) {
         let token = self.upstream_token();
         let Some(ex) = self.exchange.as_mut() else {
             return;
@@ -460,7 +518,7 @@ impl Connection {
 /// When a draining worker ends its tunnels: a little before the grace
 /// period is over, so that the close frames go out, and the lingering
 /// close that follows ends, before the master kills what is left.
-pub(super) fn tunnel_grace(config: &baton_shared::config::Config) -> std::time::Duration {
+fn tunnel_grace(config: &baton_shared::config::Config) -> std::time::Duration {
     let margin = (config.grace / 2)
         .min(crate::limits::LINGERING_CLOSE + std::time::Duration::from_millis(500));
     config.grace.saturating_sub(margin)
