@@ -51,8 +51,12 @@ impl Exchange {
                 continue;
             }
             self.got_response = true;
-            let data = env.scratch[..n].to_vec();
-            self.response_data(&data, env)?;
+            // The worker's read buffer is lent out of `env` while its
+            // bytes are handled (no copy), and put back whatever happens.
+            let scratch = std::mem::take(&mut env.scratch);
+            let handled = self.response_data(&scratch[..n], env);
+            env.scratch = scratch;
+            handled?;
         }
     }
 
