@@ -333,3 +333,100 @@ fn metrics_count_requests_and_failures_per_server() {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
 }
+
+/// A loopback listener whose accept queue is full: new connections hang
+/// in SYN_SENT (their SYNs are dropped) until the connecting side gives up.
+fn black_hole() -> (std::os::fd::OwnedFd, u16, Vec<std::net::TcpStream>) {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, getsockname, listen, socket,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::new(127, 0, 0, 1, 0),
+    )
+    .unwrap();
+    listen(&fd, Backlog::new(0).unwrap()).unwrap();
+    let port = getsockname::<SockaddrIn>(std::os::fd::AsRawFd::as_raw_fd(&fd))
+        .unwrap()
+        .port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Fill the queue; the connects that hang are given up on.
+    let fillers = (0..3)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).ok()
+        })
+        .collect();
+    (fd, port, fillers)
+}
+
+#[test]
+fn a_connect_timeout_goes_to_the_next_server_then_504() {
+    let (_hole, port, _fillers) = black_hole();
+    let b = Backend::start("good");
+    let env = Env::new();
+    let servers = [
+        format!("\"127.0.0.1:{port}\""),
+        format!("{{ address = \"{}\", backup = true }}", b.address()),
+    ];
+    let server = start(
+        &env,
+        &upstream(
+            "app",
+            &servers,
+            "connect_timeout = \"300ms\"\nmax_fails = 0",
+        ),
+    );
+    let t = std::time::Instant::now();
+    let r = post(env.port, "/api/echo");
+    // Nothing was sent: even a POST goes to the next server.
+    assert_eq!((r.status, r.header("x-backend")), (200, Some("good")));
+    assert!(t.elapsed() >= std::time::Duration::from_millis(300));
+    assert!(
+        server
+            .log_text()
+            .contains(&format!("server 127.0.0.1:{port}: timed out"))
+    );
+    // With no other server: 504.
+    let env2 = Env::new();
+    let _server2 = start(
+        &env2,
+        &upstream(
+            "app",
+            &[format!("\"127.0.0.1:{port}\"")],
+            "connect_timeout = \"300ms\"",
+        ),
+    );
+    assert_eq!(get(env2.port, "/api/x").status, 504);
+}
+
+#[test]
+fn http10_clients_keep_alive_through_the_proxy() {
+    let env = Env::new();
+    let b = Backend::start("b");
+    let _server = start(&env, &upstream("app", &[quoted(&b)], ""));
+    let mut s = connect(env.port);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for n in [10, 20] {
+        write!(
+            s,
+            "GET /api/cl/{n} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        )
+        .unwrap();
+        let reply = read_reply(&mut r, false, &mut Vec::new()).unwrap();
+        assert_eq!(reply.body.len(), n);
+        assert_eq!(reply.header("connection"), Some("keep-alive"));
+    }
+    // A chunked upstream body ends with the connection for HTTP/1.0.
+    s.write_all(b"GET /api/chunked/30 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let reply = read_reply(&mut r, false, &mut Vec::new()).unwrap();
+    assert_eq!((reply.body.len(), reply.chunked), (30, false));
+    assert_eq!(reply.header("connection"), Some("close"));
+}
