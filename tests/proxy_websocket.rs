@@ -89,8 +89,8 @@ fn a_hundred_tunnels_across_a_reload_get_close_1001_after_grace() {
     }
     let took = reloaded.elapsed();
     assert!(
-        took >= Duration::from_millis(1400) && took < Duration::from_secs(3),
-        "closed after {took:?} (grace 3 s)"
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(6),
+        "closed after {took:?} (grace 3 s, tunnels end 1.5 s into the drain)"
     );
     // The old workers exit once their tunnels are closed, before the
     // master would kill them.
