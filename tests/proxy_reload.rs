@@ -63,7 +63,9 @@ fn in_flight_exchanges_finish_on_the_old_generation() {
     assert!(before >= 1);
     // A slow response and a big body in progress.
     let mut slow = connect(env.port);
-    slow.write_all(b"GET /delay/1500 HTTP/1.1\r\nHost: h\r\n\r\n")
+    // (Long enough for the reload to begin the drain before it answers,
+    // even on a loaded machine.)
+    slow.write_all(b"GET /delay/4000 HTTP/1.1\r\nHost: h\r\n\r\n")
         .unwrap();
     let mut big = connect(env.port);
     big.write_all(b"GET /cl/50000000 HTTP/1.1\r\nHost: h\r\n\r\n")
