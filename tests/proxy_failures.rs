@@ -430,3 +430,29 @@ fn http10_clients_keep_alive_through_the_proxy() {
     assert_eq!((reply.body.len(), reply.chunked), (30, false));
     assert_eq!(reply.header("connection"), Some("close"));
 }
+
+#[test]
+fn a_pooled_connection_the_server_closes_is_closed_at_once() {
+    let env = Env::new();
+    let b = Backend::start("b");
+    let _server = start(
+        &env,
+        &upstream("app", &[quoted(&b)], "keepalive_timeout = \"1h\""),
+    );
+    let pids = env.status().serving_pids();
+    assert_eq!(pids.len(), 1);
+    let before = common::fd_count(pids[0]);
+    // Answered as if kept alive, then closed by the server while idle in
+    // the pool: the worker closes its end then, not an hour later.
+    assert_eq!(get(env.port, "/api/closeidle").status, 200);
+    let mut now = 0;
+    let closed = common::wait_until(std::time::Duration::from_secs(5), || {
+        now = common::fd_count(pids[0]);
+        now == before
+    });
+    assert!(closed, "worker fds: {before} before, {now} after");
+    // A connection the server keeps stays pooled (and is reused).
+    assert_eq!(get(env.port, "/api/cl/1").status, 200);
+    assert_eq!(get(env.port, "/api/cl/1").status, 200);
+    assert_eq!(b.connections(), 2);
+}

@@ -45,7 +45,12 @@ enum Target {
     Signals,
     FileCache,
     Listener(usize),
-    Connection { key: usize, side: usize },
+    /// Idle pooled upstream connections (`proxy::POOL_TOKEN`).
+    Pool,
+    Connection {
+        key: usize,
+        side: usize,
+    },
 }
 
 const CHANNEL: Token = Token(0);
@@ -67,6 +72,7 @@ fn target(token: Token) -> Target {
         0 => Target::Channel,
         1 => Target::Signals,
         2 => Target::FileCache,
+        t if t == crate::proxy::POOL_TOKEN.0 => Target::Pool,
         t if t < CONNECTION_BASE => Target::Listener(t - LISTENER_BASE),
         t => Target::Connection {
             key: (t - CONNECTION_BASE) / 2,
@@ -128,7 +134,8 @@ impl Worker {
         let access_log = AccessLog::new(&setup.config, setup.access_logs);
         let tls = Tls::new(&setup.config, &addrs, &setup.tls, &setup.ticket_keys)
             .map_err(io::Error::other)?;
-        if addrs.len() >= CONNECTION_BASE - LISTENER_BASE {
+        // (The token below the connections' is the pool's.)
+        if addrs.len() >= CONNECTION_BASE - LISTENER_BASE - 1 {
             return Err(io::Error::other("too many listeners"));
         }
         let mut listeners = Vec::with_capacity(addrs.len());
@@ -240,6 +247,7 @@ impl Worker {
         match target(event.token()) {
             Target::Channel => self.on_channel(event),
             Target::FileCache => {} // read first in the turn
+            Target::Pool => self.proxy.on_pool_event(),
             Target::Signals => match self.signals.read() {
                 Some(Order::Stop) => {
                     info!("SIGINT: stopping now");
@@ -659,6 +667,8 @@ mod tests {
         assert_eq!(target(FILE_CACHE), Target::FileCache);
         assert_eq!(target(listener_token(0)), Target::Listener(0));
         assert_eq!(target(listener_token(7)), Target::Listener(7));
+        assert_eq!(target(crate::proxy::POOL_TOKEN), Target::Pool);
+        assert_eq!(crate::proxy::POOL_TOKEN.0, CONNECTION_BASE - 1);
         for key in [0, 1, 12345] {
             assert_eq!(
                 target(connection_token(key)),

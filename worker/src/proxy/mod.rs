@@ -31,6 +31,10 @@ use socket::UpConn;
 /// Bytes buffered per direction of an exchange.
 pub const BUFFER: usize = 64 * 1024;
 
+/// The token idle pooled connections are watched under (one for all:
+/// an event there is rare, a server closing one, and checks them all).
+pub const POOL_TOKEN: mio::Token = mio::Token((1 << 20) - 1);
+
 /// Largest upstream response head accepted (a 502 above).
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
@@ -138,7 +142,9 @@ impl ProxyState {
         if self.closing || up.keepalive == 0 || conn.requests >= up.keepalive_requests {
             return;
         }
-        conn.deregister(registry);
+        if conn.watch_idle(registry, POOL_TOKEN).is_err() {
+            return;
+        }
         conn.idle_since = now;
         conn.readable = false;
         conn.writable = true;
@@ -147,6 +153,15 @@ impl ProxyState {
             state.pool.remove(0);
         }
         state.pool.push(conn);
+    }
+
+    /// An idle pooled connection became readable: the server closed it
+    /// (or sent what nothing asked for). Closes every pooled connection
+    /// that is no longer usable.
+    pub fn on_pool_event(&mut self) {
+        for state in &mut self.upstreams {
+            state.pool.retain_mut(UpConn::still_open);
+        }
     }
 
     /// Per server, for `Stats` (and so `/metrics`).

@@ -117,7 +117,17 @@ impl UpConn {
 
     /// Watched (again) for the connection `token` belongs to.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.watch(registry, token, Interest::READABLE | Interest::WRITABLE)
+    }
+
+    /// Watched, idle in the pool, for input only: the server closing it
+    /// (or sending what no request asked for) wakes the pool, which
+    /// closes it then rather than when it would be reused.
+    pub fn watch_idle(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        self.watch(registry, token, Interest::READABLE)
+    }
+
+    fn watch(&mut self, registry: &Registry, token: Token, interest: Interest) -> io::Result<()> {
         let source: &mut dyn Source = match &mut self.socket {
             Socket::Tcp(s) => s,
             Socket::Unix(s) => s,
@@ -128,19 +138,5 @@ impl UpConn {
             self.registered = true;
             registry.register(source, token, interest)
         }
-    }
-
-    /// Out of the poll, before it goes to the pool: its events must not
-    /// reach the connection that used it last.
-    pub fn deregister(&mut self, registry: &Registry) {
-        if !self.registered {
-            return;
-        }
-        self.registered = false;
-        let source: &mut dyn Source = match &mut self.socket {
-            Socket::Tcp(s) => s,
-            Socket::Unix(s) => s,
-        };
-        let _ = registry.deregister(source);
     }
 }
