@@ -146,6 +146,8 @@ pub struct Child {
     pub responses: [u64; 5],
     pub bytes: u64,
     pub file_cache: FileCacheStats,
+    /// Its upstream servers' counters, as last reported.
+    pub upstreams: Vec<baton_shared::channel::UpstreamCounters>,
 }
 
 impl Child {

@@ -20,6 +20,8 @@ pub struct WorkerView {
     pub responses: [u64; 5],
     pub bytes: u64,
     pub file_cache: FileCacheStats,
+    /// Its upstream servers' counters.
+    pub upstreams: Vec<baton_shared::channel::UpstreamCounters>,
 }
 
 pub struct Snapshot {
@@ -176,6 +178,7 @@ pub fn metrics(s: &Snapshot) -> String {
     master_metrics(&mut out, s);
     worker_gauges(&mut out, s);
     traffic_counters(&mut out, s);
+    upstream_metrics(&mut out, s);
     out
 }
 
@@ -350,6 +353,69 @@ fn traffic_counters(out: &mut String, s: &Snapshot) {
     );
 }
 
+/// Per upstream server, summed over the live workers (each worker has its
+/// own pools and passive health; a replaced worker's counts go with it,
+/// which Prometheus reads as a counter reset).
+fn upstream_metrics(out: &mut String, s: &Snapshot) {
+    use std::collections::BTreeMap;
+    // (upstream, server) -> (requests, failures, idle, workers marking it down)
+    let mut by: BTreeMap<(&str, &str), [u64; 4]> = BTreeMap::new();
+    for w in &s.workers {
+        for u in &w.upstreams {
+            let e = by.entry((&u.upstream, &u.server)).or_default();
+            e[0] = e[0].saturating_add(u.requests);
+            e[1] = e[1].saturating_add(u.failures);
+            e[2] = e[2].saturating_add(u.idle);
+            e[3] = e[3].saturating_add(u64::from(u.down));
+        }
+    }
+    if by.is_empty() {
+        return;
+    }
+    let label = |t: &str| {
+        t.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    for (i, (name, kind, help)) in [
+        (
+            "baton_upstream_requests_total",
+            "counter",
+            "Requests sent to an upstream server (each attempt).",
+        ),
+        (
+            "baton_upstream_failures_total",
+            "counter",
+            "Upstream failures: connect, reset, timeout, malformed response.",
+        ),
+        (
+            "baton_upstream_idle_connections",
+            "gauge",
+            "Idle pooled connections to an upstream server.",
+        ),
+        (
+            "baton_upstream_down_workers",
+            "gauge",
+            "Workers whose passive health has the server marked down.",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for ((up, server), v) in &by {
+            let _ = writeln!(
+                out,
+                "{name}{{upstream=\"{}\",server=\"{}\"}} {}",
+                label(up),
+                label(server),
+                v[i]
+            );
+        }
+    }
+}
+
 /// A sum of counters the workers report: they are the workers' word, so
 /// it saturates rather than overflow (and panic) in the master.
 fn total(counts: impl Iterator<Item = u64>) -> u64 {
@@ -362,6 +428,62 @@ mod tests {
 
     /// Workers report their own counters: the largest ones, from two
     /// workers and from workers gone, saturate instead of panicking.
+    #[test]
+    fn upstream_metrics_sum_the_workers() {
+        use baton_shared::channel::UpstreamCounters;
+        let worker = |requests, down| WorkerView {
+            pid: 1,
+            generation: 1,
+            slot: 0,
+            state: "serving",
+            connections: 0,
+            requests: 0,
+            responses: [0; 5],
+            bytes: 0,
+            file_cache: FileCacheStats::default(),
+            upstreams: vec![UpstreamCounters {
+                upstream: "app".into(),
+                server: "127.0.0.1:9000".into(),
+                requests,
+                failures: 1,
+                idle: 2,
+                down,
+            }],
+        };
+        let mut out = String::new();
+        let s = Snapshot {
+            pid: 1,
+            state: "running",
+            config: String::new(),
+            uptime_secs: 0,
+            generation: 1,
+            generations: Vec::new(),
+            workers: vec![worker(3, true), worker(4, false)],
+            restarts: 0,
+            crash_loop: Vec::new(),
+            reloads_ok: 0,
+            reloads_failed: 0,
+            last_reload: None,
+            requests_by_gone_workers: 0,
+            responses_by_gone_workers: [0; 5],
+            bytes_by_gone_workers: 0,
+            file_cache_by_gone_workers: (0, 0),
+            warnings: Vec::new(),
+            reload: "idle".into(),
+            draining_stopped: 0,
+        };
+        upstream_metrics(&mut out, &s);
+        let l = "{upstream=\"app\",server=\"127.0.0.1:9000\"}";
+        for line in [
+            format!("baton_upstream_requests_total{l} 7"),
+            format!("baton_upstream_failures_total{l} 2"),
+            format!("baton_upstream_idle_connections{l} 4"),
+            format!("baton_upstream_down_workers{l} 1"),
+        ] {
+            assert!(out.lines().any(|x| x == line), "{line} in\n{out}");
+        }
+    }
+
     #[test]
     fn counters_the_workers_report_saturate() {
         let worker = |pid| WorkerView {
@@ -378,6 +500,7 @@ mod tests {
                 misses: u64::MAX,
                 bytes: u64::MAX,
             },
+            upstreams: Vec::new(),
         };
         let s = Snapshot {
             pid: 1,

@@ -96,6 +96,27 @@ pub struct FileCacheStats {
     pub bytes: u64,
 }
 
+/// One upstream server as a worker sees it, in `Stats` (for `/metrics`):
+/// totals since the worker started, and its state now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamCounters {
+    pub upstream: String,
+    pub server: String,
+    /// Requests sent to it (each attempt).
+    pub requests: u64,
+    /// Failures (connect, reset, timeout, a malformed response).
+    pub failures: u64,
+    /// Idle connections in this worker's pool.
+    pub idle: u64,
+    /// Marked down by passive health now.
+    pub down: bool,
+}
+
+/// At most this many servers are reported (the frame to the master is
+/// 64 KiB); names are cut to `MAX_NAME` bytes.
+pub const MAX_UPSTREAM_COUNTERS: usize = 256;
+const MAX_NAME: usize = 96;
+
 /// Worker → master.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToMaster {
@@ -110,6 +131,8 @@ pub enum ToMaster {
         responses: [u64; 5],
         bytes: u64,
         file_cache: FileCacheStats,
+        /// Per upstream server (the first `MAX_UPSTREAM_COUNTERS`).
+        upstreams: Vec<UpstreamCounters>,
     },
     /// The worker cannot serve (say, a site root its user cannot reach) and
     /// is exiting; the reason is for the log and for whoever asked for the
@@ -316,6 +339,7 @@ impl Message for ToMaster {
                 responses,
                 bytes,
                 file_cache,
+                upstreams,
             } => {
                 out.push(TAG_STATS);
                 for n in [*connections, *requests]
@@ -325,6 +349,7 @@ impl Message for ToMaster {
                 {
                     out.extend_from_slice(&n.to_le_bytes());
                 }
+                encode_upstreams(out, upstreams);
             }
             ToMaster::Failed(reason) => {
                 out.push(TAG_FAILED);
@@ -347,7 +372,15 @@ impl Message for ToMaster {
                 Ok(ToMaster::Ready)
             }
             TAG_STATS => {
-                expect_body(tag, body, 11 * 8)?;
+                let bad = ChannelError::BadBody {
+                    tag,
+                    len: body.len(),
+                };
+                let Some((fixed, rest)) = body.split_at_checked(11 * 8) else {
+                    return Err(bad);
+                };
+                let upstreams = decode_upstreams(rest).ok_or(bad)?;
+                let body = fixed;
                 let mut n = body.chunks_exact(8).map(|c| {
                     let mut b = [0u8; 8];
                     b.copy_from_slice(c);
@@ -364,6 +397,7 @@ impl Message for ToMaster {
                         misses: next(),
                         bytes: next(),
                     },
+                    upstreams,
                 })
             }
             TAG_FAILED => Ok(ToMaster::Failed(String::from_utf8_lossy(body).into_owned())),
@@ -375,6 +409,65 @@ impl Message for ToMaster {
             t => Err(ChannelError::UnknownTag(t)),
         }
     }
+}
+
+/// `Stats`' upstream counters: a count, then per server two short
+/// strings (a length byte, the bytes) and four u64s. Bounded to fit the
+/// frame: at most `MAX_UPSTREAM_COUNTERS` entries of at most 234 bytes.
+fn encode_upstreams(out: &mut Vec<u8>, list: &[UpstreamCounters]) {
+    let n = list.len().min(MAX_UPSTREAM_COUNTERS);
+    out.extend_from_slice(&(n as u16).to_le_bytes());
+    for u in &list[..n] {
+        for text in [&u.upstream, &u.server] {
+            let mut end = text.len().min(MAX_NAME);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.push(end as u8);
+            out.extend_from_slice(&text.as_bytes()[..end]);
+        }
+        for v in [u.requests, u.failures, u.idle, u64::from(u.down)] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+/// `None` if malformed; every length is checked before use.
+fn decode_upstreams(mut b: &[u8]) -> Option<Vec<UpstreamCounters>> {
+    if b.is_empty() {
+        return Some(Vec::new());
+    }
+    let (count, rest) = b.split_first_chunk::<2>()?;
+    b = rest;
+    let count = usize::from(u16::from_le_bytes(*count));
+    if count > MAX_UPSTREAM_COUNTERS {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut text = || -> Option<String> {
+            let (&len, rest) = b.split_first()?;
+            let (t, rest) = rest.split_at_checked(usize::from(len))?;
+            b = rest;
+            Some(String::from_utf8_lossy(t).into_owned())
+        };
+        let upstream = text()?;
+        let server = text()?;
+        let mut num = || -> Option<u64> {
+            let (v, rest) = b.split_first_chunk::<8>()?;
+            b = rest;
+            Some(u64::from_le_bytes(*v))
+        };
+        out.push(UpstreamCounters {
+            upstream,
+            server,
+            requests: num()?,
+            failures: num()?,
+            idle: num()?,
+            down: num()? != 0,
+        });
+    }
+    b.is_empty().then_some(out)
 }
 
 /// A reason, kept well under MAX_FRAME, cut on a char boundary.
@@ -668,6 +761,21 @@ mod tests {
                 misses: 11,
                 bytes: u64::MAX - 1,
             },
+            upstreams: vec![
+                UpstreamCounters {
+                    upstream: "app".into(),
+                    server: "127.0.0.1:9000".into(),
+                    requests: 5,
+                    failures: 1,
+                    idle: 2,
+                    down: true,
+                },
+                UpstreamCounters {
+                    upstream: "\u{e9}".repeat(40),
+                    server: "unix:/run/app.sock".into(),
+                    ..Default::default()
+                },
+            ],
         };
         let failed = ToMaster::Failed("root \u{e9}t\u{e9} unreachable".into());
         w.send(&ToMaster::Ready).unwrap();
@@ -737,6 +845,7 @@ mod tests {
                 responses: [0; 5],
                 bytes: 0,
                 file_cache: FileCacheStats::default(),
+                upstreams: Vec::new(),
             },
             &mut bytes,
         );
@@ -744,6 +853,33 @@ mod tests {
         assert!(r.receive::<ToMaster>().unwrap().is_empty());
         (&a).write_all(&bytes[5..]).unwrap();
         assert_eq!(r.receive::<ToMaster>().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn upstream_counters_are_bounded_and_checked() {
+        let many: Vec<UpstreamCounters> = (0..1000)
+            .map(|i| UpstreamCounters {
+                upstream: "u".repeat(500),
+                server: format!("127.0.0.1:{i}"),
+                ..Default::default()
+            })
+            .collect();
+        let mut out = vec![TAG_STATS];
+        out.extend_from_slice(&[0u8; 88]);
+        encode_upstreams(&mut out, &many);
+        assert!(out.len() < MAX_FRAME);
+        let ToMaster::Stats { upstreams, .. } = ToMaster::decode(&out).unwrap() else {
+            panic!("not stats");
+        };
+        assert_eq!(upstreams.len(), MAX_UPSTREAM_COUNTERS);
+        assert_eq!(upstreams[0].upstream.len(), MAX_NAME);
+        // Cut anywhere, or with bytes left over: refused.
+        for cut in [90, 92, out.len() - 1] {
+            assert!(ToMaster::decode(&out[..cut]).is_err(), "{cut}");
+        }
+        let mut long = out.clone();
+        long.push(0);
+        assert!(ToMaster::decode(&long).is_err());
     }
 
     #[test]

@@ -15,8 +15,10 @@
 #![allow(dead_code)] // each test file uses its own part of the harness
 
 pub mod admin;
+pub mod backend;
 pub mod load;
 pub mod tls;
+pub mod websocket;
 
 // Each test file uses its own part of the harness (as `dead_code` above).
 #[allow(unused_imports)]

@@ -38,6 +38,11 @@ pub struct Entry<'a> {
     pub user_agent: Option<&'a str>,
     /// From the request head's arrival to the last byte sent.
     pub request_time: Duration,
+    /// A proxied request: the upstream server's address, its response
+    /// status, and how long its response head took.
+    pub upstream: Option<&'a str>,
+    pub upstream_status: Option<u16>,
+    pub upstream_time: Option<Duration>,
 }
 
 struct LogFile {
@@ -152,7 +157,7 @@ fn combined(out: &mut Vec<u8>, e: &Entry<'_>) {
     let _ = write!(line, "{} - - [{}] \"", escape(e.remote), clf_time(e.time));
     let _ = write!(
         line,
-        "{} {} {}\" {} {} \"{}\" \"{}\" {:.3} -",
+        "{} {} {}\" {} {} \"{}\" \"{}\" {:.3}",
         escape(e.method),
         escape(e.target),
         e.protocol,
@@ -162,6 +167,22 @@ fn combined(out: &mut Vec<u8>, e: &Entry<'_>) {
         e.user_agent.map_or("-".into(), escape),
         e.request_time.as_secs_f64()
     );
+    // Proxied: the upstream's time, address and status (nginx's
+    // $upstream_response_time, $upstream_addr, $upstream_status); a
+    // static response keeps the single "-".
+    match (e.upstream, e.upstream_time) {
+        (Some(addr), t) => {
+            match t {
+                Some(t) => {
+                    let _ = write!(line, " {:.3}", t.as_secs_f64());
+                }
+                None => line.push_str(" -"),
+            }
+            let status = e.upstream_status.map_or("-".to_owned(), |s| s.to_string());
+            let _ = write!(line, " {} {status}", escape(addr));
+        }
+        (None, _) => line.push_str(" -"),
+    }
     line.push('\n');
     out.extend_from_slice(line.as_bytes());
 }
@@ -179,7 +200,9 @@ fn json(out: &mut Vec<u8>, e: &Entry<'_>) {
         "referer": e.referer,
         "user_agent": e.user_agent,
         "request_time": e.request_time.as_secs_f64(),
-        "upstream_time": serde_json::Value::Null,
+        "upstream_time": e.upstream_time.map(|t| t.as_secs_f64()),
+        "upstream_addr": e.upstream,
+        "upstream_status": e.upstream_status,
     });
     out.extend_from_slice(v.to_string().as_bytes());
     out.push(b'\n');
@@ -266,6 +289,9 @@ mod tests {
             referer: None,
             user_agent: Some("curl/8\n"),
             request_time: Duration::from_millis(12),
+            upstream: None,
+            upstream_status: None,
+            upstream_time: None,
         }
     }
 

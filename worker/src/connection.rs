@@ -21,6 +21,8 @@
 //! (the event loop's tokens already leave room for it) and a body that
 //! streams from it instead of from a file.
 
+mod proxy;
+
 use std::io;
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
@@ -37,6 +39,8 @@ use crate::limits::{
     DRAIN_PIPELINED_MAX, LINGERING_CLOSE, READ_CHUNK, TURN_BYTES, TURN_REQUESTS, after,
 };
 use crate::outgoing::{Body, Outgoing, Sent};
+use crate::proxy::ProxyState;
+use crate::proxy::exchange::Exchange;
 use crate::routing::Routes;
 use crate::static_files::FileCache;
 use crate::stream::Stream;
@@ -60,6 +64,10 @@ pub struct Ctx<'a> {
     pub scratch: &'a mut [u8],
     /// Small files held in memory (`static_files::cache`).
     pub files: &'a mut FileCache,
+    /// Where upstream sockets are registered.
+    pub registry: &'a mio::Registry,
+    /// Upstream pools, balancing and health (`proxy`).
+    pub proxy: &'a mut ProxyState,
 }
 
 /// A request being answered, as the access log will record it.
@@ -80,6 +88,11 @@ struct PendingLog {
     start: LogStart,
     status: u16,
     bytes: u64,
+    /// A proxied response: the server, its status, and how long its
+    /// response head took.
+    upstream: Option<String>,
+    upstream_status: Option<u16>,
+    upstream_time: Option<std::time::Duration>,
 }
 
 /// What the loop should do with a connection after driving it.
@@ -151,6 +164,10 @@ impl Held {
 
 pub struct Connection {
     stream: Stream,
+    /// Its client socket's token (the upstream socket has the next one).
+    token: mio::Token,
+    /// The current request's proxy exchange, if it is proxied.
+    exchange: Option<Box<Exchange>>,
     /// Index of the listener it was accepted on (routing).
     listener: usize,
     phase: Phase,
@@ -206,6 +223,8 @@ impl Connection {
             log_start: None,
             pending_log: None,
             stream,
+            token: mio::Token(0),
+            exchange: None,
             listener,
             phase: Phase::Open,
             readable: false,
@@ -227,6 +246,11 @@ impl Connection {
             head_started: now,
             last_progress: now,
         }
+    }
+
+    /// The token its client socket is registered with.
+    pub fn set_token(&mut self, token: mio::Token) {
+        self.token = token;
     }
 
     pub fn stream_mut(&mut self) -> &mut Stream {
@@ -263,6 +287,7 @@ impl Connection {
             && self.out.is_none()
             && self.body.is_none()
             && self.held.is_none()
+            && self.exchange.is_none()
             && self.inbuf.is_empty()
     }
 
@@ -274,6 +299,7 @@ impl Connection {
             Phase::Open if self.out.is_some() => {
                 after(self.last_progress, config.http.send_timeout)
             }
+            Phase::Open if self.exchange.is_some() => self.exchange_deadline(config, drain_started),
             Phase::Open if self.body.is_some() => {
                 after(self.last_progress, config.http.body_timeout)
             }
@@ -308,6 +334,7 @@ impl Connection {
                 self.log_done(ctx, false);
                 self.phase = Phase::Closed;
             }
+            Phase::Open if self.exchange.is_some() => self.exchange_expired(ctx),
             Phase::Open if self.body.is_some() => {
                 // A body that stopped coming: say so, as for a head, and
                 // close (lingering: the rest may still be on its way).
@@ -378,6 +405,15 @@ impl Connection {
                     Err(()) => return Drive::Closed,
                 }
             }
+            if self.exchange.is_some() && self.out.is_none() {
+                match self.proxy_turn(ctx, &mut budget) {
+                    Ok(p) => progress |= p,
+                    Err(()) => return Drive::Closed,
+                }
+                if self.phase != Phase::Open {
+                    continue;
+                }
+            }
             progress |= self.process(ctx, &mut budget);
             if !progress {
                 break;
@@ -386,7 +422,9 @@ impl Connection {
         // Nothing more can happen before the next event. If the client has
         // finished sending and everything it sent is answered (or can never
         // be: a partial head or body), there is nothing left to do.
-        if self.peer_eof && self.out.is_none() {
+        // (A proxied request whose client half-closed after sending it is
+        // still answered.)
+        if self.peer_eof && self.out.is_none() && self.exchange.is_none() {
             self.phase = Phase::Closed;
             return Drive::Closed;
         }
@@ -511,7 +549,8 @@ impl Connection {
     /// answers the next complete request, if the previous response is out.
     fn process(&mut self, ctx: &mut Ctx, budget: &mut Budget) -> bool {
         let mut progress = false;
-        if let Some(body) = self.body.as_mut()
+        if self.exchange.is_none()
+            && let Some(body) = self.body.as_mut()
             && !self.inbuf.is_empty()
         {
             let http = &ctx.config.http;
@@ -540,6 +579,7 @@ impl Connection {
             || self.out.is_some()
             || self.body.is_some()
             || self.held.is_some()
+            || self.exchange.is_some()
             || self.inbuf.is_empty()
             || budget.requests == 0
         {
@@ -554,15 +594,26 @@ impl Connection {
                 true
             }
             Parsed::Request(req) => {
-                self.inbuf.drain(..req.head_len);
                 budget.requests -= 1;
                 self.served += 1;
                 *ctx.requests += 1;
                 let site = ctx
                     .routes
                     .pick(ctx.config, self.listener, req.host.as_deref());
+                let routed = site.and_then(|s| {
+                    let route = crate::proxy::route_for(s, &req.target)?;
+                    Some(self.route_request(&req, s, route, ctx))
+                });
+                self.inbuf.drain(..req.head_len);
+                let proxied = matches!(routed, Some(Ok(())));
+                let response = match routed {
+                    // Never sent: the exchange answers.
+                    Some(Ok(())) => Response::status(Status::BadGateway),
+                    Some(Err(status)) => Response::status(status),
+                    None => handler::respond(&req, site, ctx.files, ctx.date),
+                };
                 let held = Held {
-                    response: handler::respond(&req, site, ctx.files, ctx.date),
+                    response,
                     head_only: req.method == Method::Head,
                     version: req.version,
                     keep_alive: req.keep_alive,
@@ -594,6 +645,12 @@ impl Connection {
                     BodyFraming::Length(n) => Some(BodyReader::length(n)),
                     BodyFraming::Chunked => Some(BodyReader::chunked()),
                 };
+                if proxied {
+                    // The exchange streams the body and answers (an
+                    // `Expect: 100-continue` goes to the upstream, whose
+                    // 100 is passed on).
+                    return true;
+                }
                 if self.body.is_none() {
                     self.finish(held, ctx);
                     return true;
@@ -630,6 +687,9 @@ impl Connection {
                 } else {
                     held.response.body.len()
                 },
+                upstream: None,
+                upstream_status: None,
+                upstream_time: None,
             });
         }
         self.queue(held.response, held.head_only, held.version, close, ctx);
@@ -710,6 +770,9 @@ impl Connection {
                 referer: s.referer.as_deref(),
                 user_agent: s.user_agent.as_deref(),
                 request_time: ctx.now.saturating_duration_since(s.start),
+                upstream: p.upstream.as_deref(),
+                upstream_status: p.upstream_status,
+                upstream_time: p.upstream_time,
             },
         );
     }
@@ -723,6 +786,8 @@ impl Connection {
     /// RST that can destroy the response before the client reads it. TLS
     /// always takes the second way, whose FIN follows a close_notify.
     fn start_closing(&mut self, now: Instant) {
+        // (An exchange still here is dropped: its upstream connection is
+        // closed; the caller has logged and released what it could.)
         let nothing_coming =
             self.input_done && self.inbuf.is_empty() && !self.readable && !self.stream.is_tls();
         self.out = None;

@@ -76,6 +76,10 @@ impl Worker {
             return;
         }
         info!("{cause}: draining {} connection(s)", self.conns.len());
+        // Idle upstream connections are closed now; those in use finish
+        // their exchange and are closed after it, not pooled.
+        self.proxy.closing = true;
+        self.proxy.expire(&self.config, now);
         self.drain = Some(Drain {
             started: now,
             give_up_at,

@@ -27,6 +27,7 @@ use crate::connection::{Connection, Ctx, Drive};
 use crate::drain::{Cause, Drain};
 use crate::http::response::DateCache;
 use crate::limits::{ACCEPT_BUDGET, READ_CHUNK, STATS_EVERY, TICK, after};
+use crate::proxy::ProxyState;
 use crate::routing::Routes;
 use crate::signals::{Order, Signals};
 use crate::static_files::FileCache;
@@ -45,7 +46,12 @@ enum Target {
     Signals,
     FileCache,
     Listener(usize),
-    Connection { key: usize, side: usize },
+    /// Idle pooled upstream connections (`proxy::POOL_TOKEN`).
+    Pool,
+    Connection {
+        key: usize,
+        side: usize,
+    },
 }
 
 const CHANNEL: Token = Token(0);
@@ -67,6 +73,7 @@ fn target(token: Token) -> Target {
         0 => Target::Channel,
         1 => Target::Signals,
         2 => Target::FileCache,
+        t if t == crate::proxy::POOL_TOKEN.0 => Target::Pool,
         t if t < CONNECTION_BASE => Target::Listener(t - LISTENER_BASE),
         t => Target::Connection {
             key: (t - CONNECTION_BASE) / 2,
@@ -106,6 +113,8 @@ pub struct Worker {
     /// See `Ctx::scratch`.
     scratch: Box<[u8]>,
     files: FileCache,
+    /// Upstream pools, balancing and passive health.
+    pub(crate) proxy: ProxyState,
     /// Connections accepted in a batch, before they are served (kept to
     /// reuse its allocation).
     accepted: Vec<(Stream, Option<IpAddr>)>,
@@ -128,7 +137,8 @@ impl Worker {
         let access_log = AccessLog::new(&setup.config, setup.access_logs);
         let tls = Tls::new(&setup.config, &addrs, &setup.tls, &setup.ticket_keys)
             .map_err(io::Error::other)?;
-        if addrs.len() >= CONNECTION_BASE - LISTENER_BASE {
+        // (The token below the connections' is the pool's.)
+        if addrs.len() >= CONNECTION_BASE - LISTENER_BASE - 1 {
             return Err(io::Error::other("too many listeners"));
         }
         let mut listeners = Vec::with_capacity(addrs.len());
@@ -164,6 +174,7 @@ impl Worker {
                 Interest::READABLE,
             )?;
         }
+        let proxy = ProxyState::new(&setup.config);
         let now = Instant::now();
         let mut date = DateCache::default();
         date.update(SystemTime::now());
@@ -185,6 +196,7 @@ impl Worker {
             date,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             files,
+            proxy,
             accepted: Vec::new(),
             hooks,
             now,
@@ -241,6 +253,7 @@ impl Worker {
         match target(event.token()) {
             Target::Channel => self.on_channel(event),
             Target::FileCache => {} // read first in the turn
+            Target::Pool => self.proxy.on_pool_event(),
             Target::Signals => match self.signals.read() {
                 Some(Order::Stop) => {
                     info!("SIGINT: stopping now");
@@ -260,13 +273,21 @@ impl Worker {
                 }
                 self.accept_from(i, ACCEPT_BUDGET);
             }
-            Target::Connection { key, side: _ } => {
+            Target::Connection { key, side } => {
                 if let Some(conn) = self.conns.get_mut(key) {
-                    conn.on_ready(
-                        event.is_readable() || event.is_read_closed() || event.is_error(),
-                        event.is_writable() || event.is_write_closed() || event.is_error(),
-                        event.is_read_closed() || event.is_error(),
-                    );
+                    let readable =
+                        event.is_readable() || event.is_read_closed() || event.is_error();
+                    let writable =
+                        event.is_writable() || event.is_write_closed() || event.is_error();
+                    if side == 0 {
+                        conn.on_ready(
+                            readable,
+                            writable,
+                            event.is_read_closed() || event.is_error(),
+                        );
+                    } else {
+                        conn.on_upstream_ready(readable, writable);
+                    }
                     self.drive(key);
                 }
             }
@@ -384,6 +405,7 @@ impl Worker {
         let mut conn = Connection::new(stream, peer, listener, self.now);
         conn.on_ready(true, false, false);
         let key = self.conns.insert(conn);
+        self.conns[key].set_token(connection_token(key));
         let drive = {
             let (mut ctx, conns) = self.ctx();
             conns[key].drive(&mut ctx)
@@ -433,6 +455,7 @@ impl Worker {
         let entry = self.conns.vacant_entry();
         let token = connection_token(entry.key());
         let mut conn = Connection::new(stream, peer, listener, self.now);
+        conn.set_token(token);
         match self
             .poll
             .registry()
@@ -457,6 +480,8 @@ impl Worker {
                 access_log: &mut self.access_log,
                 scratch: &mut self.scratch,
                 files: &mut self.files,
+                registry: self.poll.registry(),
+                proxy: &mut self.proxy,
             },
             &mut self.conns,
         )
@@ -496,7 +521,9 @@ impl Worker {
     /// fd of a socket takes it out of the epoll set, one syscall fewer per
     /// connection.
     fn remove(&mut self, key: usize) {
-        self.conns.try_remove(key);
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            conn.abandon_exchange(&mut self.proxy);
+        }
     }
 
     /// The coarse timer: deadlines, accept retries, stats.
@@ -516,6 +543,7 @@ impl Worker {
                 self.drive(key);
             }
         }
+        self.proxy.expire(&self.config, self.now);
         for slot in self.listeners.iter_mut().flatten() {
             if slot.paused_until.is_some_and(|t| t <= self.now) {
                 slot.paused_until = None;
@@ -531,6 +559,7 @@ impl Worker {
                 responses: self.access_log.responses,
                 bytes: self.access_log.bytes,
                 file_cache: self.files.stats(),
+                upstreams: self.proxy.counters(&self.config, self.now),
             };
             self.send_to_master(&stats);
         }
@@ -649,6 +678,8 @@ mod tests {
         assert_eq!(target(FILE_CACHE), Target::FileCache);
         assert_eq!(target(listener_token(0)), Target::Listener(0));
         assert_eq!(target(listener_token(7)), Target::Listener(7));
+        assert_eq!(target(crate::proxy::POOL_TOKEN), Target::Pool);
+        assert_eq!(crate::proxy::POOL_TOKEN.0, CONNECTION_BASE - 1);
         for key in [0, 1, 12345] {
             assert_eq!(
                 target(connection_token(key)),

@@ -27,6 +27,7 @@ mod handler;
 pub mod http;
 mod limits;
 mod outgoing;
+mod proxy;
 mod routing;
 mod signals;
 mod static_files;
@@ -124,7 +125,8 @@ pub fn run(setup: Setup) -> i32 {
 fn check_roots(config: &Config) -> Result<(), String> {
     use nix::unistd::{AccessFlags, access};
     for site in &config.sites {
-        if let Err(e) = access(&site.root, AccessFlags::X_OK) {
+        let Some(root) = &site.root else { continue };
+        if let Err(e) = access(root, AccessFlags::X_OK) {
             let who = nix::unistd::User::from_uid(nix::unistd::geteuid())
                 .ok()
                 .flatten()
@@ -135,7 +137,7 @@ fn check_roots(config: &Config) -> Result<(), String> {
                     site.pos,
                     format!(
                         "root {} is not accessible to user {who}: {}",
-                        site.root.display(),
+                        root.display(),
                         e.desc()
                     ),
                 )

@@ -116,6 +116,14 @@ impl Outgoing {
         }
     }
 
+    /// Bytes to send before this (interim responses already produced).
+    pub fn with_prefix(mut self, mut prefix: Vec<u8>) -> Outgoing {
+        prefix.extend_from_slice(&self.buf[self.pos..]);
+        self.buf = prefix;
+        self.pos = 0;
+        self
+    }
+
     /// The connection is closed (or shut down) as soon as this is sent:
     /// its last bytes then go with MSG_MORE too, and the close or
     /// shutdown that follows at once sends them with the FIN in one

@@ -71,7 +71,11 @@ mod tests {
             site("/c", &["127.0.0.1:81"], &["c.example"]),
         ]);
         let routes = Routes::new(&cfg, &[tcp("127.0.0.1:80"), tcp("127.0.0.1:81")]);
-        let root = |l, h| routes.pick(&cfg, l, h).map(|s| s.root.to_str().unwrap());
+        let root = |l, h| {
+            routes
+                .pick(&cfg, l, h)
+                .map(|s| s.root.as_ref().unwrap().to_str().unwrap())
+        };
         assert_eq!(root(0, Some("a.example")), Some("/a"));
         assert_eq!(root(0, Some("b.example")), Some("/b"));
         assert_eq!(root(0, Some("c.example")), Some("/any")); // not on :80

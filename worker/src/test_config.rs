@@ -17,7 +17,8 @@ pub fn site(root: &str, listen: &[&str], names: &[&str]) -> Site {
             })
             .collect(),
         names: names.iter().map(|n| n.to_string()).collect(),
-        root: PathBuf::from(root),
+        root: Some(PathBuf::from(root)),
+        routes: Vec::new(),
         index: vec!["index.html".into()],
         files: Default::default(),
         access_log: None,
@@ -51,5 +52,6 @@ pub fn config(sites: Vec<Site>) -> Config {
         sites,
         tls: Default::default(),
         tls_loaded: Default::default(),
+        proxy: Default::default(),
     }
 }

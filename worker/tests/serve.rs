@@ -53,7 +53,8 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
                 pos: Pos::default(),
             }],
             names: vec![],
-            root,
+            root: Some(root),
+            routes: Vec::new(),
             index: vec!["index.html".into()],
             files: Default::default(),
             access_log: None,
@@ -67,6 +68,7 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
         log_owner: None,
         tls: Default::default(),
         tls_loaded: Default::default(),
+        proxy: Default::default(),
     };
     tweak(&mut config);
     config

@@ -158,6 +158,7 @@ impl ProcessTable {
                 responses: [0; 5],
                 bytes: 0,
                 file_cache: FileCacheStats::default(),
+                upstreams: Vec::new(),
             },
         );
         Ok(pid)
@@ -195,6 +196,7 @@ impl ProcessTable {
                     responses,
                     bytes,
                     file_cache,
+                    upstreams,
                 } => {
                     if let Some(c) = self.children.get_mut(&pid) {
                         c.connections = connections;
@@ -202,6 +204,7 @@ impl ProcessTable {
                         c.responses = responses;
                         c.bytes = bytes;
                         c.file_cache = file_cache;
+                        c.upstreams = upstreams;
                     }
                 }
                 other => rest.push(other),

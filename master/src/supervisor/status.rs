@@ -43,6 +43,7 @@ impl Master {
                     responses: c.responses,
                     bytes: c.bytes,
                     file_cache: c.file_cache,
+                    upstreams: c.upstreams.clone(),
                 })
                 .collect(),
             restarts: procs.restarts,

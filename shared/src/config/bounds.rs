@@ -47,6 +47,12 @@ pub const DURATIONS: &[DurationBounds] = &[
     d("tls_watch_interval", Duration::from_millis(100), HOUR),
     // Each rotation is a message to every worker.
     d("tls_ticket_rotation", SEC, Duration::from_secs(24 * 3600)),
+    // [[upstream]]: a request waits this long at most for each step;
+    // `keepalive_timeout` and `send_timeout` share the rows above.
+    d("connect_timeout", MS, Duration::from_secs(10 * 60)),
+    d("read_timeout", MS, HOUR),
+    // How long a failed server is left alone; 0 is "never marked down".
+    d("fail_timeout", Duration::ZERO, HOUR),
 ];
 
 /// For a duration key missing from the table (a bug the tests catch):

@@ -32,6 +32,8 @@ mod model;
 mod parse;
 mod privileged;
 mod suggest;
+mod upstream;
+mod upstream_check;
 mod validate;
 
 #[cfg(test)]
@@ -40,6 +42,7 @@ mod tests;
 pub use model::*;
 pub use parse::CIPHER_SUITES;
 pub use privileged::{RootOnly, root_only_changes, unprivileged_port_start};
+pub use upstream::*;
 
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};

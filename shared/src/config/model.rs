@@ -136,7 +136,9 @@ pub struct Site {
     /// Host names this site answers to (lowercase, no port). Empty: any.
     pub names: Vec<String>,
     /// Absolute path of the document root (an existing directory).
-    pub root: PathBuf,
+    /// `None` only when the site has routes: what they do not match is a
+    /// 404.
+    pub root: Option<PathBuf>,
     /// Index files tried, in order, for a directory request.
     pub index: Vec<String>,
     /// How files are served: listings, dotfiles, symlinks, types, headers.
@@ -149,6 +151,8 @@ pub struct Site {
     /// `redirect_https`: a plain-HTTP site that answers every request with a
     /// 301 to `https://HOST[:PORT]/path` (the port is left out when 443).
     pub redirect_https: Option<u16>,
+    /// `[[site.route]]`s: path prefixes answered by an upstream.
+    pub routes: Vec<super::upstream::Route>,
     pub pos: Pos,
 }
 
@@ -461,6 +465,9 @@ pub struct Config {
     /// The certificates and keys the sites' `tls` name, read and verified
     /// by the master after validation (`crate::tls::load`); empty until then.
     pub tls_loaded: LoadedTls,
+    /// `[[upstream]]`s (and those routes written as URLs) and
+    /// `trusted_proxies`.
+    pub proxy: super::upstream::ProxyConfig,
 }
 
 /// Loaded certificates inside a `Config`. Configs compare by what is

@@ -24,6 +24,9 @@ use super::suggest;
 mod compress;
 mod options;
 mod tls;
+pub(crate) mod upstream;
+
+pub(crate) use upstream::{RawRoute, RawServer, RawUpstream};
 
 pub use tls::CIPHER_SUITES;
 
@@ -64,6 +67,8 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "tls_watch_interval",
     "tls_unknown_sni",
     "tls_ticket_rotation",
+    "upstream",
+    "trusted_proxies",
 ];
 pub(crate) const SITE_KEYS: &[&str] = &[
     "listen",
@@ -85,6 +90,7 @@ pub(crate) const SITE_KEYS: &[&str] = &[
     "tls",
     "redirect_https",
     "compress",
+    "route",
 ];
 pub(crate) const LISTEN_KEYS: &[&str] = &["address", "backlog", "mode"];
 pub(crate) const ADMIN_KEYS: &[&str] = &["listen", "mode", "owner", "token_file"];
@@ -133,6 +139,8 @@ pub(crate) struct Raw {
     pub log_mode: u32,
     pub log_owner: Option<At<String>>,
     pub tls: TlsOptions,
+    pub upstreams: Vec<RawUpstream>,
+    pub trusted_proxies: Vec<super::upstream::Cidr>,
 }
 
 /// `[admin]`, as written.
@@ -161,6 +169,8 @@ pub(crate) struct RawSite {
     pub tls: Option<SiteTls>,
     /// `redirect_https`: true (port 443) or a port number.
     pub redirect_https: Option<At<u16>>,
+    /// `[[site.route]]`s, in order.
+    pub routes: Vec<RawRoute>,
 }
 
 /// Parses the TOML syntax. `None` after recording the first syntax error
@@ -212,6 +222,8 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
         log_mode: 0o640,
         log_owner: None,
         tls: TlsOptions::default(),
+        upstreams: Vec::new(),
+        trusted_proxies: Vec::new(),
     };
     let mut have_site = false;
     for (key, value) in table.iter() {
@@ -285,6 +297,8 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
             | "tls_watch_interval"
             | "tls_unknown_sni"
             | "tls_ticket_rotation" => r.tls_option(name, value, &mut raw.tls),
+            "upstream" => raw.upstreams = r.upstreams(value),
+            "trusted_proxies" => raw.trusted_proxies = r.trusted_proxies(value),
             _ => {
                 let mut message = suggest::unknown_key(name, TOP_KEYS);
                 if SITE_KEYS.contains(&name) {
@@ -480,6 +494,7 @@ impl Reader<'_, '_, '_> {
             access_log: None,
             tls: None,
             redirect_https: None,
+            routes: Vec::new(),
         };
         let mut have_listen = false;
         // Required keys an unknown key was taken for ("rot": "root"), so
@@ -493,6 +508,7 @@ impl Reader<'_, '_, '_> {
                     site.listen = self.listens(value);
                 }
                 "names" => site.names = self.names(value),
+                "route" => site.routes = self.routes(value),
                 "root" => site.root = self.path(name, value),
                 "access_log" => site.access_log = self.access_log(value),
                 "tls" => site.tls = self.site_tls(value),
@@ -547,10 +563,12 @@ impl Reader<'_, '_, '_> {
                 "this [[site]] has no \"listen\" (for example listen = [\"127.0.0.1:8080\"])",
             );
         }
-        if !table.contains_key("root") && !misspelt.contains(&"root") {
+        // A site whose requests all go to [[site.route]]s needs no files;
+        // a path no route matches then gets a 404.
+        if !table.contains_key("root") && !misspelt.contains(&"root") && site.routes.is_empty() {
             self.errs.at(
                 pos,
-                "this [[site]] has no \"root\" (the directory to serve)",
+                "this [[site]] has no \"root\" (the directory to serve) and no [[site.route]]",
             );
         }
         site

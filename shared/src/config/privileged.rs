@@ -259,9 +259,14 @@ pub fn root_only_changes(running: &Config, new: &Config, port_start: u16) -> Vec
         Some(_) => None,
     };
     if let Some(reader) = privileged_reader {
-        let roots: BTreeSet<&Path> = running.sites.iter().map(|s| s.root.as_path()).collect();
+        let roots: BTreeSet<&Path> = running
+            .sites
+            .iter()
+            .filter_map(|s| s.root.as_deref())
+            .collect();
         for site in &new.sites {
-            let r = &site.root;
+            // A site with no root serves no file.
+            let Some(r) = &site.root else { continue };
             if clean(r) && roots.iter().any(|old| r.starts_with(old)) {
                 continue;
             }

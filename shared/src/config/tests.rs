@@ -12,6 +12,7 @@ use super::*;
 
 mod bounds;
 mod compress;
+mod upstream;
 
 /// A temp dir with `www/`, `run/` and `logs/` in it, for configs to use.
 fn dir() -> TempDir {
@@ -127,7 +128,7 @@ root = "./www/"
     let s = &c.sites[0];
     assert_eq!(s.pos, pos(16, 1));
     assert_eq!(s.names, ["example.com", "www.example.com"]);
-    assert_eq!(s.root, p.join("www"));
+    assert_eq!(s.root, Some(p.join("www")));
     assert_eq!(s.index, ["index.html", "index.htm"]);
     let l = |addr, backlog, mode, line, col| Listen {
         addr,
@@ -148,7 +149,7 @@ root = "./www/"
     let s = &c.sites[1];
     assert_eq!(s.pos, pos(28, 1));
     assert!(s.names.is_empty());
-    assert_eq!(s.root, p.join("www/"));
+    assert_eq!(s.root, Some(p.join("www/")));
     assert_eq!(c.listens().len(), 5);
     assert_eq!(c.sites_on(&tcp("127.0.0.1:8080")).count(), 2);
 }
@@ -181,7 +182,7 @@ fn defaults() {
     let s = &c.sites[0];
     assert!(s.names.is_empty());
     assert_eq!(s.index, ["index.html"]);
-    assert_eq!(s.root, d.path().join("www"));
+    assert_eq!(s.root, Some(d.path().join("www")));
     assert_eq!(s.listen[0].backlog, 511);
     assert_eq!(s.listen[0].mode, 0o666);
 
@@ -233,7 +234,7 @@ frob = 1
             r#"1:1: unknown key "wokers", did you mean "workers"?"#,
             r#"3:39: unknown key "backlogg", did you mean "backlog"?"#,
             r#"4:1: unknown key "rot", did you mean "root"?"#,
-            r#"6:1: unknown key "frob" (expected listen, names, root, index, directory_listing, dotfiles, symlinks, types, default_type, charset, precompressed, headers, path_headers, error_pages, fallback, access_log, tls, redirect_https, compress)"#,
+            r#"6:1: unknown key "frob" (expected listen, names, root, index, directory_listing, dotfiles, symlinks, types, default_type, charset, precompressed, headers, path_headers, error_pages, fallback, access_log, tls, redirect_https, compress, route)"#,
         ]
     );
 }
@@ -349,7 +350,7 @@ fn missing_site_parts() {
         errors("[[site]]\nnames = [\"a.example\"]\n"),
         [
             r#"1:1: this [[site]] has no "listen" (for example listen = ["127.0.0.1:8080"])"#,
-            r#"1:1: this [[site]] has no "root" (the directory to serve)"#,
+            r#"1:1: this [[site]] has no "root" (the directory to serve) and no [[site.route]]"#,
         ]
     );
     assert_eq!(
@@ -693,7 +694,7 @@ fn relative_paths_follow_the_config_not_the_cwd() {
     assert_eq!(c.source, Source::File(file.clone()));
     assert_eq!(c.pid_file, link.join("run/baton.pid"));
     assert_eq!(c.error_log, Some(link.join("../logs/e.log")));
-    assert_eq!(c.sites[0].root, link.join("www"));
+    assert_eq!(c.sites[0].root, Some(link.join("www")));
     assert_eq!(
         c.sites[0].listen[0].addr,
         ListenAddr::Unix(link.join("run/s.sock"))
@@ -746,8 +747,15 @@ fn embedded_config() {
         .parent()
         .unwrap()
         .join("sample-site");
-    assert_eq!(c.sites[0].root, sample);
-    assert!(!c.sites[0].root.to_string_lossy().contains(".."));
+    assert_eq!(c.sites[0].root, Some(sample));
+    assert!(
+        !c.sites[0]
+            .root
+            .as_ref()
+            .unwrap()
+            .to_string_lossy()
+            .contains("..")
+    );
     assert_eq!(c.sites[0].listen[0].addr, tcp("127.0.0.1:8080"));
 }
 

@@ -32,7 +32,15 @@ impl System {
 /// sun_path holds 108 bytes on Linux, the terminating NUL included.
 const MAX_UNIX_PATH: usize = 107;
 
-pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_>) -> Config {
+pub(crate) fn check(mut raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_>) -> Config {
+    let site_routes = raw
+        .sites
+        .iter_mut()
+        .map(|s| std::mem::take(&mut s.routes))
+        .collect();
+    let (upstreams, mut routes) =
+        super::upstream_check::check(std::mem::take(&mut raw.upstreams), site_routes, errs);
+    routes.reverse();
     check_listens(&raw.sites, errs);
     for site in &raw.sites {
         if let Some(root) = &site.root {
@@ -79,10 +87,16 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
         .sites
         .into_iter()
         .filter_map(|s| {
+            let routes = routes.pop().unwrap_or_default();
+            // No root: only a site with routes (parse said so otherwise).
+            if s.root.is_none() && routes.is_empty() {
+                return None;
+            }
             Some(Site {
+                routes,
                 listen: s.listen,
                 names: s.names.into_iter().map(|n| n.value).collect(),
-                root: s.root?.value,
+                root: s.root.map(|r| r.value),
                 index: s.index,
                 files: s.files,
                 access_log: match &s.access_log {
@@ -118,6 +132,10 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
         log_owner,
         tls: raw.tls,
         tls_loaded: Default::default(),
+        proxy: super::upstream::ProxyConfig {
+            upstreams,
+            trusted_proxies: raw.trusted_proxies,
+        },
     }
 }
 

@@ -70,6 +70,36 @@ impl BodyReader {
         }
     }
 
+    /// How many bytes of chunk or body data come next before any framing
+    /// (`None` between chunks): what a proxy forwards as they are.
+    pub fn data_left(&self) -> Option<u64> {
+        match self {
+            BodyReader::Length { left } => Some(*left),
+            BodyReader::Chunked {
+                state: Chunk::Data { left },
+                ..
+            } => Some(*left),
+            BodyReader::Chunked { .. } => None,
+        }
+    }
+
+    /// Like `consume`, but stops where chunk data starts (a proxy takes
+    /// the data itself, with `data_left`), so framing and data are told
+    /// apart without copying.
+    pub fn consume_framing(
+        &mut self,
+        buf: &[u8],
+        max_data: u64,
+        max_trailers: usize,
+    ) -> (usize, Step) {
+        match self {
+            BodyReader::Length { .. } => (0, Step::More),
+            BodyReader::Chunked { state, data } => {
+                chunked(state, data, buf, max_data, max_trailers, true)
+            }
+        }
+    }
+
     /// Consumes body bytes from the start of `buf`; returns how many were
     /// body and what that led to. `max_data` bounds the decoded size and
     /// `max_trailers` the trailer section.
@@ -81,7 +111,7 @@ impl BodyReader {
                 (n, if *left == 0 { Step::Done } else { Step::More })
             }
             BodyReader::Chunked { state, data } => {
-                chunked(state, data, buf, max_data, max_trailers)
+                chunked(state, data, buf, max_data, max_trailers, false)
             }
         }
     }
@@ -93,11 +123,13 @@ fn chunked(
     buf: &[u8],
     max_data: u64,
     max_trailers: usize,
+    stop_at_data: bool,
 ) -> (usize, Step) {
     let mut i = 0;
     while i < buf.len() {
         let b = buf[i];
         match state {
+            Chunk::Data { .. } if stop_at_data => return (i, Step::More),
             Chunk::Data { left } => {
                 let n = usize::try_from(*left).map_or(buf.len() - i, |l| l.min(buf.len() - i));
                 *left -= n as u64;
@@ -245,6 +277,31 @@ mod tests {
         }
         let long_ext = [b"1;".as_slice(), &[b'a'; MAX_CHUNK_LINE]].concat();
         assert_eq!(feed(&long_ext, 64).1, Step::Invalid(Status::BadRequest));
+    }
+
+    #[test]
+    fn framing_and_data_are_told_apart() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n";
+        let mut r = BodyReader::chunked();
+        let mut data = Vec::new();
+        let mut at = 0;
+        loop {
+            if let Some(n) = r.data_left().filter(|&n| n > 0) {
+                let n = (n as usize).min(body.len() - at);
+                data.extend_from_slice(&body[at..at + n]);
+                assert_eq!(r.consume(&body[at..at + n], 100, 100), (n, Step::More));
+                at += n;
+                continue;
+            }
+            let (n, step) = r.consume_framing(&body[at..], 100, 100);
+            at += n;
+            if step == Step::Done {
+                break;
+            }
+            assert_eq!(step, Step::More);
+        }
+        assert_eq!(at, body.len());
+        assert_eq!(data, b"hello world");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum Status {
     HeaderFieldsTooLarge,
     InternalServerError,
     NotImplemented,
+    BadGateway,
+    ServiceUnavailable,
+    GatewayTimeout,
     VersionNotSupported,
 }
 
@@ -45,6 +48,9 @@ impl Status {
             Status::HeaderFieldsTooLarge => 431,
             Status::InternalServerError => 500,
             Status::NotImplemented => 501,
+            Status::BadGateway => 502,
+            Status::ServiceUnavailable => 503,
+            Status::GatewayTimeout => 504,
             Status::VersionNotSupported => 505,
         }
     }
@@ -67,6 +73,9 @@ impl Status {
             Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
             Status::InternalServerError => "Internal Server Error",
             Status::NotImplemented => "Not Implemented",
+            Status::BadGateway => "Bad Gateway",
+            Status::ServiceUnavailable => "Service Unavailable",
+            Status::GatewayTimeout => "Gateway Timeout",
             Status::VersionNotSupported => "HTTP Version Not Supported",
         }
     }

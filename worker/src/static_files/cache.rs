@@ -380,11 +380,11 @@ impl FileCache {
         };
         // 1. Watches: above the root (as configured and canonical), then
         //    the directories under it, then the file.
-        let root = &site.root;
+        let root = super::site_root(site);
         // (Failing here is a race with the root being swapped: try again
         // after the next change.)
         let canonical = std::fs::canonicalize(root).map_err(|_| Refusal::Path)?;
-        for r in [root.as_path(), canonical.as_path()] {
+        for r in [root, canonical.as_path()] {
             let mut child = r;
             while let (Some(parent), Some(n)) = (child.parent(), child.file_name()) {
                 self.watch(parent, ancestor_mask(), Some(&[n.as_bytes()]))
@@ -392,7 +392,7 @@ impl FileCache {
                 child = parent;
             }
         }
-        let mut dir = root.clone();
+        let mut dir = root.to_path_buf();
         for seg in dirs {
             self.watch(&dir, ancestor_mask(), Some(&[seg]))
                 .map_err(|e| path_refusal(e, &dir))?;

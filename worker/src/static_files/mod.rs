@@ -89,6 +89,10 @@ enum Outcome {
 /// Answers a GET or HEAD of `target` (path and query, percent-encoded),
 /// in a response whose Date is `date`.
 pub fn serve(req: &Request, site: &Site, cache: &mut FileCache, date: &DateCache) -> Response {
+    // A site made of routes only: what no route takes is not found.
+    if site.root.is_none() {
+        return Response::status(Status::NotFound);
+    }
     let (path, query) = match req.target.find('?') {
         Some(i) => req.target.split_at(i),
         None => (req.target.as_str(), ""),
@@ -143,7 +147,7 @@ fn resolve(site: &Site, path: &str, query: &str) -> Outcome {
     if !files.dotfiles && url.hidden() {
         return Outcome::Error(Status::NotFound);
     }
-    let (file, meta) = match open_url(&site.root, &url, files.symlinks) {
+    let (file, meta) = match open_url(site_root(site), &url, files.symlinks) {
         Ok(f) => f,
         Err(status) => return Outcome::Error(status),
     };
@@ -165,7 +169,7 @@ fn resolve(site: &Site, path: &str, query: &str) -> Outcome {
     }
     for name in &site.index {
         let candidate = url.join(name);
-        match open_url(&site.root, &candidate, files.symlinks) {
+        match open_url(site_root(site), &candidate, files.symlinks) {
             Ok((file, meta)) if meta.is_file() => {
                 return Outcome::File(Found {
                     file,
@@ -219,7 +223,7 @@ fn file_response(
     date: &DateCache,
 ) -> Response {
     let files = &site.files;
-    let content_type = mime::content_type(found.type_name(&site.root), files);
+    let content_type = mime::content_type(found.type_name(site_root(site)), files);
     let (mut file, mut meta, mut encoding) = (found.file, found.meta, None);
     let mut segments = found.segments;
     if files.precompressed
@@ -429,7 +433,7 @@ fn variant(
     for (coding, suffix) in precompressed::preferred(accept) {
         let mut segs = parents.to_vec();
         segs.push([last.as_slice(), suffix.as_bytes()].concat());
-        if let Ok((f, m)) = open_under(&site.root, &segs, site.files.symlinks)
+        if let Ok((f, m)) = open_under(site_root(site), &segs, site.files.symlinks)
             && m.is_file()
         {
             return Some((coding, f, m, segs));
@@ -453,7 +457,7 @@ fn error_response(site: &Site, status: Status) -> Response {
             status,
             headers: vec![(
                 "Content-Type".into(),
-                mime::content_type(found.type_name(&site.root), &site.files).into(),
+                mime::content_type(found.type_name(site_root(site)), &site.files).into(),
             )],
             body: Body::File(FileBody {
                 remaining: found.meta.len(),
@@ -492,4 +496,10 @@ fn add_configured_headers(response: &mut Response, site: &Site, path: &str) {
             }
         }
     }
+}
+
+/// The site's root. Only called once `serve` saw there is one; an empty
+/// path (which opens nothing) otherwise.
+pub(crate) fn site_root(site: &Site) -> &std::path::Path {
+    site.root.as_deref().unwrap_or(std::path::Path::new(""))
 }

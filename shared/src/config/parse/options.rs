@@ -249,7 +249,11 @@ impl Reader<'_, '_, '_> {
     }
 
     /// A table of header names → values.
-    fn headers(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<(String, String)>> {
+    pub(super) fn headers(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+    ) -> Option<Vec<(String, String)>> {
         let expected = "a table like { \"Cache-Control\" = \"max-age=3600\" }";
         let table = self.table(key, value, expected)?;
         let mut out = Vec::new();

@@ -1,0 +1,273 @@
+#!/usr/bin/env bash
+# bench/proxy.sh: reverse proxying, Baton beside nginx (proxy_pass with an
+# upstream keepalive pool) and HAProxy, all in front of the same backend:
+# nginx serving a 1 KiB and a 10 MiB file.
+#
+# Every proxy: 2 workers (HAProxy: nbthread 2, its model), access logs off,
+# upstream keep-alive on, on 127.0.0.1 in a temp dir. Loads run interleaved
+# (every proxy for one load, then the next load) so noise on a shared
+# machine hits all alike:
+#
+#   ka     1 KiB, keep-alive:          wrk -t1 -c50 -dDs --latency
+#   close  1 KiB, connection per req:  wrk -t1 -c50 -dDs --latency -H 'Connection: close'
+#   10m    10 MiB, keep-alive:         wrk -t1 -c8  -dDs
+#
+# then the RSS of all each proxy's processes, and a table (p99 is the
+# keep-alive run's). Exits 0 whatever the numbers; bounded by DURATION.
+#
+# Knobs: DURATION=5 (seconds per run), SERVERS="baton nginx haproxy",
+#        BATON_BIN=path (skip cargo build --release), KEEP_TMP=1.
+set -uo pipefail
+
+DURATION=${DURATION:-5}
+SERVERS=${SERVERS:-baton nginx haproxy}
+BATON_BIN=${BATON_BIN:-}
+KEEP_TMP=${KEEP_TMP:-0}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+log() { printf 'proxy.sh: %s\n' "$*" >&2; }
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
+bin() { command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"; }
+
+# ------------------------------------------------------------------ tools
+install_missing() {
+	local -a pkgs=()
+	have wrk || pkgs+=(wrk)
+	have python3 || pkgs+=(python3)
+	[[ $SERVERS == *nginx* ]] && ! have nginx && pkgs+=(nginx-light)
+	! have nginx && pkgs+=(nginx-light)
+	[[ $SERVERS == *haproxy* ]] && ! have haproxy && pkgs+=(haproxy)
+	((${#pkgs[@]} > 0)) || return 0
+	local -a sudo=()
+	((EUID == 0)) || sudo=(sudo)
+	log "installing: ${pkgs[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	"${sudo[@]}" apt-get update -qq || true
+	# Do not let the packages start their own daemons on port 80.
+	printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+	"${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
+	"${sudo[@]}" apt-get install -y -qq "${pkgs[@]}" ||
+		"${sudo[@]}" apt-get install -y -qq "${pkgs[@]/nginx-light/nginx}" || log "apt-get install failed"
+	"${sudo[@]}" rm -f /usr/sbin/policy-rc.d
+}
+install_missing
+
+if [[ $SERVERS == *baton* && -z $BATON_BIN ]]; then
+	target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
+	log "building baton: cargo build --release"
+	(cd "$ROOT" && cargo build --release -q) || { log "build failed"; exit 0; }
+	BATON_BIN=$target_dir/release/baton
+fi
+
+if ((EUID == 0)); then TMP=$(mktemp -d /tmp/baton-proxy.XXXXXX); else TMP=$(mktemp -d -t baton-proxy.XXXXXX); fi
+chmod 755 "$TMP"
+declare -A PORT=() PIDFILE=()
+RUNNING=()
+
+cleanup() {
+	set +e
+	local s pid
+	for s in "${RUNNING[@]}" backend; do
+		pid=$(cat "${PIDFILE[$s]:-/nonexistent}" 2>/dev/null)
+		[[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null
+	done
+	sleep 1
+	for s in "${RUNNING[@]}" backend; do
+		pid=$(cat "${PIDFILE[$s]:-/nonexistent}" 2>/dev/null)
+		[[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null
+	done
+	[[ $KEEP_TMP == 1 ]] && log "kept $TMP" || rm -rf -- "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+WWW=$TMP/www
+mkdir -p "$WWW"
+head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$WWW/1k.html"
+head -c $((10 << 20)) /dev/urandom >"$WWW/10m.bin"
+chmod -R a+rX "$TMP"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+USER_LINE=
+((EUID == 0)) && USER_LINE=1
+NGINX_USER=
+[[ -n $USER_LINE ]] && NGINX_USER="user nobody nogroup;"
+
+# The backend: nginx, 2 workers, the files.
+PORT[backend]=$(free_port)
+B=$TMP/backend
+mkdir -p "$B"
+PIDFILE[backend]=$B/pid
+cat >"$B/nginx.conf" <<NGX
+worker_processes 2;
+pid $B/pid;
+error_log $B/error.log;
+$NGINX_USER
+events { worker_connections 4096; }
+http {
+  access_log off; sendfile on; tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path $B; proxy_temp_path $B; fastcgi_temp_path $B; uwsgi_temp_path $B; scgi_temp_path $B;
+  server { listen 127.0.0.1:${PORT[backend]}; root $WWW; }
+}
+NGX
+"$(bin nginx)" -c "$B/nginx.conf" -p "$B" || { log "the backend did not start"; exit 0; }
+
+write_configs() {
+	local s=$1 p=${PORT[$1]} d=$TMP/$1 up=127.0.0.1:${PORT[backend]}
+	mkdir -p "$d"
+	PIDFILE[$s]=$d/pid
+	case $s in
+	baton)
+		{
+			[[ -n $USER_LINE ]] && echo 'user = "nobody"'
+			echo "workers = 2"
+			echo "pid_file = \"$d/pid\""
+			echo "error_log = \"$d/error.log\""
+			echo "keepalive_requests = 1000000"
+			echo "[[upstream]]"
+			echo "name = \"backend\""
+			echo "servers = [\"$up\"]"
+			echo "keepalive = 64"
+			echo "keepalive_requests = 1000000"
+			echo "[[site]]"
+			echo "listen = [\"127.0.0.1:$p\"]"
+			echo "[[site.route]]"
+			echo "path = \"/\""
+			echo "proxy = \"backend\""
+		} >"$d/conf.toml"
+		;;
+	nginx)
+		cat >"$d/nginx.conf" <<-NGX
+			worker_processes 2;
+			pid $d/pid;
+			error_log $d/error.log;
+			$NGINX_USER
+			events { worker_connections 4096; }
+			http {
+			  access_log off;
+			  keepalive_requests 1000000;
+			  client_body_temp_path $d; proxy_temp_path $d; fastcgi_temp_path $d; uwsgi_temp_path $d; scgi_temp_path $d;
+			  upstream backend { server $up; keepalive 64; keepalive_requests 1000000; }
+			  server {
+			    listen 127.0.0.1:$p;
+			    location / {
+			      proxy_pass http://backend;
+			      proxy_http_version 1.1;
+			      proxy_set_header Connection "";
+			    }
+			  }
+			}
+		NGX
+		;;
+	haproxy)
+		cat >"$d/haproxy.cfg" <<-HAP
+			global
+			  nbthread 2
+			  pidfile $d/pid
+			  daemon
+			defaults
+			  mode http
+			  timeout connect 5s
+			  timeout client 60s
+			  timeout server 60s
+			  option http-keep-alive
+			  http-reuse always
+			frontend f
+			  bind 127.0.0.1:$p
+			  default_backend b
+			backend b
+			  server s1 $up
+		HAP
+		;;
+	esac
+}
+
+start() {
+	local s=$1 d=$TMP/$1
+	case $s in
+	baton) "$BATON_BIN" -c "$d/conf.toml" --daemon ;;
+	nginx) "$(bin nginx)" -c "$d/nginx.conf" -p "$d" ;;
+	haproxy) "$(bin haproxy)" -f "$d/haproxy.cfg" ;;
+	esac >"$d/start.log" 2>&1
+	local i
+	for i in $(seq 50); do
+		if python3 - "${PORT[$s]}" <<-'PY' 2>/dev/null; then
+			import sys, urllib.request
+			urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/1k.html", timeout=1).read()
+		PY
+			RUNNING+=("$s")
+			return 0
+		fi
+		sleep 0.1
+	done
+	log "$s did not start: $(cat "$d/start.log" "$d/error.log" 2>/dev/null | tail -3)"
+	return 1
+}
+
+# RSS (KiB) of a pid and all its descendants.
+rss_tree() {
+	python3 - "$1" <<-'PY'
+		import os, sys
+		root = int(sys.argv[1]); kids = {}
+		for p in os.listdir("/proc"):
+		    if not p.isdigit(): continue
+		    try:
+		        st = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+		        kids.setdefault(int(st[1]), []).append(int(p))
+		    except OSError: pass
+		total, todo = 0, [root]
+		while todo:
+		    p = todo.pop(); todo += kids.get(p, [])
+		    try:
+		        for l in open(f"/proc/{p}/status"):
+		            if l.startswith("VmRSS:"): total += int(l.split()[1])
+		    except OSError: pass
+		print(total)
+	PY
+}
+
+# wrk → "req/s MB/s p99"
+run_wrk() {
+	local s=$1 load=$2 out
+	case $load in
+	ka) out=$(timeout $((DURATION + 10)) wrk -t1 -c50 -d"${DURATION}s" --latency "http://127.0.0.1:${PORT[$s]}/1k.html" 2>&1) ;;
+	close) out=$(timeout $((DURATION + 10)) wrk -t1 -c50 -d"${DURATION}s" --latency -H 'Connection: close' "http://127.0.0.1:${PORT[$s]}/1k.html" 2>&1) ;;
+	10m) out=$(timeout $((DURATION + 10)) wrk -t1 -c8 -d"${DURATION}s" "http://127.0.0.1:${PORT[$s]}/10m.bin" 2>&1) ;;
+	esac
+	echo "$out" >"$TMP/$s/wrk-$load.txt"
+	local rps mbs p99
+	rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
+	mbs=$(awk '/^Transfer\/sec:/ { v=$2; u=v; sub(/[0-9.]+/, "", u); sub(/[A-Za-z]+/, "", v);
+		m = (u=="GB") ? 1024 : (u=="MB") ? 1 : (u=="KB") ? 1/1024 : 1/1048576; printf "%.0f", v*m }' <<<"$out")
+	p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
+	local errs
+	errs=$(awk '/Non-2xx|Socket errors/ { print }' <<<"$out" | tr '\n' ' ')
+	[[ -n $errs ]] && log "$s $load: $errs"
+	echo "${rps:-0} ${mbs:-0} ${p99:--}"
+}
+
+for s in $SERVERS; do
+	PORT[$s]=$(free_port)
+	write_configs "$s"
+	start "$s" || true
+done
+
+declare -A R=()
+for load in ka close 10m; do
+	for s in "${RUNNING[@]}"; do
+		log "$s: $load (${DURATION}s)"
+		R[$s,$load]=$(run_wrk "$s" "$load")
+	done
+done
+
+printf '\n| proxy | 1 KiB keep-alive req/s | 1 KiB conn-per-request req/s | 10 MiB MB/s | p99 keep-alive | RSS after load (MiB) |\n'
+printf '| --- | ---: | ---: | ---: | ---: | ---: |\n'
+for s in "${RUNNING[@]}"; do
+	pid=$(cat "${PIDFILE[$s]}" 2>/dev/null || echo 0)
+	rss=$(rss_tree "$pid")
+	read -r ka _ p99 <<<"${R[$s,ka]}"
+	read -r cl _ _ <<<"${R[$s,close]}"
+	read -r _ mb _ <<<"${R[$s,10m]}"
+	printf '| %s | %s | %s | %s | %s | %.1f |\n' "$s" "$ka" "$cl" "$mb" "$p99" "$(awk -v k="$rss" 'BEGIN { print k/1024 }')"
+done
+exit 0

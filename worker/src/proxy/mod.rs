@@ -1,0 +1,238 @@
+//! The reverse proxy: a second kind of response source beside static
+//! files, driven by the same client `Connection` (one HTTP engine: parsing,
+//! limits, keep-alive and the access log stay there).
+//!
+//! A proxied request is an `Exchange`: the upstream socket, the request
+//! going up (head, then the body as the client sends it) and the response
+//! coming down, each through a bounded buffer. A side whose buffer is full
+//! is not read (back-pressure: the client's body waits in its socket while
+//! the upstream is slow, the upstream's response waits in its socket while
+//! the client is slow), so a connection's memory stays bounded whatever
+//! the sizes (see docs/proxy.md for the ceiling).
+//!
+//! Per worker: keep-alive pools (`pool`), balancing and passive health
+//! (`balance`). Nothing here resolves a name: the config did.
+
+pub mod balance;
+pub mod exchange;
+pub mod head;
+pub mod socket;
+pub mod websocket;
+
+use std::time::Instant;
+
+use baton_shared::channel::UpstreamCounters;
+use baton_shared::config::{Config, Route, Site};
+use mio::Registry;
+
+use balance::ServerState;
+use socket::UpConn;
+
+/// Bytes buffered per direction of an exchange.
+pub const BUFFER: usize = 64 * 1024;
+
+/// The token idle pooled connections are watched under (one for all:
+/// an event there is rare, a server closing one, and checks them all).
+pub const POOL_TOKEN: mio::Token = mio::Token((1 << 20) - 1);
+
+/// Largest upstream response head accepted (a 502 above).
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// The route for `target` in `site`: the longest matching prefix.
+pub fn route_for<'s>(site: &'s Site, target: &str) -> Option<&'s Route> {
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    site.routes
+        .iter()
+        .filter(|r| {
+            path.starts_with(&r.path)
+                // "/api" routes "/api" and "/api/x", not "/apix".
+                || (r.path.ends_with('/') && path == &r.path[..r.path.len() - 1])
+        })
+        .filter(|r| {
+            r.path.ends_with('/')
+                || path.len() == r.path.len()
+                || matches!(path.as_bytes().get(r.path.len()), Some(b'/'))
+        })
+        .max_by_key(|r| r.path.len())
+}
+
+/// The target an upstream gets: with the route's prefix removed if asked.
+pub fn upstream_target(route: &Route, target: &str) -> String {
+    if !route.strip_prefix {
+        return target.to_owned();
+    }
+    let prefix = route.path.trim_end_matches('/');
+    let rest = target.strip_prefix(prefix).unwrap_or(target);
+    if rest.starts_with('/') {
+        rest.to_owned()
+    } else {
+        format!("/{rest}")
+    }
+}
+
+/// One upstream's state in this worker.
+pub struct UpstreamState {
+    pub servers: Vec<ServerState>,
+    /// Idle connections, most recently used last.
+    pub pool: Vec<UpConn>,
+}
+
+/// Every upstream's state in this worker.
+pub struct ProxyState {
+    pub upstreams: Vec<UpstreamState>,
+    /// Draining: connections are no longer pooled, and those pooled are
+    /// closed.
+    pub closing: bool,
+}
+
+impl ProxyState {
+    pub fn new(config: &Config) -> ProxyState {
+        ProxyState {
+            upstreams: config
+                .proxy
+                .upstreams
+                .iter()
+                .map(|u| UpstreamState {
+                    servers: vec![ServerState::default(); u.servers.len()],
+                    pool: Vec::new(),
+                })
+                .collect(),
+            closing: false,
+        }
+    }
+
+    /// An idle connection to `server` of `upstream` that is still open,
+    /// most recently used first; closed ones met on the way are dropped.
+    pub fn take_pooled(
+        &mut self,
+        config: &Config,
+        upstream: usize,
+        server: usize,
+        now: Instant,
+    ) -> Option<UpConn> {
+        let up = config.proxy.upstreams.get(upstream)?;
+        let state = self.upstreams.get_mut(upstream)?;
+        while let Some(i) = state.pool.iter().rposition(|c| c.server == server) {
+            let mut conn = state.pool.remove(i);
+            let fresh = now.saturating_duration_since(conn.idle_since) < up.keepalive_timeout;
+            if fresh && conn.still_open() {
+                conn.reused = true;
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// A connection whose exchange completed cleanly: pooled if there is
+    /// room and it may serve more, else closed (by being dropped).
+    pub fn put(
+        &mut self,
+        config: &Config,
+        upstream: usize,
+        mut conn: UpConn,
+        registry: &Registry,
+        now: Instant,
+    ) {
+        let Some(up) = config.proxy.upstreams.get(upstream) else {
+            return;
+        };
+        let Some(state) = self.upstreams.get_mut(upstream) else {
+            return;
+        };
+        if self.closing || up.keepalive == 0 || conn.requests >= up.keepalive_requests {
+            return;
+        }
+        if conn.watch_idle(registry, POOL_TOKEN).is_err() {
+            return;
+        }
+        conn.idle_since = now;
+        conn.readable = false;
+        conn.writable = true;
+        if state.pool.len() >= up.keepalive {
+            // The least recently used goes.
+            state.pool.remove(0);
+        }
+        state.pool.push(conn);
+    }
+
+    /// An idle pooled connection became readable: the server closed it
+    /// (or sent what nothing asked for). Closes every pooled connection
+    /// that is no longer usable.
+    pub fn on_pool_event(&mut self) {
+        for state in &mut self.upstreams {
+            state.pool.retain_mut(UpConn::still_open);
+        }
+    }
+
+    /// Per server, for `Stats` (and so `/metrics`).
+    pub fn counters(&self, config: &Config, now: Instant) -> Vec<UpstreamCounters> {
+        let mut out = Vec::new();
+        for (state, up) in self.upstreams.iter().zip(&config.proxy.upstreams) {
+            for (i, (s, server)) in state.servers.iter().zip(&up.servers).enumerate() {
+                out.push(UpstreamCounters {
+                    upstream: up.name.clone(),
+                    server: server.addr.to_string(),
+                    requests: s.requests,
+                    failures: s.failures,
+                    idle: state.pool.iter().filter(|c| c.server == i).count() as u64,
+                    down: s.down_until.is_some_and(|t| t > now),
+                });
+            }
+        }
+        out
+    }
+
+    /// Closes idle connections past their upstream's `keepalive_timeout`
+    /// (or all of them once draining).
+    pub fn expire(&mut self, config: &Config, now: Instant) {
+        for (state, up) in self.upstreams.iter_mut().zip(&config.proxy.upstreams) {
+            let closing = self.closing;
+            state.pool.retain(|c| {
+                !closing && now.saturating_duration_since(c.idle_since) < up.keepalive_timeout
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_config::site;
+
+    fn route(path: &str, strip: bool) -> Route {
+        Route {
+            path: path.into(),
+            upstream: 0,
+            strip_prefix: strip,
+            headers: vec![],
+            websocket: true,
+            pos: Default::default(),
+        }
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let mut s = site("/www", &["127.0.0.1:80"], &[]);
+        s.routes = vec![
+            route("/api/", false),
+            route("/api/v2/", false),
+            route("/app", false),
+        ];
+        let path = |t| route_for(&s, t).map(|r| r.path.as_str());
+        assert_eq!(path("/api/x"), Some("/api/"));
+        assert_eq!(path("/api"), Some("/api/"));
+        assert_eq!(path("/api/v2/x?q"), Some("/api/v2/"));
+        assert_eq!(path("/app"), Some("/app"));
+        assert_eq!(path("/app/x"), Some("/app"));
+        assert_eq!(path("/apple"), None);
+        assert_eq!(path("/"), None);
+    }
+
+    #[test]
+    fn strip_prefix() {
+        assert_eq!(upstream_target(&route("/api/", true), "/api/x?y"), "/x?y");
+        assert_eq!(upstream_target(&route("/api/", true), "/api"), "/");
+        assert_eq!(upstream_target(&route("/api/", false), "/api/x"), "/api/x");
+        assert_eq!(upstream_target(&route("/", true), "/x"), "/x");
+    }
+}
