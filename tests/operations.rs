@@ -71,3 +71,160 @@ fn runtime_directory_without_parent_is_an_error() {
         "{err}"
     );
 }
+
+/// (soft, hard) RLIMIT_NOFILE of a process, from /proc/PID/limits.
+fn nofile(pid: i32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
+
+/// Starts baton under `wrapper` (e.g. prlimit), which execs it.
+fn start_under(env: &Env, wrapper: &[&str]) -> Server {
+    let mut command = std::process::Command::new(wrapper[0]);
+    command
+        .args(&wrapper[1..])
+        .arg("--")
+        .arg(BIN)
+        .arg("-c")
+        .arg(env.config_path())
+        .stdin(std::process::Stdio::null());
+    env.spawn_command(command).wait_ready()
+}
+
+fn have_prlimit() -> bool {
+    std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// "auto": the master raises the soft limit to what max_connections needs,
+/// for itself and every worker, under a low limit given by whoever started
+/// it; a reload that raises max_connections raises it for the new
+/// generation; it never lowers.
+#[test]
+fn rlimit_nofile_auto_raises_for_max_connections() {
+    if !have_prlimit() {
+        eprintln!("prlimit missing: skipped");
+        return;
+    }
+    let env = Env::new();
+    env.write_config(&env.simple_config_with("max_connections = 1000"));
+    let server = start_under(&env, &["prlimit", "--nofile=256:8192"]);
+    // 2 x 1000 + 64 + one listen address.
+    let want = (2 * 1000 + 64 + 1, 8192);
+    assert_eq!(nofile(server.pid()), want, "master");
+    let workers = env.status().workers;
+    assert_eq!(workers.len(), 2);
+    for w in &workers {
+        assert_eq!(nofile(w.pid), want, "worker {}", w.pid);
+    }
+    assert_eq!(get(env.port, "/").unwrap().status, 200);
+
+    env.write_config(&env.simple_config_with("max_connections = 3000"));
+    let out = env.reload();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want = (2 * 3000 + 64 + 1, 8192);
+    assert_eq!(nofile(server.pid()), want, "master after reload");
+    for w in env.status().workers.iter().filter(|w| w.state == "serving") {
+        assert_eq!(nofile(w.pid), want, "new worker {}", w.pid);
+    }
+
+    // Lower needs: auto leaves the limit where it is.
+    env.write_config(&env.simple_config_with("max_connections = 10"));
+    assert!(env.reload().status.success());
+    assert_eq!(nofile(server.pid()), want);
+}
+
+/// A number sets exactly that, even below what the process started with.
+#[test]
+fn rlimit_nofile_explicit_value() {
+    if !have_prlimit() {
+        eprintln!("prlimit missing: skipped");
+        return;
+    }
+    let env = Env::new();
+    env.write_config(&env.simple_config_with("worker_rlimit_nofile = 3000"));
+    let server = start_under(&env, &["prlimit", "--nofile=5000:8192"]);
+    assert_eq!(nofile(server.pid()), (3000, 8192));
+    for w in env.status().workers {
+        assert_eq!(nofile(w.pid), (3000, 8192));
+    }
+}
+
+/// Hard limit too low: as root the master raises it; without
+/// CAP_SYS_RESOURCE it takes the hard limit, serves, and says so.
+#[test]
+fn rlimit_nofile_hard_limit() {
+    if !have_prlimit() || !is_root() {
+        eprintln!("needs root and prlimit: skipped");
+        return;
+    }
+    let env = Env::new();
+    env.write_config(&env.simple_config_with("max_connections = 1000"));
+    // Whether this process may raise a hard limit at all (a container may
+    // have dropped CAP_SYS_RESOURCE, as the machine these were written on).
+    let can_raise = std::process::Command::new("prlimit")
+        .args([
+            "--nofile=256:512",
+            "--",
+            "prlimit",
+            "--nofile=2065:2065",
+            "--",
+            "true",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if can_raise {
+        let server = start_under(&env, &["prlimit", "--nofile=256:512"]);
+        assert_eq!(
+            nofile(server.pid()),
+            (2065, 2065),
+            "root raises the hard limit"
+        );
+    } else {
+        eprintln!("no CAP_SYS_RESOURCE here: the raising of the hard limit is not checked");
+    }
+    let mut server = start_under(
+        &env,
+        &[
+            "setpriv",
+            "--bounding-set=-sys_resource",
+            "prlimit",
+            "--nofile=256:512",
+        ],
+    );
+    assert_eq!(nofile(server.pid()), (512, 512));
+    assert_eq!(get(env.port, "/").unwrap().status, 200);
+    let log = server.log_text();
+    assert!(
+        log.contains(
+            "RLIMIT_NOFILE: 2065 needed (max_connections = 1000), but the hard limit is 512"
+        ),
+        "{log}"
+    );
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
+}
+
+/// A limit outside its bounds is refused by -t, located.
+#[test]
+fn rlimit_nofile_out_of_bounds_is_refused() {
+    let env = Env::new();
+    env.write_config(&env.simple_config_with("worker_rlimit_nofile = 10"));
+    let out = env.baton(&["-t"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(":24: \"worker_rlimit_nofile\" must be \"auto\" or a whole number from 64 to 1048576, not 10"),
+        "{err}"
+    );
+}

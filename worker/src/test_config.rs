@@ -50,6 +50,8 @@ pub fn config(sites: Vec<Site>) -> Config {
         http: Default::default(),
         sites,
         tls: Default::default(),
+        worker_rlimit_nofile: None,
+        inetd_idle_exit: Duration::from_secs(60),
         tls_loaded: Default::default(),
     }
 }

@@ -47,6 +47,13 @@ pub const DURATIONS: &[DurationBounds] = &[
     d("tls_watch_interval", Duration::from_millis(100), HOUR),
     // Each rotation is a message to every worker.
     d("tls_ticket_rotation", SEC, Duration::from_secs(24 * 3600)),
+    // inetd mode: how long the master waits without a connection before it
+    // exits (inetd starts it again on the next one); 0 never exits.
+    d(
+        "inetd_idle_exit",
+        Duration::ZERO,
+        Duration::from_secs(24 * 3600),
+    ),
 ];
 
 /// For a duration key missing from the table (a bug the tests catch):
@@ -134,6 +141,51 @@ impl SizeBounds {
             Err(format!("is too large (at most {})", format_size(self.max)))
         } else if value < self.min {
             Err(format!("is too small (at least {})", format_size(self.min)))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The range of one count setting, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountBounds {
+    pub key: &'static str,
+    pub min: u64,
+    pub max: u64,
+}
+
+/// Count settings whose range is a matter of policy, not of type.
+pub const COUNTS: &[CountBounds] = &[
+    // Below 64 a worker cannot even hold its listeners, logs and channel
+    // beside a few connections; above 2^20 (the kernel's default
+    // fs.nr_open) setrlimit fails for every process, root included.
+    CountBounds {
+        key: "worker_rlimit_nofile",
+        min: 64,
+        max: 1 << 20,
+    },
+];
+
+/// For a count key missing from the table (a bug the tests catch).
+pub const COUNT_FALLBACK: CountBounds = CountBounds {
+    key: "",
+    min: 1,
+    max: 1 << 20,
+};
+
+/// The bounds of the count setting `key`.
+pub fn count_bounds(key: &str) -> Option<&'static CountBounds> {
+    COUNTS.iter().find(|b| b.key == key)
+}
+
+impl CountBounds {
+    /// `Ok` if `value` is in range, else how it is not.
+    pub fn check(&self, value: u64) -> Result<(), String> {
+        if value > self.max {
+            Err(format!("is too large (at most {})", self.max))
+        } else if value < self.min {
+            Err(format!("is too small (at least {})", self.min))
         } else {
             Ok(())
         }

@@ -33,6 +33,8 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "run_as_root",
     "workers",
     "pid_file",
+    "worker_rlimit_nofile",
+    "inetd_idle_exit",
     "grace",
     "error_log",
     "log_level",
@@ -133,6 +135,8 @@ pub(crate) struct Raw {
     pub log_mode: u32,
     pub log_owner: Option<At<String>>,
     pub tls: TlsOptions,
+    pub worker_rlimit_nofile: Option<u64>,
+    pub inetd_idle_exit: Duration,
 }
 
 /// `[admin]`, as written.
@@ -212,6 +216,8 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
         log_mode: 0o640,
         log_owner: None,
         tls: TlsOptions::default(),
+        worker_rlimit_nofile: None,
+        inetd_idle_exit: Duration::from_secs(60),
     };
     let mut have_site = false;
     for (key, value) in table.iter() {
@@ -230,6 +236,12 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
                 }
             }
             "pid_file" => raw.pid_file = r.path(name, value),
+            "worker_rlimit_nofile" => {
+                if let Some(n) = r.rlimit_nofile(value) {
+                    raw.worker_rlimit_nofile = n;
+                }
+            }
+            "inetd_idle_exit" => r.duration(name, value, &mut raw.inetd_idle_exit),
             "error_log" => raw.error_log = r.path(name, value),
             "log_level" => {
                 if let Some(level) = r.log_level(value) {
@@ -400,6 +412,26 @@ impl Reader<'_, '_, '_> {
             _ => {
                 let expected = format!("\"auto\" or a whole number from 1 to {MAX_WORKERS}");
                 self.wrong("workers", value, &expected);
+                None
+            }
+        }
+    }
+
+    /// `worker_rlimit_nofile`: "auto" (`Some(None)`) or a count within
+    /// `bounds::COUNTS`.
+    fn rlimit_nofile(&mut self, value: &Value<'_>) -> Option<Option<u64>> {
+        const KEY: &str = "worker_rlimit_nofile";
+        let b = bounds::count_bounds(KEY).unwrap_or(&bounds::COUNT_FALLBACK);
+        let n = match value.get_ref() {
+            DeValue::String(s) if s.as_ref() == "auto" => return Some(None),
+            DeValue::Integer(i) => integer(i).and_then(|n| u64::try_from(n).ok()),
+            _ => None,
+        };
+        match n {
+            Some(n) if b.check(n).is_ok() => Some(Some(n)),
+            _ => {
+                let expected = format!("\"auto\" or a whole number from {} to {}", b.min, b.max);
+                self.wrong(KEY, value, &expected);
                 None
             }
         }
