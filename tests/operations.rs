@@ -228,3 +228,34 @@ fn rlimit_nofile_out_of_bounds_is_refused() {
         "{err}"
     );
 }
+
+/// Without -c, the binary looks for its sample site relative to where it
+/// is installed (PREFIX/sbin/baton → PREFIX/share/baton/sample-site), never
+/// at a path from the build; without one, it says so and what to do.
+#[test]
+fn sample_site_found_from_the_install_prefix() {
+    let env = Env::new();
+    let sbin = env.path("prefix/sbin");
+    std::fs::create_dir_all(&sbin).unwrap();
+    let bin = sbin.join("baton");
+    std::fs::copy(BIN, &bin).unwrap();
+    let run = |bin: &std::path::Path| {
+        std::process::Command::new(bin)
+            .arg("-t")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&bin);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no configuration given and no sample site found")
+            && err.contains("prefix/share/baton/sample-site")
+            && err.contains("-c FILE"),
+        "{err}"
+    );
+    env.write_file("prefix/share/baton/sample-site/index.html", b"<h1>sample</h1>\n");
+    let out = run(&bin);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
