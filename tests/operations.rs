@@ -255,7 +255,10 @@ fn sample_site_found_from_the_install_prefix() {
             && err.contains("-c FILE"),
         "{err}"
     );
-    env.write_file("prefix/share/baton/sample-site/index.html", b"<h1>sample</h1>\n");
+    env.write_file(
+        "prefix/share/baton/sample-site/index.html",
+        b"<h1>sample</h1>\n",
+    );
     let out = run(&bin);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }

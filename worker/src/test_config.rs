@@ -51,7 +51,6 @@ pub fn config(sites: Vec<Site>) -> Config {
         sites,
         tls: Default::default(),
         worker_rlimit_nofile: None,
-        inetd_idle_exit: Duration::from_secs(60),
         tls_loaded: Default::default(),
     }
 }

@@ -67,7 +67,6 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
         log_owner: None,
         tls: Default::default(),
         worker_rlimit_nofile: None,
-        inetd_idle_exit: Duration::from_secs(60),
         tls_loaded: Default::default(),
     };
     tweak(&mut config);

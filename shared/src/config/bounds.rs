@@ -47,13 +47,6 @@ pub const DURATIONS: &[DurationBounds] = &[
     d("tls_watch_interval", Duration::from_millis(100), HOUR),
     // Each rotation is a message to every worker.
     d("tls_ticket_rotation", SEC, Duration::from_secs(24 * 3600)),
-    // inetd mode: how long the master waits without a connection before it
-    // exits (inetd starts it again on the next one); 0 never exits.
-    d(
-        "inetd_idle_exit",
-        Duration::ZERO,
-        Duration::from_secs(24 * 3600),
-    ),
 ];
 
 /// For a duration key missing from the table (a bug the tests catch):

@@ -123,7 +123,9 @@ pub fn load_embedded() -> Result<Config, ConfigErrors> {
             ),
         }]));
     };
-    let repo = sample.parent().map_or_else(|| sample.clone(), Path::to_path_buf);
+    let repo = sample
+        .parent()
+        .map_or_else(|| sample.clone(), Path::to_path_buf);
     // Into a TOML basic string.
     let quoted = sample
         .to_string_lossy()

@@ -461,9 +461,6 @@ pub struct Config {
     /// `worker_rlimit_nofile`: the RLIMIT_NOFILE the master sets before it
     /// forks workers; `None` ("auto") derives it from `max_connections`.
     pub worker_rlimit_nofile: Option<u64>,
-    /// `inetd_idle_exit`: with `listen = "stdin"`, the master stops after
-    /// this long without a connection (zero: never).
-    pub inetd_idle_exit: Duration,
     /// The certificates and keys the sites' `tls` name, read and verified
     /// by the master after validation (`crate::tls::load`); empty until then.
     pub tls_loaded: LoadedTls,

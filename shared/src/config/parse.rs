@@ -34,7 +34,6 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "workers",
     "pid_file",
     "worker_rlimit_nofile",
-    "inetd_idle_exit",
     "grace",
     "error_log",
     "log_level",
@@ -136,7 +135,6 @@ pub(crate) struct Raw {
     pub log_owner: Option<At<String>>,
     pub tls: TlsOptions,
     pub worker_rlimit_nofile: Option<u64>,
-    pub inetd_idle_exit: Duration,
 }
 
 /// `[admin]`, as written.
@@ -217,7 +215,6 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
         log_owner: None,
         tls: TlsOptions::default(),
         worker_rlimit_nofile: None,
-        inetd_idle_exit: Duration::from_secs(60),
     };
     let mut have_site = false;
     for (key, value) in table.iter() {
@@ -241,7 +238,6 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
                     raw.worker_rlimit_nofile = n;
                 }
             }
-            "inetd_idle_exit" => r.duration(name, value, &mut raw.inetd_idle_exit),
             "error_log" => raw.error_log = r.path(name, value),
             "log_level" => {
                 if let Some(level) = r.log_level(value) {

@@ -118,7 +118,6 @@ pub(crate) fn check(raw: Raw, source: Source, sys: &System, errs: &mut Errors<'_
         log_owner,
         tls: raw.tls,
         worker_rlimit_nofile: raw.worker_rlimit_nofile,
-        inetd_idle_exit: raw.inetd_idle_exit,
         tls_loaded: Default::default(),
     }
 }

@@ -21,7 +21,6 @@ fn duration_of(c: &crate::config::Config, key: &str) -> Duration {
         "send_timeout" => c.http.send_timeout,
         "tls_watch_interval" => c.tls.watch_interval,
         "tls_ticket_rotation" => c.tls.ticket_rotation,
-        "inetd_idle_exit" => c.inetd_idle_exit,
         other => panic!("no reader for {other} in this test: add it"),
     }
 }
