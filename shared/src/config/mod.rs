@@ -101,6 +101,10 @@ pub fn sample_site_candidates() -> Vec<PathBuf> {
             out.push(repo.join("sample-site"));
         }
     }
+    // Unit tests run from target/PROFILE/deps; only they may know the
+    // source tree (a path in a test binary ships nowhere).
+    #[cfg(test)]
+    out.push(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../sample-site")).to_path_buf());
     out
 }
 
