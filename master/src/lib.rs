@@ -31,6 +31,7 @@ mod notify;
 mod pidfile;
 mod reload;
 mod report;
+mod rlimit;
 mod signals;
 mod spawn;
 mod supervisor;
@@ -167,6 +168,9 @@ fn prepare(
         logfiles::redirect_stderr(path, &config)
             .map_err(|e| format!("cannot open error log {}: {e}", path.display()))?;
     }
+    // Before any worker is forked (they inherit it), after the error log
+    // (so a warning lands there).
+    rlimit::apply(&config);
     res.listeners
         .adopt_passed(activation::take_systemd(), &config);
     let bound = res

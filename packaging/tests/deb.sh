@@ -80,7 +80,10 @@ check "system user baton exists" bash -c "chroot '$C' getent passwd baton | grep
 check "group baton exists" bash -c "chroot '$C' getent group baton >/dev/null"
 check "/var/log/baton is root:adm 0750" test "$(stat -c '%U:%G %a' "$C/var/log/baton")" = "root:adm 750"
 check "/var/www/html is root:root 0755" test "$(stat -c '%U:%G %a' "$C/var/www/html")" = "root:root 755"
-check "welcome page in /var/www/html" grep -q "Welcome to Baton" "$C/var/www/html/index.html"
+check "welcome page in /var/www/html under its own name" grep -q "Welcome to Baton" "$C/var/www/html/index.baton-debian.html"
+check "error.log created baton:adm 0640" test "$(stat -c '%U:%G %a' "$C/var/log/baton/error.log")" = "baton:adm 640"
+check "sample site installed" test -f "$C/usr/share/baton/sample-site/index.html"
+check "operations.md installed" test -e "$C/usr/share/doc/baton/operations.md.gz"
 check "/run/baton exists" test -d "$C/run/baton"
 check "the service was not started (policy-rc.d)" test ! -e "$C/run/baton/baton.pid"
 
@@ -113,13 +116,24 @@ printf '%s\n' "$out" | sed 's/^/       /'
 check "its workers ran as baton" bash -c "printf '%s' '$out' | grep -q '^workers: baton$'"
 check "it logged to /var/log/baton/error.log" grep -q "reload ok" "$C/var/log/baton/error.log"
 
+# Reinstall (configure with a previous version): the admin deleted the
+# welcome page; it must not come back.
+rm -f "$C/var/www/html/index.baton-debian.html"
+in_root dpkg -i /tmp/baton.deb >/dev/null 2>&1
+check "reinstall/upgrade does not restore a deleted welcome page" test ! -e "$C/var/www/html/index.baton-debian.html"
+
+# Removed, not purged: the init script stays, its stop succeeds.
+in_root dpkg --remove baton >/dev/null 2>&1
+check "init script kept after remove (conffile)" test -e "$C/etc/init.d/baton"
+check "init script stop exits 0 after remove (Policy 9.3.2)" in_root /etc/init.d/baton stop
+
 # Purge.
 out=$(in_root dpkg --purge baton 2>&1)
 rc=$?
 check "dpkg --purge (exit $rc)" test "$rc" = 0
 [ "$rc" = 0 ] || printf '%s\n' "$out" | sed 's/^/       /'
 for f in /usr/sbin/baton /etc/baton /etc/init.d/baton /etc/default/baton /lib/systemd/system/baton.service \
-    /var/log/baton /var/lib/baton /var/www/html/index.html; do
+    /var/log/baton /var/lib/baton /var/www/html/index.baton-debian.html; do
     check "purged: $f gone" test ! -e "$C$f"
 done
 check "purged: no rc.d links left" bash -c "! ls '$C'/etc/rc?.d/*baton >/dev/null 2>&1"

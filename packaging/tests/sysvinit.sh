@@ -190,7 +190,8 @@ check "server answers after restart" serves
 # --- logrotate: packaging/logrotate/baton, pointed at the scratch install
 if command -v logrotate >/dev/null; then
     sed -e "s|/var/log/baton|$SCRATCH/log|g" -e "s|/run/baton/baton.pid|$PIDFILE|g" \
-        -e "s|/usr/sbin/baton|$DAEMON|g" "$REPO/packaging/logrotate/baton" >"$SCRATCH/logrotate.conf"
+        -e "s|/usr/sbin/baton|$DAEMON|g" -e "s|create 0640 baton adm|create 0640 root adm|" \
+        "$REPO/packaging/logrotate/baton" >"$SCRATCH/logrotate.conf"
     GEN_BEFORE=$(generation)
     expect_rc 0 "logrotate -f" logrotate -f -s "$SCRATCH/logrotate.state" "$SCRATCH/logrotate.conf"
     check "the old log was moved to error.log.1" test -s "$SCRATCH/log/error.log.1"
@@ -203,8 +204,39 @@ if command -v logrotate >/dev/null; then
 else
     echo "# logrotate missing: rotation not tested"
 fi
+
+# --- upgrade: binary upgrade in place when this baton has it, else restart
+if "$DAEMON" --help | grep -q upgrade; then
+    expect_rc 0 "upgrade (binary upgrade)" "$INIT" upgrade
+    check "upgrade kept the master pid ($RPID)" test "$(cat "$PIDFILE" 2>/dev/null)" = "$RPID"
+else
+    out=$("$INIT" upgrade 2>&1)
+    rc=$?
+    check "upgrade without -s upgrade in this binary falls back to restart (exit $rc)" test "$rc" = 0
+    check "  and says so" bash -c "printf '%s' '$out' | grep -q 'no binary upgrade: restarting'"
+    remember_master
+    UPID=$(cat "$PIDFILE" 2>/dev/null)
+    check "  restart made a new master ($RPID -> $UPID)" test -n "$UPID" -a "$UPID" != "$RPID"
+    RPID=$UPID
+fi
+check "server answers after upgrade" serves
+cp "$CONFIG" "$SCRATCH/good.toml"
+echo 'workers = "lots"' >"$CONFIG"
+expect_rc 1 "upgrade with a broken config: refused" "$INIT" upgrade
+check "the refused upgrade left the master" alive "$RPID"
+check "the old generation still serves after the refused upgrade" serves
+cp "$SCRATCH/good.toml" "$CONFIG"
+
 expect_rc 0 "stop after restart" "$INIT" stop
 check "pidfile gone after the last stop" test ! -e "$PIDFILE"
+check "lock file gone after the last stop" test ! -e "$PIDFILE.lock"
 expect_rc 3 "status at the end" "$INIT" status
+expect_rc 7 "upgrade when not running" "$INIT" upgrade
+
+# --- removed, not purged: the binary is gone, the init script (a
+# conffile) stays. Policy 9.3.2: stop succeeds.
+expect_rc 0 "stop with the binary removed" env DAEMON="$SCRATCH/bin/removed" "$INIT" stop
+expect_rc 5 "start with the binary removed: not installed" env DAEMON="$SCRATCH/bin/removed" "$INIT" start
+expect_rc 3 "status with the binary removed" env DAEMON="$SCRATCH/bin/removed" "$INIT" status
 
 summary

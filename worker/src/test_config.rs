@@ -51,6 +51,7 @@ pub fn config(sites: Vec<Site>) -> Config {
         http: Default::default(),
         sites,
         tls: Default::default(),
+        worker_rlimit_nofile: None,
         tls_loaded: Default::default(),
         proxy: Default::default(),
     }

@@ -67,6 +67,7 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
         log_mode: 0o640,
         log_owner: None,
         tls: Default::default(),
+        worker_rlimit_nofile: None,
         tls_loaded: Default::default(),
         proxy: Default::default(),
     };

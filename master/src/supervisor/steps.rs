@@ -86,6 +86,9 @@ impl Master {
             );
             config.pid_file = self.res.pid_file.clone();
         }
+        // The new generation inherits it; a reload may have changed
+        // max_connections or worker_rlimit_nofile.
+        crate::rlimit::apply(&config);
         let error_log = match &config.error_log {
             None => None,
             Some(path) => match crate::logfiles::open(path, &config) {

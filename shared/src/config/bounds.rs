@@ -146,6 +146,51 @@ impl SizeBounds {
     }
 }
 
+/// The range of one count setting, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountBounds {
+    pub key: &'static str,
+    pub min: u64,
+    pub max: u64,
+}
+
+/// Count settings whose range is a matter of policy, not of type.
+pub const COUNTS: &[CountBounds] = &[
+    // Below 64 a worker cannot even hold its listeners, logs and channel
+    // beside a few connections; above 2^20 (the kernel's default
+    // fs.nr_open) setrlimit fails for every process, root included.
+    CountBounds {
+        key: "worker_rlimit_nofile",
+        min: 64,
+        max: 1 << 20,
+    },
+];
+
+/// For a count key missing from the table (a bug the tests catch).
+pub const COUNT_FALLBACK: CountBounds = CountBounds {
+    key: "",
+    min: 1,
+    max: 1 << 20,
+};
+
+/// The bounds of the count setting `key`.
+pub fn count_bounds(key: &str) -> Option<&'static CountBounds> {
+    COUNTS.iter().find(|b| b.key == key)
+}
+
+impl CountBounds {
+    /// `Ok` if `value` is in range, else how it is not.
+    pub fn check(&self, value: u64) -> Result<(), String> {
+        if value > self.max {
+            Err(format!("is too large (at most {})", self.max))
+        } else if value < self.min {
+            Err(format!("is too small (at least {})", self.min))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// A duration as the config writes it, largest units first: `24h`,
 /// `1m30s`, `100ms`, `0s`.
 pub fn format_duration(d: Duration) -> String {

@@ -81,10 +81,58 @@ pub fn load_text_as_file(path: &Path, text: &str) -> Result<Config, ConfigErrors
     load_text(text, Source::File(abs), &base, &System::current())
 }
 
+/// Where the embedded config's sample site may be, first match wins. No
+/// build path is baked into the binary (it would differ between two builds
+/// of one commit, and name a directory that does not exist once installed):
+/// - `BATON_SAMPLE_ROOT` at build time, a packager's choice
+///   (`/usr/share/baton/sample-site` in the Debian package);
+/// - `PREFIX/share/baton/sample-site` beside `PREFIX/sbin/baton` or
+///   `PREFIX/bin/baton` (an install without that variable);
+/// - `REPO/sample-site` beside `REPO/target/PROFILE/baton` (`cargo run`).
+pub fn sample_site_candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(p) = option_env!("BATON_SAMPLE_ROOT") {
+        out.push(PathBuf::from(p));
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        if let Some(prefix) = dir.parent() {
+            out.push(prefix.join("share/baton/sample-site"));
+        }
+        if let Some(repo) = dir.parent().and_then(Path::parent) {
+            out.push(repo.join("sample-site"));
+        }
+    }
+    // Unit tests run from target/PROFILE/deps; only they may know the
+    // source tree (a path in a test binary ships nowhere).
+    #[cfg(test)]
+    out.push(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../sample-site")).to_path_buf());
+    out
+}
+
 /// Parses and validates the embedded default config.
 pub fn load_embedded() -> Result<Config, ConfigErrors> {
-    let repo = normalize(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")));
-    let sample = repo.join("sample-site");
+    let candidates = sample_site_candidates();
+    let Some(sample) = candidates
+        .iter()
+        .find(|p| p.join("index.html").is_file())
+        .map(|p| normalize(p))
+    else {
+        let looked: Vec<String> = candidates.iter().map(|p| format!("{p:?}")).collect();
+        return Err(ConfigErrors(vec![ConfigError {
+            file: Source::Embedded.to_string(),
+            pos: Pos { line: 0, col: 0 },
+            message: format!(
+                "no configuration given and no sample site found (looked in {}): \
+                 give one with -c FILE (the package's is /etc/baton/baton.toml)",
+                looked.join(", ")
+            ),
+        }]));
+    };
+    let repo = sample
+        .parent()
+        .map_or_else(|| sample.clone(), Path::to_path_buf);
     // Into a TOML basic string.
     let quoted = sample
         .to_string_lossy()

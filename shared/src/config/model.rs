@@ -462,6 +462,9 @@ pub struct Config {
     /// Owner (uid, gid) of log files the master creates; default its own.
     pub log_owner: Option<(u32, u32)>,
     pub tls: TlsOptions,
+    /// `worker_rlimit_nofile`: the RLIMIT_NOFILE the master sets before it
+    /// forks workers; `None` ("auto") derives it from `max_connections`.
+    pub worker_rlimit_nofile: Option<u64>,
     /// The certificates and keys the sites' `tls` name, read and verified
     /// by the master after validation (`crate::tls::load`); empty until then.
     pub tls_loaded: LoadedTls,

@@ -36,6 +36,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "run_as_root",
     "workers",
     "pid_file",
+    "worker_rlimit_nofile",
     "grace",
     "error_log",
     "log_level",
@@ -141,6 +142,7 @@ pub(crate) struct Raw {
     pub tls: TlsOptions,
     pub upstreams: Vec<RawUpstream>,
     pub trusted_proxies: Vec<super::upstream::Cidr>,
+    pub worker_rlimit_nofile: Option<u64>,
 }
 
 /// `[admin]`, as written.
@@ -224,6 +226,7 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
         tls: TlsOptions::default(),
         upstreams: Vec::new(),
         trusted_proxies: Vec::new(),
+        worker_rlimit_nofile: None,
     };
     let mut have_site = false;
     for (key, value) in table.iter() {
@@ -242,6 +245,11 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
                 }
             }
             "pid_file" => raw.pid_file = r.path(name, value),
+            "worker_rlimit_nofile" => {
+                if let Some(n) = r.rlimit_nofile(value) {
+                    raw.worker_rlimit_nofile = n;
+                }
+            }
             "error_log" => raw.error_log = r.path(name, value),
             "log_level" => {
                 if let Some(level) = r.log_level(value) {
@@ -414,6 +422,26 @@ impl Reader<'_, '_, '_> {
             _ => {
                 let expected = format!("\"auto\" or a whole number from 1 to {MAX_WORKERS}");
                 self.wrong("workers", value, &expected);
+                None
+            }
+        }
+    }
+
+    /// `worker_rlimit_nofile`: "auto" (`Some(None)`) or a count within
+    /// `bounds::COUNTS`.
+    fn rlimit_nofile(&mut self, value: &Value<'_>) -> Option<Option<u64>> {
+        const KEY: &str = "worker_rlimit_nofile";
+        let b = bounds::count_bounds(KEY).unwrap_or(&bounds::COUNT_FALLBACK);
+        let n = match value.get_ref() {
+            DeValue::String(s) if s.as_ref() == "auto" => return Some(None),
+            DeValue::Integer(i) => integer(i).and_then(|n| u64::try_from(n).ok()),
+            _ => None,
+        };
+        match n {
+            Some(n) if b.check(n).is_ok() => Some(Some(n)),
+            _ => {
+                let expected = format!("\"auto\" or a whole number from {} to {}", b.min, b.max);
+                self.wrong(KEY, value, &expected);
                 None
             }
         }

@@ -595,13 +595,22 @@ fn pid_file_and_error_log_directories() {
         errors_in(
             &d,
             0,
-            &format!("pid_file = \"nodir/baton.pid\"\nerror_log = \"run\"\n{MINIMAL}")
+            &format!("pid_file = \"nodir/sub/baton.pid\"\nerror_log = \"run\"\n{MINIMAL}")
         ),
         [
-            r#"1:12: directory "DIR/nodir" of pid_file "DIR/nodir/baton.pid" does not exist"#,
+            r#"1:12: directory "DIR/nodir/sub" of pid_file "DIR/nodir/sub/baton.pid" does not exist"#,
             r#"2:13: error_log "DIR/run" is a directory"#,
         ]
     );
+}
+
+/// A missing runtime directory (`/run/baton` after `systemctl stop`) is
+/// valid when its parent exists: the master creates it at start.
+#[test]
+fn pid_file_in_a_missing_runtime_directory() {
+    let d = dir();
+    let c = load_in(&d, 0, &format!("pid_file = \"gone/baton.pid\"\n{MINIMAL}"));
+    assert!(c.is_ok(), "{c:?}");
 }
 
 #[test]

@@ -49,7 +49,7 @@ pub(crate) fn check(mut raw: Raw, source: Source, sys: &System, errs: &mut Error
     }
     check_addresses(&raw.sites, errs);
     if let Some(p) = &raw.pid_file {
-        check_file_path("pid_file", p, errs);
+        check_pid_file(p, errs);
     }
     if let Some(p) = &raw.error_log {
         check_file_path("error_log", p, errs);
@@ -131,6 +131,7 @@ pub(crate) fn check(mut raw: Raw, source: Source, sys: &System, errs: &mut Error
         log_mode: raw.log_mode,
         log_owner,
         tls: raw.tls,
+        worker_rlimit_nofile: raw.worker_rlimit_nofile,
         tls_loaded: Default::default(),
         proxy: super::upstream::ProxyConfig {
             upstreams,
@@ -328,6 +329,23 @@ fn check_file_path(key: &str, path: &At<std::path::PathBuf>, errs: &mut Errors<'
     let what = format!("{key} {:?}", path.value);
     if check_parent(&what, &path.value, path.pos, errs) && path.value.is_dir() {
         errs.at(path.pos, format!("{what} is a directory"));
+    }
+}
+
+/// The pidfile's directory is a runtime directory (`/run/baton`) that init
+/// systems remove on stop (systemd's `RuntimeDirectory=`, a tmpfs reboot):
+/// the master creates it at start when missing (`pidfile::acquire`), so a
+/// missing one is valid as long as the directory it would go in exists.
+/// `baton -t` thus passes after `systemctl stop`, as the start would.
+fn check_pid_file(path: &At<std::path::PathBuf>, errs: &mut Errors<'_>) {
+    let missing_dir = path
+        .value
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists() && d.symlink_metadata().is_err())
+        .and_then(|d| d.parent())
+        .is_some_and(|grandparent| grandparent.is_dir());
+    if !missing_dir {
+        check_file_path("pid_file", path, errs);
     }
 }
 

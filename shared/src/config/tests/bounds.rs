@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{MINIMAL, errors, ok};
-use crate::config::bounds::{DURATIONS, SIZES, format_duration, format_size};
+use crate::config::bounds::{COUNTS, DURATIONS, SIZES, format_duration, format_size};
 use crate::config::parse::TOP_KEYS;
 use crate::config::parse::upstream::UPSTREAM_KEYS;
 
@@ -43,6 +43,7 @@ fn every_row_is_a_key() {
         .iter()
         .map(|b| b.key)
         .chain(SIZES.iter().map(|b| b.key))
+        .chain(COUNTS.iter().map(|b| b.key))
     {
         assert!(
             TOP_KEYS.contains(&key) || UPSTREAM_KEYS.contains(&key),
@@ -227,5 +228,34 @@ fn the_docs_give_every_range() {
             entry.contains(&in_man),
             "{key}: baton.toml.5 should say {in_man}: {entry}"
         );
+    }
+}
+
+/// `worker_rlimit_nofile`: "auto" by default, a number within its row, and
+/// refused just outside it, at the value.
+#[test]
+fn worker_rlimit_nofile_bounds() {
+    let (_d, c) = ok(MINIMAL);
+    assert_eq!(c.worker_rlimit_nofile, None);
+    let (_d, c) = ok(&format!("worker_rlimit_nofile = \"auto\"\n{MINIMAL}"));
+    assert_eq!(c.worker_rlimit_nofile, None);
+    let b = COUNTS[0];
+    for n in [b.min, b.max] {
+        let (_d, c) = ok(&format!("worker_rlimit_nofile = {n}\n{MINIMAL}"));
+        assert_eq!(c.worker_rlimit_nofile, Some(n));
+    }
+    let expected = format!(
+        "1:24: \"worker_rlimit_nofile\" must be \"auto\" or a whole number from {} to {}",
+        b.min, b.max
+    );
+    for bad in [
+        (b.min - 1).to_string(),
+        (b.max + 1).to_string(),
+        "-1".into(),
+        "\"lots\"".into(),
+    ] {
+        let e = errors(&format!("worker_rlimit_nofile = {bad}\n{MINIMAL}"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with(&expected), "{bad}: {e:?}");
     }
 }
