@@ -34,6 +34,7 @@ mod report;
 mod signals;
 mod spawn;
 mod supervisor;
+pub mod upgrade;
 
 use std::path::{Path, PathBuf};
 
@@ -89,6 +90,12 @@ pub fn send_command(options: &Options, command: &str) -> i32 {
 
 /// Runs the server until it stops; returns the process exit status.
 pub fn serve(options: Options) -> i32 {
+    // An image started by a binary upgrade (or its rollback) adopts the
+    // running server instead of starting one (`upgrade`).
+    if let Some(incoming) = upgrade::exec::take_incoming() {
+        return supervisor::resume(incoming);
+    }
+    upgrade::exec::note_exe(None);
     let (config, config_text) = match load_config_text(&options.source, &options.overrides, None) {
         Ok(c) => c,
         Err(e) => {

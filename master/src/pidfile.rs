@@ -30,6 +30,21 @@ pub fn lock_path(pid_file: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+impl InstanceLock {
+    /// Its fd, kept open across a binary upgrade: the lock belongs to the
+    /// open file, so the next image holds it without a gap.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// The lock a previous image of this process held, from its fd.
+    pub fn adopt(fd: std::os::fd::OwnedFd) -> InstanceLock {
+        InstanceLock {
+            file: File::from(fd),
+        }
+    }
+}
+
 /// Takes the instance lock, or says who holds it.
 pub fn acquire(pid_file: &Path) -> Result<InstanceLock, String> {
     let path = lock_path(pid_file);
