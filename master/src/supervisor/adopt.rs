@@ -46,7 +46,13 @@ pub fn resume(incoming: Incoming) -> i32 {
     }
     let state = match state::from_fd(incoming.state_fd) {
         Ok(s) => s,
-        Err(e) => return give_up(&incoming, status::APPLY_FAILED, &format!("upgrade state: {e}")),
+        Err(e) => {
+            return give_up(
+                &incoming,
+                status::APPLY_FAILED,
+                &format!("upgrade state: {e}"),
+            );
+        }
     };
     exec::note_exe(Some(state.exe.clone()));
     // Who am I: the old image back again (the state says so, or the new
@@ -56,10 +62,7 @@ pub fn resume(incoming: Incoming) -> i32 {
         (None, Role::Rollback { status, reason }) => Some((*status, reason.clone())),
         (None, Role::Upgrade) => None,
     };
-    let source = state
-        .source
-        .clone()
-        .map_or(Source::Embedded, Source::File);
+    let source = state.source.clone().map_or(Source::Embedded, Source::File);
     let overrides = Overrides {
         pid_file: state.pid_file_override.clone(),
         grace: state.grace_override_ms.map(Duration::from_millis),
@@ -109,11 +112,19 @@ pub fn resume(incoming: Incoming) -> i32 {
     });
     log::info!(
         "{} image of {} adopted {} workers (generation {} serving)",
-        if rollback.is_some() { "previous" } else { "new" },
+        if rollback.is_some() {
+            "previous"
+        } else {
+            "new"
+        },
         exec::exe().display(),
         master.procs.children.len(),
         master.procs.current
     );
+    // The state is in; its memfd is not needed any more.
+    // SAFETY: the state fd came with the upgrade's variable and nothing
+    // else in this image owns it.
+    drop(unsafe { OwnedFd::from_raw_fd(incoming.state_fd) });
     // SIGCHLDs that came during the exec are pending in the signalfd too;
     // reaping now settles the table before anything else is decided.
     master.reap_now();
@@ -151,9 +162,10 @@ pub fn resume(incoming: Incoming) -> i32 {
 /// `STATUS:REASON` from `BATON_UPGRADE_FAILED`.
 fn parse_failed(text: &str) -> (i32, String) {
     match text.split_once(':') {
-        Some((code, reason)) if code.parse::<i32>().is_ok() => {
-            (code.parse().unwrap_or(status::APPLY_FAILED), reason.to_string())
-        }
+        Some((code, reason)) if code.parse::<i32>().is_ok() => (
+            code.parse().unwrap_or(status::APPLY_FAILED),
+            reason.to_string(),
+        ),
         _ => (status::APPLY_FAILED, text.to_string()),
     }
 }
@@ -223,7 +235,8 @@ impl Master {
         // and nothing else in this image owns them.
         let lock = InstanceLock::adopt(unsafe { OwnedFd::from_raw_fd(state.lock) });
         let mut res = Resources::new(lock, state.pid_file.clone());
-        res.listeners = ListenerSet::import(&state.listeners, now).map_err(std::io::Error::other)?;
+        res.listeners =
+            ListenerSet::import(&state.listeners, now).map_err(std::io::Error::other)?;
         res.control = state.control.as_ref().map(|(fd, path)| {
             // SAFETY: as above.
             let std = unsafe { std::os::unix::net::UnixListener::from_raw_fd(*fd) };
@@ -350,14 +363,19 @@ impl Master {
 
 /// The admin API's socket, kept if this image's config still serves it
 /// there; otherwise closed (a reload's commit binds the new one).
-fn adopt_admin(a: &state::Admin, config: &Config) -> Option<(crate::admin::Listener, baton_shared::config::Admin)> {
+fn adopt_admin(
+    a: &state::Admin,
+    config: &Config,
+) -> Option<(crate::admin::Listener, baton_shared::config::Admin)> {
     use baton_shared::config::ListenAddr;
     let wanted = config.admin.as_ref();
     match a {
         state::Admin::Tcp { fd, port } => {
             // SAFETY: as in `adopt`.
             let std = unsafe { std::net::TcpListener::from_raw_fd(*fd) };
-            let admin = wanted.filter(|w| matches!(w.listen, ListenAddr::Tcp(sa) if sa.port() == *port || sa.port() == 0))?;
+            let admin = wanted.filter(
+                |w| matches!(w.listen, ListenAddr::Tcp(sa) if sa.port() == *port || sa.port() == 0),
+            )?;
             Some((
                 crate::admin::Listener::Tcp(mio::net::TcpListener::from_std(std), *port),
                 admin.clone(),
@@ -366,7 +384,8 @@ fn adopt_admin(a: &state::Admin, config: &Config) -> Option<(crate::admin::Liste
         state::Admin::Unix { fd, path } => {
             // SAFETY: as in `adopt`.
             let std = unsafe { std::os::unix::net::UnixListener::from_raw_fd(*fd) };
-            let listener = crate::admin::Listener::Unix(mio::net::UnixListener::from_std(std), path.clone());
+            let listener =
+                crate::admin::Listener::Unix(mio::net::UnixListener::from_std(std), path.clone());
             match wanted.filter(|w| w.listen == ListenAddr::Unix(path.clone())) {
                 Some(admin) => Some((listener, admin.clone())),
                 None => {

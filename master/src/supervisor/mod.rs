@@ -47,8 +47,8 @@ mod transaction;
 mod upgrade;
 mod workers;
 
-pub use config_io::{Overrides, load_config, load_config_text};
 pub use adopt::resume;
+pub use config_io::{Overrides, load_config, load_config_text};
 pub use resources::Resources;
 
 use endpoints::Endpoints;

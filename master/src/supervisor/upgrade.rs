@@ -172,7 +172,10 @@ impl Master {
     /// The preflight's deadline: it is killed and the upgrade abandoned
     /// (its exit is reaped later as an unknown child).
     pub(super) fn preflight_timed_out(&mut self) {
-        let Some(Pending::Preflight { pid, waiter, exe, .. }) = self.upgrade.take() else {
+        let Some(Pending::Preflight {
+            pid, waiter, exe, ..
+        }) = self.upgrade.take()
+        else {
             return;
         };
         super::process_table::kill_worker(pid);
@@ -194,7 +197,11 @@ impl Master {
                 return self.upgrade_refused(waiter, status::APPLY_FAILED, &why);
             }
         };
-        log::info!("upgrade: executing {} (pid {})", exe.display(), std::process::id());
+        log::info!(
+            "upgrade: executing {} (pid {})",
+            exe.display(),
+            std::process::id()
+        );
         let fd = waiter.as_ref().map(|w| w.stream.as_raw_fd());
         let error = self.hand_over(Role::Upgrade, fd, Some(&old_exe), |v| {
             exec::exec_path(&exe, v)
@@ -235,17 +242,14 @@ impl Master {
                 return format!("cannot keep fd {fd} across exec: {e}");
             }
         }
-        let vectors = match exec::Vectors::new(
-            memfd.as_raw_fd(),
-            old_exe.map(|f| f.as_raw_fd()),
-            None,
-        ) {
-            Ok(v) => v,
-            Err(e) => {
-                restore_cloexec(&keep);
-                return e.to_string();
-            }
-        };
+        let vectors =
+            match exec::Vectors::new(memfd.as_raw_fd(), old_exe.map(|f| f.as_raw_fd()), None) {
+                Ok(v) => v,
+                Err(e) => {
+                    restore_cloexec(&keep);
+                    return e.to_string();
+                }
+            };
         let error = exec(&vectors);
         restore_cloexec(&keep);
         error.to_string()
@@ -259,7 +263,8 @@ impl Master {
         old_exe: Option<RawFd>,
     ) -> Result<State, String> {
         let now = Instant::now();
-        let left = |at: Option<Instant>| at.map(|t| t.saturating_duration_since(now).as_millis() as u64);
+        let left =
+            |at: Option<Instant>| at.map(|t| t.saturating_duration_since(now).as_millis() as u64);
         let mut children = Vec::with_capacity(self.procs.children.len());
         for c in self.procs.children.values() {
             let (channel, inbuf, outbuf) = match &c.channel {
@@ -270,7 +275,11 @@ impl Master {
                             c.pid
                         ));
                     };
-                    (Some(ch.stream().as_raw_fd()), inbuf.to_vec(), outbuf.to_vec())
+                    (
+                        Some(ch.stream().as_raw_fd()),
+                        inbuf.to_vec(),
+                        outbuf.to_vec(),
+                    )
                 }
                 None => (None, Vec::new(), Vec::new()),
             };

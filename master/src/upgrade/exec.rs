@@ -140,7 +140,11 @@ pub struct Vectors {
 }
 
 impl Vectors {
-    pub fn new(state_fd: RawFd, old_exe: Option<RawFd>, failed: Option<&str>) -> io::Result<Vectors> {
+    pub fn new(
+        state_fd: RawFd,
+        old_exe: Option<RawFd>,
+        failed: Option<&str>,
+    ) -> io::Result<Vectors> {
         let args = std::env::args_os()
             .map(|a| cstring(&a))
             .collect::<io::Result<Vec<_>>>()?;
@@ -155,7 +159,9 @@ impl Vectors {
             env.push(cstring(&kv)?);
         }
         let old = old_exe.map_or_else(|| "-".to_string(), |fd| fd.to_string());
-        env.push(cstring(OsStr::new(&format!("{STATE_VAR}={state_fd}:{old}")))?);
+        env.push(cstring(OsStr::new(&format!(
+            "{STATE_VAR}={state_fd}:{old}"
+        )))?);
         if let Some(why) = failed {
             let why: String = why.chars().filter(|c| *c != '\0').collect();
             env.push(cstring(OsStr::new(&format!("{FAILED_VAR}={why}")))?);

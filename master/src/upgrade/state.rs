@@ -211,12 +211,8 @@ pub fn decode(bytes: &[u8]) -> Result<State, String> {
 pub fn to_memfd(state: &State) -> io::Result<OwnedFd> {
     let name = c"baton-upgrade-state";
     // SAFETY: memfd_create with a valid C string; the result is a new fd.
-    let fd = unsafe {
-        libc::memfd_create(
-            name.as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
