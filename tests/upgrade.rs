@@ -348,12 +348,28 @@ fn an_invalid_config_is_reported_and_nothing_changes() {
 
 #[test]
 fn a_new_image_that_fails_before_ready_rolls_back_to_the_old_binary() {
+    rolls_back("adopt");
+}
+
+#[test]
+fn a_new_image_that_cannot_read_the_state_rolls_back() {
+    rolls_back("state");
+}
+
+#[test]
+fn a_new_image_that_crashes_before_ready_rolls_back() {
+    rolls_back("crash");
+}
+
+/// The new image fails (`fail=HOW`) after the exec: the old binary runs
+/// again from its fd, same pid, same workers, and the waiter hears exit 2.
+fn rolls_back(how: &str) {
     let u = Upgradable::new("baton-old");
     u.config("");
     let server = u.start();
     let pid = server.pid();
     let workers = settle(pid, 2);
-    u.hooks("server_token=baton-new\nfail=adopt\n");
+    u.hooks(&format!("server_token=baton-new\nfail={how}\n"));
     u.install_build();
     let out = u.upgrade();
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
@@ -363,7 +379,11 @@ fn a_new_image_that_fails_before_ready_rolls_back_to_the_old_binary() {
     assert_untouched(&u, &server, &workers, "baton-old");
     // The old image runs again: its file is the unlinked one.
     assert!(exe_of(pid).ends_with("(deleted)"), "{}", exe_of(pid));
-    assert!(server.log_text().contains("fail=adopt"));
+    assert!(
+        server.log_text().contains(&format!("fail={how}")),
+        "{}",
+        server.log_text()
+    );
 
     // It still serves, reloads and upgrades.
     assert!(u.env.reload().status.success());
@@ -381,7 +401,8 @@ fn twenty_upgrades_in_a_row_keep_fds_flat_and_leave_no_zombie() {
     let server = u.start();
     let pid = server.pid();
     settle(pid, 2);
-    let mut counts = Vec::new();
+    // The first entry: the image started normally, before any upgrade.
+    let mut counts = vec![fd_count(pid)];
     for i in 1..=20 {
         u.hooks(&format!("server_token=baton-{i}\n"));
         u.install_build();

@@ -44,7 +44,14 @@ pub fn resume(incoming: Incoming) -> i32 {
     if let Err(e) = signals::block() {
         eprintln!("baton: cannot block signals: {e}");
     }
-    let state = match state::from_fd(incoming.state_fd) {
+    let hook = crate::upgrade::hooks()
+        .fail
+        .as_deref()
+        .filter(|_| incoming.failed.is_none());
+    if hook == Some("state") {
+        return give_up(&incoming, status::APPLY_FAILED, "test hook: fail=state");
+    }
+    let mut state = match state::from_fd(incoming.state_fd) {
         Ok(s) => s,
         Err(e) => {
             return give_up(
@@ -87,6 +94,16 @@ pub fn resume(incoming: Incoming) -> i32 {
         }
     };
     baton_shared::logging::init(&config.log_level);
+    if incoming.failed.is_some()
+        && let Some(fd) = state.old_exe.take()
+    {
+        // Its own state, handed back by a new image that gave up: the fd
+        // it kept on this binary is no concern of this image.
+        if fd_open(fd) {
+            // SAFETY: the fd is open and nothing in this image owns it.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
     if let Err(e) = check_fds(&state) {
         return give_up(&incoming, status::APPLY_FAILED, &e);
     }
@@ -121,15 +138,18 @@ pub fn resume(incoming: Incoming) -> i32 {
         master.procs.children.len(),
         master.procs.current
     );
-    // The state is in; its memfd is not needed any more.
     // SAFETY: the state fd came with the upgrade's variable and nothing
-    // else in this image owns it.
-    drop(unsafe { OwnedFd::from_raw_fd(incoming.state_fd) });
+    // else in this image owns it. A new image keeps it until its
+    // generation is ready (a crash hands it back to the old binary).
+    let state_fd = unsafe { OwnedFd::from_raw_fd(incoming.state_fd) };
     // SIGCHLDs that came during the exec are pending in the signalfd too;
     // reaping now settles the table before anything else is decided.
     master.reap_now();
     match rollback {
-        Some((code, reason)) => master.rolled_back(waiter, code, &reason),
+        Some((code, reason)) => {
+            drop(state_fd);
+            master.rolled_back(waiter, code, &reason)
+        }
         None => {
             let Some(old_exe) = incoming.old_exe else {
                 // Cannot happen: the old image always passes its fd.
@@ -140,12 +160,23 @@ pub fn resume(incoming: Incoming) -> i32 {
                 Waiter::Control(c) => Some(c),
                 Waiter::Admin(_) => None,
             });
+            let guarded = crate::upgrade::guard::arm(
+                std::os::fd::AsRawFd::as_raw_fd(&old_exe),
+                std::os::fd::AsRawFd::as_raw_fd(&state_fd),
+                state.fds(),
+            );
+            if let Err(e) = guarded {
+                log::warn!(
+                    "upgrade: no crash guard ({e}): a crash before ready is not rolled back"
+                );
+            }
             master.upgrade = Some(Pending::Adopted {
                 old_exe,
+                _state: state_fd,
                 waiter,
                 started: Instant::now(),
             });
-            if crate::upgrade::hooks().fail.as_deref() == Some("adopt") {
+            if hook == Some("adopt") {
                 master.roll_back_upgrade(status::APPLY_FAILED, "test hook: fail=adopt");
             } else {
                 master.feed(Event::ReloadRequested(Request {
@@ -153,6 +184,11 @@ pub fn resume(incoming: Incoming) -> i32 {
                     text: None,
                     restricted: false,
                 }));
+                if hook == Some("crash") {
+                    log::warn!("test hook: fail=crash");
+                    // SAFETY: raise only sends a signal to this process.
+                    unsafe { libc::raise(libc::SIGSEGV) };
+                }
             }
         }
     }

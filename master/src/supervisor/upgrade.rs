@@ -57,6 +57,8 @@ pub(super) enum Pending {
     /// failure goes back to the old binary, open at `old_exe`.
     Adopted {
         old_exe: OwnedFd,
+        /// The state the old image wrote: what a crash hands back to it.
+        _state: OwnedFd,
         waiter: Option<control::Conn>,
         started: Instant,
     },
@@ -369,6 +371,7 @@ impl Master {
         }
         match outcome {
             Outcome::Ok { generation, .. } => {
+                crate::upgrade::guard::disarm();
                 let Some(Pending::Adopted {
                     waiter, started, ..
                 }) = self.upgrade.take()
@@ -403,6 +406,7 @@ impl Master {
         else {
             return;
         };
+        crate::upgrade::guard::disarm();
         log::error!("upgrade failed: {reason}; executing the previous binary again");
         let fd = waiter.as_ref().map(|w| w.stream.as_raw_fd());
         let role = Role::Rollback {

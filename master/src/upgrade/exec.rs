@@ -193,12 +193,18 @@ pub fn exec_path(path: &Path, v: &Vectors) -> io::Error {
 /// Executes the file open at `fd` (`execveat(fd, "", ..., AT_EMPTY_PATH)`,
 /// which works after the file was unlinked); returns only on failure.
 pub fn exec_fd(fd: &OwnedFd, v: &Vectors) -> io::Error {
+    exec_fd_raw(fd.as_raw_fd(), v)
+}
+
+/// `exec_fd` on a raw fd; async-signal-safe (the upgrade guard calls it
+/// from a signal handler).
+pub fn exec_fd_raw(fd: RawFd, v: &Vectors) -> io::Error {
     // SAFETY: as `exec_path`; the empty path with AT_EMPTY_PATH names the
     // file open at `fd`.
     unsafe {
         libc::syscall(
             libc::SYS_execveat,
-            fd.as_raw_fd(),
+            fd,
             c"".as_ptr(),
             v.argv.as_ptr(),
             v.envp.as_ptr(),

@@ -14,6 +14,7 @@
 //! docs/architecture.md ("Binary upgrade") tells the whole story.
 
 pub mod exec;
+pub mod guard;
 pub mod state;
 
 /// Test-only hooks, read by debug builds only (release builds ignore the
@@ -22,7 +23,10 @@ pub mod state;
 /// of the same build apart and make a new image fail on purpose.
 /// - `server_token=NAME`: this image's workers answer `Server: NAME`;
 /// - `fail=adopt`: a new image (not a rolled-back one) gives up right
-///   after adopting, before it starts its generation.
+///   after adopting, before it starts its generation;
+/// - `fail=state`: a new image finds the state unreadable;
+/// - `fail=crash`: a new image dies of SIGSEGV once its generation is
+///   forked, before it is ready.
 #[derive(Debug, Default, Clone)]
 pub struct Hooks {
     pub server_token: Option<String>,
