@@ -84,14 +84,8 @@ impl Master {
     pub(super) fn begin_upgrade(&mut self, waiter: Option<control::Conn>) {
         let busy = if self.upgrade.is_some() {
             Some("an upgrade is already running")
-        } else if self.lifecycle != Lifecycle::Running {
-            Some("the server is not running (starting or stopping)")
-        } else if self.tx.phase() != Phase::Idle {
-            Some("a reload is running")
-        } else if self.reopen.is_some() {
-            Some("a log reopen is running")
         } else {
-            None
+            self.busy()
         };
         if let Some(why) = busy {
             let text = format!("upgrade refused (busy): {why}; try again when it is over");
@@ -120,6 +114,20 @@ impl Master {
                 status::APPLY_FAILED,
                 &format!("cannot run the new binary {}: {e}", exe.display()),
             ),
+        }
+    }
+
+    /// What keeps an exec from happening now: the state describes a master
+    /// at rest (no reload half-way, no reopen waiting for answers).
+    fn busy(&self) -> Option<&'static str> {
+        if self.lifecycle != Lifecycle::Running {
+            Some("the server is not running (starting or stopping)")
+        } else if self.tx.phase() != Phase::Idle {
+            Some("a reload is running")
+        } else if self.reopen.is_some() {
+            Some("a log reopen is running")
+        } else {
+            None
         }
     }
 
@@ -155,7 +163,15 @@ impl Master {
         let shown = shown.join("\n");
         let exe_shown = exe.display();
         if exit.clean && shook {
-            self.exec_new(exe, waiter);
+            // Whatever began while the preflight ran (a reload, a stop)
+            // goes first; the upgrade is refused, to be asked again.
+            match self.busy() {
+                Some(why) => {
+                    let why = format!("busy: {why} (it began during the preflight)");
+                    self.upgrade_refused(waiter, status::APPLY_FAILED, &why);
+                }
+                None => self.exec_new(exe, waiter),
+            }
         } else if shook {
             let why = format!("the new binary {exe_shown} finds the config invalid:\n{shown}");
             self.upgrade_refused(waiter, status::CONFIG_INVALID, &why);
