@@ -470,3 +470,55 @@ fn a_second_upgrade_while_one_runs_is_refused_as_busy() {
     assert_eq!(u.server_header(), "baton-new");
     assert_eq!(exe_of(server.pid()), real.display().to_string());
 }
+
+#[test]
+fn the_admin_api_the_lock_and_the_counters_survive_an_upgrade() {
+    use common::admin::{ADMIN_TOKEN, admin_get, with_admin, with_tcp_admin};
+    let u = Upgradable::new("baton-old");
+    let admin_port = free_port();
+    let config = with_admin(&u.env, &u.env.simple_config());
+    // Both kinds of admin socket: a unix one and a TCP one are adopted
+    // the same way; the config can only have one, so two rounds.
+    u.env.write_config(&config);
+    let server = u.start();
+    let pid = server.pid();
+    assert!(u.env.reload().status.success());
+    // Uptime is in whole seconds: let one pass before the upgrade.
+    std::thread::sleep(Duration::from_millis(1100)); // uptime, not a synchronisation
+    u.hooks("server_token=baton-new\n");
+    u.install_build();
+    let out = u.upgrade();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let status = admin_get(&u.env.path("admin.sock"), "/status");
+    assert!(status.contains(&format!("\"pid\":{pid}")), "{status}");
+    assert!(
+        status.contains("\"reloads\":{\"failed\":0,\"ok\":2}"),
+        "reload + upgrade counted: {status}"
+    );
+    assert!(
+        !status.contains("\"uptime_seconds\":0,"),
+        "uptime goes on: {status}"
+    );
+    // The instance lock is still held: a second server is refused.
+    let second = u.env.baton(&[]);
+    assert_eq!(second.status.code(), Some(1), "{}", describe(&second));
+    assert!(
+        text(&second.stderr).contains("already running"),
+        "{}",
+        describe(&second)
+    );
+
+    // The TCP admin API, moved there by a reload, survives the next one.
+    u.env
+        .write_config(&with_tcp_admin(&u.env, &u.env.simple_config(), admin_port));
+    assert!(u.env.reload().status.success());
+    u.install_build();
+    let out = u.upgrade();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let raw = format!(
+        "GET /status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+    );
+    let r = request(admin_port, &raw).expect("admin over TCP");
+    assert_eq!(r.status, 200, "{}", text(&r.body));
+    assert!(text(&r.body).contains(&format!("\"pid\":{pid}")));
+}

@@ -325,7 +325,9 @@ impl Master {
             source,
             overrides,
             readiness: None,
-            started: now,
+            started: now
+                .checked_sub(Duration::from_millis(state.uptime_ms))
+                .unwrap_or(now),
             startup_failure: None,
             upgrade: None,
         };

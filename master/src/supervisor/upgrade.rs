@@ -373,6 +373,7 @@ impl Master {
             running_text: self.running_text.clone(),
             reloads_ok: self.history.ok,
             reloads_failed: self.history.failed,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
             restarts: self.procs.restarts,
             waiter,
             old_exe,

@@ -116,6 +116,8 @@ pub struct State {
     pub running_text: String,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    /// How long the master has run, for its uptime.
+    pub uptime_ms: u64,
     pub restarts: u64,
     /// The `baton -s upgrade` connection waiting for the outcome.
     pub waiter: Option<RawFd>,
@@ -305,6 +307,7 @@ mod tests {
             running_text: "workers = 1\n".into(),
             reloads_ok: 6,
             reloads_failed: 1,
+            uptime_ms: 5000,
             restarts: 0,
             waiter: Some(10),
             old_exe: Some(11),
