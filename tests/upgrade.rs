@@ -522,3 +522,88 @@ fn the_admin_api_the_lock_and_the_counters_survive_an_upgrade() {
     assert_eq!(r.status, 200, "{}", text(&r.body));
     assert!(text(&r.body).contains(&format!("\"pid\":{pid}")));
 }
+
+#[test]
+fn a_preflight_that_never_ends_is_killed_and_the_upgrade_refused() {
+    let u = Upgradable::new("baton-old");
+    u.hooks("server_token=baton-old\npreflight_timeout_ms=500\n");
+    u.config("");
+    let server = u.start();
+    let workers = settle(server.pid(), 2);
+    u.install(b"#!/bin/sh\nexec sleep 60\n", 0o755);
+    let started = Instant::now();
+    let out = u.upgrade();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("did not finish within 500 ms"),
+        "{}",
+        describe(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The killed preflight is reaped: only the workers are left.
+    assert_untouched(&u, &server, &workers, "baton-old");
+}
+
+#[test]
+fn a_new_generation_that_cannot_serve_rolls_back_and_drains() {
+    if !is_root() {
+        eprintln!("skipped: needs root (workers run as nobody)");
+        return;
+    }
+    let u = Upgradable::new("baton-old");
+    u.config("");
+    let server = u.start();
+    let pid = server.pid();
+    let workers = settle(pid, 2);
+    // `-t` cannot see it (it checks as root), the new workers (as nobody)
+    // cannot enter the root: the new image's generation fails.
+    std::fs::set_permissions(u.env.path("www"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    u.hooks("server_token=baton-new\n");
+    u.install_build();
+    let out = u.upgrade();
+    std::fs::set_permissions(u.env.path("www"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot serve"), "{}", describe(&out));
+    assert!(err.contains("previous binary"), "{}", describe(&out));
+    // The failed generation, handed back draining, is reaped by the old
+    // image; the old workers serve on.
+    assert_untouched(&u, &server, &workers, "baton-old");
+    assert!(exe_of(pid).ends_with("(deleted)"), "{}", exe_of(pid));
+    let status = u.env.status();
+    assert_eq!(status.generation, 1, "{}", status.raw);
+}
+
+#[test]
+fn a_stop_during_the_preflight_abandons_the_upgrade_and_stops() {
+    let u = Upgradable::new("baton-old");
+    u.config("");
+    let mut server = u.start();
+    u.install(b"#!/bin/sh\nexec sleep 60\n", 0o755);
+    let waiter = Command::new(BIN)
+        .arg("-c")
+        .arg(u.env.config_path())
+        .args(["-s", "upgrade"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || server
+            .log_text()
+            .contains("upgrade: checking the new binary")),
+        "{}",
+        server.log_text()
+    );
+    server.signal(libc::SIGTERM);
+    let out = waiter.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("the server is stopping"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(!u.env.pid_file().exists());
+}

@@ -106,7 +106,7 @@ impl Master {
                     output,
                     waiter,
                     exe,
-                    deadline: deadline::from_now(PREFLIGHT_TIMEOUT),
+                    deadline: deadline::from_now(preflight_timeout()),
                 })
             }
             Err(e) => self.upgrade_refused(
@@ -128,6 +128,22 @@ impl Master {
             Some("a log reopen is running")
         } else {
             None
+        }
+    }
+
+    /// A stop began: an upgrade under way ends here, its waiter told.
+    pub(super) fn upgrade_stopped(&mut self) {
+        let why = "upgrade abandoned: the server is stopping";
+        match self.upgrade.take() {
+            Some(Pending::Preflight { pid, waiter, .. }) => {
+                super::process_table::kill_worker(pid);
+                answer(waiter, status::APPLY_FAILED, why);
+            }
+            Some(Pending::Adopted { waiter, .. }) => {
+                crate::upgrade::guard::disarm();
+                answer(waiter, status::APPLY_FAILED, why);
+            }
+            None => {}
         }
     }
 
@@ -198,9 +214,9 @@ impl Master {
         };
         super::process_table::kill_worker(pid);
         let why = format!(
-            "the new binary {}'s -t did not finish within {} s",
+            "the new binary {}'s -t did not finish within {} ms",
             exe.display(),
-            PREFLIGHT_TIMEOUT.as_secs()
+            preflight_timeout().as_millis()
         );
         self.upgrade_refused(waiter, status::APPLY_FAILED, &why);
     }
@@ -455,6 +471,12 @@ impl Master {
         }
         notify::ready(self.procs.current);
     }
+}
+
+fn preflight_timeout() -> Duration {
+    crate::upgrade::hooks()
+        .preflight_timeout
+        .unwrap_or(PREFLIGHT_TIMEOUT)
 }
 
 fn restore_cloexec(fds: &[RawFd]) {

@@ -26,11 +26,13 @@ pub mod state;
 ///   after adopting, before it starts its generation;
 /// - `fail=state`: a new image finds the state unreadable;
 /// - `fail=crash`: a new image dies of SIGSEGV once its generation is
-///   forked, before it is ready.
+///   forked, before it is ready;
+/// - `preflight_timeout_ms=N`: the preflight's bound instead of 30 s.
 #[derive(Debug, Default, Clone)]
 pub struct Hooks {
     pub server_token: Option<String>,
     pub fail: Option<String>,
+    pub preflight_timeout: Option<std::time::Duration>,
 }
 
 pub fn hooks() -> &'static Hooks {
@@ -48,6 +50,10 @@ pub fn hooks() -> &'static Hooks {
             match line.split_once('=') {
                 Some(("server_token", v)) => hooks.server_token = Some(v.trim().to_string()),
                 Some(("fail", v)) => hooks.fail = Some(v.trim().to_string()),
+                Some(("preflight_timeout_ms", v)) => {
+                    hooks.preflight_timeout =
+                        v.trim().parse().ok().map(std::time::Duration::from_millis)
+                }
                 _ => {}
             }
         }
