@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod load;
 pub mod tls;
+pub mod upgrade;
 
 // Each test file uses its own part of the harness (as `dead_code` above).
 #[allow(unused_imports)]
