@@ -172,10 +172,13 @@ fn twenty_upgrades_in_a_row_keep_fds_flat_and_leave_no_zombie() {
     settle(pid, 2);
     // The first entry: the image started normally, before any upgrade.
     let mut counts = vec![fd_count(pid)];
+    let mut took = Vec::new();
     for i in 1..=20 {
         u.hooks(&format!("server_token=baton-{i}\n"));
         u.install_build();
+        let t = Instant::now();
         let out = u.upgrade();
+        took.push(t.elapsed().as_millis());
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -188,6 +191,12 @@ fn twenty_upgrades_in_a_row_keep_fds_flat_and_leave_no_zombie() {
         counts.push(fd_count(pid));
     }
     eprintln!("master fd count after each of 20 upgrades: {counts:?}");
+    took.sort_unstable();
+    eprintln!(
+        "baton -s upgrade took {} ms median, {} ms max (debug build)",
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
     assert!(counts.iter().all(|c| *c == counts[0]), "{counts:?}");
     assert_eq!(server.pid(), pid);
     assert_eq!(

@@ -102,8 +102,14 @@ pub fn read_output(file: &mut std::fs::File) -> String {
 
 /// An fd on the executable this image runs, to go back to it even after
 /// the package manager unlinked the file.
+/// `O_PATH`: executing needs no read permission on the file (a binary of
+/// mode 0711 run by a master that is not root).
 pub fn open_self_exe() -> io::Result<OwnedFd> {
-    let file = std::fs::File::open("/proc/self/exe")?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open("/proc/self/exe")?;
     Ok(OwnedFd::from(file))
 }
 
