@@ -38,7 +38,8 @@ struct Cli {
 
     /// Send a command to the running master found through the pid_file:
     /// reload (waits for the outcome), reopen (log files, after rotation),
-    /// stop (fast), quit (graceful), status.
+    /// stop (fast), quit (graceful), status, upgrade (re-execute the
+    /// binary in place; waits for the outcome).
     #[arg(short = 's', long = "signal", value_name = "COMMAND")]
     signal: Option<Command>,
 }
@@ -50,6 +51,7 @@ enum Command {
     Stop,
     Quit,
     Status,
+    Upgrade,
 }
 
 impl Command {
@@ -60,6 +62,7 @@ impl Command {
             Command::Stop => "stop",
             Command::Quit => "quit",
             Command::Status => "status",
+            Command::Upgrade => "upgrade",
         }
     }
 }
@@ -81,6 +84,10 @@ fn main() -> ExitCode {
         daemon: cli.daemon,
     };
     let code = if cli.test_config {
+        // A master upgrading to this binary asks: can you read its state?
+        if std::env::var_os(baton_master::upgrade::exec::PREFLIGHT_VAR).is_some() {
+            println!("{}", baton_master::upgrade::exec::handshake());
+        }
         match baton_master::test_config(&options) {
             Ok(_) => {
                 println!("baton: the configuration {} is valid", options.source);

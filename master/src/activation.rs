@@ -45,8 +45,8 @@ pub fn take_systemd() -> Vec<Passed> {
     (0..count)
         .map(|i| {
             let fd = SD_LISTEN_FDS_START + i;
-            // The fds were inherited without CLOEXEC; Baton never execs,
-            // but a later binary upgrade will, and must choose what passes.
+            // The fds were inherited without CLOEXEC; a binary upgrade
+            // execs, and chooses what passes (its state names each fd).
             // SAFETY: fcntl on an inherited fd number; no memory involved.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
             Passed {

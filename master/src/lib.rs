@@ -35,6 +35,7 @@ mod rlimit;
 mod signals;
 mod spawn;
 mod supervisor;
+pub mod upgrade;
 
 use std::path::{Path, PathBuf};
 
@@ -90,6 +91,12 @@ pub fn send_command(options: &Options, command: &str) -> i32 {
 
 /// Runs the server until it stops; returns the process exit status.
 pub fn serve(options: Options) -> i32 {
+    // An image started by a binary upgrade (or its rollback) adopts the
+    // running server instead of starting one (`upgrade`).
+    if let Some(incoming) = upgrade::exec::take_incoming() {
+        return supervisor::resume(incoming);
+    }
+    upgrade::exec::note_exe(None);
     let (config, config_text) = match load_config_text(&options.source, &options.overrides, None) {
         Ok(c) => c,
         Err(e) => {

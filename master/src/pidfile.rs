@@ -68,6 +68,24 @@ pub fn lock_path(pid_file: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+impl InstanceLock {
+    /// Its fd, kept open across a binary upgrade: the lock belongs to the
+    /// open file, so the next image holds it without a gap.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// The lock a previous image of this process (same pid) held, from
+    /// its fd; `pid_file` names its lock file.
+    pub fn adopt(fd: std::os::fd::OwnedFd, pid_file: &Path) -> InstanceLock {
+        InstanceLock {
+            file: File::from(fd),
+            path: lock_path(pid_file),
+            owner: std::process::id(),
+        }
+    }
+}
+
 /// Takes the instance lock, or says who holds it.
 pub fn acquire(pid_file: &Path) -> Result<InstanceLock, String> {
     ensure_runtime_dir(pid_file)?;

@@ -15,8 +15,8 @@ pub enum Order {
     GracefulStop,
     FastStop,
     ReapChildren,
-    /// USR2 (binary upgrade) is not implemented yet: logged and ignored.
-    Ignored(Signal),
+    /// USR2: binary upgrade in place.
+    Upgrade,
 }
 
 pub const HANDLED: [Signal; 7] = [
@@ -70,7 +70,8 @@ pub fn drain(fd: &mut SignalFd) -> Vec<Order> {
             Signal::SIGTERM | Signal::SIGQUIT => Order::GracefulStop,
             Signal::SIGINT => Order::FastStop,
             Signal::SIGCHLD => Order::ReapChildren,
-            other => Order::Ignored(other),
+            Signal::SIGUSR2 => Order::Upgrade,
+            _ => continue,
         });
     }
     out

@@ -571,6 +571,26 @@ impl Channel {
         &self.stream
     }
 
+    /// The bytes buffered each way (received, not yet a whole message;
+    /// queued, not yet sent), for handing the channel to the next image of
+    /// the process in a binary upgrade. `None` while fds are queued or
+    /// held: those cannot be described by bytes.
+    pub fn buffered(&self) -> Option<(&[u8], &[u8])> {
+        if !self.out_fds.is_empty() || !self.fds.is_empty() {
+            return None;
+        }
+        Some((&self.inbuf, &self.outbuf))
+    }
+
+    /// A channel handed over by a previous image: `buffered`'s bytes back
+    /// in place, so the framing continues where it was.
+    pub fn resume(stream: UnixStream, inbuf: Vec<u8>, outbuf: Vec<u8>) -> io::Result<Channel> {
+        let mut channel = Channel::new(stream)?;
+        channel.inbuf = inbuf;
+        channel.outbuf = outbuf;
+        Ok(channel)
+    }
+
     /// Queues a message and tries to send everything queued.
     pub fn send<M: Message>(&mut self, msg: &M) -> Result<(), ChannelError> {
         frame(msg, &mut self.outbuf);

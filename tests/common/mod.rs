@@ -18,6 +18,7 @@ pub mod admin;
 pub mod backend;
 pub mod load;
 pub mod tls;
+pub mod upgrade;
 pub mod websocket;
 
 // Each test file uses its own part of the harness (as `dead_code` above).

@@ -34,6 +34,7 @@ use socket2::Socket;
 
 use crate::activation::{Passed, is_listening, take_stdin};
 
+pub mod handoff;
 mod sockets;
 
 use sockets::{bind_tcp, bind_to_ifindex, bind_unix, set_int, tune_tcp};

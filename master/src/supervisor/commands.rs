@@ -25,6 +25,8 @@ pub(super) enum Command {
     Show(View),
     /// Stop, gracefully or fast (see `lifecycle` for a second one).
     Stop { fast: bool },
+    /// Re-execute the binary in place (`upgrade`).
+    Upgrade,
 }
 
 /// What `Show` shows.
@@ -79,6 +81,12 @@ impl Master {
                 self.keep_stop_waiter(asker);
                 self.stop(fast);
             }
+            Command::Upgrade => match asker {
+                Asker::Control(conn) => self.begin_upgrade(Some(conn)),
+                Asker::Signal => self.begin_upgrade(None),
+                // The admin API has no upgrade endpoint.
+                Asker::Admin(_) => {}
+            },
         }
     }
 
@@ -110,9 +118,7 @@ impl Master {
             signals::Order::GracefulStop => Command::Stop { fast: false },
             signals::Order::FastStop => Command::Stop { fast: true },
             signals::Order::ReapChildren => return self.reap_now(),
-            signals::Order::Ignored(sig) => {
-                return log::warn!("{sig} (binary upgrade) is not supported yet; ignored");
-            }
+            signals::Order::Upgrade => Command::Upgrade,
         };
         self.execute(command, Asker::Signal);
     }
@@ -128,9 +134,11 @@ impl Master {
             "reopen" => Command::Reopen,
             "stop" => Command::Stop { fast: true },
             "quit" => Command::Stop { fast: false },
+            "upgrade" => Command::Upgrade,
             other => {
-                let text =
-                    format!("unknown command {other:?} (try reload, reopen, status, stop, quit)");
+                let text = format!(
+                    "unknown command {other:?} (try reload, reopen, status, stop, quit, upgrade)"
+                );
                 return conn.reply(status::APPLY_FAILED, &text);
             }
         };

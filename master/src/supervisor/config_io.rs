@@ -47,6 +47,10 @@ pub fn load_config_text(
         (Source::Embedded, _) => (config::load_embedded()?, config::EMBEDDED.to_string()),
     };
     overrides.apply(&mut config);
+    // Debug builds only: lets a test tell two images of one build apart.
+    if let Some(token) = &crate::upgrade::hooks().server_token {
+        config.http.server_token = Some(token.clone());
+    }
     // Certificates and keys: read here, by the master, so `-t`, start and
     // reload refuse the same files with the same located errors.
     let material = baton_shared::tls::load(&config)?;

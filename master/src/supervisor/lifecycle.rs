@@ -70,8 +70,10 @@ impl Master {
         };
         if first {
             notify::stopping();
-            // The reload under way ends now, one way or the other.
+            // The reload under way ends now, one way or the other; so does
+            // an upgrade.
             self.feed(Event::StopRequested);
+            self.upgrade_stopped();
         }
         let grace = self
             .procs

@@ -30,6 +30,7 @@ use crate::daemon::Readiness;
 use crate::reload::{Outcome, Waiter};
 use crate::signals;
 
+mod adopt;
 mod commands;
 mod config_io;
 mod endpoints;
@@ -43,8 +44,10 @@ mod steps;
 mod timers;
 mod tls_push;
 mod transaction;
+mod upgrade;
 mod workers;
 
+pub use adopt::resume;
 pub use config_io::{Overrides, load_config, load_config_text};
 pub use resources::Resources;
 
@@ -93,6 +96,8 @@ pub struct Master {
     started: Instant,
     /// Set when the first generation could not start: why.
     startup_failure: Option<String>,
+    /// A binary upgrade under way (`upgrade`).
+    upgrade: Option<upgrade::Pending>,
 }
 
 /// What `Master::new` needs, prepared by `lib.rs`.
@@ -147,6 +152,7 @@ impl Master {
             readiness: setup.readiness,
             started: now,
             startup_failure: None,
+            upgrade: None,
         };
         // Signals that arrived between blocking them and the signalfd are
         // pending and are read on the first loop turn.
@@ -235,6 +241,10 @@ impl Master {
             .set(Owner::Reopen, self.reopen.as_ref().map(|r| r.deadline));
         self.timers
             .set(Owner::TicketRotation, Some(self.tls.next_rotation));
+        self.timers.set(
+            Owner::Upgrade,
+            self.upgrade.as_ref().and_then(|u| u.deadline()),
+        );
     }
 
     /// Whatever deadline has come, each to its owner.
@@ -250,6 +260,7 @@ impl Master {
                 Owner::CertWatch => self.check_certificates(),
                 Owner::TicketRotation => self.rotate_ticket_keys(),
                 Owner::Linger => self.end_lingers(now),
+                Owner::Upgrade => self.preflight_timed_out(),
             }
         }
     }

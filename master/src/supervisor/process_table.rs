@@ -98,6 +98,31 @@ impl ProcessTable {
         number
     }
 
+    /// The last generation number given (a binary upgrade carries it on).
+    pub fn last_number(&self) -> u64 {
+        self.last_number
+    }
+
+    /// A binary upgrade: numbering goes on from the previous image's.
+    pub fn continue_numbering(&mut self, last: u64) {
+        self.last_number = self.last_number.max(last);
+    }
+
+    /// Takes in a worker the previous image of this process forked (it is
+    /// still our child: same pid), its channel registered under `token`.
+    pub fn adopt(&mut self, registry: &Registry, token: Token, child: Child) -> io::Result<()> {
+        if let Some(ch) = &child.channel {
+            registry.register(
+                &mut SourceFd(&ch.stream().as_raw_fd()),
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            self.tokens.insert(token, child.pid);
+        }
+        self.children.insert(child.pid, child);
+        Ok(())
+    }
+
     /// Forks the worker of `generation`'s `slot`.
     pub fn spawn(
         &mut self,

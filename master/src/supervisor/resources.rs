@@ -42,6 +42,11 @@ impl Resources {
         }
     }
 
+    /// The instance lock's fd (kept open across a binary upgrade).
+    pub fn lock_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.lock.as_ref().map(|l| l.raw_fd())
+    }
+
     /// Gives everything back: the pidfile (only if it still holds our
     /// pid), the listen sockets and their files, the control and admin
     /// socket files, the lock. Idempotent.

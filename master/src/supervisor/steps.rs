@@ -306,6 +306,12 @@ impl Master {
 
     /// The reload ended: count it, log it, tell whoever waits.
     fn finished(&mut self, waiters: Vec<Waiter>, outcome: Outcome) {
+        // An upgrade's reload in the new image: answered (or rolled back
+        // to the old binary) by `upgrade`, counted like any reload.
+        let upgrading = matches!(self.upgrade, Some(super::upgrade::Pending::Adopted { .. }));
+        if upgrading && !matches!(outcome, Outcome::Ok { .. }) {
+            self.upgrade_reload_finished(&outcome);
+        }
         let current = self.procs.current;
         match &outcome {
             Outcome::Ok { .. } => {
@@ -322,6 +328,9 @@ impl Master {
         }
         for w in waiters {
             w.tell(&outcome);
+        }
+        if upgrading {
+            self.upgrade_reload_finished(&outcome);
         }
         self.history.last = Some((SystemTime::now(), outcome));
         notify::ready(current);

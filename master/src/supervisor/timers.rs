@@ -25,6 +25,8 @@ pub enum Owner {
     TicketRotation,
     /// A retired listen socket's linger ends.
     Linger,
+    /// A binary upgrade's preflight (`NEW -t`) must have finished.
+    Upgrade,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +45,11 @@ impl Timers {
                 self.due.remove(&owner);
             }
         }
+    }
+
+    /// `owner`'s deadline, if armed.
+    pub fn get(&self, owner: Owner) -> Option<Instant> {
+        self.due.get(&owner).copied()
     }
 
     /// The earliest deadline: what the loop's poll waits for at most.

@@ -77,6 +77,9 @@ impl Master {
     }
 
     fn on_child_exit(&mut self, exit: Exit) {
+        if self.preflight_exited(&exit) {
+            return;
+        }
         let Exit { pid, how, clean } = exit;
         // What it said before dying comes first (a `Failed` with its reason
         // may still sit in the channel when the exit is reaped); a `Ready`
