@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod load;
+pub mod sockets;
 pub mod tls;
 
 // Each test file uses its own part of the harness (as `dead_code` above).
