@@ -9,7 +9,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::tls::*;
@@ -73,4 +72,71 @@ fn an_in_memory_body_larger_than_the_socket_goes_out_whole_over_tls() {
     let seen = https_get(&client(ANY), env.port, Some("a.test"), "/big.bin")
         .expect("the whole response within the client's 10 s read timeout");
     assert_body(&seen.response, &big);
+}
+
+/// A TLS client on a socket with a small receive buffer: the server's
+/// socket fills again and again while it reads.
+fn https_get_small_window(port: u16, path: &str) -> Result<Vec<u8>, String> {
+    let name = ServerName::try_from("a.test").unwrap();
+    let mut conn = ClientConnection::new(client(ANY), name).map_err(|e| e.to_string())?;
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let size: libc::c_int = 8 * 1024;
+    // SAFETY: setsockopt on an open socket with a valid int of the size
+    // passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUF");
+    sock.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    let req = format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    match tls.read_to_end(&mut response) {
+        Ok(_) => Ok(response),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {
+            Ok(response)
+        }
+        Err(e) => Err(format!("after {} bytes: {e}", response.len())),
+    }
+}
+
+/// File bodies read from disk in chunks into rustls, to clients whose
+/// small receive buffers keep the server's socket filling up: each time,
+/// rustls's buffer fills behind it. A file's last 16 KiB go out like an
+/// in-memory body (read into the buffer the head went from), and used to
+/// stall the same way when they met rustls's buffer full after the socket
+/// drained. Several sizes, so that the last time the socket fills falls at
+/// different places in the file: on the old code one of them stalled on
+/// every run.
+#[test]
+fn file_bodies_reach_clients_that_read_slowly_over_tls() {
+    let env = Env::new();
+    let sizes: Vec<usize> = (0..12).map(|i| (256 << 10) + i * 5 * 1024 + 123).collect();
+    for (i, &len) in sizes.iter().enumerate() {
+        env.write_file(&format!("www/f{i}.bin"), &pattern(len));
+    }
+    let _server = serve_tls(&env, "file_cache_max_file_size = 0\n");
+    let port = env.port;
+    let clients: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            std::thread::spawn(move || {
+                let got = https_get_small_window(port, &format!("/f{i}.bin"));
+                (len, got)
+            })
+        })
+        .collect();
+    for c in clients {
+        let (len, got) = c.join().unwrap();
+        let response = got.unwrap_or_else(|e| panic!("{len} bytes: {e}"));
+        assert_body(&response, &pattern(len));
+    }
 }
