@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod backend;
 pub mod load;
+pub mod sockets;
 pub mod tls;
 pub mod upgrade;
 pub mod websocket;

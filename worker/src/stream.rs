@@ -9,6 +9,11 @@
 //! until `flush` on the next writable event. Its `sendfile` reads the file
 //! in chunks instead (no sendfile under TLS).
 //!
+//! Whatever the kind, a write's `WouldBlock` means the socket refused
+//! bytes, never that a buffer of ours (rustls's) is full: the connection
+//! then waits for a writable edge, and edge-triggered epoll raises one only
+//! after the socket ran out of room.
+//!
 //! A client that speaks plain HTTP to a TLS port is told so in the clear:
 //! the first byte a TLS client sends starts a handshake record (0x16),
 //! a plain HTTP one starts a method name. Seen before rustls gets it, the
@@ -286,21 +291,40 @@ impl TlsStream {
         result
     }
 
-    /// Takes what plaintext rustls's buffer has room for; `WouldBlock` if
-    /// none (the socket is not taking what is already there). With
-    /// `flush_now` false the records wait in rustls for the next write
-    /// (head and body in one syscall), unless nothing more fits.
+    /// Takes what plaintext rustls's buffer has room for. With `flush_now`
+    /// false the records wait in rustls for the next write (head and body
+    /// in one syscall), unless nothing more fits.
+    ///
+    /// `WouldBlock` only when the socket itself refused bytes: the
+    /// connection then waits for a writable edge, and epoll raises one only
+    /// for a socket that ran out of room (`SOCK_NOSPACE`, set by a refused
+    /// send). A full rustls buffer is not that: when it takes nothing, what
+    /// it holds is pushed first, and if the socket takes all of it (it has
+    /// drained since the last write: the edge that says so has been
+    /// consumed) the plaintext is written into the room made.
     fn write(&mut self, buf: &[u8], flush_now: bool) -> io::Result<usize> {
-        let n = self.conn.writer().write(buf)?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut n = self.conn.writer().write(buf)?;
+        if n == 0 {
+            // The socket's `WouldBlock` goes to the caller as it is.
+            self.flush()?;
+            n = self.conn.writer().write(buf)?;
+            if n == 0 {
+                // Nothing queued and still nothing taken: this session
+                // sends no more (closed, or its keys are spent).
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+        }
         if flush_now || n < buf.len() {
             match self.flush() {
                 Ok(()) => {}
+                // Taken by rustls: this write succeeded. The next one finds
+                // rustls full and the socket still refusing, and says so.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-        }
-        if n == 0 && !buf.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(n)
     }
