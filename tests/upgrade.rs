@@ -73,7 +73,7 @@ fn sigusr2_upgrades_with_reloading_and_ready_for_systemd() {
         .wait_notify("READY=1", Duration::from_secs(10))
         .unwrap_or_else(|| panic!("no READY=1 after USR2; log:\n{}", server.log_text()));
     assert!(ready.contains(&format!("MAINPID={pid}")), "{ready}");
-    assert_eq!(u.server_header(), "baton-b");
+    assert_eq!(u.server_header(), "baton-b", "{}", server.log_text());
     assert_eq!(exe_of(pid), u.bin.display().to_string());
 }
 
@@ -197,7 +197,14 @@ fn twenty_upgrades_in_a_row_keep_fds_flat_and_leave_no_zombie() {
         took[took.len() / 2],
         took[took.len() - 1]
     );
-    assert!(counts.iter().all(|c| *c == counts[0]), "{counts:?}");
+    // Flat from the first upgrade on; the count before it may be higher
+    // by a moment's fd (a loaded machine caught one once), never lower: a
+    // leak is growth.
+    assert!(counts[1..].iter().all(|c| *c == counts[1]), "{counts:?}");
+    assert!(
+        counts[0] >= counts[1],
+        "the first upgrade added fds: {counts:?}"
+    );
     assert_eq!(server.pid(), pid);
     assert_eq!(
         std::fs::read_to_string(u.env.pid_file()).unwrap().trim(),
