@@ -206,6 +206,8 @@ mod tests {
             strip_prefix: strip,
             headers: vec![],
             websocket: true,
+            compress: None,
+            via: false,
             pos: Default::default(),
         }
     }
