@@ -17,6 +17,7 @@ pub mod balance;
 pub mod exchange;
 pub mod head;
 pub mod socket;
+pub mod transform;
 pub mod websocket;
 
 use std::time::Instant;

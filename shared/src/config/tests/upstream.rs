@@ -286,12 +286,14 @@ comprss = true
     );
     let e = errors(&text);
     assert!(
-        e.iter().any(|m| m.starts_with("6:27:") && m.contains("did you mean \"gzip\"")),
+        e.iter()
+            .any(|m| m.starts_with("6:27:") && m.contains("did you mean \"gzip\"")),
         "{e:?}"
     );
     assert!(e.iter().any(|m| m.starts_with("7:7:")), "{e:?}");
     assert!(
-        e.iter().any(|m| m.starts_with("8:1:") && m.contains("did you mean \"compress\"")),
+        e.iter()
+            .any(|m| m.starts_with("8:1:") && m.contains("did you mean \"compress\"")),
         "{e:?}"
     );
 }
