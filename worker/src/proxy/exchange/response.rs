@@ -324,8 +324,9 @@ impl Exchange {
         if piece.is_empty() {
             return Ok(());
         }
-        self.body_bytes = self.body_bytes.saturating_add(piece.len() as u64);
         if let Some(encoder) = self.encoder.as_mut() {
+            // The log records what was sent, as for a compressed file:
+            // the compressed bytes, chunked framing included.
             for chunk in piece.chunks(MAX_INPUT) {
                 if let Err(e) = encoder.push(chunk) {
                     let up = &env.config.proxy.upstreams[self.upstream];
@@ -335,9 +336,11 @@ impl Exchange {
                 self.to_client.extend_from_slice(encoder.pending());
                 let n = encoder.pending().len();
                 encoder.consume(n);
+                self.body_bytes = self.body_bytes.saturating_add(n as u64);
             }
             return Ok(());
         }
+        self.body_bytes = self.body_bytes.saturating_add(piece.len() as u64);
         if self.client_framing == ClientFraming::Chunked {
             self.to_client
                 .extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
@@ -352,7 +355,11 @@ impl Exchange {
     pub(super) fn end_response(&mut self, env: &mut Env<'_>) {
         if let Some(mut encoder) = self.encoder.take() {
             match encoder.finish() {
-                Ok(()) => self.to_client.extend_from_slice(encoder.pending()),
+                Ok(()) => {
+                    self.to_client.extend_from_slice(encoder.pending());
+                    let n = encoder.pending().len() as u64;
+                    self.body_bytes = self.body_bytes.saturating_add(n);
+                }
                 Err(e) => {
                     // The body cannot be completed: without its end (no
                     // last chunk) and with the connection closed after
