@@ -9,6 +9,8 @@
 //! - `/png/N`: N bytes of `image/png`;
 //! - `/sse`: a `text/event-stream`;
 //! - `/notransform`: HTML with `Cache-Control: no-transform`;
+//! - `/noise/N`: N bytes of `noise_body` (text that compresses only to
+//!   about half), chunked, counting what was written in `NOISE_WRITTEN`;
 //! - `/echo`: the request head as a `text/plain` body.
 //!
 //! Every response says `Via: 1.0 backend` (so a proxy's `Via` is seen
@@ -18,10 +20,28 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
+use std::time::Duration;
 
 use common::backend::{Reply, read_reply, rss_kib};
-use common::{Env, Server, connect};
+use common::{Env, Server, connect, wait_until};
+
+/// Bytes of `/noise` bodies the backend has written (one test uses it).
+static NOISE_WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// Letters from a xorshift generator: text that compresses to about half.
+fn noise_body(n: usize) -> Vec<u8> {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            b'a' + (seed % 16) as u8
+        })
+        .collect()
+}
 
 /// Byte `i` of every text body: numbered lines of HTML, which compress
 /// (but not to nothing).
@@ -130,6 +150,21 @@ fn serve(r: &mut BufReader<std::net::TcpStream>) -> Option<()> {
             None => ("200 OK", "Content-Type: text/html\r\n".into(), text_body(n)),
         },
         "png" => ("200 OK", "Content-Type: image/png\r\n".into(), text_body(n)),
+        "noise" => {
+            let body = noise_body(n);
+            s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )
+            .ok()?;
+            for c in body.chunks(1 << 16) {
+                s.write_all(format!("{:x}\r\n", c.len()).as_bytes()).ok()?;
+                s.write_all(c).ok()?;
+                s.write_all(b"\r\n").ok()?;
+                NOISE_WRITTEN.fetch_add(c.len() as u64, Ordering::SeqCst);
+            }
+            s.write_all(b"0\r\n\r\n").ok()?;
+            return Some(());
+        }
         "sse" => (
             "200 OK",
             "Content-Type: text/event-stream\r\n".into(),
@@ -500,4 +535,55 @@ fn a_64_mib_streamed_body_compresses_with_flat_memory() {
         );
         assert!(grew < 16 * 1024, "{coding}: the worker grew {grew} KiB");
     }
+}
+
+#[test]
+fn a_client_that_does_not_read_holds_the_upstream_back() {
+    const SIZE: usize = 32 << 20;
+    let env = Env::new();
+    let up = backend();
+    let (_server, pid) = start(&env, &up);
+    let r = get(env.port, "/c/text/100000/chunked", "gzip");
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    let before = rss_kib(pid);
+    let mut s = connect(env.port);
+    write!(
+        s,
+        "GET /c/noise/{SIZE} HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    // Nothing is read: the backend's writing stops once the buffers on
+    // the way are full (unchanged over 10 polls, 200 ms).
+    let (mut last, mut same) = (u64::MAX, 0);
+    let stalled = wait_until(Duration::from_secs(60), || {
+        let now = NOISE_WRITTEN.load(Ordering::SeqCst);
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+        same >= 10 && now > 0
+    });
+    let written = NOISE_WRITTEN.load(Ordering::SeqCst);
+    let held = rss_kib(pid);
+    eprintln!(
+        "client not reading: the backend wrote {} KiB of {} KiB, worker RSS {before} KiB -> {held} KiB",
+        written >> 10,
+        SIZE >> 10
+    );
+    assert!(
+        stalled,
+        "the backend never stopped writing ({written} bytes)"
+    );
+    assert!(
+        written < (SIZE as u64) / 2,
+        "the upstream was read on: {written}"
+    );
+    assert!(
+        held < before + 16 * 1024,
+        "worker RSS {before} KiB -> {held} KiB"
+    );
+    // Then the whole body, byte-exact.
+    let mut r = BufReader::new(s);
+    let reply = read_reply(&mut r, false, &mut Vec::new()).unwrap();
+    assert!(reply.complete);
+    assert!(decode("gzip", &reply.body) == noise_body(SIZE));
 }
