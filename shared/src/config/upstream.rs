@@ -113,6 +113,11 @@ pub struct Route {
     pub headers: Vec<(String, String)>,
     /// Whether `Upgrade` requests (WebSocket) are tunnelled.
     pub websocket: bool,
+    /// `compress` on the route: `None` takes the site's setting,
+    /// `Some(None)` turns it off for the route.
+    pub compress: Option<Option<crate::config::compress::Compress>>,
+    /// Add a `Via` field to requests and responses (RFC 9110 7.6.3).
+    pub via: bool,
     pub pos: Pos,
 }
 

@@ -81,6 +81,8 @@ pub(crate) fn check(
                 strip_prefix: r.strip_prefix,
                 headers: r.headers,
                 websocket: r.websocket,
+                compress: r.compress,
+                via: r.via,
                 pos: r.pos,
             });
         }

@@ -19,11 +19,26 @@ use mio::Token;
 
 use super::{Budget, Connection, Ctx, Held, PendingLog, Phase};
 use crate::http::body::Step;
+use crate::http::request::Method;
 use crate::http::request::{Request, Version};
 use crate::http::response::{Response, Status};
 use crate::limits::after;
 use crate::proxy::exchange::{Env, Exchange, Stop};
-use crate::proxy::{self, head};
+use crate::proxy::{self, head, transform};
+
+/// The protocol version a `Via` names for a message received as `v`.
+fn via_version(v: Version) -> &'static str {
+    match v {
+        Version::Http10 => "1.0",
+        _ => "1.1",
+    }
+}
+
+/// How `Via` names this server: its `server_token`, or "baton" when the
+/// token is off (`Via` needs a name; `via = true` asks for one).
+fn via_pseudonym(config: &Config) -> &str {
+    config.http.server_token.as_deref().unwrap_or("baton")
+}
 
 impl Connection {
     /// The exchange for a routed request whose head is `inbuf[..head_len]`
@@ -64,6 +79,10 @@ impl Connection {
             return Err(Status::MethodNotAllowed);
         }
         let mut info = head::request(raw, &forwarding, hash_header).ok_or(Status::BadRequest)?;
+        if route.via {
+            let value = transform::via_value(via_version(req.version), via_pseudonym(config));
+            transform::add_via_to_request(&mut info.head, &value);
+        }
         if matches!(up.balance, baton_shared::config::Balance::IpHash) {
             info.hash_value = self.peer.map(|ip| ip.to_string().into_bytes());
         }
@@ -407,6 +426,19 @@ impl Connection {
             headers.push((name.clone(), value.clone()));
         }
         ex.route_headers = headers;
+        // The route's `compress`, else the site's.
+        let setting = match &route.compress {
+            Some(c) => c.as_ref(),
+            None => site.files.compress.as_ref(),
+        };
+        ex.compress = transform::CompressRequest::new(
+            setting,
+            matches!(req.method, Method::Get | Method::Head),
+            &req.conditions,
+        );
+        if route.via {
+            ex.via = Some(via_pseudonym(ctx.config).to_owned());
+        }
         self.exchange = Some(Box::new(ex));
         Ok(())
     }

@@ -130,6 +130,12 @@ pub struct Exchange {
     pub route_headers: Vec<(String, String)>,
     /// What the upstream was asked to switch to (`Upgrade`).
     upgrade: Option<String>,
+    /// The request's side of `compress`, when the route compresses.
+    pub compress: Option<super::transform::CompressRequest>,
+    /// Compresses the response body (see `transform`).
+    encoder: Option<crate::compress::BodyEncoder>,
+    /// `via = true`: the pseudonym the response's `Via` names.
+    pub via: Option<String>,
 }
 
 impl Exchange {
@@ -175,6 +181,9 @@ impl Exchange {
             fresh_same_server: false,
             route_headers: Vec::new(),
             upgrade: info.upgrade,
+            compress: None,
+            encoder: None,
+            via: None,
         }
     }
 

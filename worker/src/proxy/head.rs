@@ -229,6 +229,8 @@ pub struct ResponseHead {
     /// Its `Content-Length`, passed on for HEAD and 304 answers.
     pub length: Option<u64>,
     pub upgrade: Option<Vec<u8>>,
+    /// The upstream answered in HTTP/1.0 (for `Via`).
+    pub http10: bool,
 }
 
 /// The response head at the start of `buf`: `Ok(None)` until complete,
@@ -312,6 +314,7 @@ pub fn response(buf: &[u8], is_head: bool, max: usize) -> Result<Option<Response
         closes,
         length,
         upgrade,
+        http10: !version11,
     }))
 }
 

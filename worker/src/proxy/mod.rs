@@ -17,6 +17,7 @@ pub mod balance;
 pub mod exchange;
 pub mod head;
 pub mod socket;
+pub mod transform;
 pub mod websocket;
 
 use std::time::Instant;
@@ -206,6 +207,8 @@ mod tests {
             strip_prefix: strip,
             headers: vec![],
             websocket: true,
+            compress: None,
+            via: false,
             pos: Default::default(),
         }
     }

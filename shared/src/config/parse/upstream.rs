@@ -27,7 +27,15 @@ pub(crate) const UPSTREAM_KEYS: &[&str] = &[
     "tls",
 ];
 pub(crate) const SERVER_KEYS: &[&str] = &["address", "weight", "backup"];
-pub(crate) const ROUTE_KEYS: &[&str] = &["path", "proxy", "strip_prefix", "headers", "websocket"];
+pub(crate) const ROUTE_KEYS: &[&str] = &[
+    "path",
+    "proxy",
+    "strip_prefix",
+    "headers",
+    "websocket",
+    "compress",
+    "via",
+];
 const BALANCES: &str = "\"round_robin\", \"least_conn\", \"ip_hash\" or \"header:NAME\"";
 
 /// One server entry as written (resolved in validation).
@@ -65,6 +73,9 @@ pub(crate) struct RawRoute {
     pub strip_prefix: bool,
     pub headers: Vec<(String, String)>,
     pub websocket: bool,
+    /// `None`: the site's setting.
+    pub compress: Option<Option<crate::config::compress::Compress>>,
+    pub via: bool,
 }
 
 impl Reader<'_, '_, '_> {
@@ -294,6 +305,8 @@ impl Reader<'_, '_, '_> {
             strip_prefix: false,
             headers: Vec::new(),
             websocket: true,
+            compress: None,
+            via: false,
         };
         let mut misspelt: Vec<&str> = Vec::new();
         for (key, value) in table.iter() {
@@ -335,6 +348,16 @@ impl Reader<'_, '_, '_> {
                 "headers" => {
                     if let Some(h) = self.headers(name, value) {
                         route.headers = h;
+                    }
+                }
+                "compress" => {
+                    if let Some(c) = self.compress(value) {
+                        route.compress = Some(c);
+                    }
+                }
+                "via" => {
+                    if let Some(b) = self.boolean(name, value) {
+                        route.via = b;
                     }
                 }
                 _ => {

@@ -248,3 +248,52 @@ fn upstream_durations_are_bounded() {
         ["4:16: send_timeout = \"2h\" is too long (at most 1h)"]
     );
 }
+
+#[test]
+fn route_compress_and_via() {
+    let text = format!(
+        r#"{SITE}compress = true
+[[site.route]]
+path = "/a/"
+proxy = "http://127.0.0.1:7000"
+compress = {{ encodings = ["gzip"], min_length = 10 }}
+via = true
+[[site.route]]
+path = "/b/"
+proxy = "http://127.0.0.1:7000"
+compress = false
+[[site.route]]
+path = "/c/"
+proxy = "http://127.0.0.1:7000"
+"#
+    );
+    let (_, c) = ok(&text);
+    let r = &c.sites[0].routes;
+    let a = r[0].compress.as_ref().and_then(Option::as_ref).unwrap();
+    assert_eq!(a.min_length, 10);
+    assert!(r[0].via);
+    assert_eq!(r[1].compress, Some(None));
+    assert!(!r[1].via);
+    assert_eq!(r[2].compress, None);
+    let text = format!(
+        r#"{SITE}[[site.route]]
+path = "/a/"
+proxy = "http://127.0.0.1:7000"
+compress = {{ encodings = ["gzp"] }}
+via = "yes"
+comprss = true
+"#
+    );
+    let e = errors(&text);
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("6:27:") && m.contains("did you mean \"gzip\"")),
+        "{e:?}"
+    );
+    assert!(e.iter().any(|m| m.starts_with("7:7:")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("8:1:") && m.contains("did you mean \"compress\"")),
+        "{e:?}"
+    );
+}

@@ -5,9 +5,10 @@
 use std::io;
 
 use super::{Env, Exchange, Failure, Resp, log_failure};
+use crate::compress::MAX_INPUT;
 use crate::http::body::{BodyReader, Step};
 use crate::proxy::head::{self, ClientFraming, Framing, ResponseHead};
-use crate::proxy::{BUFFER, MAX_RESPONSE_HEAD, balance};
+use crate::proxy::{BUFFER, MAX_RESPONSE_HEAD, balance, transform};
 
 impl Exchange {
     /// Reads the response while the client's buffer has room. `Err(Some)`
@@ -27,6 +28,12 @@ impl Exchange {
                 self.client_pos = 0;
             }
             if self.to_client.len() - self.client_pos >= BUFFER {
+                return Ok(progress);
+            }
+            // A compressed body: the upstream is read only while the
+            // encoder takes input (its output goes to `to_client`, which
+            // the check above bounds).
+            if self.encoder.as_ref().is_some_and(|e| !e.wants_input()) {
                 return Ok(progress);
             }
             let Some(conn) = self.conn.as_mut() else {
@@ -127,7 +134,7 @@ impl Exchange {
         let mut at = 0;
         loop {
             let parsed = head::response(&buf[at..], self.is_head, MAX_RESPONSE_HEAD);
-            let resp = match parsed {
+            let mut resp = match parsed {
                 Ok(None) => {
                     self.head_buf = buf[at..].to_vec();
                     return Ok(None);
@@ -147,6 +154,11 @@ impl Exchange {
                 }
                 continue;
             }
+            if let Some(pseudonym) = &self.via {
+                let version = if resp.http10 { "1.0" } else { "1.1" };
+                let value = transform::via_value(version, pseudonym);
+                resp.headers.push(("Via".to_owned(), value));
+            }
             if resp.status == 101 {
                 if self.upgrade.is_none() {
                     // No tunnel was asked for (or allowed): not a response
@@ -156,19 +168,27 @@ impl Exchange {
                 self.start_tunnel(&resp, env);
                 return Ok(Some(at));
             }
-            self.start_body(&resp, env);
+            self.start_body(&mut resp, env)?;
             return Ok(Some(at));
         }
     }
 
-    pub(super) fn start_body(&mut self, resp: &ResponseHead, env: &mut Env<'_>) {
+    pub(super) fn start_body(
+        &mut self,
+        resp: &mut ResponseHead,
+        env: &mut Env<'_>,
+    ) -> Result<(), Option<(Failure, String)>> {
         if let Some(s) = self.server {
             balance::succeeded(&mut env.state.upstreams[self.upstream].servers[s]);
         }
         self.upstream_time = Some(env.now.saturating_duration_since(self.started));
         self.status = Some(resp.status);
         self.reusable = !resp.closes;
-        let (client, reader, close_delimited) = match resp.framing {
+        let coding = self
+            .compress
+            .as_ref()
+            .and_then(|c| transform::compress_head(c, resp));
+        let (mut client, reader, close_delimited) = match resp.framing {
             Framing::None => (ClientFraming::None, None, false),
             Framing::Length(n) => (ClientFraming::Length(n), Some(BodyReader::length(n)), false),
             Framing::Chunked if self.client_http10 => {
@@ -178,10 +198,36 @@ impl Exchange {
             Framing::Close if self.client_http10 => (ClientFraming::Close, None, true),
             Framing::Close => (ClientFraming::Chunked, None, true),
         };
+        // The head's framing: a compressed body is chunked (or, for an
+        // HTTP/1.0 client, ends with the connection), and a HEAD says
+        // what its GET would.
+        let mut head_framing = client;
+        if let (Some(coding), Some(c)) = (coding, self.compress.as_ref()) {
+            let chunked = !self.client_http10;
+            let framed = if chunked {
+                ClientFraming::Chunked
+            } else {
+                ClientFraming::Close
+            };
+            if resp.framing != Framing::None {
+                let hint = match resp.framing {
+                    Framing::Length(n) => Some(n),
+                    _ => None,
+                };
+                let encoder =
+                    transform::body_encoder(&c.setting, coding, hint, chunked).map_err(|e| {
+                        log::warn!("cannot compress a proxied response: {e}");
+                        None
+                    })?;
+                self.encoder = Some(encoder);
+                client = framed;
+            }
+            head_framing = framed;
+        }
         self.client_framing = client;
         let head = head::client_head(
             resp,
-            client,
+            head_framing,
             &self.route_headers,
             env.date,
             self.closes_client(),
@@ -198,6 +244,7 @@ impl Exchange {
                 }
             }
         }
+        Ok(())
     }
 
     /// Response body bytes from the upstream.
@@ -241,15 +288,14 @@ impl Exchange {
             let Some(r) = reader.as_mut() else {
                 // Close-delimited: everything is body.
                 let piece = &data[at..];
-                self.emit(piece);
-                return Ok(());
+                return self.emit(piece, env);
             };
             if let Some(left) = r.data_left().filter(|&l| l > 0) {
                 let n = usize::try_from(left).map_or(data.len() - at, |l| l.min(data.len() - at));
                 let (used, step) = r.consume(&data[at..at + n], u64::MAX, 0);
                 let piece = &data[at..at + used];
                 at += used;
-                self.emit(piece);
+                self.emit(piece, env)?;
                 if step == Step::Done {
                     self.end_response(env);
                 }
@@ -270,9 +316,29 @@ impl Exchange {
         Ok(())
     }
 
-    pub(super) fn emit(&mut self, piece: &[u8]) {
+    pub(super) fn emit(
+        &mut self,
+        piece: &[u8],
+        env: &Env<'_>,
+    ) -> Result<(), Option<(Failure, String)>> {
         if piece.is_empty() {
-            return;
+            return Ok(());
+        }
+        if let Some(encoder) = self.encoder.as_mut() {
+            // The log records what was sent, as for a compressed file:
+            // the compressed bytes, chunked framing included.
+            for chunk in piece.chunks(MAX_INPUT) {
+                if let Err(e) = encoder.push(chunk) {
+                    let up = &env.config.proxy.upstreams[self.upstream];
+                    log_failure(up, self.server.unwrap_or(0), &format!("compress: {e}"));
+                    return Err(None);
+                }
+                self.to_client.extend_from_slice(encoder.pending());
+                let n = encoder.pending().len();
+                encoder.consume(n);
+                self.body_bytes = self.body_bytes.saturating_add(n as u64);
+            }
+            return Ok(());
         }
         self.body_bytes = self.body_bytes.saturating_add(piece.len() as u64);
         if self.client_framing == ClientFraming::Chunked {
@@ -283,10 +349,27 @@ impl Exchange {
         } else if !self.is_head {
             self.to_client.extend_from_slice(piece);
         }
+        Ok(())
     }
 
     pub(super) fn end_response(&mut self, env: &mut Env<'_>) {
-        if self.client_framing == ClientFraming::Chunked {
+        if let Some(mut encoder) = self.encoder.take() {
+            match encoder.finish() {
+                Ok(()) => {
+                    self.to_client.extend_from_slice(encoder.pending());
+                    let n = encoder.pending().len() as u64;
+                    self.body_bytes = self.body_bytes.saturating_add(n);
+                }
+                Err(e) => {
+                    // The body cannot be completed: without its end (no
+                    // last chunk) and with the connection closed after
+                    // it, the client sees a truncated response.
+                    let up = &env.config.proxy.upstreams[self.upstream];
+                    log_failure(up, self.server.unwrap_or(0), &format!("compress: {e}"));
+                    self.client_close = true;
+                }
+            }
+        } else if self.client_framing == ClientFraming::Chunked {
             self.to_client.extend_from_slice(b"0\r\n\r\n");
         }
         self.resp = Resp::Done;
