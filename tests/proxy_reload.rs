@@ -52,7 +52,10 @@ fn reloads_under_load_through_the_proxy_lose_nothing() {
 fn in_flight_exchanges_finish_on_the_old_generation() {
     let env = Env::new();
     let b = Backend::start("b");
-    env.write_config(&config(&env, &b));
+    // The test reads the slow response before the big one, which waits
+    // meanwhile: the old generation's grace must outlast both on a loaded
+    // machine (with 5 s, a 50 MB body read last was cut by the grace kill).
+    env.write_config(&config(&env, &b).replace("grace = \"5s\"", "grace = \"60s\""));
     let _server = env.start();
     // Fill the old generation's pools.
     for _ in 0..6 {
