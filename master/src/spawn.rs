@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use baton_shared::channel::Channel;
+use baton_shared::channel::{Channel, HealthMark};
 use baton_shared::config::{Config, Identity, ListenAddr};
 use nix::unistd::{ForkResult, Pid};
 
@@ -55,6 +55,7 @@ pub fn spawn(
     listeners: &[ListenerFd],
     access_logs: &[RawFd],
     tls: &TlsHandoff,
+    health: &[HealthMark],
 ) -> std::io::Result<Spawned> {
     let (master_end, worker_end) = UnixStream::pair()?;
     let master_pid = std::process::id();
@@ -79,6 +80,7 @@ pub fn spawn(
                     listeners,
                     access_logs,
                     tls,
+                    health,
                     worker_end,
                     master_pid,
                 )
@@ -97,6 +99,7 @@ fn child_main(
     listeners: &[ListenerFd],
     access_logs: &[RawFd],
     tls: &TlsHandoff,
+    health: &[HealthMark],
     channel: UnixStream,
     master_pid: u32,
 ) -> i32 {
@@ -154,6 +157,7 @@ fn child_main(
         channel,
         tls: Arc::clone(&tls.material),
         ticket_keys: tls.ticket_keys.clone(),
+        health: health.to_vec(),
     })
 }
 
