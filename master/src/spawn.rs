@@ -41,6 +41,13 @@ pub struct TlsHandoff {
     pub ticket_keys: Vec<[u8; 32]>,
 }
 
+/// What the child takes over from the master's state at the fork.
+struct Handoff<'a> {
+    tls: &'a TlsHandoff,
+    /// The active health state (`crate::health`) the worker starts from.
+    health: &'a [HealthMark],
+}
+
 /// Which worker a fork makes: its generation and its slot in it.
 #[derive(Debug, Clone, Copy)]
 pub struct Place {
@@ -79,8 +86,7 @@ pub fn spawn(
                     place,
                     listeners,
                     access_logs,
-                    tls,
-                    health,
+                    Handoff { tls, health },
                     worker_end,
                     master_pid,
                 )
@@ -98,11 +104,11 @@ fn child_main(
     place: Place,
     listeners: &[ListenerFd],
     access_logs: &[RawFd],
-    tls: &TlsHandoff,
-    health: &[HealthMark],
+    handoff: Handoff<'_>,
     channel: UnixStream,
     master_pid: u32,
 ) -> i32 {
+    let Handoff { tls, health } = handoff;
     baton_shared::logging::set_role_worker();
     let generation = place.generation;
     let mut keep: Vec<RawFd> = vec![0, 1, 2, channel.as_raw_fd()];

@@ -110,7 +110,9 @@ impl Checker {
             match self.servers.get_mut(&key) {
                 Some(s) => {
                     if s.check.interval != check.interval && s.probe.is_none() {
-                        s.next = s.next.min(baton_shared::deadline::after(now, check.interval));
+                        s.next = s
+                            .next
+                            .min(baton_shared::deadline::after(now, check.interval));
                     }
                     s.check = check;
                 }

@@ -112,9 +112,11 @@ impl Probe {
         loop {
             match self.sock.io().read(&mut buf) {
                 Ok(0) => {
-                    return Progress::Done(status_line(&self.got).unwrap_or_else(|| {
-                        Err("connection closed before a status line".into())
-                    }));
+                    return Progress::Done(
+                        status_line(&self.got).unwrap_or_else(|| {
+                            Err("connection closed before a status line".into())
+                        }),
+                    );
                 }
                 Ok(n) => {
                     self.got.extend_from_slice(&buf[..n]);

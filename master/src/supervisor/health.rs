@@ -34,13 +34,11 @@ impl Master {
     /// The health timer: checks past their timeout end, due ones start.
     pub(super) fn health_tick(&mut self, now: Instant) {
         let mut next = self.next_token;
-        let changed = self
-            .health
-            .tick(now, self.poll.registry(), &mut || {
-                let t = Token(next);
-                next += 1;
-                t
-            });
+        let changed = self.health.tick(now, self.poll.registry(), &mut || {
+            let t = Token(next);
+            next += 1;
+            t
+        });
         self.next_token = next;
         if changed {
             self.push_health();

@@ -115,7 +115,10 @@ strip_prefx = true
     );
     has("8:13:", "a whole number from 0 to 4096");
     has("9:19:", "a URL path like \"/healthz\"");
-    has("9:30:", "unknown key \"intervall\", did you mean \"interval\"?");
+    has(
+        "9:30:",
+        "unknown key \"intervall\", did you mean \"interval\"?",
+    );
     has("10:1:", "not supported yet");
     has("14:8:", "a URL path prefix");
     has("15:9:", "did you mean \"app\"?");
@@ -282,8 +285,22 @@ health = {{}}
     assert_eq!(c.proxy.upstreams[1].health, None);
     let d = c.proxy.upstreams[2].health.as_ref().expect("defaults");
     assert_eq!(
-        (d.path.as_str(), d.interval, d.timeout, d.expect, d.rise, d.fall),
-        ("/", Duration::from_secs(5), Duration::from_secs(2), 200, 1, 1)
+        (
+            d.path.as_str(),
+            d.interval,
+            d.timeout,
+            d.expect,
+            d.rise,
+            d.fall
+        ),
+        (
+            "/",
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+            200,
+            1,
+            1
+        )
     );
     let bad = |health: &str, col: usize, what: &str| {
         let text = format!(
