@@ -251,3 +251,91 @@ fn bad_health_values_are_located_errors() {
         );
     }
 }
+
+#[test]
+fn metrics_and_the_status_json_show_each_checked_server() {
+    let env = Env::new();
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    a.set_health(500);
+    env.write_config(&common::with_admin(&env, &config(&env, &[&a, &b], FAST)));
+    let _server = env.start();
+    wait_state(&env, &a, "down", Duration::from_secs(5));
+    let sock = env.path("admin.sock");
+    let metrics = common::admin_get(&sock, "/metrics");
+    for (backend, value) in [(&a, 0), (&b, 1)] {
+        let line = format!(
+            "baton_upstream_health{{upstream=\"app\",server=\"{}\"}} {value}",
+            backend.address()
+        );
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&common::admin_get(&sock, "/status")).expect("status JSON");
+    let list = status["upstream_health"]
+        .as_array()
+        .expect("upstream_health");
+    let of = |b: &Backend| {
+        list.iter()
+            .find(|s| s["server"] == b.address().as_str())
+            .unwrap_or_else(|| panic!("{} not in {list:?}", b.address()))
+    };
+    assert_eq!(of(&a)["up"], false);
+    assert_eq!(of(&a)["last_error"], "status 500, expected 200");
+    assert_eq!(of(&b)["up"], true);
+    assert_eq!(of(&b)["upstream"], "app");
+}
+
+#[test]
+fn a_reload_checks_new_servers_and_forgets_removed_ones() {
+    let env = Env::new();
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let c = Backend::start("c");
+    a.set_health(500);
+    env.write_config(&config(&env, &[&a, &b], FAST));
+    let server = env.start();
+    wait_state(&env, &a, "down", Duration::from_secs(5));
+    // `a` leaves, `c` comes: `c` is up until checked and checked at once;
+    // `b` keeps its state.
+    env.write_config(&config(&env, &[&b, &c], FAST));
+    let out = env.reload();
+    assert!(out.status.success(), "{}", server.log_text());
+    assert!(wait_until(Duration::from_secs(5), || c.health_checks() >= 1));
+    wait_state(&env, &c, "up", Duration::from_secs(5));
+    assert!(shows(&env, &b, "up"));
+    // Once the old generation is gone, so is `a`'s entry.
+    let gone = wait_until(Duration::from_secs(10), || {
+        let raw = env.status().raw;
+        raw.contains("generations: 2 serving\n") && !raw.contains(&a.address())
+    });
+    assert!(gone, "{}", env.status().raw);
+    let answered = spread(&env, 10);
+    assert!(answered.iter().any(|n| n == "c"), "{answered:?}");
+}
+
+#[test]
+fn the_masters_fds_stay_flat_across_checks_that_fail_and_time_out() {
+    let env = Env::new();
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    a.set_health(0);
+    env.write_config(&config(
+        &env,
+        &[&a, &b],
+        "{ path = \"/healthz\", interval = \"100ms\", timeout = \"100ms\" }",
+    ));
+    let server = env.start();
+    wait_state(&env, &a, "down", Duration::from_secs(5));
+    let before = common::fd_count(server.pid());
+    let checks = a.health_checks() + b.health_checks();
+    assert!(wait_until(Duration::from_secs(10), || {
+        a.health_checks() + b.health_checks() >= checks + 20
+    }));
+    let after = common::fd_count(server.pid());
+    // Two checks may be in flight at either count.
+    assert!(
+        after <= before + 2,
+        "master fds grew from {before} to {after}"
+    );
+}
