@@ -324,3 +324,6 @@ fn count(key: &Key, s: &mut Server, result: Result<u16, String>) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests;
