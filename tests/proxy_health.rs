@@ -70,7 +70,7 @@ fn a_failing_server_gets_no_requests_after_one_interval_and_comes_back() {
     // One interval (200ms) and the check's round trip, with slack for a
     // loaded machine: not fail_timeout, not a per-worker discovery.
     assert!(
-        failed_at.elapsed() < Duration::from_secs(2),
+        failed_at.elapsed() < Duration::from_secs(3),
         "marked down after {:?}",
         failed_at.elapsed()
     );
@@ -338,4 +338,35 @@ fn the_masters_fds_stay_flat_across_checks_that_fail_and_time_out() {
         after <= before + 2,
         "master fds grew from {before} to {after}"
     );
+}
+
+#[test]
+fn a_replaced_worker_starts_from_the_state() {
+    let env = Env::new();
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    a.set_health(500);
+    env.write_config(&config(&env, &[&a, &b], FAST));
+    let server = env.start();
+    wait_state(&env, &a, "down", Duration::from_secs(5));
+    let before = env.status().serving_pids();
+    assert_eq!(before.len(), 2);
+    for pid in &before {
+        // SAFETY: kill on a worker of our own server.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    // Both replaced: every request now meets a worker forked after `a`
+    // went down, which no state change has been pushed to since.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let now = env.status().serving_pids();
+            now.len() == 2 && now.iter().all(|p| !before.contains(p))
+        }),
+        "{}",
+        server.log_text()
+    );
+    let requests = a.requests();
+    let answered = spread(&env, 20);
+    assert!(answered.iter().all(|n| n == "b"), "{answered:?}");
+    assert_eq!(a.requests(), requests, "a replacement started all healthy");
 }
