@@ -370,3 +370,37 @@ fn a_replaced_worker_starts_from_the_state() {
     assert!(answered.iter().all(|n| n == "b"), "{answered:?}");
     assert_eq!(a.requests(), requests, "a replacement started all healthy");
 }
+
+#[test]
+fn a_binary_upgrade_carries_the_state() {
+    use common::upgrade::{Upgradable, describe};
+    let u = Upgradable::new("baton-old");
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    a.set_health(500);
+    u.env.write_config(&config(&u.env, &[&a, &b], FAST));
+    let server = u.start();
+    wait_state(&u.env, &a, "down", Duration::from_secs(5));
+    // From now on a check of `a` never ends, and the new image waits ten
+    // minutes for one: it can only know `a` is down from the state the
+    // old image handed over.
+    a.set_health(0);
+    u.env.write_config(&config(
+        &u.env,
+        &[&a, &b],
+        "{ path = \"/healthz\", interval = \"200ms\", timeout = \"10m\" }",
+    ));
+    u.install_build();
+    let out = u.upgrade();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(server.pid(), u.env.status().pid);
+    let requests = a.requests();
+    let answered = spread(&u.env, 20);
+    assert!(answered.iter().all(|n| n == "b"), "{answered:?}");
+    assert_eq!(
+        a.requests(),
+        requests,
+        "the upgrade resurrected a dead server"
+    );
+    assert!(shows(&u.env, &a, "down"), "{}", u.env.status().raw);
+}

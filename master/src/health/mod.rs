@@ -23,6 +23,7 @@ use baton_shared::channel::HealthMark;
 use baton_shared::config::{Config, HealthCheck, UpstreamAddr};
 use mio::{Registry, Token};
 
+use crate::upgrade::state::{Addr, HealthEntry};
 use probe::{Probe, Progress};
 
 /// A server: its upstream's name and its address.
@@ -133,6 +134,48 @@ impl Checker {
             }
         }
         changed
+    }
+
+    /// The state for the next image of a binary upgrade.
+    pub fn export(&self) -> Vec<HealthEntry> {
+        self.servers
+            .iter()
+            .map(|((upstream, addr), s)| HealthEntry {
+                upstream: upstream.clone(),
+                server: match addr {
+                    UpstreamAddr::Tcp(a) => Addr::Tcp(*a),
+                    UpstreamAddr::Unix(p) => Addr::Unix(p.clone()),
+                },
+                up: s.up,
+            })
+            .collect()
+    }
+
+    /// The state a binary upgrade carried: each server's up or down, all
+    /// due for a check now. Their settings come with the first
+    /// `reconcile`, which also drops what the config no longer has.
+    pub fn restore(entries: &[HealthEntry], now: Instant) -> Checker {
+        let mut c = Checker::default();
+        for e in entries {
+            let addr = match &e.server {
+                Addr::Tcp(a) => UpstreamAddr::Tcp(*a),
+                Addr::Unix(p) => UpstreamAddr::Unix(p.clone()),
+                Addr::Stdin => continue,
+            };
+            c.servers.insert(
+                (e.upstream.clone(), addr),
+                Server {
+                    check: HealthCheck::with_defaults(Default::default()),
+                    up: e.up,
+                    checked: false,
+                    streak: 0,
+                    next: now,
+                    probe: None,
+                    last_error: None,
+                },
+            );
+        }
+        c
     }
 
     /// When the loop must call `tick` at the latest.
