@@ -139,6 +139,7 @@ fn checks_run_once_per_server_not_per_worker() {
     // wait for a state.
     std::thread::sleep(window);
     let n = a.health_checks() - start;
+    eprintln!("{n} checks of one server in {window:?} with 2 workers, interval 200ms");
     // One check each 200ms: 10 in the window (give or take one at each
     // end, and a late loop on a loaded machine).
     assert!((5..=12).contains(&n), "{n} checks in {window:?}");
