@@ -66,7 +66,7 @@ fn t_checks_that_unix_sockets_exist() {
 fn t_refuses_what_is_not_supported_yet() {
     let env = Env::new();
     let text = format!(
-        "{}[[upstream]]\nname = \"app\"\nservers = [\"127.0.0.1:9\"]\nhealth = {{ path = \"/\" }}\n\
+        "{}[[upstream]]\nname = \"app\"\nservers = [\"127.0.0.1:9\"]\ntls = {{ server_name = \"x\" }}\n\
          [[site]]\nlisten = [\"127.0.0.1:{}\"]\nroot = \"www\"\n",
         env.globals(),
         env.port
@@ -76,7 +76,7 @@ fn t_refuses_what_is_not_supported_yet() {
     let line = env.globals().lines().count() + 4;
     assert!(
         err.contains(&format!(
-            ":{line}:1: \"health\" (active health checks) is not supported yet"
+            ":{line}:1: \"tls\" (HTTPS upstreams) is not supported yet"
         )),
         "{err}"
     );

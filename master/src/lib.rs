@@ -24,6 +24,7 @@ mod certwatch;
 mod control;
 mod daemon;
 mod generation;
+mod health;
 mod io_util;
 mod listeners;
 mod logfiles;

@@ -10,6 +10,8 @@ use baton_shared::channel::FileCacheStats;
 
 use crate::reload::Outcome;
 
+mod health;
+
 pub struct WorkerView {
     pub pid: i32,
     pub generation: u64,
@@ -53,6 +55,8 @@ pub struct Snapshot {
     pub reload: String,
     /// Draining generations stopped early by `max_draining_generations`.
     pub draining_stopped: u64,
+    /// Active health checks: the master's state of each checked server.
+    pub health: Vec<crate::health::View>,
 }
 
 /// `baton -s status`: one `key: value` line each, workers one per line.
@@ -108,6 +112,7 @@ pub fn text(s: &Snapshot) -> String {
             let _ = writeln!(out, "last_reload: {text} ({ago}s ago)");
         }
     }
+    health::text(&mut out, &s.health);
     for w in &s.warnings {
         let _ = writeln!(out, "warning: {}", w.replace('\n', " | "));
     }
@@ -167,6 +172,7 @@ pub fn json(s: &Snapshot) -> serde_json::Value {
         "reloads": { "ok": s.reloads_ok, "failed": s.reloads_failed },
         "last_reload": last_reload,
         "warnings": s.warnings,
+        "upstream_health": health::json(&s.health),
     })
 }
 
@@ -179,6 +185,7 @@ pub fn metrics(s: &Snapshot) -> String {
     worker_gauges(&mut out, s);
     traffic_counters(&mut out, s);
     upstream_metrics(&mut out, s);
+    health::metrics(&mut out, &s.health);
     out
 }
 
@@ -372,11 +379,6 @@ fn upstream_metrics(out: &mut String, s: &Snapshot) {
     if by.is_empty() {
         return;
     }
-    let label = |t: &str| {
-        t.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
-    };
     for (i, (name, kind, help)) in [
         (
             "baton_upstream_requests_total",
@@ -414,6 +416,13 @@ fn upstream_metrics(out: &mut String, s: &Snapshot) {
             );
         }
     }
+}
+
+/// A label value, escaped as the text format wants.
+fn label(t: &str) -> String {
+    t.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// A sum of counters the workers report: they are the workers' word, so
@@ -471,6 +480,7 @@ mod tests {
             warnings: Vec::new(),
             reload: "idle".into(),
             draining_stopped: 0,
+            health: Vec::new(),
         };
         upstream_metrics(&mut out, &s);
         let l = "{upstream=\"app\",server=\"127.0.0.1:9000\"}";
@@ -522,6 +532,7 @@ mod tests {
             warnings: Vec::new(),
             reload: "idle".into(),
             draining_stopped: 0,
+            health: Vec::new(),
         };
         let m = metrics(&s);
         assert!(

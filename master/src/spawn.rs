@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use baton_shared::channel::Channel;
+use baton_shared::channel::{Channel, HealthMark};
 use baton_shared::config::{Config, Identity, ListenAddr};
 use nix::unistd::{ForkResult, Pid};
 
@@ -41,6 +41,13 @@ pub struct TlsHandoff {
     pub ticket_keys: Vec<[u8; 32]>,
 }
 
+/// What the child takes over from the master's state at the fork.
+struct Handoff<'a> {
+    tls: &'a TlsHandoff,
+    /// The active health state (`crate::health`) the worker starts from.
+    health: &'a [HealthMark],
+}
+
 /// Which worker a fork makes: its generation and its slot in it.
 #[derive(Debug, Clone, Copy)]
 pub struct Place {
@@ -55,6 +62,7 @@ pub fn spawn(
     listeners: &[ListenerFd],
     access_logs: &[RawFd],
     tls: &TlsHandoff,
+    health: &[HealthMark],
 ) -> std::io::Result<Spawned> {
     let (master_end, worker_end) = UnixStream::pair()?;
     let master_pid = std::process::id();
@@ -78,7 +86,7 @@ pub fn spawn(
                     place,
                     listeners,
                     access_logs,
-                    tls,
+                    Handoff { tls, health },
                     worker_end,
                     master_pid,
                 )
@@ -96,10 +104,11 @@ fn child_main(
     place: Place,
     listeners: &[ListenerFd],
     access_logs: &[RawFd],
-    tls: &TlsHandoff,
+    handoff: Handoff<'_>,
     channel: UnixStream,
     master_pid: u32,
 ) -> i32 {
+    let Handoff { tls, health } = handoff;
     baton_shared::logging::set_role_worker();
     let generation = place.generation;
     let mut keep: Vec<RawFd> = vec![0, 1, 2, channel.as_raw_fd()];
@@ -154,6 +163,7 @@ fn child_main(
         channel,
         tls: Arc::clone(&tls.material),
         ticket_keys: tls.ticket_keys.clone(),
+        health: health.to_vec(),
     })
 }
 

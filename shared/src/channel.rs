@@ -84,6 +84,20 @@ pub enum ToWorker {
     /// Stop accepting on these listeners: accept what is queued on them,
     /// then close them (nothing more can arrive on them).
     CloseListeners(Vec<u32>),
+    /// The active health of upstream servers (checked by the master), by
+    /// their position in this worker's config: the whole state of every
+    /// checked server, sent whenever one changes. A server not listed is
+    /// up as far as active checks go.
+    UpstreamHealth(Vec<HealthMark>),
+}
+
+/// One upstream server's active health, in `UpstreamHealth` and in a new
+/// worker's setup: indices into `config.proxy.upstreams` and its servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthMark {
+    pub upstream: u32,
+    pub server: u32,
+    pub up: bool,
 }
 
 /// A worker's file cache, in `Stats`: lookups answered from it, lookups
@@ -219,6 +233,7 @@ const TAG_CERTIFICATES: u8 = 4;
 const TAG_TICKET_KEYS: u8 = 5;
 const TAG_HOLD_LISTENERS: u8 = 6;
 const TAG_CLOSE_LISTENERS: u8 = 7;
+const TAG_UPSTREAM_HEALTH: u8 = 8;
 const TAG_READY: u8 = 1;
 const TAG_STATS: u8 = 2;
 const TAG_FAILED: u8 = 3;
@@ -263,6 +278,14 @@ impl Message for ToWorker {
                 });
                 for i in list {
                     out.extend_from_slice(&i.to_le_bytes());
+                }
+            }
+            ToWorker::UpstreamHealth(marks) => {
+                out.push(TAG_UPSTREAM_HEALTH);
+                for m in marks {
+                    out.extend_from_slice(&m.upstream.to_le_bytes());
+                    out.extend_from_slice(&m.server.to_le_bytes());
+                    out.push(u8::from(m.up));
                 }
             }
         }
@@ -323,6 +346,23 @@ impl Message for ToWorker {
                 } else {
                     ToWorker::CloseListeners(list)
                 })
+            }
+            TAG_UPSTREAM_HEALTH => {
+                if body.len() % 9 != 0 || body.chunks_exact(9).any(|c| c[8] > 1) {
+                    return Err(ChannelError::BadBody {
+                        tag,
+                        len: body.len(),
+                    });
+                }
+                let marks = body
+                    .chunks_exact(9)
+                    .map(|c| HealthMark {
+                        upstream: u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                        server: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+                        up: c[8] == 1,
+                    })
+                    .collect();
+                Ok(ToWorker::UpstreamHealth(marks))
             }
             t => Err(ChannelError::UnknownTag(t)),
         }
@@ -827,6 +867,25 @@ mod tests {
         let certs = ToWorker::Certificates(bundles);
         let keys = ToWorker::TicketKeys(vec![[7; 32], [9; 32]]);
         let hold = ToWorker::HoldListeners(vec![0, 3, u32::MAX]);
+        let health = ToWorker::UpstreamHealth(vec![
+            HealthMark {
+                upstream: 0,
+                server: 2,
+                up: false,
+            },
+            HealthMark {
+                upstream: u32::MAX,
+                server: 0,
+                up: true,
+            },
+        ]);
+        let mut frame = Vec::new();
+        health.encode(&mut frame);
+        assert_eq!(ToWorker::decode(&frame).unwrap(), health);
+        assert!(ToWorker::decode(&frame[..frame.len() - 1]).is_err());
+        let last = frame.len() - 1;
+        frame[last] = 2;
+        assert!(ToWorker::decode(&frame).is_err(), "a flag is 0 or 1");
         let close = ToWorker::CloseListeners(vec![]);
         m.send(&certs).unwrap();
         m.send(&keys).unwrap();

@@ -21,6 +21,9 @@
 //! - `/hangup`, on a backend named `closer...`: the request is read, the
 //!   connection closed, nothing said (other backends echo it);
 //! - `/closeidle`: answered, then the connection closed while idle.
+//! - `/healthz`: an empty response with the status `set_health` chose
+//!   (200 at first; 0: the request is read and never answered), counted
+//!   by `health_checks()` and not by `requests()`.
 //!
 //! Every response says which backend (`X-Backend`) and which of its
 //! connections (`X-Conn`) answered; `connections()` and `requests()` count.
@@ -30,7 +33,7 @@ use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -63,13 +66,21 @@ pub struct Backend {
     /// Connections that ended (EOF or error from the proxy's side, or our
     /// own close).
     closed: Arc<AtomicUsize>,
+    health: Arc<Health>,
 }
 
-/// Connections opened and ended.
+/// What `/healthz` answers, and how often it was asked.
+struct Health {
+    status: AtomicU16,
+    hits: AtomicUsize,
+}
+
+/// Connections opened and ended, and the health endpoint.
 #[derive(Clone)]
 struct Counters {
     conns: Arc<AtomicUsize>,
     closed: Arc<AtomicUsize>,
+    health: Arc<Health>,
 }
 
 trait Io: Read + Write + Send {}
@@ -137,6 +148,10 @@ impl Backend {
             requests: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             closed: Arc::new(AtomicUsize::new(0)),
+            health: Arc::new(Health {
+                status: AtomicU16::new(200),
+                hits: AtomicUsize::new(0),
+            }),
         }
     }
 
@@ -145,6 +160,7 @@ impl Backend {
             Counters {
                 conns: self.conns.clone(),
                 closed: self.closed.clone(),
+                health: self.health.clone(),
             },
             self.requests.clone(),
             self.stop.clone(),
@@ -173,6 +189,16 @@ impl Backend {
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
+
+    /// What `/healthz` answers from now on (0: never answers).
+    pub fn set_health(&self, status: u16) {
+        self.health.status.store(status, Ordering::SeqCst);
+    }
+
+    /// `/healthz` requests so far.
+    pub fn health_checks(&self) -> usize {
+        self.health.hits.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Backend {
@@ -192,13 +218,14 @@ fn spawn_conn(
 ) {
     let id = conns.conns.fetch_add(1, Ordering::SeqCst) + 1;
     let closed = conns.closed.clone();
+    let health = conns.health.clone();
     let requests = requests.clone();
     let stop = stop.clone();
     let name = name.to_owned();
     thread::spawn(move || {
         let mut r = BufReader::new(s);
         let mut n = 0;
-        while let Some(()) = serve_one(&mut r, id, n, &requests, &name, &stop) {
+        while let Some(()) = serve_one(&mut r, id, n, &requests, &name, &stop, &health) {
             n += 1;
         }
         closed.fetch_add(1, Ordering::SeqCst);
@@ -213,6 +240,7 @@ fn serve_one(
     requests: &AtomicUsize,
     name: &str,
     stop: &AtomicBool,
+    health: &Health,
 ) -> Option<()> {
     let mut head = Vec::new();
     loop {
@@ -257,6 +285,25 @@ fn serve_one(
     // `/hangup` on a backend named `closer...`: reads the request, closes
     // without a word (the others answer it as an echo).
     if kind == "hangup" && name.starts_with("closer") {
+        return None;
+    }
+    if kind == "healthz" {
+        health.hits.fetch_add(1, Ordering::SeqCst);
+        let status = health.status.load(Ordering::SeqCst);
+        if status == 0 {
+            // Never answers: holds the connection until the checker gives
+            // up (its close ends the read) or the backend stops.
+            let _ = r.get_mut().flush();
+            let mut sink = [0u8; 64];
+            while !stop.load(Ordering::SeqCst) {
+                match r.read(&mut sink) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+            return None;
+        }
+        w_status(r, status, name)?;
         return None;
     }
     requests.fetch_add(1, Ordering::SeqCst);
@@ -594,4 +641,14 @@ pub fn rss_kib(pid: i32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// `/healthz`'s answer: a status and an empty body, then a close (the
+/// checker asks for one).
+fn w_status(r: &mut BufReader<Box<dyn Io>>, status: u16, name: &str) -> Option<()> {
+    let head = format!(
+        "HTTP/1.1 {status} Health\r\nX-Backend: {name}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    r.get_mut().write_all(head.as_bytes()).ok()?;
+    r.get_mut().flush().ok()
 }

@@ -174,7 +174,8 @@ impl Worker {
                 Interest::READABLE,
             )?;
         }
-        let proxy = ProxyState::new(&setup.config);
+        let mut proxy = ProxyState::new(&setup.config);
+        proxy.apply_health(&setup.health);
         let now = Instant::now();
         let mut date = DateCache::default();
         date.update(SystemTime::now());
@@ -598,6 +599,7 @@ impl Worker {
                 },
                 ToWorker::TicketKeys(keys) => self.tls.set_ticket_keys(&keys),
                 ToWorker::HoldListeners(list) => self.held = list,
+                ToWorker::UpstreamHealth(marks) => self.proxy.apply_health(&marks),
                 ToWorker::CloseListeners(list) => {
                     for i in list {
                         self.close_listener(i as usize);

@@ -79,6 +79,9 @@ pub struct Setup {
     pub tls: Arc<baton_shared::tls::Material>,
     /// Session ticket keys made by the master, newest first.
     pub ticket_keys: Vec<[u8; 32]>,
+    /// The active health of upstream servers when it was forked, so a new
+    /// generation starts from the master's state, not "all healthy".
+    pub health: Vec<baton_shared::channel::HealthMark>,
 }
 
 /// Runs the worker until it has drained or was told to stop; returns the

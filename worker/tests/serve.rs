@@ -118,6 +118,7 @@ impl TestWorker {
             access_logs: Vec::new(),
             tls: Default::default(),
             ticket_keys: Vec::new(),
+            health: Vec::new(),
         };
         // SAFETY: the child only closes fds and calls `run`, then exits; it
         // never returns into the test harness.

@@ -331,6 +331,10 @@ impl Master {
                 .unwrap_or(now),
             startup_failure: None,
             upgrade: None,
+            // Carried across the upgrade: the new generation forks from it;
+            // every server is checked again at once, and the first result of
+            // each is pushed to every worker.
+            health: crate::health::Checker::restore(&state.health, now),
         };
         for g in &state.generations {
             let mut generation = Generation::new(g.number, Arc::clone(&config));

@@ -34,6 +34,7 @@ mod adopt;
 mod commands;
 mod config_io;
 mod endpoints;
+mod health;
 mod lifecycle;
 mod process_table;
 mod reopen;
@@ -98,6 +99,8 @@ pub struct Master {
     startup_failure: Option<String>,
     /// A binary upgrade under way (`upgrade`).
     upgrade: Option<upgrade::Pending>,
+    /// Active health checks of upstream servers (`crate::health`).
+    health: crate::health::Checker,
 }
 
 /// What `Master::new` needs, prepared by `lib.rs`.
@@ -153,6 +156,7 @@ impl Master {
             started: now,
             startup_failure: None,
             upgrade: None,
+            health: crate::health::Checker::default(),
         };
         // Signals that arrived between blocking them and the signalfd are
         // pending and are read on the first loop turn.
@@ -208,6 +212,7 @@ impl Master {
             CONTROL => self.accept_control(),
             ADMIN => self.accept_admin(),
             token if self.endpoints.owns(token) => self.on_endpoint_readable(token),
+            token if self.health.owns(token) => self.on_health_event(token),
             token => {
                 if let Some(pid) = self.procs.pid_of(token) {
                     self.on_channel(pid);
@@ -232,6 +237,8 @@ impl Master {
 
     /// The derived deadlines, from the state of their owners.
     fn sync_timers(&mut self) {
+        self.sync_health(Instant::now());
+        self.timers.set(Owner::Health, self.health.deadline());
         self.timers.set(Owner::Transaction, self.tx.deadline());
         self.timers
             .set(Owner::CertWatch, self.tls.watch.as_ref().map(|w| w.due()));
@@ -261,6 +268,7 @@ impl Master {
                 Owner::TicketRotation => self.rotate_ticket_keys(),
                 Owner::Linger => self.end_lingers(now),
                 Owner::Upgrade => self.preflight_timed_out(),
+                Owner::Health => self.health_tick(now),
             }
         }
     }

@@ -55,6 +55,8 @@ pub struct SpawnContext<'a> {
     pub registry: &'a Registry,
     pub listeners: &'a ListenerSet,
     pub ticket_keys: &'a [[u8; 32]],
+    /// The active health state the worker starts from.
+    pub health: &'a crate::health::Checker,
     pub token: Token,
 }
 
@@ -154,7 +156,8 @@ impl ProcessTable {
             ticket_keys: ctx.ticket_keys.to_vec(),
         };
         let place = spawn::Place { generation, slot };
-        let spawned = spawn::spawn(&g.config, place, &fds, &logs, &tls)?;
+        let health = ctx.health.marks_for(&g.config);
+        let spawned = spawn::spawn(&g.config, place, &fds, &logs, &tls, &health)?;
         let pid = spawned.pid;
         if let Err(e) = ctx.registry.register(
             &mut SourceFd(&spawned.channel.stream().as_raw_fd()),
@@ -313,6 +316,23 @@ impl ProcessTable {
             .map(|c| send(c, msg))
             .filter(|sent| *sent)
             .count()
+    }
+
+    /// Sends each worker the message `msg_for` makes from its generation's
+    /// config (none if it says `None`); returns how many were sent.
+    pub fn send_each(&mut self, msg_for: impl Fn(&Config) -> Option<ToWorker>) -> usize {
+        let mut sent = 0;
+        for c in self.children.values_mut() {
+            let Some(g) = self.generations.get(&c.generation) else {
+                continue;
+            };
+            if let Some(msg) = msg_for(&g.config)
+                && send(c, &msg)
+            {
+                sent += 1;
+            }
+        }
+        sent
     }
 
     /// SIGKILLs every worker of `number` (every worker: `None`).

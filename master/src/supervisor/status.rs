@@ -75,6 +75,7 @@ impl Master {
             },
             reload,
             draining_stopped: procs.draining_stopped,
+            health: self.health.view(),
         }
     }
 

@@ -163,6 +163,7 @@ impl Master {
             registry: self.poll.registry(),
             listeners: &self.res.listeners,
             ticket_keys: &self.tls.ticket_keys,
+            health: &self.health,
             token,
         };
         self.procs.spawn(&ctx, number, slot)

@@ -27,6 +27,8 @@ pub enum Owner {
     Linger,
     /// A binary upgrade's preflight (`NEW -t`) must have finished.
     Upgrade,
+    /// An active health check is due, or one in flight times out.
+    Health,
 }
 
 #[derive(Debug, Default)]

@@ -393,6 +393,7 @@ impl Master {
             restarts: self.procs.restarts,
             waiter,
             old_exe,
+            health: self.health.export(),
         })
     }
 

@@ -124,6 +124,20 @@ pub struct State {
     /// The executable to roll back to (the image that wrote an `Upgrade`
     /// state), open for `execveat`.
     pub old_exe: Option<RawFd>,
+    /// Active health checks' state (`crate::health`), so the next image
+    /// neither resurrects a dead server nor forks workers that think every
+    /// server is up. Absent from a state written before health checks:
+    /// then every server starts up and is checked at once.
+    #[serde(default)]
+    pub health: Vec<HealthEntry>,
+}
+
+/// One checked upstream server and whether it is up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HealthEntry {
+    pub upstream: String,
+    pub server: Addr,
+    pub up: bool,
 }
 
 impl State {
@@ -311,6 +325,11 @@ mod tests {
             restarts: 0,
             waiter: Some(10),
             old_exe: Some(11),
+            health: vec![HealthEntry {
+                upstream: "app".into(),
+                server: Addr::Unix("/run/app.sock".into()),
+                up: false,
+            }],
         }
     }
 

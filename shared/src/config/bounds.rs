@@ -53,6 +53,10 @@ pub const DURATIONS: &[DurationBounds] = &[
     d("read_timeout", MS, HOUR),
     // How long a failed server is left alone; 0 is "never marked down".
     d("fail_timeout", Duration::ZERO, HOUR),
+    // health = { interval, timeout }: each check is a connection from the
+    // master, so not more often than ten times a second per server.
+    d("interval", Duration::from_millis(100), HOUR),
+    d("timeout", MS, Duration::from_secs(10 * 60)),
 ];
 
 /// For a duration key missing from the table (a bug the tests catch):

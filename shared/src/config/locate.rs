@@ -52,6 +52,12 @@ impl<'t> Errors<'t> {
     }
 
     /// The config's name, as errors show it.
+    /// How many errors so far (a reader compares before and after a
+    /// table to know whether all of it was read).
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
     pub(crate) fn file(&self) -> &str {
         &self.file
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::model::Pos;
 
 /// Where an upstream server is reached.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum UpstreamAddr {
     Tcp(SocketAddr),
     /// `unix:/path/to/socket`
@@ -77,7 +77,42 @@ pub struct Upstream {
     pub max_fails: u32,
     /// The window for `max_fails`, and how long a server stays down.
     pub fail_timeout: Duration,
+    /// Active health checks, run by the master (once per server, not per
+    /// worker); `None`: only passive health.
+    pub health: Option<HealthCheck>,
     pub pos: Pos,
+}
+
+/// `health = { path, interval, timeout, expect, rise, fall }` of an
+/// `[[upstream]]`: the master sends `GET path HTTP/1.1` to each server
+/// every `interval`; a check passes when the status line arrives within
+/// `timeout` with the status `expect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub expect: u16,
+    /// Consecutive passing checks that bring a down server back up.
+    pub rise: u32,
+    /// Consecutive failing checks that mark an up server down.
+    pub fall: u32,
+    pub pos: Pos,
+}
+
+impl HealthCheck {
+    /// The defaults (nginx-plus and HAProxy count rise and fall from 1).
+    pub fn with_defaults(pos: Pos) -> HealthCheck {
+        HealthCheck {
+            path: "/".to_owned(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            expect: 200,
+            rise: 1,
+            fall: 1,
+            pos,
+        }
+    }
 }
 
 impl Upstream {
@@ -95,6 +130,7 @@ impl Upstream {
             send_timeout: Duration::from_secs(60),
             max_fails: 1,
             fail_timeout: Duration::from_secs(10),
+            health: None,
             pos,
         }
     }

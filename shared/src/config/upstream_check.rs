@@ -54,6 +54,7 @@ pub(crate) fn check(
             send_timeout: up.send_timeout,
             max_fails: up.max_fails,
             fail_timeout: up.fail_timeout,
+            health: up.health,
             pos: up.pos,
         });
     }

@@ -19,6 +19,9 @@ pub struct ServerState {
     fails: u32,
     first_fail: Option<Instant>,
     pub down_until: Option<Instant>,
+    /// Marked down by the master's active health checks (shared by every
+    /// worker; see `ProxyState::apply_health`).
+    pub checked_down: bool,
     /// Requests in flight to it from this worker (`least_conn`).
     pub active: u32,
     /// Counters for `/metrics`.
@@ -27,8 +30,10 @@ pub struct ServerState {
 }
 
 impl ServerState {
+    /// Down by either health: passive (this worker's own failures) or
+    /// active (the master's checks).
     fn down(&self, now: Instant) -> bool {
-        self.down_until.is_some_and(|t| t > now)
+        self.checked_down || self.down_until.is_some_and(|t| t > now)
     }
 }
 
@@ -223,6 +228,24 @@ mod tests {
         // Up again after fail_timeout.
         let later = now + up.fail_timeout;
         assert_eq!(pick(&up, &mut st, &[], None, later), Pick::Server(0));
+    }
+
+    #[test]
+    fn a_server_the_checks_marked_down_is_skipped_and_all_down_is_503() {
+        let up = upstream(&[(1, false), (1, false)], Balance::RoundRobin);
+        let mut st = vec![ServerState::default(); 2];
+        let now = Instant::now();
+        st[0].checked_down = true;
+        for _ in 0..4 {
+            assert_eq!(pick(&up, &mut st, &[], None, now), Pick::Server(1));
+        }
+        st[1].checked_down = true;
+        assert!(matches!(
+            pick(&up, &mut st, &[], None, now),
+            Pick::AllDown(_)
+        ));
+        st[0].checked_down = false;
+        assert_eq!(pick(&up, &mut st, &[], None, now), Pick::Server(0));
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod websocket;
 
 use std::time::Instant;
 
-use baton_shared::channel::UpstreamCounters;
+use baton_shared::channel::{HealthMark, UpstreamCounters};
 use baton_shared::config::{Config, Route, Site};
 use mio::Registry;
 
@@ -99,6 +99,27 @@ impl ProxyState {
                 })
                 .collect(),
             closing: false,
+        }
+    }
+
+    /// The master's active health state, complete: every server it lists
+    /// as down is skipped, every other one is up as far as checks go
+    /// (passive marks stay as they are). Marks that name no server of this
+    /// worker's config are ignored: the master computes them from it.
+    pub fn apply_health(&mut self, marks: &[HealthMark]) {
+        for state in &mut self.upstreams {
+            for s in &mut state.servers {
+                s.checked_down = false;
+            }
+        }
+        for m in marks {
+            let server = self
+                .upstreams
+                .get_mut(m.upstream as usize)
+                .and_then(|u| u.servers.get_mut(m.server as usize));
+            if let Some(s) = server {
+                s.checked_down = !m.up;
+            }
         }
     }
 

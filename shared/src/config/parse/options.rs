@@ -172,7 +172,7 @@ impl Reader<'_, '_, '_> {
         }
     }
 
-    fn table<'v, 't>(
+    pub(super) fn table<'v, 't>(
         &mut self,
         key: &str,
         value: &'v Value<'t>,

@@ -9,7 +9,7 @@ use toml::de::{DeTable, DeValue};
 use super::{At, Reader, Value};
 use crate::config::model::Pos;
 use crate::config::suggest;
-use crate::config::upstream::{Balance, Cidr};
+use crate::config::upstream::{Balance, Cidr, HealthCheck};
 
 pub(crate) const UPSTREAM_KEYS: &[&str] = &[
     "name",
@@ -26,6 +26,7 @@ pub(crate) const UPSTREAM_KEYS: &[&str] = &[
     "health",
     "tls",
 ];
+pub(crate) const HEALTH_KEYS: &[&str] = &["path", "interval", "timeout", "expect", "rise", "fall"];
 pub(crate) const SERVER_KEYS: &[&str] = &["address", "weight", "backup"];
 pub(crate) const ROUTE_KEYS: &[&str] = &[
     "path",
@@ -61,6 +62,7 @@ pub(crate) struct RawUpstream {
     pub send_timeout: Duration,
     pub max_fails: u32,
     pub fail_timeout: Duration,
+    pub health: Option<HealthCheck>,
 }
 
 /// `[[site.route]]`, as written.
@@ -109,6 +111,7 @@ impl Reader<'_, '_, '_> {
             send_timeout: d.send_timeout,
             max_fails: d.max_fails,
             fail_timeout: d.fail_timeout,
+            health: None,
         };
         let mut misspelt: Vec<&str> = Vec::new();
         for (key, value) in table.iter() {
@@ -172,11 +175,7 @@ impl Reader<'_, '_, '_> {
                 "read_timeout" => self.duration(name, value, &mut up.read_timeout),
                 "send_timeout" => self.duration(name, value, &mut up.send_timeout),
                 "fail_timeout" => self.duration(name, value, &mut up.fail_timeout),
-                "health" => self.errs.at_span(
-                    &key.span(),
-                    "\"health\" (active health checks) is not supported yet: \
-                     servers are marked down by max_fails and fail_timeout",
-                ),
+                "health" => up.health = self.health(value),
                 "tls" => self.errs.at_span(
                     &key.span(),
                     "\"tls\" (HTTPS upstreams) is not supported yet: upstreams speak plain HTTP",
@@ -201,6 +200,56 @@ impl Reader<'_, '_, '_> {
             );
         }
         up
+    }
+
+    /// `health = { path = "/healthz", interval = "5s", timeout = "2s",
+    /// expect = 200, rise = 1, fall = 1 }`; `None` (and errors) if any
+    /// value is wrong, so a half-read check never runs.
+    fn health(&mut self, value: &Value<'_>) -> Option<HealthCheck> {
+        let expected = "a table like { path = \"/healthz\", interval = \"5s\" }";
+        let table = self.table("health", value, expected)?;
+        let mut check = HealthCheck::with_defaults(self.pos(value));
+        let before = self.errs.len();
+        for (key, v) in table.iter() {
+            let name: &str = key.get_ref();
+            match name {
+                "path" => {
+                    let expected = "a URL path like \"/healthz\"";
+                    if let Some(p) = self.string(name, v, expected) {
+                        // Sent as the request target: no spaces or controls.
+                        if !p.starts_with('/') || !p.bytes().all(|b| b.is_ascii_graphic()) {
+                            self.wrong(name, v, expected);
+                        } else if p.len() > 1024 {
+                            self.wrong(name, v, "a path of at most 1024 bytes");
+                        } else {
+                            check.path = p.to_owned();
+                        }
+                    }
+                }
+                "interval" => self.duration(name, v, &mut check.interval),
+                "timeout" => self.duration(name, v, &mut check.timeout),
+                "expect" => {
+                    if let Some(n) = self.count(name, v, 100, 599) {
+                        check.expect = n as u16;
+                    }
+                }
+                "rise" => {
+                    if let Some(n) = self.count(name, v, 1, 100) {
+                        check.rise = n as u32;
+                    }
+                }
+                "fall" => {
+                    if let Some(n) = self.count(name, v, 1, 100) {
+                        check.fall = n as u32;
+                    }
+                }
+                _ => {
+                    let message = suggest::unknown_key(name, HEALTH_KEYS);
+                    self.errs.at_span(&key.span(), message);
+                }
+            }
+        }
+        (self.errs.len() == before).then_some(check)
     }
 
     fn servers(&mut self, value: &Value<'_>) -> Vec<RawServer> {

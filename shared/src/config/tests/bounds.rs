@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{MINIMAL, errors, ok};
 use crate::config::bounds::{COUNTS, DURATIONS, SIZES, format_duration, format_size};
 use crate::config::parse::TOP_KEYS;
-use crate::config::parse::upstream::UPSTREAM_KEYS;
+use crate::config::parse::upstream::{HEALTH_KEYS, UPSTREAM_KEYS};
 
 /// The value each setting's test sets it to, for reading it back.
 fn duration_of(c: &crate::config::Config, key: &str) -> Duration {
@@ -46,7 +46,7 @@ fn every_row_is_a_key() {
         .chain(COUNTS.iter().map(|b| b.key))
     {
         assert!(
-            TOP_KEYS.contains(&key) || UPSTREAM_KEYS.contains(&key),
+            TOP_KEYS.contains(&key) || UPSTREAM_KEYS.contains(&key) || HEALTH_KEYS.contains(&key),
             "{key}"
         );
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::{errors, errors_in, load_in, ok};
 use crate::config::bounds::{DURATIONS, format_duration};
 use crate::config::parse::TOP_KEYS;
+use crate::config::parse::upstream::HEALTH_KEYS;
 use crate::config::upstream::{Balance, UpstreamAddr};
 
 const SITE: &str = "[[site]]\nlisten = [\"127.0.0.1:8080\"]\n";
@@ -80,7 +81,7 @@ balanse = "ip_hash"
 servers = ["127.0.0.1", {{ adress = "x" }}, "nohost.invalid:80", "127.0.0.1:0", 5]
 balance = "random"
 keepalive = -1
-health = {{ path = "/" }}
+health = {{ path = "healthz", intervall = "5s" }}
 tls = {{ server_name = "x" }}
 {SITE}[[site.route]]
 path = "api"
@@ -113,7 +114,11 @@ strip_prefx = true
         "\"round_robin\", \"least_conn\", \"ip_hash\" or \"header:NAME\"",
     );
     has("8:13:", "a whole number from 0 to 4096");
-    has("9:1:", "not supported yet");
+    has("9:19:", "a URL path like \"/healthz\"");
+    has(
+        "9:30:",
+        "unknown key \"intervall\", did you mean \"interval\"?",
+    );
     has("10:1:", "not supported yet");
     has("14:8:", "a URL path prefix");
     has("15:9:", "did you mean \"app\"?");
@@ -222,9 +227,15 @@ fn a_site_needs_a_root_or_a_route() {
 fn upstream_durations_are_bounded() {
     for b in DURATIONS.iter().filter(|b| !TOP_KEYS.contains(&b.key)) {
         let key = b.key;
+        // `health = { interval, timeout }` are read inside their table.
+        let (open, close, col) = if HEALTH_KEYS.contains(&key) {
+            ("health = { ", " }", key.len() + 15)
+        } else {
+            ("", "", key.len() + 4)
+        };
         let up = |v: &str| {
             format!(
-                "[[upstream]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n{key} = {v}\n{SITE}root = \"www\"\n"
+                "[[upstream]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n{open}{key} = {v}{close}\n{SITE}root = \"www\"\n"
             )
         };
         let max = format_duration(b.max);
@@ -233,8 +244,7 @@ fn upstream_durations_are_bounded() {
         assert_eq!(
             errors(&up(&format!("\"{over}\""))),
             [format!(
-                "4:{}: {key} = \"{over}\" is too long (at most {max})",
-                key.len() + 4
+                "4:{col}: {key} = \"{over}\" is too long (at most {max})"
             )]
         );
         ok(&up(&format!("\"{}\"", format_duration(b.min))));
@@ -296,4 +306,69 @@ comprss = true
             .any(|m| m.starts_with("8:1:") && m.contains("did you mean \"compress\"")),
         "{e:?}"
     );
+}
+
+#[test]
+fn health_checks_are_read_with_defaults_and_bounded() {
+    let text = format!(
+        r#"[[upstream]]
+name = "app"
+servers = ["127.0.0.1:9000"]
+health = {{ path = "/healthz?full=1", interval = "500ms", timeout = "250ms", expect = 204, rise = 2, fall = 3 }}
+[[upstream]]
+name = "plain"
+servers = ["127.0.0.1:9001"]
+[[upstream]]
+name = "defaults"
+servers = ["127.0.0.1:9002"]
+health = {{}}
+{SITE}root = "/tmp"
+"#
+    );
+    let (_d, c) = ok(&text);
+    let h = c.proxy.upstreams[0].health.as_ref().expect("health");
+    assert_eq!(h.path, "/healthz?full=1");
+    assert_eq!(h.interval, Duration::from_millis(500));
+    assert_eq!(h.timeout, Duration::from_millis(250));
+    assert_eq!((h.expect, h.rise, h.fall), (204, 2, 3));
+    assert_eq!(c.proxy.upstreams[1].health, None);
+    let d = c.proxy.upstreams[2].health.as_ref().expect("defaults");
+    assert_eq!(
+        (
+            d.path.as_str(),
+            d.interval,
+            d.timeout,
+            d.expect,
+            d.rise,
+            d.fall
+        ),
+        (
+            "/",
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+            200,
+            1,
+            1
+        )
+    );
+    let bad = |health: &str, col: usize, what: &str| {
+        let text = format!(
+            "[[upstream]]\nname = \"app\"\nservers = [\"127.0.0.1:9000\"]\nhealth = {health}\n{SITE}root = \"www\"\n"
+        );
+        let errs = errors(&text);
+        let at = format!("4:{col}:");
+        assert!(
+            errs.iter().any(|e| e.starts_with(&at) && e.contains(what)),
+            "{health}: {at} {what} in {errs:#?}"
+        );
+    };
+    bad("5", 10, "a table like");
+    bad("{ interval = \"10ms\" }", 23, "too short");
+    bad("{ interval = \"2h\" }", 23, "too long");
+    bad("{ timeout = \"0s\" }", 22, "must be more than 0");
+    bad("{ expect = 700 }", 21, "from 100 to 599");
+    bad("{ rise = 0 }", 19, "from 1 to 100");
+    bad("{ fall = 101 }", 19, "from 1 to 100");
+    bad("{ path = \"/a b\" }", 19, "a URL path");
+    bad("{ pth = \"/\" }", 12, "did you mean \"path\"?");
 }
