@@ -25,7 +25,8 @@ impl Upgradable {
         let bin = env.path("sbin/baton");
         std::fs::create_dir_all(env.path("sbin")).unwrap();
         std::fs::set_permissions(env.path("sbin"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::copy(BIN, &bin).expect("copy the binary");
+        write_executable(&bin, &std::fs::read(BIN).expect("read the binary"));
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let hooks = env.write_file("hooks", format!("server_token={token}\n").as_bytes());
         Upgradable { env, bin, hooks }
     }
@@ -52,7 +53,7 @@ impl Upgradable {
     /// renamed over it (the running image's file is unlinked).
     pub fn install(&self, contents: &[u8], mode: u32) {
         let tmp = self.env.path("sbin/baton.dpkg-new");
-        std::fs::write(&tmp, contents).unwrap();
+        write_executable(&tmp, contents);
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
         std::fs::rename(&tmp, &self.bin).unwrap();
     }
@@ -118,4 +119,30 @@ pub fn assert_untouched(u: &Upgradable, server: &Server, workers: &[i32], token:
         server.pid().to_string()
     );
     assert!(zombies_of(server.pid()).is_empty());
+}
+
+/// Writes a file that will be executed, without ever holding a write fd on
+/// it in this process. A write fd here would be inherited by any child a
+/// parallel test forks at that moment (it closes only at that child's
+/// exec), and while any process holds one, executing the file fails with
+/// ETXTBSY ("Text file busy"): it did, now and then, in the upgrade tests.
+/// So the bytes go to a staging file that is never executed, and `cp`, a
+/// process of its own, writes the file that is.
+fn write_executable(path: &std::path::Path, contents: &[u8]) {
+    let mut staged = path.as_os_str().to_owned();
+    staged.push(".staged");
+    let staged = PathBuf::from(staged);
+    std::fs::write(&staged, contents).expect("stage the binary");
+    let status = Command::new("cp")
+        .arg(&staged)
+        .arg(path)
+        .status()
+        .expect("run cp");
+    assert!(
+        status.success(),
+        "cp {} {}",
+        staged.display(),
+        path.display()
+    );
+    std::fs::remove_file(&staged).ok();
 }
