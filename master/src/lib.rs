@@ -24,6 +24,7 @@ mod certwatch;
 mod control;
 mod daemon;
 mod generation;
+mod inetd;
 mod io_util;
 mod listeners;
 mod logfiles;
@@ -153,8 +154,12 @@ pub fn serve(options: Options) -> i32 {
     match prepare(config, config_text, options.overrides) {
         Ok(setup) => {
             let setup = supervisor::Setup { readiness, ..setup };
+            let config = setup.config.clone();
             match supervisor::Master::new(setup) {
-                Ok(master) => master.run(),
+                Ok(master) => {
+                    inetd::watch(&config);
+                    master.run()
+                }
                 Err(e) => fail(None, &format!("cannot start the master loop: {e}")),
             }
         }
