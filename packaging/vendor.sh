@@ -10,7 +10,8 @@
 # `windows_*` ship prebuilt import libraries (.a/.lib) that a Debian
 # source package must not carry. Each keeps its Cargo.toml, licence files
 # and an empty src/lib.rs, with .cargo-checksum.json rewritten to match,
-# so cargo still resolves the lock file against them. debian/rules builds
+# so cargo still resolves the lock file against them. Every crate's
+# Cargo.toml.orig goes too (see below). debian/rules builds
 # from DIR with `--frozen` and source replacement given on the command
 # line (no .cargo/config.toml).
 set -euo pipefail
@@ -54,5 +55,20 @@ for name in sorted(os.listdir(dest)):
     with open(os.path.join(crate, ".cargo-checksum.json"), "w") as f:
         json.dump(sums, f, sort_keys=True)
     pruned += 1
+# Cargo.toml.orig (the manifest before cargo normalised it for the
+# registry) is not needed to build, and lintian reads *.orig as a failed
+# patch's leftover (source-contains-patch-failure-file): dropped, with its
+# checksum entry.
+for name in sorted(os.listdir(dest)):
+    crate = os.path.join(dest, name)
+    orig = os.path.join(crate, "Cargo.toml.orig")
+    if not os.path.exists(orig):
+        continue
+    os.remove(orig)
+    path = os.path.join(crate, ".cargo-checksum.json")
+    sums = json.load(open(path))
+    sums["files"].pop("Cargo.toml.orig", None)
+    with open(path, "w") as f:
+        json.dump(sums, f, sort_keys=True)
 print(f"vendor.sh: {len(os.listdir(dest))} crates in {dest}, {pruned} Windows-only ones emptied")
 PY
