@@ -4,8 +4,11 @@
 #   packaging/build-deb.sh [OUTDIR]        # default OUTDIR: ./dist
 #
 # Copies the tracked files (git ls-files) to a scratch source tree, puts
-# packaging/debian/ there as debian/, runs `dpkg-buildpackage -b`, copies
-# the .deb (and the -dbgsym .deb) to OUTDIR and runs lintian on it
+# packaging/debian/ there as debian/ and every crate of Cargo.lock in
+# vendor/ (packaging/vendor.sh), runs `dpkg-buildpackage` (source and
+# binary packages; the build is offline from vendor/, with an empty
+# CARGO_HOME to prove it), copies the .deb (and the -dbgsym .deb), the
+# .dsc and the source tarball to OUTDIR and runs lintian on both
 # (OUTDIR/lintian.txt). Needs dpkg-dev, debhelper (installed from apt if
 # missing, as root), lintian (optional) and a Rust toolchain (cargo in PATH,
 # e.g. from rustup). CARGO_TARGET_DIR is honoured, so an existing build
@@ -36,12 +39,18 @@ SRC=$WORK/baton-$VERSION
 mkdir -p "$SRC"
 git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$SRC"
 cp -a packaging/debian "$SRC/debian"
+packaging/vendor.sh "$SRC/vendor"
+# The package's copyright must cover what it vendors.
+VENDOR=$SRC/vendor bash packaging/tests/copyright.sh | tail -1
 
-(cd "$SRC" && dpkg-buildpackage -b -us -uc)
+# An empty CARGO_HOME: nothing from cargo's cache or the network.
+mkdir -p "$WORK/cargo-home"
+(cd "$SRC" && CARGO_HOME=$WORK/cargo-home dpkg-buildpackage -us -uc)
 
 mkdir -p "$OUT"
 cp "$WORK"/*.deb "$OUT"/ 2>/dev/null || true
 cp "$WORK"/*.ddeb "$OUT"/ 2>/dev/null || true
+cp "$WORK"/*.dsc "$WORK"/*.tar.* "$OUT"/ 2>/dev/null || true
 DEB=$(ls "$OUT"/baton_"$VERSION"_*.deb)
 echo "== built $DEB"
 dpkg-deb --info "$DEB" | sed -n '/Package:/,$p'

@@ -32,9 +32,12 @@ struct Cli {
     grace: Option<Duration>,
 
     /// Test the config and exit: 0 if valid, 1 with FILE:LINE:COL errors.
-    /// Binds nothing and writes nothing.
-    #[arg(short = 't', long = "test-config", conflicts_with_all = ["signal", "daemon"])]
-    test_config: bool,
+    /// Binds nothing and writes nothing. Twice (-tt): also check that the
+    /// listen addresses can be bound (or are held by the running
+    /// instance), that the workers' user can enter each root and that the
+    /// log files can be opened.
+    #[arg(short = 't', long = "test-config", action = clap::ArgAction::Count, conflicts_with_all = ["signal", "daemon"])]
+    test_config: u8,
 
     /// Send a command to the running master found through the pid_file:
     /// reload (waits for the outcome), reopen (log files, after rotation),
@@ -83,12 +86,17 @@ fn main() -> ExitCode {
         },
         daemon: cli.daemon,
     };
-    let code = if cli.test_config {
+    let code = if cli.test_config > 0 {
         // A master upgrading to this binary asks: can you read its state?
         if std::env::var_os(baton_master::upgrade::exec::PREFLIGHT_VAR).is_some() {
             println!("{}", baton_master::upgrade::exec::handshake());
         }
-        match baton_master::test_config(&options) {
+        let checked = if cli.test_config > 1 {
+            baton_master::test_config_deep(&options)
+        } else {
+            baton_master::test_config(&options)
+        };
+        match checked {
             Ok(_) => {
                 println!("baton: the configuration {} is valid", options.source);
                 0

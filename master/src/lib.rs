@@ -30,6 +30,7 @@ mod listeners;
 mod logfiles;
 mod notify;
 mod pidfile;
+mod preflight;
 mod reload;
 mod report;
 mod rlimit;
@@ -66,6 +67,15 @@ pub fn source_of(path: Option<&Path>) -> Source {
 /// `baton -t`: validate and report, with no side effect at all.
 pub fn test_config(options: &Options) -> Result<Config, ConfigErrors> {
     load_config(&options.source, &options.overrides)
+}
+
+/// `baton -tt`: `-t`, then the deep preflight (`preflight`): the listen
+/// addresses can be bound (or are the running instance's), the workers can
+/// enter the roots, the logs can be opened. Still no side effect.
+pub fn test_config_deep(options: &Options) -> Result<Config, ConfigErrors> {
+    let config = test_config(options)?;
+    preflight::check(&config)?;
+    Ok(config)
 }
 
 /// `baton -s COMMAND`: find the master through the config's pid_file and

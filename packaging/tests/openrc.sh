@@ -4,7 +4,9 @@
 # shell with stand-ins for OpenRC's helpers (ebegin, eend, checkpath) and
 # its functions run against a scratch install: configtest, start the way
 # OpenRC's start-stop-daemon would (command + command_args), reload with a
-# good and a broken config, stop_pre refusing a restart on a broken config.
+# good and a broken config, stop_pre refusing a restart on a broken config,
+# configtest (-tt) beside the running server and against a taken port,
+# upgrade (in place; refused without support or with a broken config).
 #
 #   sudo bash packaging/tests/openrc.sh
 #   sudo BATON_BIN=/path/to/baton bash packaging/tests/openrc.sh
@@ -57,9 +59,10 @@ trap '[ -n "$MASTER" ] && kill -KILL -- "-$MASTER" 2>/dev/null; rm -rf "$S"' EXI
 
 # run_fn RC_CMD FUNCTION: sources the script in sh with OpenRC stand-ins.
 run_fn() {
-    BATON_BINARY=$BATON_BIN BATON_CONFIG=$S/baton.toml BATON_PIDFILE=$S/run/baton.pid RC_CMD=$1 \
+    BATON_BINARY=${BATON_BIN_OVERRIDE:-$BATON_BIN} BATON_CONFIG=${BATON_CONFIG_OVERRIDE:-$S/baton.toml} BATON_PIDFILE=${BATON_PIDFILE_OVERRIDE:-$S/run/baton.pid} RC_CMD=$1 \
         sh -c '
         ebegin() { echo " * $*"; }
+        eerror() { echo " * ERROR: $*" >&2; }
         eend() { [ "$1" = 0 ] || echo " * ERROR: $2" >&2; return "$1"; }
         checkpath() { :; }
         . "$0"
@@ -67,7 +70,7 @@ run_fn() {
 }
 
 vars=$(run_fn start 'echo "$extra_started_commands|$extra_commands|$pidfile|$retry|$command $command_args"')
-check "extra_started_commands=reload ($vars)" test "${vars%%|*}" = reload
+check "extra_started_commands=reload upgrade ($vars)" test "${vars%%|*}" = "reload upgrade"
 check "pidfile and --pid-file agree" bash -c "[[ '$vars' == *'|$S/run/baton.pid|'*'--pid-file $S/run/baton.pid --daemon'* ]]"
 check "retry is TERM then KILL" bash -c "[[ '$vars' == *'|TERM/45/KILL/5|'* ]]"
 check "configtest on a good config" run_fn start configtest
@@ -83,12 +86,37 @@ check "it serves" bash -c "curl -fsS --max-time 5 http://127.0.0.1:$PORT/ | grep
 g1=$(gen)
 check "reload with a good config" run_fn reload reload
 check "reload made a new generation ($g1 -> $(gen))" test "$(gen)" -gt "${g1:-0}"
+# configtest is -tt: the running server's own port passes, another
+# process's does not.
+check "configtest (-tt) beside the running server" run_fn start configtest
+sed "s|$S/run/baton.pid|$S/run/other.pid|" "$S/good.toml" >"$S/other.toml"
+out=$(BATON_CONFIG_OVERRIDE=$S/other.toml BATON_PIDFILE_OVERRIDE=$S/run/other.pid run_fn start configtest 2>&1)
+rc=$?
+check "configtest of a config whose port another server holds fails (exit $rc)" test "$rc" = 1
+check "  with the located error" grep -q "other.toml:[0-9]*:[0-9]*: cannot bind 127.0.0.1:$PORT" <<<"$out"
+# upgrade: same pid, still serving.
+check "upgrade (binary upgrade in place)" run_fn upgrade upgrade
+check "upgrade kept the master pid ($MASTER)" test "$(cat "$S/run/baton.pid" 2>/dev/null)" = "$MASTER"
+check "it serves after the upgrade" bash -c "curl -fsS --max-time 5 http://127.0.0.1:$PORT/ | grep -q hi"
+# A binary without -s upgrade: refused with a message, nothing touched.
+printf '#!/bin/sh\n[ "$1" = --help ] && { echo "usage: baton [-s reload|stop]"; exit 0; }\nexec "%s" "$@"\n' "$BATON_BIN" >"$S/old-baton"
+chmod +x "$S/old-baton"
+out=$(BATON_BIN_OVERRIDE=$S/old-baton run_fn upgrade upgrade 2>&1)
+rc=$?
+check "upgrade with a binary that cannot: refused (exit $rc)" test "$rc" != 0
+check "  says to restart" grep -q 'no binary upgrade: use restart' <<<"$out"
+check "  the master is untouched" test "$(cat "$S/run/baton.pid" 2>/dev/null)" = "$MASTER"
 echo 'workers = "lots"' >"$S/baton.toml"
 if run_fn start configtest 2>/dev/null; then nok "configtest on a broken config fails"; else ok "configtest on a broken config fails"; fi
 g2=$(gen)
 if run_fn reload reload 2>/dev/null; then nok "reload with a broken config is refused"; else ok "reload with a broken config is refused"; fi
 check "the refused reload kept generation $g2" test "$(gen)" = "$g2"
 if run_fn restart stop_pre 2>/dev/null; then nok "restart with a broken config is refused (stop_pre)"; else ok "restart with a broken config is refused (stop_pre)"; fi
+out=$(run_fn upgrade upgrade 2>&1)
+rc=$?
+check "upgrade with a broken config: refused (exit $rc)" test "$rc" = 1
+check "  says why" grep -q 'invalid configuration' <<<"$out"
+check "  the old master keeps serving" bash -c "kill -0 $MASTER && curl -fsS --max-time 5 http://127.0.0.1:$PORT/ | grep -q hi"
 cp "$S/good.toml" "$S/baton.toml"
 check "stop (what OpenRC's retry=TERM/... sends first)" kill -TERM "$MASTER"
 for _ in $(seq 50); do kill -0 "$MASTER" 2>/dev/null || break; sleep 0.1; done

@@ -146,6 +146,24 @@ expect_rc 1 "restart with a broken config is refused" "$INIT" restart
 check "the refused restart left the master" alive "$PID"
 check "the old generation still serves after the refused restart" serves
 cp "$SCRATCH/good.toml" "$CONFIG"
+# configtest is -tt: beside the running server its own port passes; a
+# config on a port another process holds is refused, located, and so is a
+# restart to it (the running server is not stopped).
+expect_rc 0 "configtest (-tt) beside the running server" "$INIT" configtest
+python3 -c 'import socket,time; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); print(s.getsockname()[1],flush=True); time.sleep(60)' >"$SCRATCH/squat.out" &
+SQUAT=$!
+for _ in $(seq 50); do [ -s "$SCRATCH/squat.out" ] && break; sleep 0.1; done
+PORT2=$(cat "$SCRATCH/squat.out")
+sed "s|127.0.0.1:$PORT\"|127.0.0.1:$PORT2\"|" "$SCRATCH/good.toml" >"$CONFIG"
+out=$("$INIT" configtest 2>&1)
+rc=$?
+check "configtest with a port another process holds: exit 1 ($rc)" test "$rc" = 1
+check "  located, holder named" grep -q "baton.toml:[0-9]*:[0-9]*: cannot bind 127.0.0.1:$PORT2: the address is in use by pid $SQUAT" <<<"$out"
+expect_rc 1 "restart to that config is refused" "$INIT" restart
+check "the refused restart left the master" alive "$PID"
+kill "$SQUAT" 2>/dev/null
+wait "$SQUAT" 2>/dev/null
+cp "$SCRATCH/good.toml" "$CONFIG"
 
 # --- graceful stop: a slow download in flight finishes
 curl -fsS --max-time 30 --limit-rate 400k -o "$SCRATCH/big.out" "$URL/big.bin" &

@@ -41,6 +41,7 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
         worker_ready_timeout: Duration::from_secs(5),
         max_draining_generations: 8,
         drain_linger: Duration::from_secs(2),
+        inetd_idle_exit: Duration::from_secs(60),
         keepalive_timeout: Duration::from_secs(60),
         header_timeout: Duration::from_secs(10),
         defer_accept: Duration::ZERO,

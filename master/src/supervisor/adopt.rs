@@ -330,6 +330,7 @@ impl Master {
                 .checked_sub(Duration::from_millis(state.uptime_ms))
                 .unwrap_or(now),
             startup_failure: None,
+            idle: None,
             upgrade: None,
             // Carried across the upgrade: the new generation forks from it;
             // every server is checked again at once, and the first result of

@@ -35,6 +35,7 @@ mod commands;
 mod config_io;
 mod endpoints;
 mod health;
+mod inetd;
 mod lifecycle;
 mod process_table;
 mod reopen;
@@ -97,6 +98,8 @@ pub struct Master {
     started: Instant,
     /// Set when the first generation could not start: why.
     startup_failure: Option<String>,
+    /// inetd mode's exit when idle, if configured.
+    idle: Option<inetd::IdleExit>,
     /// A binary upgrade under way (`upgrade`).
     upgrade: Option<upgrade::Pending>,
     /// Active health checks of upstream servers (`crate::health`).
@@ -155,6 +158,7 @@ impl Master {
             readiness: setup.readiness,
             started: now,
             startup_failure: None,
+            idle: None,
             upgrade: None,
             health: crate::health::Checker::default(),
         };
@@ -267,6 +271,7 @@ impl Master {
                 Owner::CertWatch => self.check_certificates(),
                 Owner::TicketRotation => self.rotate_ticket_keys(),
                 Owner::Linger => self.end_lingers(now),
+                Owner::IdleExit => self.check_idle(),
                 Owner::Upgrade => self.preflight_timed_out(),
                 Owner::Health => self.health_tick(now),
             }

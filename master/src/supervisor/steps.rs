@@ -212,6 +212,7 @@ impl Master {
         self.cap_draining(config.max_draining_generations);
         self.running_text = text;
         self.update_admin(&config);
+        self.arm_idle_exit(&config);
         if first {
             self.started_serving(number);
         }

@@ -25,6 +25,8 @@ pub enum Owner {
     TicketRotation,
     /// A retired listen socket's linger ends.
     Linger,
+    /// inetd mode: time to look whether the server has been idle.
+    IdleExit,
     /// A binary upgrade's preflight (`NEW -t`) must have finished.
     Upgrade,
     /// An active health check is due, or one in flight times out.

@@ -35,6 +35,12 @@ pub const DURATIONS: &[DurationBounds] = &[
     d("grace", Duration::ZERO, Duration::from_secs(24 * 3600)),
     d("worker_ready_timeout", MS, HOUR),
     d("drain_linger", Duration::ZERO, HOUR),
+    // inetd mode: 0 never exits; a day is "practically never" already.
+    d(
+        "inetd_idle_exit",
+        Duration::ZERO,
+        Duration::from_secs(24 * 3600),
+    ),
     d("keepalive_timeout", Duration::ZERO, HOUR),
     d("header_timeout", MS, HOUR),
     // The kernel counts it in SYN-ACK retransmissions; a retired listener

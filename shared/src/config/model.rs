@@ -443,6 +443,10 @@ pub struct Config {
     /// How long a draining worker keeps an idle keep-alive connection open
     /// for one last request before closing it.
     pub drain_linger: Duration,
+    /// With `listen = ["stdin"]` (inetd): the server stops gracefully once
+    /// it had no connection for this long, so the superserver starts it
+    /// again on the next one (lighttpd's 60 s); zero never exits.
+    pub inetd_idle_exit: Duration,
     /// Idle keep-alive connections are closed after this long.
     pub keepalive_timeout: Duration,
     /// A request head must arrive within this long (slowloris).

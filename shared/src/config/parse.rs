@@ -43,6 +43,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "worker_ready_timeout",
     "max_draining_generations",
     "drain_linger",
+    "inetd_idle_exit",
     "keepalive_timeout",
     "header_timeout",
     "defer_accept",
@@ -128,6 +129,7 @@ pub(crate) struct Raw {
     pub worker_ready_timeout: Duration,
     pub max_draining_generations: usize,
     pub drain_linger: Duration,
+    pub inetd_idle_exit: Duration,
     pub keepalive_timeout: Duration,
     pub header_timeout: Duration,
     pub defer_accept: Duration,
@@ -213,6 +215,7 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
         worker_ready_timeout: Duration::from_secs(10),
         max_draining_generations: 8,
         drain_linger: Duration::from_secs(1),
+        inetd_idle_exit: Duration::from_secs(60),
         keepalive_timeout: Duration::from_secs(75),
         header_timeout: Duration::from_secs(30),
         defer_accept: Duration::from_secs(1),
@@ -264,6 +267,7 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
                 }
             }
             "drain_linger" => r.duration(name, value, &mut raw.drain_linger),
+            "inetd_idle_exit" => r.duration(name, value, &mut raw.inetd_idle_exit),
             "keepalive_timeout" => r.duration(name, value, &mut raw.keepalive_timeout),
             "header_timeout" => r.duration(name, value, &mut raw.header_timeout),
             "defer_accept" => r.duration(name, value, &mut raw.defer_accept),

@@ -68,6 +68,14 @@ fn pos(line: usize, col: usize) -> Pos {
 const MINIMAL: &str = "[[site]]\nlisten = [\"127.0.0.1:8080\"]\nroot = \"www\"\n";
 
 #[test]
+fn inetd_idle_exit_setting() {
+    let (_d, c) = ok(&format!("inetd_idle_exit = \"5m\"\n{MINIMAL}"));
+    assert_eq!(c.inetd_idle_exit, Duration::from_secs(300));
+    let (_d, c) = ok(MINIMAL);
+    assert_eq!(c.inetd_idle_exit, Duration::from_secs(60));
+}
+
+#[test]
 fn full_config() {
     let (d, c) = ok(r#"
 user = "www-data"
@@ -176,6 +184,7 @@ fn defaults() {
     assert_eq!(c.log_level, "info");
     assert_eq!(c.worker_ready_timeout, Duration::from_secs(10));
     assert_eq!(c.drain_linger, Duration::from_secs(1));
+    assert_eq!(c.inetd_idle_exit, Duration::from_secs(60));
     assert_eq!(c.keepalive_timeout, Duration::from_secs(75));
     assert_eq!(c.header_timeout, Duration::from_secs(30));
     assert_eq!(c.defer_accept, Duration::from_secs(1));

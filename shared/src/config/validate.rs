@@ -121,6 +121,7 @@ pub(crate) fn check(mut raw: Raw, source: Source, sys: &System, errs: &mut Error
         worker_ready_timeout: raw.worker_ready_timeout,
         max_draining_generations: raw.max_draining_generations,
         drain_linger: raw.drain_linger,
+        inetd_idle_exit: raw.inetd_idle_exit,
         keepalive_timeout: raw.keepalive_timeout,
         header_timeout: raw.header_timeout,
         defer_accept: raw.defer_accept,

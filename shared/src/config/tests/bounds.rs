@@ -15,6 +15,7 @@ fn duration_of(c: &crate::config::Config, key: &str) -> Duration {
         "grace" => c.grace,
         "worker_ready_timeout" => c.worker_ready_timeout,
         "drain_linger" => c.drain_linger,
+        "inetd_idle_exit" => c.inetd_idle_exit,
         "keepalive_timeout" => c.keepalive_timeout,
         "header_timeout" => c.header_timeout,
         "defer_accept" => c.defer_accept,
