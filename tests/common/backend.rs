@@ -506,29 +506,7 @@ pub fn read_reply<R: BufRead>(
     interim: &mut Vec<u16>,
 ) -> std::io::Result<Reply> {
     loop {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h)? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_string(), v.trim().to_string()));
-            }
-        }
+        let (status, headers) = super::read_head(r)?;
         if (100..200).contains(&status) && status != 101 {
             interim.push(status);
             continue;

@@ -520,9 +520,8 @@ impl Response {
     }
 }
 
-/// Reads one response from `reader` (Content-Length bodies; `head` when it
-/// answers a HEAD request).
-pub fn read_response<R: BufRead>(reader: &mut R, head: bool) -> std::io::Result<Response> {
+/// Reads a response's status line and header fields, up to the blank line.
+pub fn read_head<R: BufRead>(reader: &mut R) -> std::io::Result<(u16, Vec<(String, String)>)> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -546,6 +545,13 @@ pub fn read_response<R: BufRead>(reader: &mut R, head: bool) -> std::io::Result<
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
+    Ok((status, headers))
+}
+
+/// Reads one response from `reader` (Content-Length bodies; `head` when it
+/// answers a HEAD request).
+pub fn read_response<R: BufRead>(reader: &mut R, head: bool) -> std::io::Result<Response> {
+    let (status, headers) = read_head(reader)?;
     let mut resp = Response {
         status,
         headers,
