@@ -250,14 +250,6 @@ pub fn check(der: &[u8], leaf: &Cert, issuer: Option<&Cert>, now: i64) -> Result
         .find(|s| names(&s.cert_id, leaf, issuer))
         .ok_or("the OCSP response is for another certificate (no response for its serial and issuer)")?;
 
-    let signature_checked = match issuer {
-        Some(issuer) => {
-            check_signature(basic_der, &basic, issuer, now)?;
-            true
-        }
-        None => false,
-    };
-
     let this_update = secs(single.this_update.0.to_unix_duration());
     let next_update = single
         .next_update
@@ -279,6 +271,14 @@ pub fn check(der: &[u8], leaf: &Cert, issuer: Option<&Cert>, now: i64) -> Result
             return Err("the OCSP response's nextUpdate is before its thisUpdate".into());
         }
     }
+    let signature_checked = match issuer {
+        Some(issuer) => {
+            check_signature(basic_der, &basic, issuer, now)?;
+            true
+        }
+        None => false,
+    };
+
     let status = match &single.cert_status {
         CertStatus::Good(_) => Status::Good,
         CertStatus::Unknown(_) => Status::Unknown,

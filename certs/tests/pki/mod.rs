@@ -1,0 +1,233 @@
+//! A test PKI made with the `openssl` command in a temporary directory: a
+//! CA (ECDSA P-256), a delegated OCSP responder certificate it signed
+//! (RSA 2048, `extendedKeyUsage = OCSPSigning`), leaf certificates naming
+//! a responder URL, the responder's `index.txt`, and `openssl ocsp` as the
+//! responder: offline (`-reqin`/`-respout`) or serving on a loopback port.
+//!
+//! Shared by the certificate helper's tests and the end-to-end tests
+//! (`tests/ocsp.rs` includes this file by path).
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    /// Names files apart when two CAs share a directory (never here).
+    pub name: String,
+}
+
+pub struct Leaf {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The leaf then the CA: what a site's `cert` and a `StapleJob` take.
+    pub chain: PathBuf,
+    pub serial: String,
+    pub subject: String,
+}
+
+/// Runs openssl in `dir`; panics with its stderr if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the openssl command runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        openssl(
+            d,
+            &[
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj",
+                "/CN=Baton Test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "rsp.key", "-out",
+                "rsp.csr", "-subj", "/CN=Baton Test OCSP",
+            ],
+        );
+        std::fs::write(
+            d.join("rsp.ext"),
+            "extendedKeyUsage=OCSPSigning\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(
+            d,
+            &[
+                "x509", "-req", "-in", "rsp.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-set_serial", "0x1001", "-days", "30", "-extfile", "rsp.ext", "-out", "rsp.pem",
+            ],
+        );
+        std::fs::write(d.join("index.txt"), "").unwrap();
+        Pki {
+            dir,
+            name: "ca".into(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A leaf for `name` with `serial` (hex), naming `ocsp_url` (if any)
+    /// as its responder.
+    pub fn leaf(&self, name: &str, serial: &str, ocsp_url: Option<&str>) -> Leaf {
+        let d = self.dir.path();
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let ext = format!("{name}.ext");
+        let subject = format!("/CN={name}");
+        openssl(
+            d,
+            &[
+                "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", &key, "-out", &csr, "-subj", &subject,
+            ],
+        );
+        let mut extensions = format!("subjectAltName=DNS:{name}\n");
+        if let Some(url) = ocsp_url {
+            extensions.push_str(&format!("authorityInfoAccess=OCSP;URI:{url}\n"));
+        }
+        std::fs::write(d.join(&ext), extensions).unwrap();
+        openssl(
+            d,
+            &[
+                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-set_serial", &format!("0x{serial}"), "-days", "30", "-extfile", &ext,
+                "-out", &pem,
+            ],
+        );
+        let chain = d.join(format!("{name}.chain.pem"));
+        let mut bytes = std::fs::read(d.join(&pem)).unwrap();
+        bytes.extend(std::fs::read(d.join("ca.pem")).unwrap());
+        std::fs::write(&chain, bytes).unwrap();
+        Leaf {
+            cert: d.join(pem),
+            key: d.join(key),
+            chain,
+            serial: serial.to_uppercase(),
+            subject,
+        }
+    }
+
+    /// The responder's database: each leaf valid, or revoked (since
+    /// 2026-01-01, keyCompromise). `openssl ocsp` rereads it when it
+    /// changes.
+    pub fn index(&self, entries: &[(&Leaf, bool)]) {
+        let mut text = String::new();
+        for (leaf, revoked) in entries {
+            let (status, when) = if *revoked {
+                ("R", "260101000000Z,keyCompromise")
+            } else {
+                ("V", "")
+            };
+            text.push_str(&format!(
+                "{status}\t351231000000Z\t{when}\t{}\tunknown\t{}\n",
+                leaf.serial, leaf.subject
+            ));
+        }
+        // Written beside and renamed: the responder never reads half.
+        let tmp = self.path("index.txt.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, self.path("index.txt")).unwrap();
+    }
+
+    /// A response for `leaf` made offline by `openssl ocsp`, valid for
+    /// `minutes` (0: no nextUpdate).
+    pub fn response(&self, leaf: &Leaf, minutes: u32) -> Vec<u8> {
+        let d = self.dir.path();
+        let cert = leaf.cert.to_str().unwrap();
+        openssl(
+            d,
+            &[
+                "ocsp", "-issuer", "ca.pem", "-cert", cert, "-no_nonce", "-reqout", "req.der",
+            ],
+        );
+        let mut args = vec![
+            "ocsp", "-index", "index.txt", "-rsigner", "rsp.pem", "-rkey", "rsp.key", "-CA",
+            "ca.pem", "-reqin", "req.der", "-respout", "resp.der",
+        ];
+        let nmin = minutes.to_string();
+        if minutes > 0 {
+            args.extend(["-nmin", &nmin]);
+        }
+        openssl(d, &args);
+        std::fs::read(d.join("resp.der")).unwrap()
+    }
+
+    /// `openssl ocsp` answering on `port` (it listens on every address of
+    /// the port; the tests talk to it on 127.0.0.1), responses valid for
+    /// `minutes`.
+    pub fn responder(&self, port: u16, minutes: u32) -> Responder {
+        let mut child = Command::new("openssl")
+            .args([
+                "ocsp", "-index", "index.txt", "-port", &port.to_string(), "-rsigner", "rsp.pem",
+                "-rkey", "rsp.key", "-CA", "ca.pem", "-nmin", &minutes.to_string(),
+            ])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path("responder.log")).unwrap())
+            .spawn()
+            .expect("openssl ocsp starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "openssl ocsp is not listening on {port}: {}",
+                std::fs::read_to_string(self.path("responder.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("openssl ocsp exited ({status}): port {port} taken?");
+        }
+        Responder { child }
+    }
+}
+
+/// A running `openssl ocsp`; killed (by its pid) when dropped.
+pub struct Responder {
+    pub child: Child,
+}
+
+impl Responder {
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port nothing listens on now (the kernel's choice, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
