@@ -41,8 +41,8 @@ pub struct Settings {
     pub limits: Limits,
     /// The first retry after a failure; doubled at each further failure.
     pub backoff_min: Duration,
-    /// The longest wait between two attempts, also for a response without
-    /// `nextUpdate`.
+    /// The longest wait between two attempts after failures; also when to
+    /// ask again after a response without `nextUpdate`.
     pub backoff_max: Duration,
 }
 
@@ -204,8 +204,7 @@ fn turn(job: &StapleJob, state: &mut State, settings: &Settings) -> Option<Event
     let max = i64::try_from(settings.backoff_max.as_secs()).unwrap_or(i64::MAX);
     let refresh_at = checked
         .refresh_at(now)
-        .unwrap_or(now.saturating_add(max))
-        .min(now.saturating_add(max));
+        .unwrap_or(now.saturating_add(max));
     state.due = instant_at(refresh_at);
     match checked.status {
         Status::Revoked { at, reason } => {

@@ -8,7 +8,6 @@
 //! (`tests/ocsp.rs` includes this file by path).
 #![allow(dead_code)]
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -189,17 +188,23 @@ impl Pki {
             .stderr(std::fs::File::create(self.path("responder.log")).unwrap())
             .spawn()
             .expect("openssl ocsp starts");
+        // It logs "ACCEPT [::]:PORT" once listening. (A probe connection
+        // would not do: one closed without a request wedges it.)
+        let log = self.path("responder.log");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("waiting for OCSP client")) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "openssl ocsp exited ({status}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "openssl ocsp is not listening on {port}: {}",
-                std::fs::read_to_string(self.path("responder.log")).unwrap_or_default()
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("openssl ocsp exited ({status}): port {port} taken?");
         }
         Responder { child }
     }
