@@ -181,17 +181,35 @@ pub fn load_files(files: &CertFiles, now: i64) -> Result<LoadedCert, String> {
             );
         }
     }
+    // A staple that does not exist yet (the certificate helper fetches it
+    // after the server starts) is no reason not to serve the certificate.
+    let not_yet = files.ocsp.as_deref().filter(|p| {
+        std::fs::metadata(p).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    });
     let ocsp = match &files.ocsp {
-        Some(p) => Some(read(p, "OCSP staple")?),
-        None => None,
+        Some(p) if not_yet.is_none() => Some(read(p, "OCSP staple")?),
+        _ => None,
     };
-    let verified = verify(&cert_pem, &key_pem, ocsp.as_deref(), now).map_err(|e| {
+    let mut verified = verify(&cert_pem, &key_pem, ocsp.as_deref(), now).map_err(|e| {
         format!(
             "{} with key {}: {e}",
             files.cert.display(),
             files.key.display()
         )
     })?;
+    if let Some(p) = not_yet {
+        verified.staple = Staple::Refused(format!(
+            "{} does not exist (yet): the certificate is served without a staple until it does",
+            p.display()
+        ));
+    }
+    if let (Some(p), Staple::Refused(why)) = (&files.ocsp, &verified.staple) {
+        log::warn!(
+            "OCSP staple {} of certificate {} is not served: {why}",
+            p.display(),
+            files.cert.display()
+        );
+    }
     Ok(LoadedCert {
         site: 0,
         files: files.clone(),
@@ -263,10 +281,9 @@ pub fn verify(
                 certified.ocsp = Some(der.to_vec());
                 Staple::Served { next_update }
             }
-            Err(why) => {
-                log::warn!("OCSP staple not served: {why}");
-                Staple::Refused(why)
-            }
+            // The caller logs it, naming the files (workers verify again
+            // what the master already judged, and need not repeat it).
+            Err(why) => Staple::Refused(why),
         };
     }
     Ok(Verified {
