@@ -203,13 +203,6 @@ pub fn load_files(files: &CertFiles, now: i64) -> Result<LoadedCert, String> {
             p.display()
         ));
     }
-    if let (Some(p), Staple::Refused(why)) = (&files.ocsp, &verified.staple) {
-        log::warn!(
-            "OCSP staple {} of certificate {} is not served: {why}",
-            p.display(),
-            files.cert.display()
-        );
-    }
     Ok(LoadedCert {
         site: 0,
         files: files.clone(),
@@ -281,8 +274,8 @@ pub fn verify(
                 certified.ocsp = Some(der.to_vec());
                 Staple::Served { next_update }
             }
-            // The caller logs it, naming the files (workers verify again
-            // what the master already judged, and need not repeat it).
+            // The master logs it, naming the files, once its log is open
+            // (`certwatch`); workers verify again what it already judged.
             Err(why) => Staple::Refused(why),
         };
     }
