@@ -173,7 +173,8 @@ fn revoked_malformed_and_foreign_staples_are_not_served() {
 
     replace(&env, &good);
     assert!(
-        wait_until(Duration::from_secs(10), || served_this_update(env.port).is_some()),
+        wait_until(Duration::from_secs(10), || served_this_update(env.port)
+            .is_some()),
         "the good staple is not served: {}",
         server.log_text()
     );
@@ -183,7 +184,10 @@ fn revoked_malformed_and_foreign_staples_are_not_served() {
     assert!(refused("not valid DER"), "{}", server.log_text());
 
     replace(&env, &good);
-    assert!(wait_until(Duration::from_secs(10), || served_this_update(env.port).is_some()));
+    assert!(wait_until(Duration::from_secs(10), || served_this_update(
+        env.port
+    )
+    .is_some()));
     replace(&env, &foreign);
     assert!(wait_until(Duration::from_secs(10), || no_staple(env.port)));
     assert!(refused("another certificate"), "{}", server.log_text());

@@ -390,7 +390,7 @@ fn ocsp_response(
     ]);
     let data = seq(&[
         der_tlv(0xa2, &der_tlv(0x04, key_hash.as_ref())), // responderID byKey
-        generalized_time(this_update),              // producedAt
+        generalized_time(this_update),                    // producedAt
         seq(&[single]),
     ]);
     // ecdsa-with-SHA256

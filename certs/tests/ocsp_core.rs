@@ -28,7 +28,16 @@ fn the_request_is_what_openssl_sends() {
     let cert = leaf.cert.to_str().unwrap();
     openssl(
         pki.dir.path(),
-        &["ocsp", "-issuer", "ca.pem", "-cert", cert, "-no_nonce", "-reqout", "mine.der"],
+        &[
+            "ocsp",
+            "-issuer",
+            "ca.pem",
+            "-cert",
+            cert,
+            "-no_nonce",
+            "-reqout",
+            "mine.der",
+        ],
     );
     let theirs = std::fs::read(pki.path("mine.der")).unwrap();
     assert_eq!(ocsp::request(&l, &ca).unwrap(), theirs);
@@ -123,14 +132,36 @@ fn signers_the_issuer_did_not_authorise_are_refused() {
     let cert = a.cert.to_str().unwrap();
     openssl(
         d,
-        &["ocsp", "-issuer", "ca.pem", "-cert", cert, "-no_nonce", "-reqout", "q.der"],
+        &[
+            "ocsp",
+            "-issuer",
+            "ca.pem",
+            "-cert",
+            cert,
+            "-no_nonce",
+            "-reqout",
+            "q.der",
+        ],
     );
     let respond = |signer: &str, key: &str, out: &str| {
         openssl(
             d,
             &[
-                "ocsp", "-index", "index.txt", "-rsigner", signer, "-rkey", key, "-CA",
-                "ca.pem", "-reqin", "q.der", "-respout", out, "-nmin", "10",
+                "ocsp",
+                "-index",
+                "index.txt",
+                "-rsigner",
+                signer,
+                "-rkey",
+                key,
+                "-CA",
+                "ca.pem",
+                "-reqin",
+                "q.der",
+                "-respout",
+                out,
+                "-nmin",
+                "10",
             ],
         );
         std::fs::read(d.join(out)).unwrap()
@@ -139,11 +170,18 @@ fn signers_the_issuer_did_not_authorise_are_refused() {
 
     // The issuer itself (ECDSA): fine.
     let der = respond("ca.pem", "ca.key", "by-ca.der");
-    assert_eq!(ocsp::check(&der, &la, Some(&ca), now).unwrap().status, Status::Good);
+    assert_eq!(
+        ocsp::check(&der, &la, Some(&ca), now).unwrap().status,
+        Status::Good
+    );
 
     // A certificate of the same CA without id-kp-OCSPSigning.
     let b = pki.leaf("b.test", "2A02", None);
-    let der = respond(b.cert.to_str().unwrap(), b.key.to_str().unwrap(), "by-leaf.der");
+    let der = respond(
+        b.cert.to_str().unwrap(),
+        b.key.to_str().unwrap(),
+        "by-leaf.der",
+    );
     let e = ocsp::check(&der, &la, Some(&ca), now).unwrap_err();
     assert!(e.contains("not for OCSP signing"), "{e}");
 
@@ -181,7 +219,10 @@ fn malformed_responses_are_errors() {
     let der = pki.response(&a, 10);
     let now = unix_now();
     for cut in [0, 1, 5, der.len() / 2, der.len() - 1] {
-        assert!(ocsp::check(&der[..cut], &la, Some(&ca), now).is_err(), "{cut}");
+        assert!(
+            ocsp::check(&der[..cut], &la, Some(&ca), now).is_err(),
+            "{cut}"
+        );
     }
     assert!(ocsp::check(b"<html>oops</html>", &la, Some(&ca), now).is_err());
     // "tryLater", as responders under load say.

@@ -177,7 +177,11 @@ fn a_current_staple_is_kept_and_a_revoked_certificate_is_reported() {
     let (events_tx, events) = unbounded();
     let thread = spawn(jobs_rx, events_tx, quick()).unwrap();
     jobs.send(vec![
-        job(&good, &kept, Some(format!("http://127.0.0.1:{}", free_port()))),
+        job(
+            &good,
+            &kept,
+            Some(format!("http://127.0.0.1:{}", free_port())),
+        ),
         job(&revoked, &b_staple, None),
     ])
     .unwrap();
@@ -233,7 +237,8 @@ fn bad_chains_and_bad_responders_are_reported_with_the_reason() {
     let error = fake_responder(
         b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
     );
-    let mut huge = b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\nConnection: close\r\n\r\n".to_vec();
+    let mut huge =
+        b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\nConnection: close\r\n\r\n".to_vec();
     huge.resize(huge.len() + 200_000, 0x30);
     let huge = fake_responder(huge);
 
@@ -246,14 +251,30 @@ fn bad_chains_and_bad_responders_are_reported_with_the_reason() {
     std::fs::copy(&with_aia.cert, &leaf_only).unwrap();
     let staple = |n: &str| pki.path(n);
     let cases: Vec<(StapleJob, &str)> = vec![
-        (job(&with_aia, &staple("1.der"), Some(garbage)), "not valid DER"),
-        (job(&with_aia, &staple("2.der"), Some(error)), "answered HTTP 500"),
-        (job(&with_aia, &staple("3.der"), Some(huge)), "larger than 65536 bytes"),
         (
-            job(&with_aia, &staple("4.der"), Some("https://127.0.0.1:1/".into())),
+            job(&with_aia, &staple("1.der"), Some(garbage)),
+            "not valid DER",
+        ),
+        (
+            job(&with_aia, &staple("2.der"), Some(error)),
+            "answered HTTP 500",
+        ),
+        (
+            job(&with_aia, &staple("3.der"), Some(huge)),
+            "larger than 65536 bytes",
+        ),
+        (
+            job(
+                &with_aia,
+                &staple("4.der"),
+                Some("https://127.0.0.1:1/".into()),
+            ),
             "only http://",
         ),
-        (job(&without_aia, &staple("5.der"), None), "names no OCSP responder"),
+        (
+            job(&without_aia, &staple("5.der"), None),
+            "names no OCSP responder",
+        ),
         (
             StapleJob {
                 chain: leaf_only,

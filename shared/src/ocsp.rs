@@ -209,7 +209,9 @@ impl Checked {
     /// through what is left. `None` without a `nextUpdate`.
     pub fn refresh_at(&self, now: i64) -> Option<i64> {
         let next = self.next_update?;
-        let half = self.this_update.saturating_add(next.saturating_sub(self.this_update) / 2);
+        let half = self
+            .this_update
+            .saturating_add(next.saturating_sub(self.this_update) / 2);
         if half > now {
             Some(half)
         } else {
@@ -248,12 +250,12 @@ pub fn check(der: &[u8], leaf: &Cert, issuer: Option<&Cert>, now: i64) -> Result
         .responses
         .iter()
         .find(|s| names(&s.cert_id, leaf, issuer))
-        .ok_or("the OCSP response is for another certificate (no response for its serial and issuer)")?;
+        .ok_or(
+            "the OCSP response is for another certificate (no response for its serial and issuer)",
+        )?;
 
     let this_update = secs(single.this_update.0.to_unix_duration());
-    let next_update = single
-        .next_update
-        .map(|t| secs(t.0.to_unix_duration()));
+    let next_update = single.next_update.map(|t| secs(t.0.to_unix_duration()));
     if this_update > now.saturating_add(SKEW) {
         return Err(format!(
             "the OCSP response is not valid yet (thisUpdate {})",
@@ -396,7 +398,9 @@ fn check_signature(
              responder certificate it carries",
         )?;
     if !delegated.named_issuer_is(issuer) {
-        return Err("the OCSP responder's certificate was not issued by the certificate's issuer".into());
+        return Err(
+            "the OCSP responder's certificate was not issued by the certificate's issuer".into(),
+        );
     }
     let cert_tbs = signed_part(&delegated.der)
         .map_err(|e| format!("the OCSP responder's certificate is not valid DER ({e})"))?;
@@ -405,15 +409,21 @@ fn check_signature(
         .signature
         .as_bytes()
         .ok_or("the OCSP responder's certificate signature is not whole bytes")?;
-    verify_signature(issuer, &delegated.parsed.signature_algorithm, cert_tbs, cert_sig)
-        .map_err(|e| format!("the OCSP responder's certificate: its signature by the issuer {e}"))?;
+    verify_signature(
+        issuer,
+        &delegated.parsed.signature_algorithm,
+        cert_tbs,
+        cert_sig,
+    )
+    .map_err(|e| format!("the OCSP responder's certificate: its signature by the issuer {e}"))?;
     let ocsp_signing = matches!(
         delegated.parsed.tbs_certificate.get::<ExtendedKeyUsage>(),
         Ok(Some((_, eku))) if eku.0.contains(&KP_OCSP_SIGNING)
     );
     if !ocsp_signing {
         return Err(
-            "the OCSP responder's certificate is not for OCSP signing (no id-kp-OCSPSigning)".into(),
+            "the OCSP responder's certificate is not for OCSP signing (no id-kp-OCSPSigning)"
+                .into(),
         );
     }
     let (not_before, not_after) = delegated.validity();

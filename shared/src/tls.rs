@@ -183,9 +183,10 @@ pub fn load_files(files: &CertFiles, now: i64) -> Result<LoadedCert, String> {
     }
     // A staple that does not exist yet (the certificate helper fetches it
     // after the server starts) is no reason not to serve the certificate.
-    let not_yet = files.ocsp.as_deref().filter(|p| {
-        std::fs::metadata(p).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-    });
+    let not_yet = files
+        .ocsp
+        .as_deref()
+        .filter(|p| std::fs::metadata(p).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound));
     let ocsp = match &files.ocsp {
         Some(p) if not_yet.is_none() => Some(read(p, "OCSP staple")?),
         _ => None,

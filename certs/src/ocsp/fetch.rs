@@ -78,9 +78,9 @@ pub fn fetch(url: &str, request: &[u8], limits: &Limits) -> Result<Vec<u8>, Stri
         .limit(limits.max_response)
         .read_to_vec()
         .map_err(|e| match e {
-            ureq::Error::BodyExceedsLimit(n) => format!(
-                "OCSP responder {url}: the response is larger than {n} bytes, refused"
-            ),
+            ureq::Error::BodyExceedsLimit(n) => {
+                format!("OCSP responder {url}: the response is larger than {n} bytes, refused")
+            }
             e => format!("OCSP responder {url}: reading the response: {e}"),
         })
 }

@@ -202,9 +202,7 @@ fn turn(job: &StapleJob, state: &mut State, settings: &Settings) -> Option<Event
     }
     state.failures = 0;
     let max = i64::try_from(settings.backoff_max.as_secs()).unwrap_or(i64::MAX);
-    let refresh_at = checked
-        .refresh_at(now)
-        .unwrap_or(now.saturating_add(max));
+    let refresh_at = checked.refresh_at(now).unwrap_or(now.saturating_add(max));
     state.due = instant_at(refresh_at);
     match checked.status {
         Status::Revoked { at, reason } => {

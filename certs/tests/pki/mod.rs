@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 
 pub struct Pki {
     pub dir: tempfile::TempDir,
-    /// Names files apart when two CAs share a directory (never here).
-    pub name: String,
 }
 
 pub struct Leaf {
@@ -43,43 +41,41 @@ pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// `openssl` with a command line of words without spaces.
+pub fn run(dir: &Path, line: &str) -> Vec<u8> {
+    openssl(dir, &line.split_whitespace().collect::<Vec<_>>())
+}
+
+const EC: &str = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+
 impl Pki {
     pub fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        openssl(
+        run(
             d,
-            &[
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj",
-                "/CN=Baton Test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-            ],
+            &format!(
+                "req -x509 {EC} -keyout ca.key -out ca.pem -days 30 -subj /CN=baton-test-ca \
+                 -addext basicConstraints=critical,CA:TRUE \
+                 -addext keyUsage=critical,keyCertSign,cRLSign"
+            ),
         );
-        openssl(
+        run(
             d,
-            &[
-                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "rsp.key", "-out",
-                "rsp.csr", "-subj", "/CN=Baton Test OCSP",
-            ],
+            "req -newkey rsa:2048 -nodes -keyout rsp.key -out rsp.csr -subj /CN=baton-test-ocsp",
         );
         std::fs::write(
             d.join("rsp.ext"),
             "extendedKeyUsage=OCSPSigning\nbasicConstraints=CA:FALSE\n",
         )
         .unwrap();
-        openssl(
+        run(
             d,
-            &[
-                "x509", "-req", "-in", "rsp.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-set_serial", "0x1001", "-days", "30", "-extfile", "rsp.ext", "-out", "rsp.pem",
-            ],
+            "x509 -req -in rsp.csr -CA ca.pem -CAkey ca.key -set_serial 0x1001 -days 30 \
+             -extfile rsp.ext -out rsp.pem",
         );
         std::fs::write(d.join("index.txt"), "").unwrap();
-        Pki {
-            dir,
-            name: "ca".into(),
-        }
+        Pki { dir }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -90,38 +86,30 @@ impl Pki {
     /// as its responder.
     pub fn leaf(&self, name: &str, serial: &str, ocsp_url: Option<&str>) -> Leaf {
         let d = self.dir.path();
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        let pem = format!("{name}.pem");
-        let ext = format!("{name}.ext");
         let subject = format!("/CN={name}");
-        openssl(
+        run(
             d,
-            &[
-                "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", &key, "-out", &csr, "-subj", &subject,
-            ],
+            &format!("req {EC} -keyout {name}.key -out {name}.csr -subj {subject}"),
         );
         let mut extensions = format!("subjectAltName=DNS:{name}\n");
         if let Some(url) = ocsp_url {
             extensions.push_str(&format!("authorityInfoAccess=OCSP;URI:{url}\n"));
         }
-        std::fs::write(d.join(&ext), extensions).unwrap();
-        openssl(
+        std::fs::write(d.join(format!("{name}.ext")), extensions).unwrap();
+        run(
             d,
-            &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-set_serial", &format!("0x{serial}"), "-days", "30", "-extfile", &ext,
-                "-out", &pem,
-            ],
+            &format!(
+                "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -set_serial 0x{serial} \
+                 -days 30 -extfile {name}.ext -out {name}.pem"
+            ),
         );
         let chain = d.join(format!("{name}.chain.pem"));
-        let mut bytes = std::fs::read(d.join(&pem)).unwrap();
+        let mut bytes = std::fs::read(d.join(format!("{name}.pem"))).unwrap();
         bytes.extend(std::fs::read(d.join("ca.pem")).unwrap());
         std::fs::write(&chain, bytes).unwrap();
         Leaf {
-            cert: d.join(pem),
-            key: d.join(key),
+            cert: d.join(format!("{name}.pem")),
+            key: d.join(format!("{name}.key")),
             chain,
             serial: serial.to_uppercase(),
             subject,
@@ -154,55 +142,56 @@ impl Pki {
     /// `minutes` (0: no nextUpdate).
     pub fn response(&self, leaf: &Leaf, minutes: u32) -> Vec<u8> {
         let d = self.dir.path();
-        let cert = leaf.cert.to_str().unwrap();
-        openssl(
+        let cert = leaf.cert.display();
+        run(
             d,
-            &[
-                "ocsp", "-issuer", "ca.pem", "-cert", cert, "-no_nonce", "-reqout", "req.der",
-            ],
+            &format!("ocsp -issuer ca.pem -cert {cert} -no_nonce -reqout req.der"),
         );
-        let mut args = vec![
-            "ocsp", "-index", "index.txt", "-rsigner", "rsp.pem", "-rkey", "rsp.key", "-CA",
-            "ca.pem", "-reqin", "req.der", "-respout", "resp.der",
-        ];
-        let nmin = minutes.to_string();
-        if minutes > 0 {
-            args.extend(["-nmin", &nmin]);
-        }
-        openssl(d, &args);
+        let validity = if minutes > 0 {
+            format!("-nmin {minutes}")
+        } else {
+            String::new()
+        };
+        run(
+            d,
+            &format!(
+                "ocsp -index index.txt -rsigner rsp.pem -rkey rsp.key -CA ca.pem \
+                 -reqin req.der -respout resp.der {validity}"
+            ),
+        );
         std::fs::read(d.join("resp.der")).unwrap()
     }
 
-    /// `openssl ocsp` answering on `port` (it listens on every address of
-    /// the port; the tests talk to it on 127.0.0.1), responses valid for
-    /// `minutes`.
+    /// `openssl ocsp` answering on `port`, responses valid for `minutes`.
+    /// (It listens on every address of the port, as it cannot be told
+    /// otherwise; the tests talk to it on 127.0.0.1.)
     pub fn responder(&self, port: u16, minutes: u32) -> Responder {
+        let log = self.path(&format!("responder-{port}.log"));
+        let line = format!(
+            "ocsp -index index.txt -port {port} -rsigner rsp.pem -rkey rsp.key -CA ca.pem \
+             -nmin {minutes}"
+        );
         let mut child = Command::new("openssl")
-            .args([
-                "ocsp", "-index", "index.txt", "-port", &port.to_string(), "-rsigner", "rsp.pem",
-                "-rkey", "rsp.key", "-CA", "ca.pem", "-nmin", &minutes.to_string(),
-            ])
+            .args(line.split_whitespace())
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.path("responder.log")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("openssl ocsp starts");
-        // It logs "ACCEPT [::]:PORT" once listening. (A probe connection
-        // would not do: one closed without a request wedges it.)
-        let log = self.path("responder.log");
+        // It logs "waiting for OCSP client connections" once listening. (A
+        // probe connection would not do: one closed without a request
+        // wedges it.)
+        let text = || std::fs::read_to_string(&log).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("waiting for OCSP client")) {
+        while !text().contains("waiting for OCSP client") {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "openssl ocsp exited ({status}): {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
+                panic!("openssl ocsp exited ({status}): {}", text());
             }
             assert!(
                 Instant::now() < deadline,
                 "openssl ocsp is not listening on {port}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                text()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
