@@ -29,6 +29,7 @@ fn quick() -> Settings {
         },
         backoff_min: Duration::from_millis(200),
         backoff_max: Duration::from_secs(1),
+        chain_check: Duration::from_millis(200),
     }
 }
 
@@ -158,43 +159,49 @@ fn fetches_stores_refreshes_at_half_validity_and_recovers_from_a_down_responder(
 }
 
 #[test]
-fn a_current_staple_is_kept_and_a_revoked_certificate_is_reported() {
+fn a_current_staple_is_kept_a_bad_one_replaced_and_a_revoked_certificate_reported() {
     let pki = Pki::new();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let good = pki.leaf("a.test", "2A01", Some(&url));
     let revoked = pki.leaf("b.test", "2A02", Some(&url));
-    pki.index(&[(&good, false), (&revoked, true)]);
+    let replaced = pki.leaf("c.test", "2A03", Some(&url));
+    pki.index(&[(&good, false), (&revoked, true), (&replaced, false)]);
     let _responder = pki.responder(port, 10);
 
     // a.test's staple is current: kept, even though its (overridden)
-    // responder is down; b.test's is fetched.
+    // responder is down. c.test's stored staple is another certificate's:
+    // fetched. b.test has none: fetched.
     let kept = pki.path("a.der");
     std::fs::write(&kept, pki.response(&good, 10)).unwrap();
     let before = std::fs::read(&kept).unwrap();
     let b_staple = pki.path("b.der");
+    let c_staple = pki.path("c.der");
+    std::fs::write(&c_staple, &before).unwrap();
     let (jobs, jobs_rx) = unbounded();
     let (events_tx, events) = unbounded();
     let thread = spawn(jobs_rx, events_tx, quick()).unwrap();
+    let down = format!("http://127.0.0.1:{}", free_port());
     jobs.send(vec![
-        job(
-            &good,
-            &kept,
-            Some(format!("http://127.0.0.1:{}", free_port())),
-        ),
+        job(&good, &kept, Some(down)),
         job(&revoked, &b_staple, None),
+        job(&replaced, &c_staple, None),
     ])
     .unwrap();
-    match next(&events, Duration::from_secs(10)) {
-        Event::Revoked { job, since, reason } => {
-            assert_eq!(job.chain, revoked.chain);
-            assert_eq!(since, 1_767_225_600);
-            assert_eq!(reason.as_deref(), Some("KeyCompromise"));
+    for _ in 0..2 {
+        match next(&events, Duration::from_secs(10)) {
+            Event::Revoked { job, since, reason } => {
+                assert_eq!(job.chain, revoked.chain);
+                assert_eq!(since, 1_767_225_600);
+                assert_eq!(reason.as_deref(), Some("KeyCompromise"));
+            }
+            Event::Stored { job, .. } => assert_eq!(job.chain, replaced.chain),
+            e => panic!("{e:?}"),
         }
-        e => panic!("{e:?}"),
     }
-    // Stored, so that the master stops stapling an old "good" answer; it
-    // refuses this one.
+    assert!(serves(&std::fs::read(&c_staple).unwrap(), &replaced).is_ok());
+    // The revoked answer is stored, so that the master stops stapling an
+    // old "good" one; it refuses this one.
     let der = std::fs::read(&b_staple).unwrap();
     let e = serves(&der, &revoked).unwrap_err();
     assert!(e.contains("REVOKED"), "{e}");
@@ -205,6 +212,44 @@ fn a_current_staple_is_kept_and_a_revoked_certificate_is_reported() {
     let rest: Vec<Event> = events.try_iter().collect();
     assert!(rest.is_empty(), "{rest:?}");
     assert_eq!(std::fs::read(&kept).unwrap(), before);
+}
+
+#[test]
+fn a_certificate_renewed_in_place_gets_its_own_staple_at_once() {
+    let pki = Pki::new();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let old = pki.leaf("a.test", "2A01", Some(&url));
+    let renewed = pki.leaf("a2.test", "2A05", Some(&url));
+    pki.index(&[(&old, false), (&renewed, false)]);
+    let _responder = pki.responder(port, 10);
+    let staple = pki.path("a.der");
+    let (jobs, jobs_rx) = unbounded();
+    let (events_tx, events) = unbounded();
+    let thread = spawn(jobs_rx, events_tx, quick()).unwrap();
+    jobs.send(vec![job(&old, &staple, None)]).unwrap();
+    let first = match next(&events, Duration::from_secs(10)) {
+        Event::Stored { refresh_at, .. } => refresh_at,
+        e => panic!("{e:?}"),
+    };
+    let old_staple = std::fs::read(&staple).unwrap();
+    assert!(serves(&old_staple, &old).is_ok());
+    assert!(serves(&old_staple, &renewed).is_err());
+
+    // The chain file is replaced (renamed over, as certbot and the ACME
+    // helper do): a fetch for the new certificate, long before `first`.
+    let tmp = pki.path("a.test.chain.pem.tmp");
+    std::fs::copy(&renewed.chain, &tmp).unwrap();
+    std::fs::rename(&tmp, &old.chain).unwrap();
+    match next(&events, Duration::from_secs(10)) {
+        Event::Stored { .. } => assert!(unix_now() < first),
+        e => panic!("{e:?}"),
+    }
+    let der = std::fs::read(&staple).unwrap();
+    // (`old.chain` is the renewed chain now.)
+    assert!(serves(&der, &renewed).is_ok());
+    drop(jobs);
+    thread.join().unwrap();
 }
 
 /// An HTTP server that answers every request with `reply`.

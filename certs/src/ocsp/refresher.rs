@@ -19,11 +19,17 @@
 //!   staple stays until its own `nextUpdate`), and the job is retried with
 //!   exponential backoff from `backoff_min` to `backoff_max`.
 //!
+//! The chain files are looked at every `chain_check` (and on every new
+//! job list): a certificate renewed in place gets a staple of its own at
+//! once, not at its predecessor's half-life.
+//!
 //! Every outcome is also an [`Event`] on the events channel; a closed
 //! events channel does not stop the refresher (the log still says it all).
 
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -44,6 +50,10 @@ pub struct Settings {
     /// The longest wait between two attempts after failures; also when to
     /// ask again after a response without `nextUpdate`.
     pub backoff_max: Duration,
+    /// How often the chain files are looked at (`stat`): a certificate
+    /// renewed in place (ACME, certbot) gets its own staple at once, not
+    /// at the old one's half-life. A new job list looks at them too.
+    pub chain_check: Duration,
 }
 
 impl Default for Settings {
@@ -52,6 +62,7 @@ impl Default for Settings {
             limits: Limits::default(),
             backoff_min: Duration::from_secs(60),
             backoff_max: Duration::from_secs(3600),
+            chain_check: Duration::from_secs(60),
         }
     }
 }
@@ -82,12 +93,26 @@ pub enum Event {
     },
 }
 
+/// What a file looked like: (inode, size, mtime in ns); `None` if missing.
+type Sig = Option<(u64, u64, i128)>;
+
+fn sig(path: &Path) -> Sig {
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.ino(),
+        m.size(),
+        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    ))
+}
+
 #[derive(Debug)]
 struct State {
     due: Instant,
     /// Whether the stored staple was looked at (first turn only).
     started: bool,
     failures: u32,
+    /// The chain file as it was at the last turn.
+    chain: Sig,
 }
 
 impl State {
@@ -96,6 +121,23 @@ impl State {
             due: now,
             started: false,
             failures: 0,
+            chain: None,
+        }
+    }
+}
+
+/// Jobs whose chain file changed since their last turn are due now, as
+/// on a first turn (the stored staple is for the old certificate).
+fn chains_changed(states: &mut HashMap<StapleJob, State>, now: Instant) {
+    for (job, state) in states.iter_mut().filter(|(_, s)| s.started) {
+        if sig(&job.chain) != state.chain {
+            log::info!(
+                "certificate {} changed: fetching its OCSP staple again",
+                job.chain.display()
+            );
+            state.due = now;
+            state.started = false;
+            state.failures = 0;
         }
     }
 }
@@ -114,26 +156,30 @@ pub fn spawn(
 
 fn run(jobs: &Receiver<Vec<StapleJob>>, events: &Sender<Event>, settings: &Settings) {
     let mut states: HashMap<StapleJob, State> = HashMap::new();
+    let mut next_check = Instant::now();
     loop {
         let next = states.values().map(|s| s.due).min();
         let received = match next {
-            Some(at) => jobs.recv_deadline(at),
+            Some(at) => jobs.recv_deadline(at.min(next_check)),
             None => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
+        let now = Instant::now();
         match received {
             Ok(list) => {
-                let now = Instant::now();
                 let mut old = std::mem::take(&mut states);
                 for job in list {
                     let state = old.remove(&job).unwrap_or_else(|| State::new(now));
                     states.insert(job, state);
                 }
-                continue;
+                next_check = now;
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        let now = Instant::now();
+        if now >= next_check {
+            chains_changed(&mut states, now);
+            next_check = now + settings.chain_check;
+        }
         for (job, state) in states.iter_mut().filter(|(_, s)| s.due <= now) {
             let event = turn(job, state, settings);
             if let Some(event) = event {
@@ -155,6 +201,7 @@ fn instant_at(at: i64) -> Instant {
 /// still current, nothing happened).
 fn turn(job: &StapleJob, state: &mut State, settings: &Settings) -> Option<Event> {
     let staple = job.staple.display();
+    state.chain = sig(&job.chain);
     let chain = match job.chain() {
         Ok(chain) => chain,
         Err(e) => return Some(failed(job, state, settings, e)),
