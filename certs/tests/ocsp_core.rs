@@ -229,3 +229,35 @@ fn malformed_responses_are_errors() {
     let e = ocsp::check(&[0x30, 0x03, 0x0a, 0x01, 0x03], &la, Some(&ca), now).unwrap_err();
     assert!(e.contains("TryLater"), "{e}");
 }
+
+/// Every single-byte corruption and every truncation of a real response
+/// is an error or a verdict, never a panic; and none of them passes as
+/// the good, signed answer it was (the signature covers what matters).
+#[test]
+fn corrupted_responses_never_panic_and_never_pass_as_good() {
+    let pki = Pki::new();
+    let a = pki.leaf("a.test", "2A01", None);
+    pki.index(&[(&a, false)]);
+    let (la, ca) = pair(&pki, &a);
+    let der = pki.response(&a, 10);
+    let now = unix_now();
+    let original = ocsp::check(&der, &la, Some(&ca), now).unwrap();
+    let mut passed = Vec::new();
+    for i in 0..der.len() {
+        let mut bad = der.clone();
+        bad[i] ^= 0xff;
+        if let Ok(c) = ocsp::check(&bad, &la, Some(&ca), now) {
+            passed.push((i, c));
+        }
+        let _ = ocsp::check(&der[..i], &la, Some(&ca), now);
+    }
+    // Only bytes outside the signed data may change without notice (in
+    // practice: the NULL parameters of the signature algorithm, 1 byte
+    // of 1067). Whatever passes says the same thing.
+    assert!(passed.len() <= 4, "{} corruptions passed", passed.len());
+    for (i, c) in &passed {
+        assert_eq!(c.status, original.status, "byte {i}");
+        assert_eq!(c.this_update, original.this_update, "byte {i}");
+        assert_eq!(c.next_update, original.next_update, "byte {i}");
+    }
+}
