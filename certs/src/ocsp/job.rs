@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use baton_shared::config::Config;
 use baton_shared::ocsp::{self, Cert, Checked};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -20,6 +21,32 @@ pub struct StapleJob {
     pub staple: PathBuf,
     /// The responder URL, instead of the certificate's own (AIA).
     pub responder: Option<String>,
+}
+
+/// The staple jobs a config asks for: every certificate entry with an
+/// `ocsp` path, its responder the certificate's own (there is no config
+/// key for another yet). Each job once, in config order. (Certificates
+/// found in a `tls.dir` have no staple path; ACME ones are the ACME
+/// side's to add, with a staple beside the certificate.)
+pub fn jobs(config: &Config) -> Vec<StapleJob> {
+    let mut jobs: Vec<StapleJob> = Vec::new();
+    let entries = config
+        .sites
+        .iter()
+        .filter_map(|s| s.tls.as_ref())
+        .flat_map(|t| &t.certs);
+    for files in entries {
+        let Some(staple) = &files.ocsp else { continue };
+        let job = StapleJob {
+            chain: files.cert.clone(),
+            staple: staple.clone(),
+            responder: None,
+        };
+        if !jobs.contains(&job) {
+            jobs.push(job);
+        }
+    }
+    jobs
 }
 
 /// What a job needs from its chain file.
@@ -82,5 +109,32 @@ impl StapleJob {
         let checked = ocsp::check(&der, &chain.leaf, Some(&chain.issuer), now())
             .map_err(|e| format!("OCSP responder {}: {e}", chain.url))?;
         Ok((checked, der))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_asks_for_one_job_per_certificate_with_a_staple_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baton.toml");
+        let text = "\
+[[site]]\nlisten = [\"127.0.0.1:8443\"]\nnames = [\"a.test\"]\nroot = \".\"\n\
+tls = { cert = \"a.pem\", key = \"a.key\", ocsp = \"a.der\" }\n\
+[[site]]\nlisten = [\"127.0.0.1:8443\"]\nnames = [\"b.test\"]\nroot = \".\"\n\
+tls = { cert = \"b.pem\", key = \"b.key\" }\n\
+[[site]]\nlisten = [\"127.0.0.1:8444\"]\nnames = [\"a.test\"]\nroot = \".\"\n\
+tls = { cert = \"a.pem\", key = \"a.key\", ocsp = \"a.der\" }\n";
+        let config = baton_shared::config::load_text_as_file(&path, text).unwrap();
+        assert_eq!(
+            jobs(&config),
+            [StapleJob {
+                chain: dir.path().join("a.pem"),
+                staple: dir.path().join("a.der"),
+                responder: None,
+            }]
+        );
     }
 }

@@ -7,6 +7,8 @@
 //! - [`StapleJob`]: a chain file (PEM, leaf then issuer), the staple path
 //!   (the site's `ocsp = "PATH"`, or beside an ACME certificate), and an
 //!   optional responder URL overriding the certificate's own (AIA).
+//! - [`jobs`]: the jobs a config asks for (each certificate entry with an
+//!   `ocsp` path), to send the refresher at start and on every reload.
 //! - [`spawn`] starts the [`refresher`] thread: it takes the whole job
 //!   list on a crossbeam channel (again on every reload) and reports each
 //!   outcome as an [`Event`] on another: `Stored` (with the validity
@@ -25,6 +27,6 @@ mod job;
 pub mod refresher;
 mod store;
 
-pub use job::{Chain, StapleJob};
+pub use job::{Chain, StapleJob, jobs};
 pub use refresher::{Event, Settings, spawn};
 pub use store::store;
