@@ -156,6 +156,18 @@ fn revoked_malformed_and_foreign_staples_are_not_served() {
 
     env.write_file("ocsp/a.der", &revoked);
     env.write_config(&config(&env, &leaf));
+    // `-t`: valid (the certificate is served), with a warning.
+    let out = env.baton(&["-t"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("baton: warning: OCSP staple")
+                && l.contains("a.der")
+                && l.contains("REVOKED")),
+        "{stderr}"
+    );
     let server = env.start();
     assert!(no_staple(env.port), "a revoked staple was served");
     let refused = |why: &str| {
