@@ -13,9 +13,9 @@
 //!
 //! An OCSP staple is checked too (`ocsp::check_staple`: for this
 //! certificate's serial and issuer, signed by the issuer or its delegated
-//! responder, status good, not past its `nextUpdate`); a staple that
-//! fails is not served, and
-//! the certificate is served without one. A staple that passes carries its
+//! responder, status good, not past its `nextUpdate`); a staple that fails
+//! is not served, and the certificate is served without one (a staple file
+//! that does not exist yet likewise). A staple that passes carries its
 //! `nextUpdate` (`Staple::Served`): it must stop being served at that
 //! moment, file change or not, so workers compare it with the clock at
 //! every handshake and the master warns when it passes (`certwatch`).
