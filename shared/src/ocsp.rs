@@ -53,6 +53,7 @@ const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 
 /// A certificate as the checks need it: parsed, with its DER kept.
+#[derive(Clone)]
 pub struct Cert {
     der: Vec<u8>,
     parsed: Certificate,
@@ -313,7 +314,7 @@ pub fn check_staple(
         .find(|c| leaf.named_issuer_is(c));
     let issuer = match issuer {
         Some(c) => Some(c),
-        None if leaf.named_issuer_is(&leaf) => Some(Cert::from_der(leaf.der())?),
+        None if leaf.named_issuer_is(&leaf) => Some(leaf.clone()),
         None => None,
     };
     let checked = check(der, &leaf, issuer.as_ref(), now)?;
