@@ -15,7 +15,7 @@ mod pki;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use baton_certs::ocsp::{Event, Settings, StapleJob, spawn};
+use baton_certs::ocsp::{Event, Refresher, Settings, StapleJob};
 use common::tls::have;
 use common::*;
 use crossbeam_channel::unbounded;
@@ -96,15 +96,20 @@ fn staples_fetched_by_the_refresher_are_served_and_refreshed() {
     );
 
     let _responder = pki.responder(port, 1);
-    let (jobs, jobs_rx) = unbounded();
     let (events_tx, events) = unbounded();
-    let refresher = spawn(jobs_rx, events_tx, Settings::default()).unwrap();
-    jobs.send(vec![StapleJob {
-        chain: leaf.chain.clone(),
-        staple: env.path("ocsp/a.der"),
-        responder: None,
-    }])
-    .unwrap();
+    let refresher = Refresher::start(events_tx, Settings::default()).unwrap();
+    // The jobs the helper derives from the config: this one.
+    let config = baton_shared::config::load_file(&env.config_path()).unwrap();
+    let jobs = baton_certs::ocsp::jobs(&config);
+    assert_eq!(
+        jobs,
+        [StapleJob {
+            chain: leaf.chain.clone(),
+            staple: env.path("ocsp/a.der"),
+            responder: None,
+        }]
+    );
+    refresher.set_jobs(jobs);
     let stored = |what: &str| match events.recv_timeout(Duration::from_secs(60)) {
         Ok(Event::Stored { refresh_at, .. }) => refresh_at,
         e => panic!("{what}: {e:?}"),
@@ -128,8 +133,7 @@ fn staples_fetched_by_the_refresher_are_served_and_refreshed() {
         server.log_text()
     );
     assert_eq!(env.status().generation, 1, "no new generation");
-    drop(jobs);
-    refresher.join().unwrap();
+    refresher.stop();
 }
 
 /// Revoked, malformed and foreign staples are not served, at start or

@@ -9,7 +9,8 @@
 //!   optional responder URL overriding the certificate's own (AIA).
 //! - [`jobs`]: the jobs a config asks for (each certificate entry with an
 //!   `ocsp` path), to send the refresher at start and on every reload.
-//! - [`spawn`] starts the [`refresher`] thread: it takes the whole job
+//! - [`Refresher`] (or [`spawn`] with the caller's channels) runs the
+//!   [`refresher`] thread: it takes the whole job
 //!   list on a crossbeam channel (again on every reload) and reports each
 //!   outcome as an [`Event`] on another: `Stored` (with the validity
 //!   window and the next refresh), `Revoked` (logged as an error; for an
@@ -28,5 +29,5 @@ pub mod refresher;
 mod store;
 
 pub use job::{Chain, StapleJob, jobs};
-pub use refresher::{Event, Settings, spawn};
+pub use refresher::{Event, Refresher, Settings, spawn};
 pub use store::store;

@@ -142,8 +142,37 @@ fn chains_changed(states: &mut HashMap<StapleJob, State>, now: Instant) {
     }
 }
 
+/// The refresher thread and its job channel, for a caller that needs no
+/// more than that (the helper may as well [`spawn`] with its own channels).
+pub struct Refresher {
+    jobs: Sender<Vec<StapleJob>>,
+    thread: JoinHandle<()>,
+}
+
+impl Refresher {
+    /// Starts the thread, with no job yet; events go to `events`.
+    pub fn start(events: Sender<Event>, settings: Settings) -> io::Result<Refresher> {
+        let (jobs, receiver) = crossbeam_channel::unbounded();
+        let thread = spawn(receiver, events, settings)?;
+        Ok(Refresher { jobs, thread })
+    }
+
+    /// Replaces the job list (at start, and on every reload).
+    pub fn set_jobs(&self, jobs: Vec<StapleJob>) {
+        // Fails only if the thread has ended, which it does only when
+        // this sender is gone: never while `self` lives.
+        let _ = self.jobs.send(jobs);
+    }
+
+    /// Ends the thread once its current turn is over, and waits for it.
+    pub fn stop(self) {
+        drop(self.jobs);
+        let _ = self.thread.join();
+    }
+}
+
 /// Starts the refresher thread. Send it the full job list, and again
-/// whenever it changes.
+/// whenever it changes; it ends when every sender of `jobs` is gone.
 pub fn spawn(
     jobs: Receiver<Vec<StapleJob>>,
     events: Sender<Event>,
