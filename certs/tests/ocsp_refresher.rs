@@ -252,6 +252,47 @@ fn a_certificate_renewed_in_place_gets_its_own_staple_at_once() {
     thread.join().unwrap();
 }
 
+#[test]
+fn a_chain_that_appears_is_fetched_at_once_not_after_the_backoff() {
+    let pki = Pki::new();
+    let port = free_port();
+    let leaf = pki.leaf("a.test", "2A01", Some(&format!("http://127.0.0.1:{port}")));
+    pki.index(&[(&leaf, false)]);
+    let _responder = pki.responder(port, 10);
+    let chain = pki.path("later.pem");
+    let staple = pki.path("a.der");
+    let (jobs, jobs_rx) = unbounded();
+    let (events_tx, events) = unbounded();
+    let settings = Settings {
+        backoff_min: Duration::from_secs(600),
+        backoff_max: Duration::from_secs(600),
+        ..quick()
+    };
+    let thread = spawn(jobs_rx, events_tx, settings).unwrap();
+    jobs.send(vec![StapleJob {
+        chain: chain.clone(),
+        staple: staple.clone(),
+        responder: None,
+    }])
+    .unwrap();
+    match next(&events, Duration::from_secs(10)) {
+        Event::Failed {
+            reason, retry_in, ..
+        } => {
+            assert!(reason.contains("later.pem"), "{reason}");
+            assert_eq!(retry_in, Duration::from_secs(600));
+        }
+        e => panic!("{e:?}"),
+    }
+    std::fs::copy(&leaf.chain, &chain).unwrap();
+    match next(&events, Duration::from_secs(10)) {
+        Event::Stored { .. } => {}
+        e => panic!("{e:?}"),
+    }
+    drop(jobs);
+    thread.join().unwrap();
+}
+
 /// An HTTP server that answers every request with `reply`.
 fn fake_responder(reply: Vec<u8>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -111,8 +111,9 @@ struct State {
     /// Whether the stored staple was looked at (first turn only).
     started: bool,
     failures: u32,
-    /// The chain file as it was at the last turn.
-    chain: Sig,
+    /// The chain file as it was at the last turn (`None` before the first,
+    /// `Some(None)` if it did not exist).
+    chain: Option<Sig>,
 }
 
 impl State {
@@ -127,10 +128,11 @@ impl State {
 }
 
 /// Jobs whose chain file changed since their last turn are due now, as
-/// on a first turn (the stored staple is for the old certificate).
+/// on a first turn (the stored staple is for the old certificate), with
+/// no backoff left (a chain that was missing or broken may be fixed).
 fn chains_changed(states: &mut HashMap<StapleJob, State>, now: Instant) {
-    for (job, state) in states.iter_mut().filter(|(_, s)| s.started) {
-        if sig(&job.chain) != state.chain {
+    for (job, state) in states.iter_mut() {
+        if state.chain.is_some_and(|seen| seen != sig(&job.chain)) {
             log::info!(
                 "certificate {} changed: fetching its OCSP staple again",
                 job.chain.display()
@@ -230,7 +232,7 @@ fn instant_at(at: i64) -> Instant {
 /// still current, nothing happened).
 fn turn(job: &StapleJob, state: &mut State, settings: &Settings) -> Option<Event> {
     let staple = job.staple.display();
-    state.chain = sig(&job.chain);
+    state.chain = Some(sig(&job.chain));
     let chain = match job.chain() {
         Ok(chain) => chain,
         Err(e) => return Some(failed(job, state, settings, e)),
