@@ -169,8 +169,8 @@ fn a_current_staple_is_kept_a_bad_one_replaced_and_a_revoked_certificate_reporte
     pki.index(&[(&good, false), (&revoked, true), (&replaced, false)]);
     let _responder = pki.responder(port, 10);
 
-    // a.test's staple is current: kept, even though its (overridden)
-    // responder is down. c.test's stored staple is another certificate's:
+    // a.test's staple is current: kept (not fetched: its overridden
+    // responder is down, and no failure is reported). c.test's stored staple is another certificate's:
     // fetched. b.test has none: fetched.
     let kept = pki.path("a.der");
     std::fs::write(&kept, pki.response(&good, 10)).unwrap();
@@ -188,8 +188,16 @@ fn a_current_staple_is_kept_a_bad_one_replaced_and_a_revoked_certificate_reporte
         job(&replaced, &c_staple, None),
     ])
     .unwrap();
-    for _ in 0..2 {
+    for _ in 0..3 {
         match next(&events, Duration::from_secs(10)) {
+            Event::Kept {
+                job,
+                next_update,
+                refresh_at,
+            } => {
+                assert_eq!(job.chain, good.chain);
+                assert_eq!(refresh_at, next_update - 300);
+            }
             Event::Revoked { job, since, reason } => {
                 assert_eq!(job.chain, revoked.chain);
                 assert_eq!(since, 1_767_225_600);
@@ -206,7 +214,7 @@ fn a_current_staple_is_kept_a_bad_one_replaced_and_a_revoked_certificate_reporte
     let e = serves(&der, &revoked).unwrap_err();
     assert!(e.contains("REVOKED"), "{e}");
 
-    // Every turn is done once the thread has ended: nothing about a.test.
+    // Every turn is done once the thread has ended: nothing more.
     drop(jobs);
     thread.join().unwrap();
     let rest: Vec<Event> = events.try_iter().collect();

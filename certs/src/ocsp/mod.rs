@@ -13,7 +13,8 @@
 //!   [`refresher`] thread: it takes the whole job
 //!   list on a crossbeam channel (again on every reload) and reports each
 //!   outcome as an [`Event`] on another: `Stored` (with the validity
-//!   window and the next refresh), `Revoked` (logged as an error; for an
+//!   window and the next refresh), `Kept` (at start, a stored staple still
+//!   before its half-life), `Revoked` (logged as an error; for an
 //!   ACME certificate, the helper's cue to re-issue), `Failed` (with the
 //!   reason and the retry delay). No async runtime.
 //! - The checks themselves (request, response parsing, signature, issuer,

@@ -77,6 +77,13 @@ pub enum Event {
         next_update: Option<i64>,
         refresh_at: i64,
     },
+    /// At start: the stored staple is good and before its half-life, so
+    /// it is kept until `refresh_at`.
+    Kept {
+        job: StapleJob,
+        next_update: i64,
+        refresh_at: i64,
+    },
     /// The responder says the certificate is revoked (the response was
     /// stored; the master does not staple it).
     Revoked {
@@ -212,10 +219,7 @@ fn run(jobs: &Receiver<Vec<StapleJob>>, events: &Sender<Event>, settings: &Setti
             next_check = now + settings.chain_check;
         }
         for (job, state) in states.iter_mut().filter(|(_, s)| s.due <= now) {
-            let event = turn(job, state, settings);
-            if let Some(event) = event {
-                let _ = events.send(event);
-            }
+            let _ = events.send(turn(job, state, settings));
         }
     }
 }
@@ -228,39 +232,42 @@ fn instant_at(at: i64) -> Instant {
         .unwrap_or(now + Duration::from_secs(365 * 86400))
 }
 
-/// One turn of one job; what to report (`None`: the stored staple is
-/// still current, nothing happened).
-fn turn(job: &StapleJob, state: &mut State, settings: &Settings) -> Option<Event> {
+/// One turn of one job, and what to report.
+fn turn(job: &StapleJob, state: &mut State, settings: &Settings) -> Event {
     let staple = job.staple.display();
     state.chain = Some(sig(&job.chain));
     let chain = match job.chain() {
         Ok(chain) => chain,
-        Err(e) => return Some(failed(job, state, settings, e)),
+        Err(e) => return failed(job, state, settings, e),
     };
     if !state.started {
         state.started = true;
         let now = unix_now();
         if let Some(checked) = job.stored(&chain, now) {
             let half = half_life(checked.this_update, checked.next_update);
-            if checked.next_update.is_some() && half > now {
+            if let Some(next_update) = checked.next_update.filter(|_| half > now) {
                 log::info!(
                     "OCSP staple {staple} is current (until {}): next refresh at {}",
-                    checked.next_update.map_or("?".into(), http_date),
+                    http_date(next_update),
                     http_date(half)
                 );
                 state.due = instant_at(half);
-                return None;
+                return Event::Kept {
+                    job: job.clone(),
+                    next_update,
+                    refresh_at: half,
+                };
             }
         }
     }
     let fetched = job.fetch(&chain, &settings.limits, unix_now);
     let (checked, der) = match fetched {
         Ok(ok) => ok,
-        Err(e) => return Some(failed(job, state, settings, e)),
+        Err(e) => return failed(job, state, settings, e),
     };
     let now = unix_now();
     if checked.status == Status::Unknown {
-        return Some(failed(
+        return failed(
             job,
             state,
             settings,
@@ -268,15 +275,15 @@ fn turn(job: &StapleJob, state: &mut State, settings: &Settings) -> Option<Event
                 "OCSP responder {} does not know the certificate (status \"unknown\")",
                 chain.url
             ),
-        ));
+        );
     }
     if let Err(e) = store(&job.staple, &der) {
-        return Some(failed(
+        return failed(
             job,
             state,
             settings,
             format!("cannot store OCSP staple {staple}: {e}"),
-        ));
+        );
     }
     state.failures = 0;
     let max = i64::try_from(settings.backoff_max.as_secs()).unwrap_or(i64::MAX);
@@ -294,11 +301,11 @@ fn turn(job: &StapleJob, state: &mut State, settings: &Settings) -> Option<Event
                     .map_or_else(String::new, |r| format!(", reason {r}")),
                 chain.url
             );
-            Some(Event::Revoked {
+            Event::Revoked {
                 job: job.clone(),
                 since: at,
                 reason,
-            })
+            }
         }
         _ => {
             log::info!(
@@ -307,12 +314,12 @@ fn turn(job: &StapleJob, state: &mut State, settings: &Settings) -> Option<Event
                 checked.next_update.map_or("?".into(), http_date),
                 http_date(refresh_at)
             );
-            Some(Event::Stored {
+            Event::Stored {
                 job: job.clone(),
                 this_update: checked.this_update,
                 next_update: checked.next_update,
                 refresh_at,
-            })
+            }
         }
     }
 }
