@@ -10,13 +10,13 @@
 //! - [`jobs`]: the jobs a config asks for (each certificate entry with an
 //!   `ocsp` path), to send the refresher at start and on every reload.
 //! - [`Refresher`] (or [`spawn`] with the caller's channels) runs the
-//!   [`refresher`] thread: it takes the whole job
-//!   list on a crossbeam channel (again on every reload) and reports each
-//!   outcome as an [`Event`] on another: `Stored` (with the validity
-//!   window and the next refresh), `Kept` (at start, a stored staple still
-//!   before its half-life), `Revoked` (logged as an error; for an
-//!   ACME certificate, the helper's cue to re-issue), `Failed` (with the
-//!   reason and the retry delay). No async runtime.
+//!   [`refresher`] thread: it takes the whole job list on a crossbeam
+//!   channel (again on every reload) and reports each job's turn as an
+//!   [`Event`] on another: `Stored` (with the validity window and the next
+//!   refresh), `Kept` (at start, a stored staple still before its
+//!   half-life), `Revoked` (logged as an error; for an ACME certificate,
+//!   the helper's cue to re-issue), `Failed` (with the reason and the
+//!   retry delay). Plain threads: no async runtime.
 //! - The checks themselves (request, response parsing, signature, issuer,
 //!   status, validity, refresh time) are in `baton_shared::ocsp`, pure and
 //!   shared with the master, which verifies every staple again before it
