@@ -97,7 +97,19 @@ fn main() -> ExitCode {
             baton_master::test_config(&options)
         };
         match checked {
-            Ok(_) => {
+            Ok(config) => {
+                // Valid, and served without these staples: say so.
+                for c in &config.tls_loaded.0.certs {
+                    if let (Some(file), baton_shared::tls::Staple::Refused(why)) =
+                        (&c.files.ocsp, &c.staple)
+                    {
+                        eprintln!(
+                            "baton: warning: OCSP staple {} of certificate {} is not served: {why}",
+                            file.display(),
+                            c.files.cert.display()
+                        );
+                    }
+                }
                 println!("baton: the configuration {} is valid", options.source);
                 0
             }

@@ -355,20 +355,31 @@ fn generalized_time(t: SystemTime) -> Vec<u8> {
     der_tlv(0x18, s.as_bytes())
 }
 
-/// A "successful" OCSP response saying "good" for the certificate with
-/// `serial`, current from `this_update` to `next_update`. Its signature
-/// is filler: Baton checks serial, status and times (the signature is the
-/// client's to check), and the test's client does not check it.
-fn ocsp_response(serial: &[u8], this_update: SystemTime, next_update: SystemTime) -> Vec<u8> {
+/// A "successful" OCSP response saying "good" for the self-signed
+/// certificate `cert` with `serial`, current from `this_update` to
+/// `next_update`, signed by its own key (it is its own issuer), as Baton
+/// checks before stapling.
+fn ocsp_response(
+    cert: &rcgen::Certificate,
+    key: &rcgen::KeyPair,
+    serial: &[u8],
+    this_update: SystemTime,
+    next_update: SystemTime,
+) -> Vec<u8> {
+    use der::{Decode, Encode};
+    use ring::digest::{SHA1_FOR_LEGACY_USE_ONLY as SHA1, digest};
     let seq = |parts: &[Vec<u8>]| der_tlv(0x30, &parts.concat());
+    let parsed = x509_cert::Certificate::from_der(cert.der()).unwrap();
+    let name_hash = digest(&SHA1, &parsed.tbs_certificate.subject.to_der().unwrap());
+    let key_hash = digest(&SHA1, key.public_key_raw());
     let sha1 = seq(&[
         der_tlv(0x06, &[0x2b, 0x0e, 0x03, 0x02, 0x1a]),
         vec![0x05, 0x00],
     ]);
     let cert_id = seq(&[
         sha1,
-        der_tlv(0x04, &[0x11; 20]),
-        der_tlv(0x04, &[0x22; 20]),
+        der_tlv(0x04, name_hash.as_ref()),
+        der_tlv(0x04, key_hash.as_ref()),
         der_tlv(0x02, serial),
     ]);
     let single = seq(&[
@@ -378,8 +389,8 @@ fn ocsp_response(serial: &[u8], this_update: SystemTime, next_update: SystemTime
         der_tlv(0xa0, &generalized_time(next_update)),
     ]);
     let data = seq(&[
-        der_tlv(0xa2, &der_tlv(0x04, &[0x33; 20])), // responderID byKey
-        generalized_time(this_update),              // producedAt
+        der_tlv(0xa2, &der_tlv(0x04, key_hash.as_ref())), // responderID byKey
+        generalized_time(this_update),                    // producedAt
         seq(&[single]),
     ]);
     // ecdsa-with-SHA256
@@ -387,7 +398,16 @@ fn ocsp_response(serial: &[u8], this_update: SystemTime, next_update: SystemTime
         0x06,
         &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02],
     )]);
-    let basic = seq(&[data, alg, der_tlv(0x03, &[0x00, 0x44, 0x44])]);
+    let rng = ring::rand::SystemRandom::new();
+    let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &key.serialize_der(),
+        &rng,
+    )
+    .unwrap();
+    let signature = signer.sign(&rng, &data).unwrap();
+    let bits = [&[0u8][..], signature.as_ref()].concat();
+    let basic = seq(&[data, alg, der_tlv(0x03, &bits)]);
     // id-pkix-ocsp-basic
     let kind = der_tlv(
         0x06,
@@ -477,7 +497,13 @@ fn an_ocsp_staple_stops_being_served_when_it_expires() {
     // to start the server and see the staple served first.
     let next_update =
         UNIX_EPOCH + Duration::from_secs(now.duration_since(UNIX_EPOCH).unwrap().as_secs() + 8);
-    let staple = ocsp_response(&serial, now - Duration::from_secs(60), next_update);
+    let staple = ocsp_response(
+        &cert,
+        &key,
+        &serial,
+        now - Duration::from_secs(60),
+        next_update,
+    );
     env.write_file("tls/a.ocsp", &staple);
     env.write_file("tls/a.pem", cert.pem().as_bytes());
     env.write_file("tls/a.key", key.serialize_pem().as_bytes());

@@ -95,6 +95,11 @@ impl Watch {
             staple_due: None,
         };
         watch.staples(material);
+        // Loaded before the log was open (start) or as part of a reload:
+        // say here, once per generation, which staples are not served.
+        for c in &material.certs {
+            log_refused(c);
+        }
         Some(watch)
     }
 
@@ -204,6 +209,7 @@ impl Watch {
                         "certificate {} changed: loaded and verified, sending it to the workers",
                         cert.files.cert.display()
                     );
+                    log_refused(&new);
                     let m = updated.get_or_insert_with(|| material.clone());
                     if let Some(c) = m.certs.get_mut(i) {
                         *c = LoadedCert {
@@ -224,6 +230,17 @@ impl Watch {
             }
         }
         updated
+    }
+}
+
+/// Logs why a certificate's staple is not served, if it is not.
+fn log_refused(c: &LoadedCert) {
+    if let (Some(file), Staple::Refused(why)) = (&c.files.ocsp, &c.staple) {
+        log::warn!(
+            "OCSP staple {} of certificate {} is not served: {why}",
+            file.display(),
+            c.files.cert.display()
+        );
     }
 }
 

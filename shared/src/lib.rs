@@ -6,4 +6,5 @@ pub mod channel;
 pub mod config;
 pub mod deadline;
 pub mod logging;
+pub mod ocsp;
 pub mod tls;

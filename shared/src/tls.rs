@@ -11,9 +11,11 @@
 //! fork, and get replacements over the channel as PEM bytes, which they
 //! verify again with `verify` (pure memory work, no file access).
 //!
-//! An OCSP staple is checked too (for this certificate's serial, status
-//! good, not past its `nextUpdate`); a staple that fails is not served, and
-//! the certificate is served without one. A staple that passes carries its
+//! An OCSP staple is checked too (`ocsp::check_staple`: for this
+//! certificate's serial and issuer, signed by the issuer or its delegated
+//! responder, status good, not past its `nextUpdate`); a staple that fails
+//! is not served, and the certificate is served without one (a staple file
+//! that does not exist yet likewise). A staple that passes carries its
 //! `nextUpdate` (`Staple::Served`): it must stop being served at that
 //! moment, file change or not, so workers compare it with the clock at
 //! every handshake and the master warns when it passes (`certwatch`).
@@ -179,17 +181,29 @@ pub fn load_files(files: &CertFiles, now: i64) -> Result<LoadedCert, String> {
             );
         }
     }
+    // A staple that does not exist yet (the certificate helper fetches it
+    // after the server starts) is no reason not to serve the certificate.
+    let not_yet = files
+        .ocsp
+        .as_deref()
+        .filter(|p| std::fs::metadata(p).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound));
     let ocsp = match &files.ocsp {
-        Some(p) => Some(read(p, "OCSP staple")?),
-        None => None,
+        Some(p) if not_yet.is_none() => Some(read(p, "OCSP staple")?),
+        _ => None,
     };
-    let verified = verify(&cert_pem, &key_pem, ocsp.as_deref(), now).map_err(|e| {
+    let mut verified = verify(&cert_pem, &key_pem, ocsp.as_deref(), now).map_err(|e| {
         format!(
             "{} with key {}: {e}",
             files.cert.display(),
             files.key.display()
         )
     })?;
+    if let Some(p) = not_yet {
+        verified.staple = Staple::Refused(format!(
+            "{} does not exist (yet): the certificate is served without a staple until it does",
+            p.display()
+        ));
+    }
     Ok(LoadedCert {
         site: 0,
         files: files.clone(),
@@ -256,16 +270,14 @@ pub fn verify(
     })?;
     let mut staple = Staple::Absent;
     if let Some(der) = ocsp.filter(|s| !s.is_empty()) {
-        let serial = serial(&certified.cert[0]).unwrap_or_default();
-        staple = match check_ocsp(der, serial, now) {
+        staple = match crate::ocsp::check_staple(der, &certified.cert, now) {
             Ok(next_update) => {
                 certified.ocsp = Some(der.to_vec());
                 Staple::Served { next_update }
             }
-            Err(why) => {
-                log::warn!("OCSP staple not served: {why}");
-                Staple::Refused(why)
-            }
+            // The master logs it, naming the files, once its log is open
+            // (`certwatch`); workers verify again what it already judged.
+            Err(why) => Staple::Refused(why),
         };
     }
     Ok(Verified {
@@ -361,7 +373,7 @@ pub fn http_date(secs: i64) -> String {
     httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
-// --- A little DER, just what is needed: validity, serial, OCSP status. ---
+// --- A little DER, just what is needed: validity (OCSP is in `ocsp`). ---
 
 /// One TLV: (tag, content, rest).
 fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
@@ -388,7 +400,6 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 }
 
 const SEQUENCE: u8 = 0x30;
-const INTEGER: u8 = 0x02;
 
 /// The fields of a certificate's tbsCertificate, from the serial on.
 fn tbs_fields(cert: &[u8]) -> Option<&[u8]> {
@@ -405,11 +416,6 @@ fn tbs_fields(cert: &[u8]) -> Option<&[u8]> {
         (0xa0, _, rest) => Some(rest),
         _ => Some(tbs),
     }
-}
-
-fn serial(cert: &[u8]) -> Option<&[u8]> {
-    let (tag, serial, _) = tlv(tbs_fields(cert)?)?;
-    (tag == INTEGER).then_some(serial)
 }
 
 /// (notBefore, notAfter) in seconds since the epoch.
@@ -458,67 +464,6 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146097 + doe - 719468
 }
 
-/// Checks a DER OCSPResponse: successful, a SingleResponse for `serial`
-/// with status good, current at `now`; returns its `nextUpdate` (seconds
-/// since the epoch), when it stops being current, if it says. The
-/// signature is the client's to check; this only keeps Baton from
-/// stapling a wrong or stale answer.
-pub fn check_ocsp(der: &[u8], serial: &[u8], now: i64) -> Result<Option<i64>, String> {
-    let bad = || "the staple is not a DER OCSP response".to_owned();
-    let (_, resp, _) = tlv(der).ok_or_else(bad)?;
-    let (tag, status, rest) = tlv(resp).ok_or_else(bad)?;
-    if tag != 0x0a || status != [0] {
-        return Err("the OCSP response is not \"successful\"".into());
-    }
-    let (_, bytes, _) = tlv(rest).ok_or_else(bad)?; // [0] responseBytes
-    let (_, bytes, _) = tlv(bytes).ok_or_else(bad)?; // SEQUENCE
-    let (_, _, rest) = tlv(bytes).ok_or_else(bad)?; // responseType OID
-    let (_, basic, _) = tlv(rest).ok_or_else(bad)?; // OCTET STRING
-    let (_, basic, _) = tlv(basic).ok_or_else(bad)?; // BasicOCSPResponse
-    let (_, data, _) = tlv(basic).ok_or_else(bad)?; // tbsResponseData
-    let mut fields = data;
-    let (mut tag, _, mut rest) = tlv(fields).ok_or_else(bad)?;
-    if tag == 0xa0 {
-        fields = rest; // version
-        (tag, _, rest) = tlv(fields).ok_or_else(bad)?;
-    }
-    let _ = tag; // responderID
-    let (_, _, rest) = tlv(rest).ok_or_else(bad)?; // producedAt
-    let (_, mut responses, _) = tlv(rest).ok_or_else(bad)?;
-    while !responses.is_empty() {
-        let (_, single, next) = tlv(responses).ok_or_else(bad)?;
-        responses = next;
-        let (_, cert_id, rest) = tlv(single).ok_or_else(bad)?;
-        let (_, _, id) = tlv(cert_id).ok_or_else(bad)?; // hashAlgorithm
-        let (_, _, id) = tlv(id).ok_or_else(bad)?; // issuerNameHash
-        let (_, _, id) = tlv(id).ok_or_else(bad)?; // issuerKeyHash
-        let (_, this_serial, _) = tlv(id).ok_or_else(bad)?;
-        if this_serial != serial {
-            continue;
-        }
-        let (status, _, rest) = tlv(rest).ok_or_else(bad)?;
-        if status != 0x80 {
-            return Err("the OCSP response does not say \"good\"".into());
-        }
-        let (t, v, rest) = tlv(rest).ok_or_else(bad)?;
-        let this_update = time(t, v).ok_or_else(bad)?;
-        if this_update > now + 3600 {
-            return Err("the OCSP response is not valid yet".into());
-        }
-        let mut next_update = None;
-        if let Some((0xa0, next, _)) = tlv(rest) {
-            let (t, v, _) = tlv(next).ok_or_else(bad)?;
-            let next = time(t, v).ok_or_else(bad)?;
-            if next <= now {
-                return Err("the OCSP response has expired (past its nextUpdate)".into());
-            }
-            next_update = Some(next);
-        }
-        return Ok(next_update);
-    }
-    Err("the OCSP response is for another certificate".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,7 +481,5 @@ mod tests {
     fn tlv_rejects_truncation() {
         assert_eq!(tlv(&[0x30, 0x03, 1, 2]), None);
         assert_eq!(tlv(&[0x30, 0x82, 0x01]), None);
-        assert!(check_ocsp(&[0x30, 0x00], b"", 0).is_err());
-        assert!(check_ocsp(&[], b"", 0).is_err());
     }
 }
