@@ -223,20 +223,46 @@ else
     echo "# logrotate missing: rotation not tested"
 fi
 
-# --- upgrade: binary upgrade in place when this baton has it, else restart
-if "$DAEMON" --help | grep -q upgrade; then
-    expect_rc 0 "upgrade (binary upgrade)" "$INIT" upgrade
-    check "upgrade kept the master pid ($RPID)" test "$(cat "$PIDFILE" 2>/dev/null)" = "$RPID"
-else
-    out=$("$INIT" upgrade 2>&1)
-    rc=$?
-    check "upgrade without -s upgrade in this binary falls back to restart (exit $rc)" test "$rc" = 0
-    check "  and says so" bash -c "printf '%s' '$out' | grep -q 'no binary upgrade: restarting'"
-    remember_master
-    UPID=$(cat "$PIDFILE" 2>/dev/null)
-    check "  restart made a new master ($RPID -> $UPID)" test -n "$UPID" -a "$UPID" != "$RPID"
-    RPID=$UPID
-fi
+# --- upgrade: binary upgrade in place (same pid)
+expect_rc 0 "upgrade (binary upgrade)" "$INIT" upgrade
+check "upgrade kept the master pid ($RPID)" test "$(cat "$PIDFILE" 2>/dev/null)" = "$RPID"
+# A new binary that fails (its -t preflight, run by the master, exits 1):
+# refused, not restarted, the old binary keeps serving. Replaced by
+# rename, as dpkg does; the wrapper runs the real binary for everything
+# but -t, so the init script's own calls work (named baton, the process
+# name the script matches).
+mkdir -p "$SCRATCH/bin/real"
+cp "$DAEMON" "$SCRATCH/bin/real/baton"
+cat >"$SCRATCH/bin/baton.new" <<EOF
+#!/bin/sh
+for a; do [ "\$a" = -t ] && { echo "broken build" >&2; exit 1; }; done
+exec "$SCRATCH/bin/real/baton" "\$@"
+EOF
+chmod 0755 "$SCRATCH/bin/baton.new"
+mv "$SCRATCH/bin/baton.new" "$DAEMON"
+out=$("$INIT" upgrade 2>&1)
+rc=$?
+check "upgrade to a new binary that fails: refused (exit $rc)" test "$rc" = 1
+check "  says the new binary failed and the old one serves" grep -q 'new binary failed: the previous one keeps serving' <<<"$out"
+check "  not restarted: same master ($RPID)" test "$(cat "$PIDFILE" 2>/dev/null)" = "$RPID"
+check "  which still serves" serves
+# A binary without binary upgrade (older, or a downgrade): restart.
+cat >"$SCRATCH/bin/baton.new" <<EOF
+#!/bin/sh
+[ "\$1" = --help ] && { echo "usage: baton [-s reload|reopen|stop|quit]"; exit 0; }
+exec "$SCRATCH/bin/real/baton" "\$@"
+EOF
+chmod 0755 "$SCRATCH/bin/baton.new"
+mv "$SCRATCH/bin/baton.new" "$DAEMON"
+out=$("$INIT" upgrade 2>&1)
+rc=$?
+check "upgrade with a binary that has no binary upgrade falls back to restart (exit $rc)" test "$rc" = 0
+check "  and says so" grep -q 'no binary upgrade possible for this baton: restarting' <<<"$out"
+remember_master
+UPID=$(cat "$PIDFILE" 2>/dev/null)
+check "  restart made a new master ($RPID -> $UPID)" test -n "$UPID" -a "$UPID" != "$RPID"
+RPID=$UPID
+mv "$SCRATCH/bin/real/baton" "$DAEMON"
 check "server answers after upgrade" serves
 cp "$CONFIG" "$SCRATCH/good.toml"
 echo 'workers = "lots"' >"$CONFIG"
