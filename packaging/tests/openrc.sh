@@ -113,6 +113,34 @@ check "  with the located error" grep -q "other.toml:[0-9]*:[0-9]*: cannot bind 
 check "upgrade (binary upgrade in place)" run_fn upgrade upgrade
 check "upgrade kept the master pid ($MASTER)" test "$(cat "$S/run/baton.pid" 2>/dev/null)" = "$MASTER"
 check "it serves after the upgrade" bash -c "curl -fsS --max-time 5 http://127.0.0.1:$PORT/ | grep -q hi"
+# A master busy with a log reopen (its workers stopped, so the reopen
+# waits for them) refuses the upgrade for that moment; upgrade asks again
+# once a second and succeeds once the reopen is over.
+WORKERS=$(pgrep -P "$MASTER" | tr '\n' ' ')
+reopens() { grep -c "master $MASTER: reopened error log" "$S/error.log"; }
+R0=$(reopens)
+# shellcheck disable=SC2086
+kill -STOP $WORKERS
+"$BATON_BIN" --pid-file "$S/run/baton.pid" -s reopen >/dev/null 2>&1 &
+REOPEN_PID=$!
+wait_until() { # wait_until SECONDS COMMAND...: polls every 100 ms
+    local end=$((SECONDS + $1))
+    shift
+    until "$@"; do [ "$SECONDS" -lt "$end" ] || return 1; sleep 0.1; done
+}
+reopen_began() { [ "$(reopens)" -gt "$R0" ]; }
+wait_until 10 reopen_began
+run_fn upgrade upgrade >"$S/upgrade.out" 2>&1 &
+UPG_PID=$!
+was_refused() { grep -q 'upgrade refused (busy): a log reopen is running' "$S/error.log"; }
+check "upgrade during a log reopen: the master says busy" wait_until 10 was_refused
+# shellcheck disable=SC2086
+kill -CONT $WORKERS
+wait "$UPG_PID"
+rc=$?
+check "  upgrade asked again and upgraded (exit $rc)" test "$rc" = 0
+check "  same master ($MASTER)" test "$(cat "$S/run/baton.pid" 2>/dev/null)" = "$MASTER"
+wait "$REOPEN_PID"
 # A new binary that fails (its -t preflight, run by the master, exits 1):
 # refused and not restarted; the old binary keeps serving. The wrapper
 # runs the real binary for everything but -t, so the script's own calls

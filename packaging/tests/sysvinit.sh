@@ -94,6 +94,16 @@ trap cleanup EXIT
 
 serves() { curl -fsS --max-time 5 "$URL/" 2>/dev/null | grep -q "hello from baton"; }
 alive() { kill -0 "$1" 2>/dev/null; }
+# wait_until SECONDS COMMAND...: polls COMMAND every 100 ms until it
+# succeeds, or fails after SECONDS.
+wait_until() {
+    local end=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ "$SECONDS" -lt "$end" ] || return 1
+        sleep 0.1
+    done
+}
 generation() { "$DAEMON" --pid-file "$PIDFILE" -s status 2>/dev/null | sed -n 's/^generation: //p'; }
 group_gone() { # group_gone PGID [TRIES]: no process left in that group
     local i
@@ -226,6 +236,30 @@ fi
 # --- upgrade: binary upgrade in place (same pid)
 expect_rc 0 "upgrade (binary upgrade)" "$INIT" upgrade
 check "upgrade kept the master pid ($RPID)" test "$(cat "$PIDFILE" 2>/dev/null)" = "$RPID"
+# A master busy with a log reopen (its workers stopped, so the reopen
+# waits for them) refuses the upgrade for that moment; the script asks
+# again once a second and succeeds once the reopen is over.
+LOG=$SCRATCH/log/error.log
+WORKERS=$(pgrep -P "$RPID" | tr '\n' ' ')
+reopens() { grep -c "master $RPID: reopened error log" "$LOG"; }
+R0=$(reopens)
+# shellcheck disable=SC2086
+kill -STOP $WORKERS
+"$DAEMON" --pid-file "$PIDFILE" -s reopen >/dev/null 2>&1 &
+REOPEN_PID=$!
+reopen_began() { [ "$(reopens)" -gt "$R0" ]; }
+wait_until 10 reopen_began
+"$INIT" upgrade >"$SCRATCH/upgrade.out" 2>&1 &
+UPG_PID=$!
+was_refused() { grep -q 'upgrade refused (busy): a log reopen is running' "$LOG"; }
+check "upgrade during a log reopen: the master says busy" wait_until 10 was_refused
+# shellcheck disable=SC2086
+kill -CONT $WORKERS
+wait "$UPG_PID"
+rc=$?
+check "  the script asked again and upgraded (exit $rc)" test "$rc" = 0
+check "  same master ($RPID)" test "$(cat "$PIDFILE" 2>/dev/null)" = "$RPID"
+wait "$REOPEN_PID"
 # A new binary that fails (its -t preflight, run by the master, exits 1):
 # refused, not restarted, the old binary keeps serving. Replaced by
 # rename, as dpkg does; the wrapper runs the real binary for everything
