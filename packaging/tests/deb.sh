@@ -83,7 +83,7 @@ check "/var/www/html is root:root 0755" test "$(stat -c '%U:%G %a' "$C/var/www/h
 check "welcome page in /var/www/html under its own name" grep -q "Welcome to Baton" "$C/var/www/html/index.baton-debian.html"
 # stat inside the chroot: the host has no baton user (its uid may be
 # someone else's name there).
-check "error.log created baton:adm 0640" test "$(chroot "$C" stat -c '%U:%G %a' /var/log/baton/error.log)" = "baton:adm 640"
+check "error.log created root:adm 0640 (as logrotate's create)" test "$(chroot "$C" stat -c '%U:%G %a' /var/log/baton/error.log)" = "root:adm 640"
 check "sample site installed" test -f "$C/usr/share/baton/sample-site/index.html"
 check "operations.md installed" test -e "$C/usr/share/doc/baton/operations.md.gz"
 check "/run/baton exists" test -d "$C/run/baton"

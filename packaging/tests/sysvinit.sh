@@ -218,7 +218,7 @@ check "server answers after restart" serves
 # --- logrotate: packaging/logrotate/baton, pointed at the scratch install
 if command -v logrotate >/dev/null; then
     sed -e "s|/var/log/baton|$SCRATCH/log|g" -e "s|/run/baton/baton.pid|$PIDFILE|g" \
-        -e "s|/usr/sbin/baton|$DAEMON|g" -e "s|create 0640 baton adm|create 0640 root adm|" \
+        -e "s|/usr/sbin/baton|$DAEMON|g" \
         "$REPO/packaging/logrotate/baton" >"$SCRATCH/logrotate.conf"
     GEN_BEFORE=$(generation)
     expect_rc 0 "logrotate -f" logrotate -f -s "$SCRATCH/logrotate.state" "$SCRATCH/logrotate.conf"
