@@ -264,6 +264,10 @@ else
             test "$mp" = "$(sed -n 's/^pid_after=//p' "$W/sd.res")"
         check "systemd: baton.service active/running, never restarted (NRestarts=$(show NRestarts))" \
             test "$(show ActiveState)/$(show SubState)/$(show NRestarts)" = "active/running/0"
+        out=$($RUN systemctl reload baton.service 2>&1)
+        rc=$?
+        check "systemd: systemctl reload after the upgrade (exit $rc$out), same MainPID" \
+            test "$rc/$(show MainPID)/$(show ActiveState)" = "0/$mp/active"
         $RUN journalctl -u baton.service --no-pager -o cat 2>/dev/null | tail -8 | sed 's/^/   journal: /'
         $RUN systemctl stop baton.service
         check "systemd: systemctl stop (pidfile gone)" test ! -e "$S/run/baton/baton.pid"
