@@ -78,6 +78,13 @@ dpkg-deb -x "$(ls "$OUT"/a/baton-dbgsym_*.deb | head -1)" "$W/da"
 no_path() { [ -e "$1" ] && ! grep -r -q -a -F -e "$W" -e "$HOME/.cargo" -e "$REPO" "$@"; }
 check "no build directory, CARGO_HOME or checkout path in the binary" no_path "$BA"
 check "  nor in its debug info (-dbgsym)" no_path "$W/da"
+# SOURCE_DATE_EPOCH (dpkg-buildpackage takes it from debian/changelog)
+# clamps every file's time in the package.
+EPOCH=$(cd "$SNAP" && dpkg-parsechangelog -l packaging/debian/changelog -S Timestamp)
+newest() { dpkg-deb --fsys-tarfile "$1" | TZ=UTC tar -tv --full-time | awk '{print $4 " " $5}' | sort | tail -1; }
+NEWEST=$(newest "$(ls "$OUT"/a/baton_*_*.deb | head -1)")
+check "no file in the .deb newer than the changelog's date ($(date -u -d @"$EPOCH" '+%F %T'); newest $NEWEST)" \
+    test "$(date -u -d "$NEWEST UTC" +%s)" -le "$EPOCH"
 has_layout() { readelf -SW "$1" | grep -q '\.text\.baton_worker'; }
 check "code layout (src/layout.ld) applied: .text.baton_worker section present" has_layout "$BA"
 check "the sample site's place is the packager's /usr/share/baton/sample-site" grep -q -a -F /usr/share/baton/sample-site "$BA"
