@@ -121,8 +121,13 @@ check "it logged to /var/log/baton/error.log" grep -q "reload ok" "$C/var/log/ba
 # Reinstall (configure with a previous version): the admin deleted the
 # welcome page; it must not come back.
 rm -f "$C/var/www/html/index.baton-debian.html"
+# A log an earlier version created baton-owned (which the master, root
+# without CAP_DAC_OVERRIDE under systemd, cannot open).
+in_root chown baton:adm /var/log/baton/error.log
 in_root dpkg -i /tmp/baton.deb >/dev/null 2>&1
 check "reinstall/upgrade does not restore a deleted welcome page" test ! -e "$C/var/www/html/index.baton-debian.html"
+check "reinstall/upgrade gives a baton-owned log back to root:adm" \
+    test "$(chroot "$C" stat -c '%U:%G %a' /var/log/baton/error.log)" = "root:adm 640"
 
 # Removed, not purged: the init script stays, its stop succeeds.
 in_root dpkg --remove baton >/dev/null 2>&1
