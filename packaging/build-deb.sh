@@ -9,7 +9,8 @@
 # binary packages; the build is offline from vendor/, with an empty
 # CARGO_HOME to prove it), copies the .deb (and the -dbgsym .deb), the
 # .dsc and the source tarball to OUTDIR and runs lintian on both
-# (OUTDIR/lintian.txt). Needs dpkg-dev, debhelper (installed from apt if
+# (OUTDIR/lintian.txt; LINTIAN=0 skips it). TMPDIR is where the scratch
+# tree is made. Needs dpkg-dev, debhelper (installed from apt if
 # missing, as root), lintian (optional) and a Rust toolchain (cargo in PATH,
 # e.g. from rustup). CARGO_TARGET_DIR is honoured, so an existing build
 # directory is reused.
@@ -33,7 +34,8 @@ if [ "$VERSION" != "$DEBVERSION" ]; then
     exit 1
 fi
 
-WORK=$(mktemp -d /tmp/baton-deb.XXXXXX)
+# TMPDIR: where the scratch tree goes (reproducible.sh builds in two).
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/baton-deb.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 SRC=$WORK/baton-$VERSION
 mkdir -p "$SRC"
@@ -56,7 +58,9 @@ echo "== built $DEB"
 dpkg-deb --info "$DEB" | sed -n '/Package:/,$p'
 dpkg-deb --contents "$DEB"
 
-if command -v lintian >/dev/null; then
+if [ "${LINTIAN:-1}" = 0 ]; then
+    echo "== lintian skipped (LINTIAN=0)"
+elif command -v lintian >/dev/null; then
     echo "== lintian"
     # lintian exits non-zero on errors; report them, docs/packaging.md
     # explains each remaining tag.

@@ -83,7 +83,7 @@ check "/var/www/html is root:root 0755" test "$(stat -c '%U:%G %a' "$C/var/www/h
 check "welcome page in /var/www/html under its own name" grep -q "Welcome to Baton" "$C/var/www/html/index.baton-debian.html"
 # stat inside the chroot: the host has no baton user (its uid may be
 # someone else's name there).
-check "error.log created baton:adm 0640" test "$(chroot "$C" stat -c '%U:%G %a' /var/log/baton/error.log)" = "baton:adm 640"
+check "error.log created root:adm 0640 (as logrotate's create)" test "$(chroot "$C" stat -c '%U:%G %a' /var/log/baton/error.log)" = "root:adm 640"
 check "sample site installed" test -f "$C/usr/share/baton/sample-site/index.html"
 check "operations.md installed" test -e "$C/usr/share/doc/baton/operations.md.gz"
 check "/run/baton exists" test -d "$C/run/baton"
@@ -121,8 +121,13 @@ check "it logged to /var/log/baton/error.log" grep -q "reload ok" "$C/var/log/ba
 # Reinstall (configure with a previous version): the admin deleted the
 # welcome page; it must not come back.
 rm -f "$C/var/www/html/index.baton-debian.html"
+# A log an earlier version created baton-owned (which the master, root
+# without CAP_DAC_OVERRIDE under systemd, cannot open).
+in_root chown baton:adm /var/log/baton/error.log
 in_root dpkg -i /tmp/baton.deb >/dev/null 2>&1
 check "reinstall/upgrade does not restore a deleted welcome page" test ! -e "$C/var/www/html/index.baton-debian.html"
+check "reinstall/upgrade gives a baton-owned log back to root:adm" \
+    test "$(chroot "$C" stat -c '%U:%G %a' /var/log/baton/error.log)" = "root:adm 640"
 
 # Removed, not purged: the init script stays, its stop succeeds.
 in_root dpkg --remove baton >/dev/null 2>&1

@@ -2,7 +2,8 @@
 # The postinst's decisions, without dpkg: its port check (skip the start
 # when another server holds the config's port, as Debian's nginx does) is
 # extracted from packaging/debian/postinst and run against a real listener
-# on a free loopback port. The whole postinst runs in packaging/tests/deb.sh
+# on a free loopback port; what it does with a running server for each
+# outcome of `invoke-rc.d baton upgrade` is run with a stand-in invoke-rc.d. The whole postinst runs in packaging/tests/deb.sh
 # (not in CI). Prints "N passed, N failed" last.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
@@ -50,4 +51,44 @@ root = "/var/www/html"
 EOF2
 out=$(sh -c ". '$SCRATCH/f.sh'; ports_in_use")
 check "the port another process listens on is reported ($BUSY, got '$out')" test "$out" = "$BUSY"
+
+# What the postinst does with a running server, for each answer of
+# `invoke-rc.d baton upgrade`: start_or_upgrade with baton_running true and
+# a stand-in invoke-rc.d that logs its calls and answers UPGRADE_RC.
+sed -n '/^start_or_upgrade() {/,/^}/p' packaging/debian/postinst >"$SCRATCH/s.sh"
+check "start_or_upgrade extracted" grep -q 'invoke-rc.d baton upgrade' "$SCRATCH/s.sh"
+mkdir -p "$SCRATCH/bin"
+cat >"$SCRATCH/bin/invoke-rc.d" <<'EOF2'
+#!/bin/sh
+echo "$*" >>"$CALLS"
+[ "$2" = upgrade ] && exit "$UPGRADE_RC"
+exit 0
+EOF2
+chmod +x "$SCRATCH/bin/invoke-rc.d"
+decide() { # decide UPGRADE_RC: sets MSG (its output), RC, CALLS_MADE
+    : >"$SCRATCH/calls"
+    MSG=$(CALLS=$SCRATCH/calls UPGRADE_RC=$1 PATH="$SCRATCH/bin:$PATH" \
+        sh -ec ". '$SCRATCH/s.sh'; baton_running() { true; }; start_or_upgrade configure 0.1.0" 2>&1)
+    RC=$?
+    CALLS_MADE=$(tr '\n' ';' <"$SCRATCH/calls")
+}
+# says TEXT: the output holds TEXT.
+says() { [[ "$MSG" == *"$1"* ]]; }
+quiet() { [ -z "$MSG" ]; }
+decide 0
+check "upgraded in place: says so, exit 0, no other call ($CALLS_MADE)" \
+    bash -c '[ "$1" = 0 ] && [ "$2" = "baton upgrade;" ]' _ "$RC" "$CALLS_MADE"
+check "  message: $MSG" says 'upgraded in place (binary upgrade, same pid)'
+decide 101
+check "policy-rc.d forbids (101): exit 0, no other call ($CALLS_MADE)" \
+    bash -c '[ "$1" = 0 ] && [ "$2" = "baton upgrade;" ]' _ "$RC" "$CALLS_MADE"
+check "  and nothing said" quiet
+decide 1
+check "upgrade failed (1): no restart, package configured: exit 0 ($CALLS_MADE)" \
+    bash -c '[ "$1" = 0 ] && [ "$2" = "baton upgrade;" ]' _ "$RC" "$CALLS_MADE"
+check "  says the previous binary keeps serving" says 'binary upgrade failed (exit 1): the previous binary keeps serving'
+decide 2
+check "init script without upgrade (usage, 2): restart ($CALLS_MADE)" \
+    bash -c '[ "$1" = 0 ] && [ "$2" = "baton upgrade;baton restart;" ]' _ "$RC" "$CALLS_MADE"
+check "  and says so" says "has no 'upgrade': restarting"
 summary

@@ -94,6 +94,16 @@ trap cleanup EXIT
 
 serves() { curl -fsS --max-time 5 "$URL/" 2>/dev/null | grep -q "hello from baton"; }
 alive() { kill -0 "$1" 2>/dev/null; }
+# wait_until SECONDS COMMAND...: polls COMMAND every 100 ms until it
+# succeeds, or fails after SECONDS.
+wait_until() {
+    local end=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ "$SECONDS" -lt "$end" ] || return 1
+        sleep 0.1
+    done
+}
 generation() { "$DAEMON" --pid-file "$PIDFILE" -s status 2>/dev/null | sed -n 's/^generation: //p'; }
 group_gone() { # group_gone PGID [TRIES]: no process left in that group
     local i
@@ -208,7 +218,7 @@ check "server answers after restart" serves
 # --- logrotate: packaging/logrotate/baton, pointed at the scratch install
 if command -v logrotate >/dev/null; then
     sed -e "s|/var/log/baton|$SCRATCH/log|g" -e "s|/run/baton/baton.pid|$PIDFILE|g" \
-        -e "s|/usr/sbin/baton|$DAEMON|g" -e "s|create 0640 baton adm|create 0640 root adm|" \
+        -e "s|/usr/sbin/baton|$DAEMON|g" \
         "$REPO/packaging/logrotate/baton" >"$SCRATCH/logrotate.conf"
     GEN_BEFORE=$(generation)
     expect_rc 0 "logrotate -f" logrotate -f -s "$SCRATCH/logrotate.state" "$SCRATCH/logrotate.conf"
@@ -223,20 +233,70 @@ else
     echo "# logrotate missing: rotation not tested"
 fi
 
-# --- upgrade: binary upgrade in place when this baton has it, else restart
-if "$DAEMON" --help | grep -q upgrade; then
-    expect_rc 0 "upgrade (binary upgrade)" "$INIT" upgrade
-    check "upgrade kept the master pid ($RPID)" test "$(cat "$PIDFILE" 2>/dev/null)" = "$RPID"
-else
-    out=$("$INIT" upgrade 2>&1)
-    rc=$?
-    check "upgrade without -s upgrade in this binary falls back to restart (exit $rc)" test "$rc" = 0
-    check "  and says so" bash -c "printf '%s' '$out' | grep -q 'no binary upgrade: restarting'"
-    remember_master
-    UPID=$(cat "$PIDFILE" 2>/dev/null)
-    check "  restart made a new master ($RPID -> $UPID)" test -n "$UPID" -a "$UPID" != "$RPID"
-    RPID=$UPID
-fi
+# --- upgrade: binary upgrade in place (same pid)
+expect_rc 0 "upgrade (binary upgrade)" "$INIT" upgrade
+check "upgrade kept the master pid ($RPID)" test "$(cat "$PIDFILE" 2>/dev/null)" = "$RPID"
+# A master busy with a log reopen (its workers stopped, so the reopen
+# waits for them) refuses the upgrade for that moment; the script asks
+# again once a second and succeeds once the reopen is over.
+LOG=$SCRATCH/log/error.log
+WORKERS=$(pgrep -P "$RPID" | tr '\n' ' ')
+reopens() { grep -c "master $RPID: reopened error log" "$LOG"; }
+R0=$(reopens)
+# shellcheck disable=SC2086
+kill -STOP $WORKERS
+"$DAEMON" --pid-file "$PIDFILE" -s reopen >/dev/null 2>&1 &
+REOPEN_PID=$!
+reopen_began() { [ "$(reopens)" -gt "$R0" ]; }
+wait_until 10 reopen_began
+"$INIT" upgrade >"$SCRATCH/upgrade.out" 2>&1 &
+UPG_PID=$!
+was_refused() { grep -q 'upgrade refused (busy): a log reopen is running' "$LOG"; }
+check "upgrade during a log reopen: the master says busy" wait_until 10 was_refused
+# shellcheck disable=SC2086
+kill -CONT $WORKERS
+wait "$UPG_PID"
+rc=$?
+check "  the script asked again and upgraded (exit $rc)" test "$rc" = 0
+check "  same master ($RPID)" test "$(cat "$PIDFILE" 2>/dev/null)" = "$RPID"
+wait "$REOPEN_PID"
+# A new binary that fails (its -t preflight, run by the master, exits 1):
+# refused, not restarted, the old binary keeps serving. Replaced by
+# rename, as dpkg does; the wrapper runs the real binary for everything
+# but -t, so the init script's own calls work (named baton, the process
+# name the script matches).
+mkdir -p "$SCRATCH/bin/real"
+cp "$DAEMON" "$SCRATCH/bin/real/baton"
+cat >"$SCRATCH/bin/baton.new" <<EOF
+#!/bin/sh
+for a; do [ "\$a" = -t ] && { echo "broken build" >&2; exit 1; }; done
+exec "$SCRATCH/bin/real/baton" "\$@"
+EOF
+chmod 0755 "$SCRATCH/bin/baton.new"
+mv "$SCRATCH/bin/baton.new" "$DAEMON"
+out=$("$INIT" upgrade 2>&1)
+rc=$?
+check "upgrade to a new binary that fails: refused (exit $rc)" test "$rc" = 1
+check "  says the new binary failed and the old one serves" grep -q 'new binary failed: the previous one keeps serving' <<<"$out"
+check "  not restarted: same master ($RPID)" test "$(cat "$PIDFILE" 2>/dev/null)" = "$RPID"
+check "  which still serves" serves
+# A binary without binary upgrade (older, or a downgrade): restart.
+cat >"$SCRATCH/bin/baton.new" <<EOF
+#!/bin/sh
+[ "\$1" = --help ] && { echo "usage: baton [-s reload|reopen|stop|quit]"; exit 0; }
+exec "$SCRATCH/bin/real/baton" "\$@"
+EOF
+chmod 0755 "$SCRATCH/bin/baton.new"
+mv "$SCRATCH/bin/baton.new" "$DAEMON"
+out=$("$INIT" upgrade 2>&1)
+rc=$?
+check "upgrade with a binary that has no binary upgrade falls back to restart (exit $rc)" test "$rc" = 0
+check "  and says so" grep -q 'no binary upgrade possible for this baton: restarting' <<<"$out"
+remember_master
+UPID=$(cat "$PIDFILE" 2>/dev/null)
+check "  restart made a new master ($RPID -> $UPID)" test -n "$UPID" -a "$UPID" != "$RPID"
+RPID=$UPID
+mv "$SCRATCH/bin/real/baton" "$DAEMON"
 check "server answers after upgrade" serves
 cp "$CONFIG" "$SCRATCH/good.toml"
 echo 'workers = "lots"' >"$CONFIG"
