@@ -33,6 +33,10 @@ pub enum ToWorker {
     /// checked server, sent whenever one changes. A server not listed is
     /// up as far as active checks go.
     UpstreamHealth(Vec<HealthMark>),
+    /// The ACME challenge answers (HTTP-01 tokens, TLS-ALPN-01
+    /// certificates) the certificate helper needs served now, whole
+    /// (`super::certs`).
+    AcmeChallenges(super::certs::Challenges),
 }
 
 /// One upstream server's active health, in `UpstreamHealth` and in a new
@@ -125,6 +129,7 @@ pub(super) const TAG_TICKET_KEYS: u8 = 5;
 pub(super) const TAG_HOLD_LISTENERS: u8 = 6;
 pub(super) const TAG_CLOSE_LISTENERS: u8 = 7;
 pub(super) const TAG_UPSTREAM_HEALTH: u8 = 8;
+pub(super) const TAG_ACME_CHALLENGES: u8 = 9;
 pub(super) const TAG_READY: u8 = 1;
 pub(super) const TAG_STATS: u8 = 2;
 pub(super) const TAG_FAILED: u8 = 3;
@@ -178,6 +183,10 @@ impl Message for ToWorker {
                     out.extend_from_slice(&m.server.to_le_bytes());
                     out.push(u8::from(m.up));
                 }
+            }
+            ToWorker::AcmeChallenges(c) => {
+                out.push(TAG_ACME_CHALLENGES);
+                super::certs::encode_challenges(c, out);
             }
         }
     }
@@ -255,6 +264,12 @@ impl Message for ToWorker {
                     .collect();
                 Ok(ToWorker::UpstreamHealth(marks))
             }
+            TAG_ACME_CHALLENGES => super::certs::decode_challenges(body)
+                .map(ToWorker::AcmeChallenges)
+                .ok_or(ChannelError::BadBody {
+                    tag,
+                    len: body.len(),
+                }),
             t => Err(ChannelError::UnknownTag(t)),
         }
     }
