@@ -12,3 +12,6 @@
 
 pub mod acme;
 pub mod ocsp;
+mod process;
+
+pub use process::{Setup, run};

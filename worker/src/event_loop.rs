@@ -600,6 +600,7 @@ impl Worker {
                 ToWorker::TicketKeys(keys) => self.tls.set_ticket_keys(&keys),
                 ToWorker::HoldListeners(list) => self.held = list,
                 ToWorker::UpstreamHealth(marks) => self.proxy.apply_health(&marks),
+                ToWorker::AcmeChallenges(c) => crate::acme::set(&c),
                 ToWorker::CloseListeners(list) => {
                     for i in list {
                         self.close_listener(i as usize);

@@ -18,6 +18,7 @@
 //! - `limits`: the fixed sizes and timings (the tunable ones are config).
 
 mod acceptor;
+mod acme;
 mod access_log;
 pub mod compress;
 mod connection;

@@ -1,0 +1,196 @@
+//! What the helper keeps in `acme_dir`, and how it writes it:
+//!
+//! ```text
+//! acme_dir/                      0700, the helper's user
+//!   accounts/HASH.json           account credentials (its private key), 0600
+//!   ca.pem                       the acme_ca the master passed on
+//!   certs/NAME/key.pem           the certificate's private key, 0600
+//!   certs/NAME/cert.pem          the chain the CA issued, 0600
+//!   certs/NAME/names             the names it was ordered for
+//!   locks/NAME.lock              held while NAME is being ordered
+//! ```
+//!
+//! Every file is written atomically: a temp file beside it (0600), fsync,
+//! rename over the old one, fsync of the directory. A reader (the master,
+//! another Baton sharing the directory) sees the old file or the new one,
+//! never half of one. The key goes first and the certificate second, so a
+//! certificate on disk always has its key there.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// Writes `bytes` to `path` atomically, mode 0600.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other(format!("{} has no directory", path.display())))?;
+    mkdir(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
+}
+
+/// `mkdir -p`, each directory made 0700.
+pub fn mkdir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display())))
+}
+
+/// The account credentials file for a directory URL and contact.
+pub fn account_path(dir: &Path, directory: &str, email: &str) -> PathBuf {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{directory}\n{email}").as_bytes(),
+    );
+    let hex: String = digest.as_ref()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    dir.join("accounts").join(format!("{hex}.json"))
+}
+
+/// A lock on one certificate's order, shared by every Baton using the same
+/// `acme_dir` (certmagic's scheme, which works over NFS where `flock` may
+/// not): the file is created exclusively; its holder touches it every
+/// third of `stale`; a file not touched for `stale` belongs to a holder
+/// that died and is taken over.
+pub struct Lock {
+    path: PathBuf,
+}
+
+/// Why a lock was not taken.
+pub enum NotLocked {
+    /// Someone else holds it (a live holder: it was touched recently).
+    Held(String),
+    Failed(io::Error),
+}
+
+impl Lock {
+    pub fn try_take(dir: &Path, id: &str, stale: Duration) -> Result<Lock, NotLocked> {
+        let locks = dir.join("locks");
+        mkdir(&locks).map_err(NotLocked::Failed)?;
+        let path = locks.join(format!("{id}.lock"));
+        for _ in 0..2 {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    let host = nix::unistd::gethostname()
+                        .map(|h| h.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let _ = writeln!(f, "pid {} on {host}", std::process::id());
+                    let _ = f.sync_all();
+                    return Ok(Lock { path });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let age = fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok());
+                    match age {
+                        Some(age) if age > stale => {
+                            log::warn!(
+                                "lock {} was not refreshed for {}s: its holder is gone, taking it over",
+                                path.display(),
+                                age.as_secs()
+                            );
+                            let _ = fs::remove_file(&path);
+                        }
+                        // Gone in between: try again.
+                        None => {}
+                        Some(_) => {
+                            let who = fs::read_to_string(&path).unwrap_or_default();
+                            return Err(NotLocked::Held(who.trim().to_owned()));
+                        }
+                    }
+                }
+                Err(e) => return Err(NotLocked::Failed(e)),
+            }
+        }
+        Err(NotLocked::Held("another instance (contended)".into()))
+    }
+
+    /// Tells the others the holder is alive.
+    pub fn refresh(&self) {
+        if let Ok(f) = OpenOptions::new().append(true).open(&self.path) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_exclusive_until_released_or_stale() {
+        let dir = std::env::temp_dir().join(format!("baton-lock-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let long = Duration::from_secs(3600);
+        let first = Lock::try_take(&dir, "a.example", long).ok().expect("taken");
+        assert!(matches!(
+            Lock::try_take(&dir, "a.example", long),
+            Err(NotLocked::Held(_))
+        ));
+        drop(first);
+        let again = Lock::try_take(&dir, "a.example", long).ok().expect("free again");
+        // A holder that stopped refreshing is taken over.
+        let old = SystemTime::now() - Duration::from_secs(120);
+        File::options()
+            .append(true)
+            .open(again.path())
+            .and_then(|f| f.set_modified(old))
+            .expect("age it");
+        std::mem::forget(again);
+        assert!(Lock::try_take(&dir, "a.example", Duration::from_secs(60)).is_ok());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn atomic_writes_leave_no_temp_file() {
+        let dir = std::env::temp_dir().join(format!("baton-store-test-{}", std::process::id()));
+        let p = dir.join("certs/x/cert.pem");
+        write_atomic(&p, b"one").expect("written");
+        write_atomic(&p, b"two").expect("rewritten");
+        assert_eq!(fs::read(&p).expect("read"), b"two");
+        assert_eq!(fs::read_dir(p.parent().expect("dir")).expect("ls").count(), 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
