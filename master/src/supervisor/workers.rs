@@ -77,7 +77,7 @@ impl Master {
     }
 
     fn on_child_exit(&mut self, exit: Exit) {
-        if self.preflight_exited(&exit) {
+        if self.preflight_exited(&exit) || self.helper_exited(&exit) {
             return;
         }
         let Exit { pid, how, clean } = exit;
