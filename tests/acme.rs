@@ -184,3 +184,276 @@ fn http01_first_issuance_is_swapped_into_the_live_workers_without_a_failed_hands
     assert!(from_pebble(&seen.cert), "served from acme_dir at once");
     assert_eq!(pebble.orders(), 1, "nothing ordered again");
 }
+
+#[test]
+fn tls_alpn01_issuance_with_no_plain_http_listener_and_pending_handshakes_fail_until_then() {
+    need_pebble!();
+    let env = Env::new();
+    let https = env.port;
+    let pebble = Pebble::start(
+        &env,
+        PebbleOptions {
+            http_port: free_port(),
+            tls_port: https,
+            validity: None,
+            // The order takes a moment: the pending state is observable.
+            va_sleep: 2,
+        },
+    );
+    // Only the TLS site; a second one on the same port with a file
+    // certificate serves at once while the ACME name is pending.
+    let (cert, key) = common::tls::ecdsa_cert(&["static.baton.test"]);
+    let cert = env.write_file("static.pem", cert.as_bytes());
+    let key = env.write_file("static.key", key.as_bytes());
+    env.write_config(&format!(
+        "{}{}\n[[site]]\nlisten = [\"127.0.0.1:{https}\"]\nnames = [\"{NAME}\"]\nroot = \"{www}\"\n\
+         tls = {{ acme = {{ challenge = \"tls-alpn-01\" }} }}\n\n\
+         [[site]]\nlisten = [\"127.0.0.1:{https}\"]\nnames = [\"static.baton.test\"]\nroot = \"{www}\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        env.globals(),
+        pebble.globals(&env, 1, https),
+        cert.display(),
+        key.display(),
+        www = env.path("www").display()
+    ));
+    let started = Instant::now();
+    let server = env.start();
+    // Started at once, serving the other site, while the name is pending.
+    let other = https_get(&client(ECDSA), https, Some("static.baton.test"), "/");
+    assert!(other.is_ok(), "{other:?}");
+    let status = env.status();
+    if status.raw.contains("state=ordering") || status.raw.contains("state=pending") {
+        let pending = https_get(&client(ECDSA), https, Some(NAME), "/");
+        assert!(pending.is_err(), "a pending name's handshake fails: {pending:?}");
+    }
+    assert!(
+        wait_for_pebble_cert(https, Duration::from_secs(60)),
+        "not issued; status:\n{}\nlog:\n{}",
+        env.status().raw,
+        server.log_text()
+    );
+    eprintln!("tls-alpn-01 issuance to served: {} ms", started.elapsed().as_millis());
+    assert_eq!(env.status().generation, 1);
+    assert_eq!(pebble.orders(), 1);
+}
+
+#[test]
+fn a_short_lived_certificate_is_renewed_and_a_dead_ca_leaves_the_old_one_served() {
+    need_pebble!();
+    let env = Env::new();
+    let http = free_port();
+    let https = env.port;
+    let mut pebble = Pebble::start(
+        &env,
+        PebbleOptions {
+            http_port: http,
+            tls_port: https,
+            validity: Some(Duration::from_secs(30)),
+            va_sleep: 0,
+        },
+    );
+    let admin = env.path("admin.sock");
+    env.write_config(&with_admin(
+        &env,
+        &acme_config(&env, &pebble, http, https, "acme_renew_check = \"1s\"\n", "true"),
+    ));
+    let server = env.start();
+    let pids = env.status().serving_pids();
+    let first = {
+        assert!(wait_for_pebble_cert(https, Duration::from_secs(60)), "{}", server.log_text());
+        https_get(&client(ECDSA), https, Some(NAME), "/").expect("served").cert
+    };
+    // Renewed a third of its life (10 s) before it expires.
+    let config = client(ECDSA);
+    let _ = config;
+    let renewed = wait_until(Duration::from_secs(40), || {
+        https_get(&client(ECDSA), https, Some(NAME), "/")
+            .is_ok_and(|s| from_pebble(&s.cert) && s.cert != first)
+    });
+    assert!(renewed, "not renewed; log:\n{}", server.log_text());
+    let second = https_get(&client(ECDSA), https, Some(NAME), "/").expect("served").cert;
+    assert_eq!(env.status().serving_pids(), pids, "renewed in the same workers");
+    assert_eq!(env.status().generation, 1);
+    assert_eq!(pebble.orders(), 2);
+
+    // The CA goes away: the next renewal fails, is reported, and the
+    // certificate in hand is still served.
+    pebble.stop();
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            let s = admin_get(&admin, "/status");
+            s.contains("\"last_error\":\"") && !s.contains("\"last_error\":null")
+        }),
+        "no failure reported; log:\n{}",
+        server.log_text()
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&admin_get(&admin, "/status")).expect("json");
+    let cert = &status["acme"]["certificates"][0];
+    assert_eq!(cert["id"], NAME);
+    assert!(cert["failures"].as_u64() >= Some(1), "{cert}");
+    assert!(cert["next_attempt"].as_i64().is_some(), "backoff planned: {cert}");
+    assert!(cert["last_error"].as_str().is_some_and(|e| !e.is_empty()));
+    let metrics = admin_get(&admin, "/metrics");
+    assert!(
+        metrics.contains(&format!("baton_acme_failures_total{{certificate=\"{NAME}\"}} ")),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&format!("baton_acme_failures_total{{certificate=\"{NAME}\"}} 0")));
+    let text = env.status().raw;
+    assert!(text.contains("last_error=\""), "{text}");
+    let seen = https_get(&client(ECDSA), https, Some(NAME), "/").expect("still served");
+    assert_eq!(seen.cert, second, "the certificate in hand stays");
+    assert!(server.log_text().contains("ACME order failed"));
+}
+
+#[test]
+fn a_killed_helper_is_restarted_and_no_helper_runs_without_acme() {
+    let env = Env::new();
+    let http = free_port();
+    // No CA at all: the name stays pending; the helper still runs.
+    env.write_config(&format!(
+        "{}acme_directory = \"https://127.0.0.1:1/dir\"\nacme_dir = \"{}\"\nacme_http_port = {http}\n\
+         \n[[site]]\nlisten = [\"127.0.0.1:{http}\"]\nroot = \"{www}\"\n\n\
+         [[site]]\nlisten = [\"127.0.0.1:{}\"]\nnames = [\"{NAME}\"]\nroot = \"{www}\"\n\
+         tls = {{ acme = true }}\n",
+        env.globals(),
+        env.path("acme").display(),
+        env.port,
+        www = env.path("www").display()
+    ));
+    let server = env.start();
+    let helper = |raw: &str| -> Option<i32> {
+        raw.lines()
+            .find_map(|l| l.strip_prefix("acme_helper: pid "))
+            .and_then(|r| r.split_whitespace().next()?.parse().ok())
+    };
+    let first = helper(&env.status().raw).expect("a helper");
+    assert!(children_of(server.pid()).contains(&first));
+    // Unprivileged like a worker, with no listen socket.
+    if is_root() {
+        let status = std::fs::read_to_string(format!("/proc/{first}/status")).expect("status");
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).expect("uid");
+        assert!(!uid.split_whitespace().nth(1).is_some_and(|u| u == "0"), "{uid}");
+    }
+    // SAFETY: kill on the helper's pid, a child of our server (checked above).
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    let mut second = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            second = helper(&env.status().raw).filter(|p| *p != first);
+            second.is_some()
+        }),
+        "not restarted; log:\n{}",
+        server.log_text()
+    );
+    assert!(env.status().raw.contains("restarts 1"));
+    assert_eq!(zombies_of(server.pid()), Vec::<i32>::new());
+    // The pending name is reported with why.
+    let raw = env.status().raw;
+    assert!(raw.contains(&format!("acme: {NAME} state=")), "{raw}");
+    assert!(raw.contains("pending=\""), "{raw}");
+
+    // A reload to a config without ACME stops it.
+    env.write_config(&env.simple_config());
+    let out = env.reload();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        wait_until(Duration::from_secs(10), || helper(&env.status().raw).is_none()
+            && !children_of(server.pid()).contains(&second.unwrap_or(0))),
+        "helper still there; log:\n{}",
+        server.log_text()
+    );
+    assert!(!env.status().raw.contains("acme_helper"));
+}
+
+#[test]
+fn a_reload_during_an_order_does_not_disturb_it() {
+    need_pebble!();
+    let env = Env::new();
+    let http = free_port();
+    let https = env.port;
+    let pebble = Pebble::start(
+        &env,
+        PebbleOptions {
+            http_port: http,
+            tls_port: https,
+            validity: None,
+            va_sleep: 3,
+        },
+    );
+    let config = acme_config(&env, &pebble, http, https, "", "true");
+    env.write_config(&config);
+    let server = env.start();
+    let helper_before = env.status().raw;
+    assert!(
+        wait_until(Duration::from_secs(20), || env
+            .status()
+            .raw
+            .contains("state=ordering")),
+        "no order under way; log:\n{}",
+        server.log_text()
+    );
+    // A reload (with a change) while the CA validates.
+    env.write_config(&config.replace("workers = 2", "workers = 3"));
+    let out = env.reload();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        wait_for_pebble_cert(https, Duration::from_secs(60)),
+        "not issued; log:\n{}",
+        server.log_text()
+    );
+    let after = env.status();
+    assert_eq!(after.serving_pids().len(), 3);
+    assert_eq!(pebble.orders(), 1, "the order went on, not started again");
+    let pid_of = |raw: &str| {
+        raw.lines()
+            .find(|l| l.starts_with("acme_helper:"))
+            .map(str::to_owned)
+    };
+    assert_eq!(pid_of(&after.raw), pid_of(&helper_before), "the same helper");
+}
+
+#[test]
+fn two_instances_sharing_acme_dir_order_once() {
+    need_pebble!();
+    let a = Env::new();
+    let b = Env::new();
+    let http = free_port();
+    let https = a.port;
+    let pebble = Pebble::start(
+        &a,
+        PebbleOptions {
+            http_port: http,
+            tls_port: https,
+            validity: None,
+            va_sleep: 3,
+        },
+    );
+    // B uses A's acme_dir (pebble.globals names A's), its own ports.
+    a.write_config(&acme_config(&a, &pebble, http, https, "acme_lock_stale = \"3s\"\n", "true"));
+    let b_http = free_port();
+    b.write_config(
+        &acme_config(&a, &pebble, b_http, b.port, "acme_lock_stale = \"3s\"\n", "true")
+            .replace(&a.pid_file().display().to_string(), &b.pid_file().display().to_string()),
+    );
+    let server_a = a.start();
+    assert!(
+        wait_until(Duration::from_secs(20), || a.status().raw.contains("state=ordering")),
+        "A orders; log:\n{}",
+        server_a.log_text()
+    );
+    let server_b = b.start();
+    assert!(wait_for_pebble_cert(https, Duration::from_secs(60)), "{}", server_a.log_text());
+    assert!(
+        wait_for_pebble_cert(b.port, Duration::from_secs(30)),
+        "B serves A's certificate; log:\n{}",
+        server_b.log_text()
+    );
+    let cert_a = https_get(&client(ECDSA), https, Some(NAME), "/").expect("a").cert;
+    let cert_b = https_get(&client(ECDSA), b.port, Some(NAME), "/").expect("b").cert;
+    assert_eq!(cert_a, cert_b, "one certificate");
+    assert_eq!(pebble.orders(), 1, "ordered once");
+    assert!(server_b.log_text().contains("being ordered by"), "{}", server_b.log_text());
+    assert!(!server_b.log_text().contains("ordering a certificate"));
+}
