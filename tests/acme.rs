@@ -349,6 +349,14 @@ fn a_killed_helper_is_restarted_and_no_helper_runs_without_acme() {
     );
     assert!(env.status().raw.contains("restarts 1"));
     assert_eq!(zombies_of(server.pid()), Vec::<i32>::new());
+    // A pending name's handshake fails with an alert; the server serves
+    // everything else meanwhile.
+    let pending = https_get(&client(ECDSA), env.port, Some(NAME), "/");
+    assert!(
+        pending.as_ref().is_err_and(|e| e.contains("alert")),
+        "{pending:?}"
+    );
+    assert_eq!(get(http, "/").expect("plain HTTP").status, 200);
     // The pending name is reported with why.
     let raw = env.status().raw;
     assert!(raw.contains(&format!("acme: {NAME} state=")), "{raw}");

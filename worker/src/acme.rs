@@ -53,7 +53,14 @@ pub fn set(c: &Challenges) {
             .map_err(|e| format!("{e:?}"))
             .and_then(|chain| {
                 let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("{e:?}"))?;
-                CertifiedKey::from_der(chain, key, &provider).map_err(|e| e.to_string())
+                // Not `from_der`: its consistency check parses the
+                // certificate with webpki, which refuses the critical
+                // acmeIdentifier extension this certificate must carry.
+                let key = provider
+                    .key_provider
+                    .load_private_key(key)
+                    .map_err(|e| e.to_string())?;
+                Ok(CertifiedKey::new(chain, key))
             });
         match made {
             Ok(k) => {
