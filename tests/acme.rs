@@ -96,10 +96,11 @@ impl Handshakes {
     }
 }
 
-/// A plain-HTTP site on `http` and an ACME site on `https`.
+/// A plain-HTTP site on `http` (which redirects everything to HTTPS: the
+/// challenges are answered before that) and an ACME site on `https`.
 fn acme_config(env: &Env, pebble: &Pebble, http: u16, https: u16, extra: &str, acme: &str) -> String {
     format!(
-        "{}{}{extra}\n[[site]]\nlisten = [\"127.0.0.1:{http}\"]\nroot = \"{www}\"\n\n\
+        "{}{}{extra}\n[[site]]\nlisten = [\"127.0.0.1:{http}\"]\nroot = \"{www}\"\nredirect_https = true\n\n\
          [[site]]\nlisten = [\"127.0.0.1:{https}\"]\nnames = [\"{NAME}\"]\nroot = \"{www}\"\n\
          tls = {{ acme = {acme} }}\n",
         env.globals(),
@@ -464,4 +465,43 @@ fn two_instances_sharing_acme_dir_order_once() {
     assert_eq!(pebble.orders(), 1, "ordered once");
     assert!(server_b.log_text().contains("being ordered by"), "{}", server_b.log_text());
     assert!(!server_b.log_text().contains("ordering a certificate"));
+}
+
+#[test]
+fn a_binary_upgrade_replaces_the_helper() {
+    use common::upgrade::{Upgradable, describe};
+    let u = Upgradable::new("baton-old");
+    let http = free_port();
+    u.env.write_config(&format!(
+        "{}acme_directory = \"https://127.0.0.1:1/dir\"\nacme_dir = \"{}\"\nacme_http_port = {http}\n\
+         \n[[site]]\nlisten = [\"127.0.0.1:{http}\"]\nroot = \"{www}\"\n\n\
+         [[site]]\nlisten = [\"127.0.0.1:{}\"]\nnames = [\"{NAME}\"]\nroot = \"{www}\"\n\
+         tls = {{ acme = true }}\n",
+        u.env.globals(),
+        u.env.path("acme").display(),
+        u.env.port,
+        www = u.env.path("www").display()
+    ));
+    let server = u.start();
+    let helper = |raw: &str| -> Option<i32> {
+        raw.lines()
+            .find_map(|l| l.strip_prefix("acme_helper: pid "))
+            .and_then(|r| r.split_whitespace().next()?.parse().ok())
+    };
+    let old = helper(&u.env.status().raw).expect("a helper");
+    u.install_build();
+    let out = u.upgrade();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let mut new = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            new = helper(&u.env.status().raw).filter(|p| *p != old);
+            new.is_some() && !pid_alive(old)
+        }),
+        "the new image runs a helper of its own; log:\n{}",
+        server.log_text()
+    );
+    let new = new.unwrap_or(0);
+    assert!(children_of(server.pid()).contains(&new));
+    assert!(zombies_of(server.pid()).is_empty());
 }

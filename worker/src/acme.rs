@@ -90,3 +90,26 @@ pub fn alpn_cert(server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
     let name = server_name?.to_ascii_lowercase();
     held().load().alpn.get(&name).cloned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_held_tokens_are_answered() {
+        set(&Challenges {
+            http: vec![("tok".into(), "tok.thumb".into())],
+            alpn: vec![("bad.example".into(), b"not pem".to_vec(), b"x".to_vec())],
+        });
+        let r = http_answer("/.well-known/acme-challenge/tok").expect("held");
+        assert_eq!(r.status, Status::Ok);
+        assert!(matches!(r.body, Body::Bytes(ref b) if b == b"tok.thumb"));
+        assert!(http_answer("/.well-known/acme-challenge/other").is_none());
+        assert!(http_answer("/.well-known/acme-challenge/").is_none());
+        assert!(http_answer("/tok").is_none());
+        // A malformed certificate is refused, not served.
+        assert!(alpn_cert(Some("bad.example")).is_none());
+        set(&Challenges::default());
+        assert!(http_answer("/.well-known/acme-challenge/tok").is_none());
+    }
+}
