@@ -98,7 +98,14 @@ impl Handshakes {
 
 /// A plain-HTTP site on `http` (which redirects everything to HTTPS: the
 /// challenges are answered before that) and an ACME site on `https`.
-fn acme_config(env: &Env, pebble: &Pebble, http: u16, https: u16, extra: &str, acme: &str) -> String {
+fn acme_config(
+    env: &Env,
+    pebble: &Pebble,
+    http: u16,
+    https: u16,
+    extra: &str,
+    acme: &str,
+) -> String {
     format!(
         "{}{}{extra}\n[[site]]\nlisten = [\"127.0.0.1:{http}\"]\nroot = \"{www}\"\nredirect_https = true\n\n\
          [[site]]\nlisten = [\"127.0.0.1:{https}\"]\nnames = [\"{NAME}\"]\nroot = \"{www}\"\n\
@@ -168,14 +175,22 @@ fn http01_first_issuance_is_swapped_into_the_live_workers_without_a_failed_hands
         let seen = https_get(&client(ECDSA), https, Some(NAME), "/").expect("handshake");
         assert!(from_pebble(&seen.cert));
     }
-    assert!(after.raw.contains(&format!("acme: {NAME} state=valid")), "{}", after.raw);
+    assert!(
+        after.raw.contains(&format!("acme: {NAME} state=valid")),
+        "{}",
+        after.raw
+    );
     assert_eq!(pebble.orders(), 1);
     // The state is where the docs say, the key private to the helper.
     let key = env.path(&format!("acme/certs/{NAME}/key.pem"));
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).expect("key").permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key).expect("key").permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
     let dir_mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(env.path("acme")).expect("acme_dir").permissions(),
+        &std::fs::metadata(env.path("acme"))
+            .expect("acme_dir")
+            .permissions(),
     );
     assert_eq!(dir_mode & 0o777, 0o700);
     // A restart finds it on disk: served at once, nothing ordered.
@@ -225,7 +240,10 @@ fn tls_alpn01_issuance_with_no_plain_http_listener_and_pending_handshakes_fail_u
     let status = env.status();
     if status.raw.contains("state=ordering") || status.raw.contains("state=pending") {
         let pending = https_get(&client(ECDSA), https, Some(NAME), "/");
-        assert!(pending.is_err(), "a pending name's handshake fails: {pending:?}");
+        assert!(
+            pending.is_err(),
+            "a pending name's handshake fails: {pending:?}"
+        );
     }
     assert!(
         wait_for_pebble_cert(https, Duration::from_secs(60)),
@@ -233,7 +251,10 @@ fn tls_alpn01_issuance_with_no_plain_http_listener_and_pending_handshakes_fail_u
         env.status().raw,
         server.log_text()
     );
-    eprintln!("tls-alpn-01 issuance to served: {} ms", started.elapsed().as_millis());
+    eprintln!(
+        "tls-alpn-01 issuance to served: {} ms",
+        started.elapsed().as_millis()
+    );
     assert_eq!(env.status().generation, 1);
     assert_eq!(pebble.orders(), 1);
 }
@@ -256,24 +277,41 @@ fn a_short_lived_certificate_is_renewed_and_a_dead_ca_leaves_the_old_one_served(
     let admin = env.path("admin.sock");
     env.write_config(&with_admin(
         &env,
-        &acme_config(&env, &pebble, http, https, "acme_renew_check = \"1s\"\n", "true"),
+        &acme_config(
+            &env,
+            &pebble,
+            http,
+            https,
+            "acme_renew_check = \"1s\"\n",
+            "true",
+        ),
     ));
     let server = env.start();
     let pids = env.status().serving_pids();
     let first = {
-        assert!(wait_for_pebble_cert(https, Duration::from_secs(60)), "{}", server.log_text());
-        https_get(&client(ECDSA), https, Some(NAME), "/").expect("served").cert
+        assert!(
+            wait_for_pebble_cert(https, Duration::from_secs(60)),
+            "{}",
+            server.log_text()
+        );
+        https_get(&client(ECDSA), https, Some(NAME), "/")
+            .expect("served")
+            .cert
     };
     // Renewed a third of its life (10 s) before it expires.
-    let config = client(ECDSA);
-    let _ = config;
     let renewed = wait_until(Duration::from_secs(40), || {
         https_get(&client(ECDSA), https, Some(NAME), "/")
             .is_ok_and(|s| from_pebble(&s.cert) && s.cert != first)
     });
     assert!(renewed, "not renewed; log:\n{}", server.log_text());
-    let second = https_get(&client(ECDSA), https, Some(NAME), "/").expect("served").cert;
-    assert_eq!(env.status().serving_pids(), pids, "renewed in the same workers");
+    let second = https_get(&client(ECDSA), https, Some(NAME), "/")
+        .expect("served")
+        .cert;
+    assert_eq!(
+        env.status().serving_pids(),
+        pids,
+        "renewed in the same workers"
+    );
     assert_eq!(env.status().generation, 1);
     assert_eq!(pebble.orders(), 2);
 
@@ -293,14 +331,21 @@ fn a_short_lived_certificate_is_renewed_and_a_dead_ca_leaves_the_old_one_served(
     let cert = &status["acme"]["certificates"][0];
     assert_eq!(cert["id"], NAME);
     assert!(cert["failures"].as_u64() >= Some(1), "{cert}");
-    assert!(cert["next_attempt"].as_i64().is_some(), "backoff planned: {cert}");
+    assert!(
+        cert["next_attempt"].as_i64().is_some(),
+        "backoff planned: {cert}"
+    );
     assert!(cert["last_error"].as_str().is_some_and(|e| !e.is_empty()));
     let metrics = admin_get(&admin, "/metrics");
     assert!(
-        metrics.contains(&format!("baton_acme_failures_total{{certificate=\"{NAME}\"}} ")),
+        metrics.contains(&format!(
+            "baton_acme_failures_total{{certificate=\"{NAME}\"}} "
+        )),
         "{metrics}"
     );
-    assert!(!metrics.contains(&format!("baton_acme_failures_total{{certificate=\"{NAME}\"}} 0")));
+    assert!(!metrics.contains(&format!(
+        "baton_acme_failures_total{{certificate=\"{NAME}\"}} 0"
+    )));
     let text = env.status().raw;
     assert!(text.contains("last_error=\""), "{text}");
     let seen = https_get(&client(ECDSA), https, Some(NAME), "/").expect("still served");
@@ -335,7 +380,10 @@ fn a_killed_helper_is_restarted_and_no_helper_runs_without_acme() {
     if is_root() {
         let status = std::fs::read_to_string(format!("/proc/{first}/status")).expect("status");
         let uid = status.lines().find(|l| l.starts_with("Uid:")).expect("uid");
-        assert!(!uid.split_whitespace().nth(1).is_some_and(|u| u == "0"), "{uid}");
+        assert!(
+            uid.split_whitespace().nth(1).is_some_and(|u| u != "0"),
+            "{uid}"
+        );
     }
     // SAFETY: kill on the helper's pid, a child of our server (checked above).
     unsafe { libc::kill(first, libc::SIGKILL) };
@@ -366,9 +414,14 @@ fn a_killed_helper_is_restarted_and_no_helper_runs_without_acme() {
     // A reload to a config without ACME stops it.
     env.write_config(&env.simple_config());
     let out = env.reload();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        wait_until(Duration::from_secs(10), || helper(&env.status().raw).is_none()
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || helper(&env.status().raw)
+            .is_none()
             && !children_of(server.pid()).contains(&second.unwrap_or(0))),
         "helper still there; log:\n{}",
         server.log_text()
@@ -406,7 +459,11 @@ fn a_reload_during_an_order_does_not_disturb_it() {
     // A reload (with a change) while the CA validates.
     env.write_config(&config.replace("workers = 2", "workers = 3"));
     let out = env.reload();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         wait_for_pebble_cert(https, Duration::from_secs(60)),
         "not issued; log:\n{}",
@@ -420,7 +477,11 @@ fn a_reload_during_an_order_does_not_disturb_it() {
             .find(|l| l.starts_with("acme_helper:"))
             .map(str::to_owned)
     };
-    assert_eq!(pid_of(&after.raw), pid_of(&helper_before), "the same helper");
+    assert_eq!(
+        pid_of(&after.raw),
+        pid_of(&helper_before),
+        "the same helper"
+    );
 }
 
 #[test]
@@ -440,30 +501,62 @@ fn two_instances_sharing_acme_dir_order_once() {
         },
     );
     // B uses A's acme_dir (pebble.globals names A's), its own ports.
-    a.write_config(&acme_config(&a, &pebble, http, https, "acme_lock_stale = \"3s\"\n", "true"));
+    a.write_config(&acme_config(
+        &a,
+        &pebble,
+        http,
+        https,
+        "acme_lock_stale = \"3s\"\n",
+        "true",
+    ));
     let b_http = free_port();
     b.write_config(
-        &acme_config(&a, &pebble, b_http, b.port, "acme_lock_stale = \"3s\"\n", "true")
-            .replace(&a.pid_file().display().to_string(), &b.pid_file().display().to_string()),
+        &acme_config(
+            &a,
+            &pebble,
+            b_http,
+            b.port,
+            "acme_lock_stale = \"3s\"\n",
+            "true",
+        )
+        .replace(
+            &a.pid_file().display().to_string(),
+            &b.pid_file().display().to_string(),
+        ),
     );
     let server_a = a.start();
     assert!(
-        wait_until(Duration::from_secs(20), || a.status().raw.contains("state=ordering")),
+        wait_until(Duration::from_secs(20), || a
+            .status()
+            .raw
+            .contains("state=ordering")),
         "A orders; log:\n{}",
         server_a.log_text()
     );
     let server_b = b.start();
-    assert!(wait_for_pebble_cert(https, Duration::from_secs(60)), "{}", server_a.log_text());
+    assert!(
+        wait_for_pebble_cert(https, Duration::from_secs(60)),
+        "{}",
+        server_a.log_text()
+    );
     assert!(
         wait_for_pebble_cert(b.port, Duration::from_secs(30)),
         "B serves A's certificate; log:\n{}",
         server_b.log_text()
     );
-    let cert_a = https_get(&client(ECDSA), https, Some(NAME), "/").expect("a").cert;
-    let cert_b = https_get(&client(ECDSA), b.port, Some(NAME), "/").expect("b").cert;
+    let cert_a = https_get(&client(ECDSA), https, Some(NAME), "/")
+        .expect("a")
+        .cert;
+    let cert_b = https_get(&client(ECDSA), b.port, Some(NAME), "/")
+        .expect("b")
+        .cert;
     assert_eq!(cert_a, cert_b, "one certificate");
     assert_eq!(pebble.orders(), 1, "ordered once");
-    assert!(server_b.log_text().contains("being ordered by"), "{}", server_b.log_text());
+    assert!(
+        server_b.log_text().contains("being ordered by"),
+        "{}",
+        server_b.log_text()
+    );
     assert!(!server_b.log_text().contains("ordering a certificate"));
 }
 

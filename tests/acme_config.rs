@@ -67,8 +67,15 @@ fn http01_needs_a_plain_http_listener_on_its_port() {
     env.write_config(&fixed);
     let started = Instant::now();
     let out = env.baton(&["-t"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(started.elapsed() < Duration::from_secs(5), "-t never waits on a CA");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "-t never waits on a CA"
+    );
     assert!(!env.path("acme").exists(), "-t creates nothing");
 }
 
@@ -78,7 +85,10 @@ fn tls_alpn01_needs_the_site_on_the_tls_port() {
     let site = "names = [\"a.baton.test\"]\ntls = { acme = { challenge = \"tls-alpn-01\" } }";
     let (ok, err) = check(&env, "", site, false);
     assert!(!ok);
-    assert!(err.contains("ACME TLS-ALPN-01 connects to port 443"), "{err}");
+    assert!(
+        err.contains("ACME TLS-ALPN-01 connects to port 443"),
+        "{err}"
+    );
     let (ok, err) = check(&env, &format!("acme_tls_port = {}", env.port), site, false);
     assert!(ok, "{err}");
 }
@@ -119,14 +129,38 @@ fn bad_acme_settings_are_refused_where_written() {
             ok_site,
             "\"acme_directory\" must be \"letsencrypt\", \"letsencrypt-staging\" or an https://",
         ),
-        ("acme_email = \"nobody\"", ok_site, "\"acme_email\" must be an email address"),
-        ("acme_ca = \"/nonexistent/ca.pem\"", ok_site, "cannot read acme_ca /nonexistent/ca.pem"),
+        (
+            "acme_email = \"nobody\"",
+            ok_site,
+            "\"acme_email\" must be an email address",
+        ),
+        (
+            "acme_ca = \"/nonexistent/ca.pem\"",
+            ok_site,
+            "cannot read acme_ca /nonexistent/ca.pem",
+        ),
         ("acme_renew_check = \"2d\"", ok_site, "acme_renew_check"),
         ("acme_lock_stale = \"1s\"", ok_site, "acme_lock_stale"),
-        ("acme_http_port = 0", ok_site, "\"acme_http_port\" must be a whole number from 1 to 65535"),
-        ("acme_user = \"no-such-user-here\"", ok_site, "user \"no-such-user-here\" does not exist"),
-        ("acme_placeholder = 1", ok_site, "\"acme_placeholder\" must be true or false"),
-        ("acme_emial = \"a@b.example\"", ok_site, "did you mean \"acme_email\""),
+        (
+            "acme_http_port = 0",
+            ok_site,
+            "\"acme_http_port\" must be a whole number from 1 to 65535",
+        ),
+        (
+            "acme_user = \"no-such-user-here\"",
+            ok_site,
+            "user \"no-such-user-here\" does not exist",
+        ),
+        (
+            "acme_placeholder = 1",
+            ok_site,
+            "\"acme_placeholder\" must be true or false",
+        ),
+        (
+            "acme_emial = \"a@b.example\"",
+            ok_site,
+            "did you mean \"acme_email\"",
+        ),
     ];
     for (globals, site, expected) in cases {
         let (ok, err) = check(&env, globals, site, true);

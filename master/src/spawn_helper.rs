@@ -84,7 +84,7 @@ pub fn spawn(config: &Config) -> std::io::Result<Spawned> {
 }
 
 fn child_main(identity: Option<&Identity>, channel: UnixStream, master_pid: u32) -> i32 {
-    baton_shared::logging::set_role_worker();
+    baton_shared::logging::set_role_certs();
     let mut keep = vec![0, 1, 2, channel.as_raw_fd()];
     crate::spawn::close_all_but(&mut keep);
     if let Err(e) = crate::spawn::drop_to(identity, false) {

@@ -49,19 +49,17 @@ pub fn set(c: &Challenges) {
     for (name, cert, key) in &c.alpn {
         let chain: Result<Vec<CertificateDer<'static>>, _> =
             CertificateDer::pem_slice_iter(cert).collect();
-        let made = chain
-            .map_err(|e| format!("{e:?}"))
-            .and_then(|chain| {
-                let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("{e:?}"))?;
-                // Not `from_der`: its consistency check parses the
-                // certificate with webpki, which refuses the critical
-                // acmeIdentifier extension this certificate must carry.
-                let key = provider
-                    .key_provider
-                    .load_private_key(key)
-                    .map_err(|e| e.to_string())?;
-                Ok(CertifiedKey::new(chain, key))
-            });
+        let made = chain.map_err(|e| format!("{e:?}")).and_then(|chain| {
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("{e:?}"))?;
+            // Not `from_der`: its consistency check parses the
+            // certificate with webpki, which refuses the critical
+            // acmeIdentifier extension this certificate must carry.
+            let key = provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| e.to_string())?;
+            Ok(CertifiedKey::new(chain, key))
+        });
         match made {
             Ok(k) => {
                 alpn.insert(name.to_ascii_lowercase(), Arc::new(k));

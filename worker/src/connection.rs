@@ -614,7 +614,9 @@ impl Connection {
                     // Never sent: the exchange answers.
                     Some(Ok(())) => Response::status(Status::BadGateway),
                     Some(Err(status)) => Response::status(status),
-                    None => acme.unwrap_or_else(|| handler::respond(&req, site, ctx.files, ctx.date)),
+                    None => {
+                        acme.unwrap_or_else(|| handler::respond(&req, site, ctx.files, ctx.date))
+                    }
                 };
                 let held = Held {
                     response,

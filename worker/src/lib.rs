@@ -18,8 +18,8 @@
 //! - `limits`: the fixed sizes and timings (the tunable ones are config).
 
 mod acceptor;
-mod acme;
 mod access_log;
+mod acme;
 pub mod compress;
 mod connection;
 mod drain;

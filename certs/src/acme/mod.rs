@@ -76,7 +76,9 @@ pub fn run(settings: Receiver<HelperSettings>, out: Sender<FromHelper>) {
             .values()
             .map(|e| e.due)
             .min()
-            .map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(now));
+            .map_or(Duration::from_secs(3600), |d| {
+                d.saturating_duration_since(now)
+            });
         select! {
             recv(settings) -> msg => match msg {
                 Ok(s) => engine.apply(s),
@@ -279,11 +281,7 @@ impl Engine {
         let shift = u32::try_from(e.status.failures.saturating_sub(1))
             .unwrap_or(u32::MAX)
             .min(20);
-        let delay = jitter(
-            BACKOFF_FIRST
-                .saturating_mul(1u32 << shift)
-                .min(BACKOFF_MAX),
-        );
+        let delay = jitter(BACKOFF_FIRST.saturating_mul(1u32 << shift).min(BACKOFF_MAX));
         e.due = Instant::now() + delay;
         e.status.next_attempt = unix_now().saturating_add(delay.as_secs() as i64);
         log::error!(
@@ -312,7 +310,9 @@ fn save(dir: &Path, spec: &OrderSpec, issued: &order::Issued) -> Result<(), Stri
 fn jitter(d: Duration) -> Duration {
     let mut b = [0u8; 2];
     let r = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .map_or(0.5, |()| f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX));
+        .map_or(0.5, |()| {
+            f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
+        });
     d.mul_f64(0.9 + 0.2 * r)
 }
 

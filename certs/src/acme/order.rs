@@ -225,16 +225,13 @@ async fn order_failure(order: &mut instant_acme::Order, status: OrderStatus) -> 
 /// SHA-256 of the key authorization.
 fn alpn_certificate(name: &str, digest: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Failure> {
     let key = rcgen::KeyPair::generate().map_err(|e| Failure(e.to_string()))?;
-    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()])
-        .map_err(|e| Failure(e.to_string()))?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| Failure(e.to_string()))?;
     params
         .custom_extensions
         .push(rcgen::CustomExtension::new_acme_identifier(digest));
     let cert = params
         .self_signed(&key)
         .map_err(|e| Failure(e.to_string()))?;
-    Ok((
-        cert.pem().into_bytes(),
-        key.serialize_pem().into_bytes(),
-    ))
+    Ok((cert.pem().into_bytes(), key.serialize_pem().into_bytes()))
 }

@@ -170,7 +170,9 @@ mod tests {
             Err(NotLocked::Held(_))
         ));
         drop(first);
-        let again = Lock::try_take(&dir, "a.example", long).ok().expect("free again");
+        let again = Lock::try_take(&dir, "a.example", long)
+            .ok()
+            .expect("free again");
         // A holder that stopped refreshing is taken over.
         let old = SystemTime::now() - Duration::from_secs(120);
         File::options()
@@ -190,7 +192,10 @@ mod tests {
         write_atomic(&p, b"one").expect("written");
         write_atomic(&p, b"two").expect("rewritten");
         assert_eq!(fs::read(&p).expect("read"), b"two");
-        assert_eq!(fs::read_dir(p.parent().expect("dir")).expect("ls").count(), 1);
+        assert_eq!(
+            fs::read_dir(p.parent().expect("dir")).expect("ls").count(),
+            1
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -52,7 +52,8 @@ pub fn text(out: &mut String, a: &Acme) {
     let _ = writeln!(
         out,
         "acme_helper: {} (restarts {})",
-        a.helper.map_or("not running".into(), |p| format!("pid {p}")),
+        a.helper
+            .map_or("not running".into(), |p| format!("pid {p}")),
         a.helper_restarts
     );
     for c in &a.certs {
@@ -107,11 +108,14 @@ pub fn json(a: &Acme) -> serde_json::Value {
     })
 }
 
+/// (name, type, help, value of one certificate).
+type Family = (&'static str, &'static str, &'static str, fn(&View) -> i64);
+
 pub fn metrics(out: &mut String, a: &Acme) {
     if a.certs.is_empty() {
         return;
     }
-    let families: [(&str, &str, &str, fn(&View) -> i64); 3] = [
+    let families: [Family; 3] = [
         (
             "baton_acme_failures_total",
             "counter",
@@ -144,7 +148,10 @@ pub fn metrics(out: &mut String, a: &Acme) {
         }
     }
     let name = "baton_acme_helper_restarts_total";
-    let _ = writeln!(out, "# HELP {name} Certificate helper processes restarted after dying.");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Certificate helper processes restarted after dying."
+    );
     let _ = writeln!(out, "# TYPE {name} counter");
     let _ = writeln!(out, "{name} {}", a.helper_restarts);
 }

@@ -246,10 +246,7 @@ impl Master {
         let delay = BACKOFF_FIRST.saturating_mul(1 << shift).min(BACKOFF_MAX);
         self.helper.crashes = self.helper.crashes.saturating_add(1);
         self.helper.restart_at = Some(deadline::from_now(delay));
-        log::warn!(
-            "certificate helper restarts in {} ms",
-            delay.as_millis()
-        );
+        log::warn!("certificate helper restarts in {} ms", delay.as_millis());
     }
 
     /// A reaped child: true if it was (or had been) the helper.

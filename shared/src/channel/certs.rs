@@ -67,8 +67,13 @@ pub enum FromHelper {
     Ready,
     /// Workers must answer `/.well-known/acme-challenge/TOKEN` with this
     /// key authorization (HTTP-01) until `HttpDone`.
-    Http { token: String, key_auth: String },
-    HttpDone { token: String },
+    Http {
+        token: String,
+        key_auth: String,
+    },
+    HttpDone {
+        token: String,
+    },
     /// Workers must answer an `acme-tls/1` handshake for `name` with this
     /// certificate (TLS-ALPN-01) until `AlpnDone`.
     Alpn {
@@ -76,9 +81,13 @@ pub enum FromHelper {
         cert_pem: Vec<u8>,
         key_pem: Vec<u8>,
     },
-    AlpnDone { name: String },
+    AlpnDone {
+        name: String,
+    },
     /// A new certificate for `id` is in `acme_dir` (written atomically).
-    Issued { id: String },
+    Issued {
+        id: String,
+    },
     /// How `id` stands now.
     Status(NameStatus),
 }
@@ -442,7 +451,12 @@ mod tests {
     #[test]
     fn forged_counts_do_not_allocate() {
         let mut body = vec![TAG_SETTINGS];
-        W(&mut body).text("d", 10).bytes(b"").u64(1).u64(1).u64(u64::MAX);
+        W(&mut body)
+            .text("d", 10)
+            .bytes(b"")
+            .u64(1)
+            .u64(1)
+            .u64(u64::MAX);
         assert!(ToHelper::decode(&body).is_err());
         assert!(decode_challenges(&u64::MAX.to_le_bytes()).is_none());
         assert!(FromHelper::decode(&[99]).is_err());

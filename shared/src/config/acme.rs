@@ -166,7 +166,9 @@ pub fn orderable_name(name: &str) -> Result<(), String> {
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     if !labels_ok {
-        return Err(format!("{name:?} is not a DNS name an ACME CA can validate"));
+        return Err(format!(
+            "{name:?} is not a DNS name an ACME CA can validate"
+        ));
     }
     Ok(())
 }

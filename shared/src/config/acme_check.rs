@@ -22,7 +22,10 @@ pub(crate) fn check(raw: &Raw, sys: &System, errs: &mut Errors<'_>) -> AcmeOptio
             }),
         ca: a.ca.as_ref().map(|c| c.value.clone()),
         email: a.email.as_ref().map(|e| e.value.clone()),
-        dir: a.dir.as_ref().map_or(defaults.dir.clone(), |d| d.value.clone()),
+        dir: a
+            .dir
+            .as_ref()
+            .map_or(defaults.dir.clone(), |d| d.value.clone()),
         user: None,
         placeholder: a.placeholder,
         http_port: a.http_port.unwrap_or(defaults.http_port),
@@ -62,9 +65,8 @@ pub(crate) fn check(raw: &Raw, sys: &System, errs: &mut Errors<'_>) -> AcmeOptio
             }
         }
         if let Some((_, other)) = ids.iter().find(|(id, _)| *id == first.value) {
-            let names = |s: &RawSite| -> Vec<String> {
-                s.names.iter().map(|n| n.value.clone()).collect()
-            };
+            let names =
+                |s: &RawSite| -> Vec<String> { s.names.iter().map(|n| n.value.clone()).collect() };
             if names(other) != names(site) {
                 errs.at(
                     first.pos,
@@ -100,9 +102,10 @@ pub(crate) fn check(raw: &Raw, sys: &System, errs: &mut Errors<'_>) -> AcmeOptio
                 }
             }
             Challenge::TlsAlpn01 => {
-                let on_port = site.listen.iter().any(
-                    |l| matches!(&l.addr, ListenAddr::Tcp(a) if a.port() == out.tls_port),
-                );
+                let on_port = site
+                    .listen
+                    .iter()
+                    .any(|l| matches!(&l.addr, ListenAddr::Tcp(a) if a.port() == out.tls_port));
                 if !on_port {
                     errs.at(
                         acme.pos,
