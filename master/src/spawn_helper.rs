@@ -29,21 +29,48 @@ pub fn identity(config: &Config) -> Option<&Identity> {
     config.acme.user.as_ref().or(config.identity.as_ref())
 }
 
-/// Creates `acme_dir` if needed, 0700 and owned by the helper's user.
+/// Creates `acme_dir` if needed, 0700 and owned by the helper's user (its
+/// parents with the usual mode, so the helper can reach it). An existing
+/// directory is used as it is if the helper's user owns it, and refused
+/// otherwise: the master never gives away a directory it did not make
+/// (`acme_dir = "/etc"` must not chown /etc).
 pub fn prepare_dir(config: &Config) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
     let dir = &config.acme.dir;
     let fail = |e: std::io::Error| format!("acme_dir {}: {e}", dir.display());
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(fail)?;
-    if let Some(id) = identity(config)
-        && nix::unistd::geteuid().is_root()
-    {
-        chown(dir, id)?;
+    let helper_uid = identity(config)
+        .filter(|_| nix::unistd::geteuid().is_root())
+        .map(|i| i.uid);
+    match std::fs::metadata(dir) {
+        Ok(meta) => {
+            let owner = meta.uid();
+            let wanted = helper_uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+            if owner != wanted {
+                return Err(format!(
+                    "acme_dir {} belongs to uid {owner}, not to the certificate helper's user \
+                     (uid {wanted}): chown it to that user, or remove it and Baton creates it",
+                    dir.display()
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent).map_err(fail)?;
+            }
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(fail)?;
+            if let Some(id) = identity(config)
+                && helper_uid.is_some()
+            {
+                chown(dir, id)?;
+            }
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
+        }
+        Err(e) => Err(fail(e)),
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
 }
 
 fn chown(dir: &Path, id: &Identity) -> Result<(), String> {

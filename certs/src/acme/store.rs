@@ -102,10 +102,7 @@ impl Lock {
                 .open(&path)
             {
                 Ok(mut f) => {
-                    let host = nix::unistd::gethostname()
-                        .map(|h| h.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    let _ = writeln!(f, "pid {} on {host}", std::process::id());
+                    let _ = writeln!(f, "pid {} on {}", std::process::id(), hostname());
                     let _ = f.sync_all();
                     return Ok(Lock { path });
                 }
@@ -127,6 +124,17 @@ impl Lock {
                         None => {}
                         Some(_) => {
                             let who = fs::read_to_string(&path).unwrap_or_default();
+                            if holder_died_here(&who) {
+                                // A helper of this host killed mid-order (an
+                                // upgrade, a SIGKILL): no need to wait.
+                                log::info!(
+                                    "lock {} was held by {}, which is gone: taking it over",
+                                    path.display(),
+                                    who.trim()
+                                );
+                                let _ = fs::remove_file(&path);
+                                continue;
+                            }
                             return Err(NotLocked::Held(who.trim().to_owned()));
                         }
                     }
@@ -147,6 +155,32 @@ impl Lock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Whether a lock file's `pid N on HOST` names a process of this host that
+/// no longer exists. A pid reused since counts as alive: the lock then
+/// goes stale by its age, the safe way.
+fn holder_died_here(who: &str) -> bool {
+    let Some((pid, host)) = who
+        .trim()
+        .strip_prefix("pid ")
+        .and_then(|rest| rest.split_once(" on "))
+    else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<i32>() else {
+        return false;
+    };
+    pid > 0
+        && host == hostname()
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH)
 }
 
 impl Drop for Lock {
@@ -170,6 +204,14 @@ mod tests {
             Err(NotLocked::Held(_))
         ));
         drop(first);
+        // A holder of this host that died is taken over at once.
+        std::fs::create_dir_all(dir.join("locks")).expect("locks");
+        std::fs::write(
+            dir.join("locks/b.example.lock"),
+            format!("pid {} on {}\n", i32::MAX - 1, hostname()),
+        )
+        .expect("lock");
+        assert!(Lock::try_take(&dir, "b.example", long).is_ok());
         let again = Lock::try_take(&dir, "a.example", long)
             .ok()
             .expect("free again");

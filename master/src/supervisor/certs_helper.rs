@@ -47,6 +47,8 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 struct Running {
+    /// Who it runs as and where its state is: a change needs a new helper.
+    who: (Option<u32>, std::path::PathBuf),
     pid: Pid,
     channel: baton_shared::channel::Channel,
     token: Token,
@@ -87,6 +89,14 @@ impl Helper {
             .unwrap_or(0)
             .saturating_add(now)
     }
+}
+
+/// Who a helper for `config` runs as, and its directory.
+fn who(config: &Config) -> (Option<u32>, std::path::PathBuf) {
+    (
+        spawn_helper::identity(config).map(|i| i.uid),
+        config.acme.dir.clone(),
+    )
 }
 
 /// What the helper needs from `config`; `None` when no site uses ACME.
@@ -145,6 +155,13 @@ impl Master {
                 self.stop_helper();
             }
             (None, false) => self.helper.restart_at = None,
+            (Some(_), true)
+                if self.helper.running.as_ref().map(|r| &r.who) != Some(&who(config)) =>
+            {
+                log::info!("acme_user or acme_dir changed: replacing the certificate helper");
+                self.stop_helper();
+                self.start_helper(config);
+            }
             (Some(s), true) => {
                 let msg = ToHelper::Settings(s.clone());
                 self.send_helper(&msg);
@@ -193,6 +210,7 @@ impl Master {
             settings.orders.len()
         );
         self.helper.running = Some(Running {
+            who: who(config),
             pid: spawned.pid,
             channel: spawned.channel,
             token,
