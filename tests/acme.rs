@@ -167,6 +167,12 @@ fn http01_first_issuance_is_swapped_into_the_live_workers_without_a_failed_hands
         issued_in.as_millis()
     );
     assert_eq!(failed, 0, "failed handshakes: {errors:?}");
+    // The CA was told to validate only once every worker served the token.
+    assert!(
+        !server.log_text().contains("did not confirm"),
+        "{}",
+        server.log_text()
+    );
     let after = env.status();
     assert_eq!(after.generation, before.generation, "no new generation");
     assert_eq!(after.serving_pids(), pids, "the same workers serve it");

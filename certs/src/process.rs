@@ -45,6 +45,8 @@ pub fn run(setup: Setup) -> i32 {
     let (in_tx, in_rx) = unbounded::<ToHelper>();
     let (out_tx, out_rx) = unbounded::<FromHelper>();
     let (acme_tx, acme_rx) = unbounded::<HelperSettings>();
+    // Into the engine's async order: a tokio channel, awaited there.
+    let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let spawned = std::thread::Builder::new()
         .name("channel".into())
         .spawn(move || read_frames(reader, &in_tx))
@@ -52,7 +54,7 @@ pub fn run(setup: Setup) -> i32 {
             let out = out_tx.clone();
             std::thread::Builder::new()
                 .name("acme".into())
-                .spawn(move || crate::acme::run(acme_rx, out))
+                .spawn(move || crate::acme::run(acme_rx, published_rx, out))
         });
     if let Err(e) = spawned {
         log::error!("certificate helper: cannot start its threads: {e}");
@@ -61,7 +63,7 @@ pub fn run(setup: Setup) -> i32 {
     // OCSP: the staple refresher is started here, beside the ACME engine,
     // with a crossbeam sender of its own fed from `Settings` below.
     let _ = out_tx.send(FromHelper::Ready);
-    main_loop(&mut writer, &in_rx, &out_rx, &acme_tx)
+    main_loop(&mut writer, &in_rx, &out_rx, &acme_tx, &published_tx)
 }
 
 fn main_loop(
@@ -69,6 +71,7 @@ fn main_loop(
     from_master: &Receiver<ToHelper>,
     to_master: &Receiver<FromHelper>,
     acme: &Sender<HelperSettings>,
+    published: &tokio::sync::mpsc::UnboundedSender<()>,
 ) -> i32 {
     loop {
         select! {
@@ -77,6 +80,9 @@ fn main_loop(
                     // OCSP: tell the refresher about the new certificate
                     // list here, as the ACME engine is told.
                     let _ = acme.send(s);
+                }
+                Ok(ToHelper::Published) => {
+                    let _ = published.send(());
                 }
                 // The reader ended: the master is gone.
                 Err(_) => return 0,

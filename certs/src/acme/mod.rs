@@ -46,13 +46,19 @@ struct Entry {
 
 struct Engine {
     settings: HelperSettings,
+    /// One `()` per challenge answer the master confirmed published.
+    published: tokio::sync::mpsc::UnboundedReceiver<()>,
     entries: BTreeMap<String, Entry>,
     out: Sender<FromHelper>,
     rt: tokio::runtime::Runtime,
 }
 
 /// The engine's thread: runs until `settings` closes (the helper exits).
-pub fn run(settings: Receiver<HelperSettings>, out: Sender<FromHelper>) {
+pub fn run(
+    settings: Receiver<HelperSettings>,
+    published: tokio::sync::mpsc::UnboundedReceiver<()>,
+    out: Sender<FromHelper>,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -65,6 +71,7 @@ pub fn run(settings: Receiver<HelperSettings>, out: Sender<FromHelper>) {
     };
     let mut engine = Engine {
         settings: HelperSettings::default(),
+        published,
         entries: BTreeMap::new(),
         out,
         rt,
@@ -196,10 +203,11 @@ impl Engine {
         let ca = (!self.settings.ca_pem.is_empty()).then(|| self.ca_file());
         let out = self.out.clone();
         let started = Instant::now();
+        let published = &mut self.published;
         let result = self.rt.block_on(async {
             let work = async {
                 let account = order::account(&dir, ca.as_deref(), &spec).await?;
-                order::run(&account, &spec, &out).await
+                order::run(&account, &spec, &out, published).await
             };
             tokio::pin!(work);
             // The lock is refreshed while the order runs.

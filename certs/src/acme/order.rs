@@ -13,6 +13,7 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, Problem, RetryPolicy,
 };
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::store;
 
@@ -104,19 +105,49 @@ pub async fn run(
     account: &Account,
     spec: &OrderSpec,
     out: &Sender<FromHelper>,
+    confirmed: &mut UnboundedReceiver<()>,
 ) -> Result<Issued, Failure> {
     let mut published = Vec::new();
-    let result = steps(account, spec, out, &mut published).await;
+    let result = steps(account, spec, out, confirmed, &mut published).await;
     for msg in published {
         let _ = out.send(msg);
     }
     result
 }
 
+/// How long the workers may take to confirm a challenge answer.
+const CONFIRM_WITHIN: Duration = Duration::from_secs(10);
+
+/// Sends a challenge answer to the master and waits until every worker
+/// serves it (`ToHelper::Published`): the CA may validate the moment it is
+/// told to.
+async fn publish(
+    msg: FromHelper,
+    out: &Sender<FromHelper>,
+    confirmed: &mut UnboundedReceiver<()>,
+) -> Result<(), Failure> {
+    // A confirmation left over from an earlier order is not this one's.
+    while confirmed.try_recv().is_ok() {}
+    out.send(msg)
+        .map_err(|_| Failure("the helper is shutting down".into()))?;
+    match tokio::time::timeout(CONFIRM_WITHIN, confirmed.recv()).await {
+        Ok(Some(())) => Ok(()),
+        Ok(None) => Err(Failure("the master is gone".into())),
+        Err(_) => {
+            log::warn!(
+                "the workers did not confirm a challenge answer within {}s; going on",
+                CONFIRM_WITHIN.as_secs()
+            );
+            Ok(())
+        }
+    }
+}
+
 async fn steps(
     account: &Account,
     spec: &OrderSpec,
     out: &Sender<FromHelper>,
+    confirmed: &mut UnboundedReceiver<()>,
     published: &mut Vec<FromHelper>,
 ) -> Result<Issued, Failure> {
     let ids: Vec<Identifier> = spec
@@ -156,25 +187,26 @@ async fn steps(
         match spec.challenge {
             Challenge::Http01 => {
                 let token = challenge.token.clone();
-                let _ = out.send(FromHelper::Http {
+                published.push(FromHelper::HttpDone {
                     token: token.clone(),
-                    key_auth: key_auth.as_str().to_owned(),
                 });
-                published.push(FromHelper::HttpDone { token });
+                let answer = FromHelper::Http {
+                    token,
+                    key_auth: key_auth.as_str().to_owned(),
+                };
+                publish(answer, out, confirmed).await?;
             }
             Challenge::TlsAlpn01 => {
                 let (cert_pem, key_pem) = alpn_certificate(&name, key_auth.digest().as_ref())?;
-                let _ = out.send(FromHelper::Alpn {
+                published.push(FromHelper::AlpnDone { name: name.clone() });
+                let answer = FromHelper::Alpn {
                     name: name.clone(),
                     cert_pem,
                     key_pem,
-                });
-                published.push(FromHelper::AlpnDone { name: name.clone() });
+                };
+                publish(answer, out, confirmed).await?;
             }
         }
-        // The master passes the answer on to every worker before it reads
-        // our next message; the CA validates only after `set_ready`, a
-        // signed HTTPS request later.
         challenge.set_ready().await?;
     }
     let poll = RetryPolicy::new()

@@ -66,6 +66,10 @@ pub(super) struct Helper {
     pub(super) restarts: u64,
     settings: Option<HelperSettings>,
     challenges: Challenges,
+    /// Workers that have not confirmed `challenges.version` yet.
+    unconfirmed: std::collections::HashSet<Pid>,
+    /// `Published` owed to the helper once they all have.
+    owed: u32,
     pub(super) statuses: BTreeMap<String, NameStatus>,
     /// Failed attempts of helpers that have exited, per certificate.
     failures_before: BTreeMap<String, u64>,
@@ -238,6 +242,7 @@ impl Master {
             let _ = kill(r.pid, Signal::SIGTERM);
             self.helper.stopping.push(r.pid);
         }
+        self.helper.owed = 0;
         self.set_challenges(Challenges::default());
     }
 
@@ -291,6 +296,7 @@ impl Master {
             *before = before.saturating_add(s.failures_total);
         }
         // Its challenge answers died with its orders.
+        self.helper.owed = 0;
         self.set_challenges(Challenges::default());
         if r.started.elapsed() >= STABLE {
             self.helper.crashes = 0;
@@ -328,6 +334,9 @@ impl Master {
 
     fn on_helper_message(&mut self, m: FromHelper) {
         let mut c = self.helper.challenges.clone();
+        if matches!(m, FromHelper::Http { .. } | FromHelper::Alpn { .. }) {
+            self.helper.owed = self.helper.owed.saturating_add(1);
+        }
         match m {
             FromHelper::Ready => {
                 log::info!("certificate helper ready");
@@ -359,19 +368,49 @@ impl Master {
         self.set_challenges(c);
     }
 
-    /// Sends every worker the challenge answers to serve.
-    fn set_challenges(&mut self, c: Challenges) {
-        if c == self.helper.challenges {
+    /// Sends every worker the challenge answers to serve; the helper hears
+    /// `Published` once each has confirmed them.
+    fn set_challenges(&mut self, mut c: Challenges) {
+        if (&c.http, &c.alpn) != (&self.helper.challenges.http, &self.helper.challenges.alpn) {
+            c.version = self.helper.challenges.version.wrapping_add(1);
+            self.helper.challenges = c;
+            let msg = ToWorker::AcmeChallenges(self.helper.challenges.clone());
+            let pids: Vec<Pid> = self.procs.children.keys().copied().collect();
+            self.helper.unconfirmed = pids
+                .into_iter()
+                .filter(|pid| self.procs.send_to_pid(*pid, &msg))
+                .collect();
+        }
+        self.confirm_published();
+    }
+
+    /// A worker confirmed the challenge answers of `version`.
+    pub(super) fn helper_applied(&mut self, pid: Pid, version: u64) {
+        if version == self.helper.challenges.version {
+            self.helper.unconfirmed.remove(&pid);
+            self.confirm_published();
+        }
+    }
+
+    /// A worker is gone: nothing more to wait for from it.
+    pub(super) fn helper_worker_gone(&mut self, pid: Pid) {
+        if self.helper.unconfirmed.remove(&pid) {
+            self.confirm_published();
+        }
+    }
+
+    fn confirm_published(&mut self) {
+        if !self.helper.unconfirmed.is_empty() {
             return;
         }
-        self.helper.challenges = c;
-        let msg = ToWorker::AcmeChallenges(self.helper.challenges.clone());
-        self.procs.send_to(None, &msg);
+        for _ in 0..std::mem::take(&mut self.helper.owed) {
+            self.send_helper(&ToHelper::Published);
+        }
     }
 
     /// A worker was just forked: it gets the answers being served.
     pub(super) fn helper_worker_forked(&mut self, pid: Pid) {
-        if self.helper.challenges == Challenges::default() {
+        if self.helper.challenges.http.is_empty() && self.helper.challenges.alpn.is_empty() {
             return;
         }
         let msg = ToWorker::AcmeChallenges(self.helper.challenges.clone());

@@ -37,6 +37,10 @@ pub struct HelperSettings {
 pub enum ToHelper {
     /// The whole configuration; replaces the previous one.
     Settings(HelperSettings),
+    /// One per `Http` or `Alpn` received, in order: every live worker has
+    /// confirmed it serves the answer (`ToMaster::AcmeApplied`), so the CA
+    /// may be told to validate.
+    Published,
 }
 
 /// How one certificate stands, for `GET /status`, `-s status` and
@@ -95,6 +99,8 @@ pub enum FromHelper {
 /// The challenge answers every worker holds, sent whole when one changes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Challenges {
+    /// Bumped at each change; a worker confirms the version it applied.
+    pub version: u64,
     /// (token, key authorization).
     pub http: Vec<(String, String)>,
     /// (name, certificate PEM, key PEM).
@@ -102,6 +108,7 @@ pub struct Challenges {
 }
 
 const TAG_SETTINGS: u8 = 1;
+const TAG_PUBLISHED: u8 = 2;
 const TAG_READY: u8 = 1;
 const TAG_HTTP: u8 = 2;
 const TAG_HTTP_DONE: u8 = 3;
@@ -199,7 +206,13 @@ impl Message for ToHelper {
     const MAX_LEN: usize = MAX_FRAME_TO_WORKER;
 
     fn encode(&self, out: &mut Vec<u8>) {
-        let ToHelper::Settings(s) = self;
+        let s = match self {
+            ToHelper::Settings(s) => s,
+            ToHelper::Published => {
+                out.push(TAG_PUBLISHED);
+                return;
+            }
+        };
         out.push(TAG_SETTINGS);
         let mut w = W(out);
         w.text(&s.dir, 4096)
@@ -221,6 +234,12 @@ impl Message for ToHelper {
 
     fn decode(frame: &[u8]) -> Result<Self, ChannelError> {
         let (&tag, body) = frame.split_first().ok_or(ChannelError::BadLength(0))?;
+        if tag == TAG_PUBLISHED {
+            return match body {
+                [] => Ok(ToHelper::Published),
+                _ => Err(bad(tag, body)),
+            };
+        }
         if tag != TAG_SETTINGS {
             return Err(ChannelError::UnknownTag(tag));
         }
@@ -361,7 +380,7 @@ impl Message for FromHelper {
 /// `ToWorker::AcmeChallenges`' body.
 pub(super) fn encode_challenges(c: &Challenges, out: &mut Vec<u8>) {
     let mut w = W(out);
-    w.u64(c.http.len() as u64);
+    w.u64(c.version).u64(c.http.len() as u64);
     for (token, key_auth) in &c.http {
         w.text(token, 255).text(key_auth, 1024);
     }
@@ -373,6 +392,7 @@ pub(super) fn encode_challenges(c: &Challenges, out: &mut Vec<u8>) {
 
 pub(super) fn decode_challenges(body: &[u8]) -> Option<Challenges> {
     let mut r = R(body);
+    let version = r.u64()?;
     let n = r.count(8)?;
     let mut http = Vec::with_capacity(n);
     for _ in 0..n {
@@ -384,7 +404,11 @@ pub(super) fn decode_challenges(body: &[u8]) -> Option<Challenges> {
         alpn.push((r.text()?, r.bytes()?, r.bytes()?));
     }
     r.end()?;
-    Some(Challenges { http, alpn })
+    Some(Challenges {
+        version,
+        http,
+        alpn,
+    })
 }
 
 #[cfg(test)]
@@ -416,6 +440,7 @@ mod tests {
                 challenge: Challenge::TlsAlpn01,
             }],
         }));
+        round_trip(ToHelper::Published);
         round_trip(FromHelper::Ready);
         round_trip(FromHelper::Http {
             token: "t".into(),
@@ -440,6 +465,7 @@ mod tests {
             ordering: true,
         }));
         let c = Challenges {
+            version: 3,
             http: vec![("t".into(), "t.k".into())],
             alpn: vec![("a".into(), vec![1], vec![2])],
         };

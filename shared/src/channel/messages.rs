@@ -108,6 +108,8 @@ pub enum ToMaster {
     /// truncated, a file that cannot be used): the worker keeps its old
     /// ones; the reason is for whoever asked for the reopen.
     ReopenFailed(String),
+    /// The `AcmeChallenges` of this version are being served.
+    AcmeApplied(u64),
 }
 
 /// A message that can cross the channel.
@@ -136,6 +138,7 @@ pub(super) const TAG_FAILED: u8 = 3;
 pub(super) const TAG_REOPEN_DONE: u8 = 4;
 pub(super) const TAG_DRAINING: u8 = 5;
 pub(super) const TAG_REOPEN_FAILED: u8 = 6;
+pub(super) const TAG_ACME_APPLIED: u8 = 7;
 
 impl Message for ToWorker {
     const MAX_LEN: usize = MAX_FRAME_TO_WORKER;
@@ -307,6 +310,10 @@ impl Message for ToMaster {
                 out.push(TAG_REOPEN_FAILED);
                 push_text(out, reason);
             }
+            ToMaster::AcmeApplied(version) => {
+                out.push(TAG_ACME_APPLIED);
+                out.extend_from_slice(&version.to_le_bytes());
+            }
         }
     }
 
@@ -352,6 +359,13 @@ impl Message for ToMaster {
             TAG_REOPEN_FAILED => Ok(ToMaster::ReopenFailed(
                 String::from_utf8_lossy(body).into_owned(),
             )),
+            TAG_ACME_APPLIED => body
+                .try_into()
+                .map(|b| ToMaster::AcmeApplied(u64::from_le_bytes(b)))
+                .map_err(|_| ChannelError::BadBody {
+                    tag,
+                    len: body.len(),
+                }),
             t => Err(ChannelError::UnknownTag(t)),
         }
     }
