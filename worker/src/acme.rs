@@ -96,6 +96,7 @@ mod tests {
     #[test]
     fn only_held_tokens_are_answered() {
         set(&Challenges {
+            version: 1,
             http: vec![("tok".into(), "tok.thumb".into())],
             alpn: vec![("bad.example".into(), b"not pem".to_vec(), b"x".to_vec())],
         });
