@@ -471,7 +471,10 @@ mod tests {
         };
         let mut out = Vec::new();
         encode_challenges(&c, &mut out);
-        assert_eq!(decode_challenges(&out), Some(c));
+        assert_eq!(decode_challenges(&out), Some(c.clone()));
+        // And inside the frames workers and the master exchange.
+        round_trip(super::super::ToWorker::AcmeChallenges(c));
+        round_trip(super::super::ToMaster::AcmeApplied(u64::MAX));
     }
 
     #[test]
