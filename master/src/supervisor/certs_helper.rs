@@ -65,11 +65,11 @@ pub(super) struct Helper {
     crashes: u32,
     pub(super) restarts: u64,
     settings: Option<HelperSettings>,
-    challenges: Challenges,
+    pub(super) challenges: Challenges,
     /// Workers that have not confirmed `challenges.version` yet.
-    unconfirmed: std::collections::HashSet<Pid>,
+    pub(super) unconfirmed: std::collections::HashSet<Pid>,
     /// `Published` owed to the helper once they all have.
-    owed: u32,
+    pub(super) owed: u32,
     pub(super) statuses: BTreeMap<String, NameStatus>,
     /// Failed attempts of helpers that have exited, per certificate.
     failures_before: BTreeMap<String, u64>,
@@ -223,7 +223,7 @@ impl Master {
         self.send_helper(&ToHelper::Settings(settings));
     }
 
-    fn send_helper(&mut self, msg: &ToHelper) {
+    pub(super) fn send_helper(&mut self, msg: &ToHelper) {
         if let Some(r) = self.helper.running.as_mut()
             && let Err(e) = r.channel.send(msg)
         {
@@ -366,55 +366,6 @@ impl Master {
             }
         }
         self.set_challenges(c);
-    }
-
-    /// Sends every worker the challenge answers to serve; the helper hears
-    /// `Published` once each has confirmed them.
-    fn set_challenges(&mut self, mut c: Challenges) {
-        if (&c.http, &c.alpn) != (&self.helper.challenges.http, &self.helper.challenges.alpn) {
-            c.version = self.helper.challenges.version.wrapping_add(1);
-            self.helper.challenges = c;
-            let msg = ToWorker::AcmeChallenges(self.helper.challenges.clone());
-            let pids: Vec<Pid> = self.procs.children.keys().copied().collect();
-            self.helper.unconfirmed = pids
-                .into_iter()
-                .filter(|pid| self.procs.send_to_pid(*pid, &msg))
-                .collect();
-        }
-        self.confirm_published();
-    }
-
-    /// A worker confirmed the challenge answers of `version`.
-    pub(super) fn helper_applied(&mut self, pid: Pid, version: u64) {
-        if version == self.helper.challenges.version {
-            self.helper.unconfirmed.remove(&pid);
-            self.confirm_published();
-        }
-    }
-
-    /// A worker is gone: nothing more to wait for from it.
-    pub(super) fn helper_worker_gone(&mut self, pid: Pid) {
-        if self.helper.unconfirmed.remove(&pid) {
-            self.confirm_published();
-        }
-    }
-
-    fn confirm_published(&mut self) {
-        if !self.helper.unconfirmed.is_empty() {
-            return;
-        }
-        for _ in 0..std::mem::take(&mut self.helper.owed) {
-            self.send_helper(&ToHelper::Published);
-        }
-    }
-
-    /// A worker was just forked: it gets the answers being served.
-    pub(super) fn helper_worker_forked(&mut self, pid: Pid) {
-        if self.helper.challenges.http.is_empty() && self.helper.challenges.alpn.is_empty() {
-            return;
-        }
-        let msg = ToWorker::AcmeChallenges(self.helper.challenges.clone());
-        self.procs.send_to_pid(pid, &msg);
     }
 
     /// The ACME certificates of the serving config, for status and metrics.

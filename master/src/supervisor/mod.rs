@@ -31,6 +31,7 @@ use crate::reload::{Outcome, Waiter};
 use crate::signals;
 
 mod adopt;
+mod certs_challenges;
 mod certs_helper;
 mod commands;
 mod config_io;
