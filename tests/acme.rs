@@ -489,3 +489,109 @@ fn two_instances_sharing_acme_dir_order_once() {
     );
     assert!(!server_b.log_text().contains("ordering a certificate"));
 }
+
+#[test]
+fn a_failed_validation_reports_the_cas_problem_document_and_backs_off() {
+    need_pebble!();
+    let env = Env::new();
+    let http = free_port();
+    let https = env.port;
+    // Pebble validates HTTP-01 on a port where nothing listens.
+    let pebble = Pebble::start(
+        &env,
+        PebbleOptions {
+            http_port: free_port(),
+            tls_port: https,
+            validity: None,
+            va_sleep: 0,
+        },
+    );
+    let admin = env.path("admin.sock");
+    env.write_config(&with_admin(
+        &env,
+        &acme_config(&env, &pebble, http, https, "", "true"),
+    ));
+    let server = env.start();
+    assert!(
+        wait_until(Duration::from_secs(30), || admin_get(&admin, "/status")
+            .contains("urn:ietf:params:acme:error:")),
+        "no problem document reported; log:\n{}",
+        server.log_text()
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&admin_get(&admin, "/status")).expect("json");
+    let cert = &status["acme"]["certificates"][0];
+    assert_eq!(cert["state"], "pending", "{cert}");
+    assert!(cert["pending"].as_str().is_some(), "{cert}");
+    assert!(cert["failures"].as_u64() >= Some(1), "{cert}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert!(
+        cert["next_attempt"].as_i64().is_some_and(|t| t > now),
+        "a retry is planned, later: {cert}"
+    );
+    let log = server.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ACME order failed") && l.contains("urn:ietf:params:acme:error:")),
+        "{log}"
+    );
+    let metrics = admin_get(&admin, "/metrics");
+    assert!(metrics.contains(&format!("baton_acme_pending{{certificate=\"{NAME}\"}} 1")));
+    // Backoff: no second attempt within the first 10 s.
+    assert_eq!(pebble.orders(), 1, "{log}");
+}
+
+#[test]
+fn a_reload_that_adds_a_name_orders_a_certificate_for_both() {
+    need_pebble!();
+    let env = Env::new();
+    let http = free_port();
+    let https = env.port;
+    let pebble = Pebble::start(
+        &env,
+        PebbleOptions {
+            http_port: http,
+            tls_port: https,
+            validity: None,
+            va_sleep: 0,
+        },
+    );
+    let config = acme_config(&env, &pebble, http, https, "", "true");
+    env.write_config(&config);
+    let server = env.start();
+    assert!(
+        wait_for_pebble_cert(https, Duration::from_secs(30)),
+        "{}",
+        server.log_text()
+    );
+    let first = https_get(&client(ECDSA), https, Some(NAME), "/")
+        .expect("a")
+        .cert;
+    env.write_config(&config.replace(
+        &format!("names = [\"{NAME}\"]"),
+        &format!("names = [\"{NAME}\", \"b.baton.test\"]"),
+    ));
+    let out = env.reload();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let both = wait_until(Duration::from_secs(30), || {
+        https_get(&client(ECDSA), https, Some("b.baton.test"), "/")
+            .is_ok_and(|s| from_pebble(&s.cert) && s.cert != first)
+    });
+    assert!(
+        both,
+        "no certificate for the new name; log:\n{}",
+        server.log_text()
+    );
+    let seen = https_get(&client(ECDSA), https, Some(NAME), "/")
+        .expect("a")
+        .cert;
+    assert_ne!(seen, first, "one new certificate for both names");
+    assert_eq!(pebble.orders(), 2);
+}
