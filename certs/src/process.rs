@@ -44,45 +44,65 @@ pub fn run(setup: Setup) -> i32 {
     };
     let (in_tx, in_rx) = unbounded::<ToHelper>();
     let (out_tx, out_rx) = unbounded::<FromHelper>();
-    let (acme_tx, acme_rx) = unbounded::<HelperSettings>();
-    // Into the engine's async order: a tokio channel, awaited there.
-    let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let spawned = std::thread::Builder::new()
+    let reading = std::thread::Builder::new()
         .name("channel".into())
-        .spawn(move || read_frames(reader, &in_tx))
-        .and_then(|_| {
-            let out = out_tx.clone();
-            std::thread::Builder::new()
-                .name("acme".into())
-                .spawn(move || crate::acme::run(acme_rx, published_rx, out))
-        });
-    if let Err(e) = spawned {
-        log::error!("certificate helper: cannot start its threads: {e}");
-        return 1;
-    }
-    // OCSP: the staple refresher is started here, beside the ACME engine,
-    // with a crossbeam sender of its own fed from `Settings` below.
+        .spawn(move || read_frames(reader, &in_tx));
+    let components = reading.and_then(|_| start_components(&out_tx));
+    let components = match components {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("certificate helper: cannot start its threads: {e}");
+            return 1;
+        }
+    };
     let _ = out_tx.send(FromHelper::Ready);
-    main_loop(&mut writer, &in_rx, &out_rx, &acme_tx, &published_tx)
+    main_loop(&mut writer, &in_rx, &out_rx, &components)
+}
+
+/// The helper's working threads, each told every `Settings` over a
+/// crossbeam channel of its own, each reporting to the master through
+/// `FromHelper` messages on `out`.
+struct Components {
+    /// Every component's settings channel.
+    settings: Vec<Sender<HelperSettings>>,
+    /// Into the ACME engine's async order (a tokio channel, awaited there):
+    /// one `()` per `ToHelper::Published`.
+    published: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+/// Starts the components. A new one (the OCSP staple refresher) is started
+/// here the same way: a thread with a settings receiver pushed onto
+/// `settings` and a clone of `out`.
+fn start_components(out: &Sender<FromHelper>) -> std::io::Result<Components> {
+    let (acme_tx, acme_rx) = unbounded::<HelperSettings>();
+    let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let acme_out = out.clone();
+    std::thread::Builder::new()
+        .name("acme".into())
+        .spawn(move || crate::acme::run(acme_rx, published_rx, acme_out))?;
+    Ok(Components {
+        settings: vec![acme_tx],
+        published: published_tx,
+    })
 }
 
 fn main_loop(
     writer: &mut UnixStream,
     from_master: &Receiver<ToHelper>,
     to_master: &Receiver<FromHelper>,
-    acme: &Sender<HelperSettings>,
-    published: &tokio::sync::mpsc::UnboundedSender<()>,
+    components: &Components,
 ) -> i32 {
     loop {
         select! {
             recv(from_master) -> msg => match msg {
+                // A reload's config (or the first): every component.
                 Ok(ToHelper::Settings(s)) => {
-                    // OCSP: tell the refresher about the new certificate
-                    // list here, as the ACME engine is told.
-                    let _ = acme.send(s);
+                    for c in &components.settings {
+                        let _ = c.send(s.clone());
+                    }
                 }
                 Ok(ToHelper::Published) => {
-                    let _ = published.send(());
+                    let _ = components.published.send(());
                 }
                 // The reader ended: the master is gone.
                 Err(_) => return 0,

@@ -103,7 +103,9 @@ fn who(config: &Config) -> (Option<u32>, std::path::PathBuf) {
     )
 }
 
-/// What the helper needs from `config`; `None` when no site uses ACME.
+/// What the helper needs from `config`; `None` when no site uses ACME (then
+/// no helper runs). OCSP fetching, when added, makes this `Some` for a
+/// config with certificates to staple as well.
 fn settings(config: &Config) -> Option<HelperSettings> {
     let orders: Vec<OrderSpec> = config
         .acme_orders()
