@@ -5,96 +5,13 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::acme::{Pebble, PebbleOptions, from_pebble};
+use common::acme::{Handshakes, Pebble, PebbleOptions, from_pebble};
 use common::tls::{ECDSA, client, https_get};
 use common::*;
 
 const NAME: &str = "a.baton.test";
-
-/// Handshakes (each a new TLS connection and a GET) in a loop until
-/// stopped, counting those that got a pebble certificate, a placeholder,
-/// and failures.
-struct Handshakes {
-    stop: Arc<AtomicBool>,
-    pebble: Arc<AtomicU64>,
-    other: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    errors: Arc<std::sync::Mutex<Vec<String>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Handshakes {
-    fn start(port: u16, name: &'static str) -> Handshakes {
-        let stop = Arc::new(AtomicBool::new(false));
-        let pebble = Arc::new(AtomicU64::new(0));
-        let other = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (s, p, o, f, e) = (
-            stop.clone(),
-            pebble.clone(),
-            other.clone(),
-            failed.clone(),
-            errors.clone(),
-        );
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                // A new client each time: a resumed session would show the
-                // certificate of the session it resumes.
-                match https_get(&client(ECDSA), port, Some(name), "/") {
-                    Ok(seen) if seen.response.starts_with(b"HTTP/1.1 200") => {
-                        if from_pebble(&seen.cert) {
-                            p.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            o.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(seen) => {
-                        f.fetch_add(1, Ordering::Relaxed);
-                        e.lock().unwrap().push(
-                            String::from_utf8_lossy(&seen.response[..seen.response.len().min(80)])
-                                .into_owned(),
-                        );
-                    }
-                    Err(err) => {
-                        f.fetch_add(1, Ordering::Relaxed);
-                        e.lock().unwrap().push(err);
-                    }
-                }
-            }
-        });
-        Handshakes {
-            stop,
-            pebble,
-            other,
-            failed,
-            errors,
-            thread: Some(thread),
-        }
-    }
-
-    fn pebble(&self) -> u64 {
-        self.pebble.load(Ordering::Relaxed)
-    }
-
-    /// (pebble, other, failed).
-    fn finish(mut self) -> (u64, u64, u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        (
-            self.pebble.load(Ordering::Relaxed),
-            self.other.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-            self.errors.lock().unwrap().clone(),
-        )
-    }
-}
 
 /// A plain-HTTP site on `http` (which redirects everything to HTTPS: the
 /// challenges are answered before that) and an ACME site on `https`.
