@@ -306,12 +306,13 @@ impl Engine {
 /// Writes the key, then the chain, then the names (see `store`).
 fn save(dir: &Path, spec: &OrderSpec, issued: &order::Issued) -> Result<(), String> {
     let cert_dir = baton_shared::config::acme::cert_dir(dir, &spec.id);
-    store::write_atomic(&cert_dir.join("key.pem"), issued.key.as_bytes())
-        .and_then(|()| store::write_atomic(&cert_dir.join("cert.pem"), issued.chain.as_bytes()))
-        .and_then(|()| {
-            store::write_atomic(&cert_dir.join("names"), spec.names.join("\n").as_bytes())
-        })
-        .map_err(|e| e.to_string())
+    let names = spec.names.join("\n");
+    store::write_all_atomic(&[
+        (&cert_dir.join("key.pem"), issued.key.as_bytes()),
+        (&cert_dir.join("cert.pem"), issued.chain.as_bytes()),
+        (&cert_dir.join("names"), names.as_bytes()),
+    ])
+    .map_err(|e| e.to_string())
 }
 
 /// `d` ± 10%, from the kernel's randomness.

@@ -24,31 +24,58 @@ use std::time::{Duration, SystemTime};
 
 /// Writes `bytes` to `path` atomically, mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other(format!("{} has no directory", path.display())))?;
-    mkdir(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    write_all_atomic(&[(path, bytes)])
+}
+
+/// Writes several files of one directory, each atomically, all written
+/// and synced before the first is renamed into place, then renamed in the
+/// order given: a reader sees the new set a few microseconds apart (the
+/// key then the certificate), never after a long write in between.
+pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> io::Result<()> {
+    let mut tmps = Vec::with_capacity(files.len());
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        for (path, bytes) in files {
+            let dir = parent(path)?;
+            mkdir(dir)?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+            tmps.push(tmp.clone());
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| with_path(e, path))?;
+            f.write_all(bytes).map_err(|e| with_path(e, path))?;
+            f.sync_all().map_err(|e| with_path(e, path))?;
+        }
+        for ((path, _), tmp) in files.iter().zip(&tmps) {
+            fs::rename(tmp, path).map_err(|e| with_path(e, path))?;
+        }
+        for (path, _) in files {
+            File::open(parent(path)?)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        for tmp in &tmps {
+            let _ = fs::remove_file(tmp);
+        }
     }
-    result.map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
+    result
+}
+
+fn parent(path: &Path) -> io::Result<&Path> {
+    path.parent()
+        .ok_or_else(|| io::Error::other(format!("{} has no directory", path.display())))
+}
+
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
 }
 
 /// `mkdir -p`, each directory made 0700.
@@ -238,6 +265,17 @@ mod tests {
             fs::read_dir(p.parent().expect("dir")).expect("ls").count(),
             1
         );
+        let k = dir.join("certs/x/key.pem");
+        write_all_atomic(&[(&k, b"key"), (&p, b"three")]).expect("both");
+        assert_eq!(fs::read(&k).expect("read"), b"key");
+        assert_eq!(fs::read(&p).expect("read"), b"three");
+        let count = || fs::read_dir(dir.join("certs/x")).expect("ls").count();
+        assert_eq!(count(), 2);
+        // A failure renames nothing and leaves no temp file.
+        let bad = dir.join("certs/x/cert.pem/inside");
+        assert!(write_all_atomic(&[(&k, b"new"), (&bad, b"x")]).is_err());
+        assert_eq!(fs::read(&k).expect("read"), b"key");
+        assert_eq!(count(), 2);
         let _ = fs::remove_dir_all(&dir);
     }
 }
