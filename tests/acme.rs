@@ -116,8 +116,12 @@ fn http01_first_issuance_is_swapped_into_the_live_workers_without_a_failed_hands
             .permissions(),
     );
     assert_eq!(dir_mode & 0o777, 0o700);
-    // A restart finds it on disk: served at once, nothing ordered.
-    drop(server);
+    // A restart finds it on disk: served at once, nothing ordered. (A
+    // graceful stop: the master exits once its workers have, so the
+    // ports are free again.)
+    let mut server = server;
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
     let _server = env.start();
     let seen = https_get(&client(ECDSA), https, Some(NAME), "/").expect("handshake");
     assert!(from_pebble(&seen.cert), "served from acme_dir at once");
