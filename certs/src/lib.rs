@@ -12,3 +12,7 @@
 
 pub mod acme;
 pub mod ocsp;
+mod process;
+mod staples;
+
+pub use process::{Setup, run};

@@ -36,6 +36,7 @@ mod report;
 mod rlimit;
 mod signals;
 mod spawn;
+mod spawn_helper;
 mod supervisor;
 pub mod upgrade;
 

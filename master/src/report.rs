@@ -10,6 +10,7 @@ use baton_shared::channel::FileCacheStats;
 
 use crate::reload::Outcome;
 
+pub mod acme;
 mod health;
 
 pub struct WorkerView {
@@ -57,6 +58,8 @@ pub struct Snapshot {
     pub draining_stopped: u64,
     /// Active health checks: the master's state of each checked server.
     pub health: Vec<crate::health::View>,
+    /// ACME certificates and the helper.
+    pub acme: acme::Acme,
 }
 
 /// `baton -s status`: one `key: value` line each, workers one per line.
@@ -113,6 +116,7 @@ pub fn text(s: &Snapshot) -> String {
         }
     }
     health::text(&mut out, &s.health);
+    acme::text(&mut out, &s.acme);
     for w in &s.warnings {
         let _ = writeln!(out, "warning: {}", w.replace('\n', " | "));
     }
@@ -173,6 +177,7 @@ pub fn json(s: &Snapshot) -> serde_json::Value {
         "last_reload": last_reload,
         "warnings": s.warnings,
         "upstream_health": health::json(&s.health),
+        "acme": acme::json(&s.acme),
     })
 }
 
@@ -186,6 +191,7 @@ pub fn metrics(s: &Snapshot) -> String {
     traffic_counters(&mut out, s);
     upstream_metrics(&mut out, s);
     health::metrics(&mut out, &s.health);
+    acme::metrics(&mut out, &s.acme);
     out
 }
 
@@ -481,6 +487,7 @@ mod tests {
             reload: "idle".into(),
             draining_stopped: 0,
             health: Vec::new(),
+            acme: Default::default(),
         };
         upstream_metrics(&mut out, &s);
         let l = "{upstream=\"app\",server=\"127.0.0.1:9000\"}";
@@ -533,6 +540,7 @@ mod tests {
             reload: "idle".into(),
             draining_stopped: 0,
             health: Vec::new(),
+            acme: Default::default(),
         };
         let m = metrics(&s);
         assert!(

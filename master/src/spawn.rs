@@ -168,7 +168,7 @@ fn child_main(
 }
 
 /// Closes every fd not in `keep` (which is sorted in place).
-fn close_all_but(keep: &mut [RawFd]) {
+pub(crate) fn close_all_but(keep: &mut [RawFd]) {
     keep.sort_unstable();
     let mut next: u32 = 0;
     for &fd in keep.iter() {
@@ -203,13 +203,19 @@ fn close_range(first: u32, last: u32) {
 /// the master (`Identity::groups`): initgroups here would run NSS in the
 /// forked child.
 fn drop_privileges(config: &Config) -> Result<(), String> {
+    drop_to(config.identity.as_ref(), config.run_as_root)
+}
+
+/// `drop_privileges` for any identity (the certificate helper's may be
+/// `acme_user`); `allow_root`: a uid 0 identity is accepted.
+pub(crate) fn drop_to(identity: Option<&Identity>, allow_root: bool) -> Result<(), String> {
     if let Some(Identity {
         user,
         uid,
         gid,
         groups,
         ..
-    }) = &config.identity
+    }) = identity
         && nix::unistd::geteuid().is_root()
     {
         let gid = nix::unistd::Gid::from_raw(*gid);
@@ -228,7 +234,7 @@ fn drop_privileges(config: &Config) -> Result<(), String> {
             {
                 return Err("root privileges could be regained after setuid".into());
             }
-        } else if !config.run_as_root {
+        } else if !allow_root {
             return Err("refusing to run a worker as root".into());
         }
     }

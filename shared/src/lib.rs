@@ -8,3 +8,4 @@ pub mod deadline;
 pub mod logging;
 pub mod ocsp;
 pub mod tls;
+pub mod tls_acme;

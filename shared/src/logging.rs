@@ -28,7 +28,9 @@ pub fn init(level: &str) {
     builder
         .target(env_logger::Target::Stderr)
         .format(|buf, record| {
-            let role = if IS_WORKER.load(Ordering::Relaxed) {
+            let role = if IS_CERTS.load(Ordering::Relaxed) {
+                "certs"
+            } else if IS_WORKER.load(Ordering::Relaxed) {
                 "worker"
             } else {
                 "master"
@@ -60,6 +62,14 @@ pub fn set_level(level: &str) {
 /// Called in a forked worker so its lines say "worker".
 pub fn set_role_worker() {
     IS_WORKER.store(true, Ordering::Relaxed);
+}
+
+/// The certificate helper's lines say "certs".
+static IS_CERTS: AtomicBool = AtomicBool::new(false);
+
+/// Called in the forked certificate helper.
+pub fn set_role_certs() {
+    IS_CERTS.store(true, Ordering::Relaxed);
 }
 
 /// Opens `path` for appending (creating it 0640) and makes it fd 2.

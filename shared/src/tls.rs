@@ -90,6 +90,9 @@ impl fmt::Debug for LoadedCert {
 #[derive(Debug, Clone, Default)]
 pub struct Material {
     pub certs: Vec<LoadedCert>,
+    /// ACME sites whose certificate is not there (yet), and why: their
+    /// handshakes fail, or get a placeholder (`crate::tls_acme`).
+    pub acme_pending: Vec<crate::tls_acme::Pending>,
 }
 
 /// A certificate as it travels over the channel: which site, and bytes.
@@ -159,8 +162,12 @@ pub fn load(config: &Config) -> Result<Material, ConfigErrors> {
             }
         }
     }
+    let acme_pending = crate::tls_acme::load(config, &mut certs, now);
     if errors.is_empty() {
-        Ok(Material { certs })
+        Ok(Material {
+            certs,
+            acme_pending,
+        })
     } else {
         Err(ConfigErrors(errors))
     }
@@ -358,6 +365,13 @@ fn load_dir(dir: &Path, pos: Pos, now: i64) -> Result<Vec<LoadedCert>, String> {
         ));
     }
     Ok(out)
+}
+
+/// (notBefore, notAfter) of the first certificate of a PEM chain, in
+/// seconds since the epoch (for the ACME helper's renewal).
+pub fn pem_validity(pem: &[u8]) -> Option<(i64, i64)> {
+    let first = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    validity(&first)
 }
 
 /// Seconds since the epoch.

@@ -14,6 +14,7 @@
 
 #![allow(dead_code)] // each test file uses its own part of the harness
 
+pub mod acme;
 pub mod admin;
 pub mod backend;
 pub mod load;

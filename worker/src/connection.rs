@@ -600,7 +600,11 @@ impl Connection {
                 let site = ctx
                     .routes
                     .pick(ctx.config, self.listener, req.host.as_deref());
-                let routed = site.and_then(|s| {
+                // ACME HTTP-01 before any routing (plain HTTP only).
+                let acme = (!self.stream.is_tls())
+                    .then(|| crate::acme::http_answer(&req.target))
+                    .flatten();
+                let routed = site.filter(|_| acme.is_none()).and_then(|s| {
                     let route = crate::proxy::route_for(s, &req.target)?;
                     Some(self.route_request(&req, s, route, ctx))
                 });
@@ -610,7 +614,9 @@ impl Connection {
                     // Never sent: the exchange answers.
                     Some(Ok(())) => Response::status(Status::BadGateway),
                     Some(Err(status)) => Response::status(status),
-                    None => handler::respond(&req, site, ctx.files, ctx.date),
+                    None => {
+                        acme.unwrap_or_else(|| handler::respond(&req, site, ctx.files, ctx.date))
+                    }
                 };
                 let held = Held {
                     response,

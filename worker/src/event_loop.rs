@@ -600,6 +600,10 @@ impl Worker {
                 ToWorker::TicketKeys(keys) => self.tls.set_ticket_keys(&keys),
                 ToWorker::HoldListeners(list) => self.held = list,
                 ToWorker::UpstreamHealth(marks) => self.proxy.apply_health(&marks),
+                ToWorker::AcmeChallenges(c) => {
+                    crate::acme::set(&c);
+                    self.send_to_master(&ToMaster::AcmeApplied(c.version));
+                }
                 ToWorker::CloseListeners(list) => {
                     for i in list {
                         self.close_listener(i as usize);

@@ -19,6 +19,7 @@
 
 mod acceptor;
 mod access_log;
+mod acme;
 pub mod compress;
 mod connection;
 mod drain;

@@ -55,5 +55,6 @@ pub fn config(sites: Vec<Site>) -> Config {
         worker_rlimit_nofile: None,
         tls_loaded: Default::default(),
         proxy: Default::default(),
+        acme: Default::default(),
     }
 }

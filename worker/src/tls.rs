@@ -150,6 +150,13 @@ impl fmt::Debug for Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // ACME TLS-ALPN-01 (RFC 8737): only the CA offers `acme-tls/1`.
+        if hello
+            .alpn()
+            .is_some_and(|mut p| p.any(|p| p == crate::acme::ACME_TLS_ALPN))
+        {
+            return crate::acme::alpn_cert(hello.server_name());
+        }
         let store = self.store.load();
         let certs = store.per_listener.get(self.listener)?;
         let by_name = hello
@@ -381,6 +388,8 @@ fn server_config(
     // served too (HTTP/1.1 servers answer 1.0 requests); refusing it
     // would be a fatal `no_application_protocol`.
     sc.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+    // Last: chosen only when a client offers nothing else (the ACME CA).
+    sc.alpn_protocols.push(crate::acme::ACME_TLS_ALPN.to_vec());
     // Our order (rustls's, or `tls_ciphers`'), not the client's: every
     // suite is an AEAD with forward secrecy, and the strongest first is
     // what scanners (testssl.sh) expect of a server.

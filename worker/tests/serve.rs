@@ -71,6 +71,7 @@ fn config(addr: ListenAddr, root: PathBuf, tweak: impl FnOnce(&mut Config)) -> C
         worker_rlimit_nofile: None,
         tls_loaded: Default::default(),
         proxy: Default::default(),
+        acme: Default::default(),
     };
     tweak(&mut config);
     config

@@ -179,6 +179,14 @@ pub fn resume(incoming: Incoming) -> i32 {
             if hook == Some("adopt") {
                 master.roll_back_upgrade(status::APPLY_FAILED, "test hook: fail=adopt");
             } else {
+                if let Some(config) = master
+                    .procs
+                    .generations
+                    .get(&master.procs.current)
+                    .map(|g| Arc::clone(&g.config))
+                {
+                    master.helper_follow(&config);
+                }
                 master.feed(Event::ReloadRequested(Request {
                     waiters: Vec::new(),
                     text: None,
@@ -336,6 +344,9 @@ impl Master {
             // every server is checked again at once, and the first result of
             // each is pushed to every worker.
             health: crate::health::Checker::restore(&state.health, now),
+            // Not handed over: the previous image's helper reads EOF at
+            // the exec and exits; this image starts its own below.
+            helper: Default::default(),
         };
         for g in &state.generations {
             let mut generation = Generation::new(g.number, Arc::clone(&config));

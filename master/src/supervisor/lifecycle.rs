@@ -74,6 +74,7 @@ impl Master {
             // an upgrade.
             self.feed(Event::StopRequested);
             self.upgrade_stopped();
+            self.stop_helper();
         }
         let grace = self
             .procs

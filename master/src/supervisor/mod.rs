@@ -31,6 +31,8 @@ use crate::reload::{Outcome, Waiter};
 use crate::signals;
 
 mod adopt;
+mod certs_challenges;
+mod certs_helper;
 mod commands;
 mod config_io;
 mod endpoints;
@@ -104,6 +106,8 @@ pub struct Master {
     upgrade: Option<upgrade::Pending>,
     /// Active health checks of upstream servers (`crate::health`).
     health: crate::health::Checker,
+    /// The certificate helper (ACME), when a site needs it.
+    helper: certs_helper::Helper,
 }
 
 /// What `Master::new` needs, prepared by `lib.rs`.
@@ -161,6 +165,7 @@ impl Master {
             idle: None,
             upgrade: None,
             health: crate::health::Checker::default(),
+            helper: certs_helper::Helper::default(),
         };
         // Signals that arrived between blocking them and the signalfd are
         // pending and are read on the first loop turn.
@@ -217,6 +222,7 @@ impl Master {
             ADMIN => self.accept_admin(),
             token if self.endpoints.owns(token) => self.on_endpoint_readable(token),
             token if self.health.owns(token) => self.on_health_event(token),
+            token if self.helper.owns(token) => self.on_helper_channel(),
             token => {
                 if let Some(pid) = self.procs.pid_of(token) {
                     self.on_channel(pid);
@@ -252,6 +258,7 @@ impl Master {
             .set(Owner::Reopen, self.reopen.as_ref().map(|r| r.deadline));
         self.timers
             .set(Owner::TicketRotation, Some(self.tls.next_rotation));
+        self.timers.set(Owner::Helper, self.helper.restart_at);
         self.timers.set(
             Owner::Upgrade,
             self.upgrade.as_ref().and_then(|u| u.deadline()),
@@ -274,6 +281,7 @@ impl Master {
                 Owner::IdleExit => self.check_idle(),
                 Owner::Upgrade => self.preflight_timed_out(),
                 Owner::Health => self.health_tick(now),
+                Owner::Helper => self.restart_helper(),
             }
         }
     }

@@ -318,6 +318,11 @@ impl ProcessTable {
             .count()
     }
 
+    /// Sends `msg` to one worker; false if it is gone.
+    pub fn send_to_pid(&mut self, pid: Pid, msg: &ToWorker) -> bool {
+        self.children.get_mut(&pid).is_some_and(|c| send(c, msg))
+    }
+
     /// Sends each worker the message `msg_for` makes from its generation's
     /// config (none if it says `None`); returns how many were sent.
     pub fn send_each(&mut self, msg_for: impl Fn(&Config) -> Option<ToWorker>) -> usize {

@@ -76,6 +76,7 @@ impl Master {
             reload,
             draining_stopped: procs.draining_stopped,
             health: self.health.view(),
+            acme: self.acme_view(),
         }
     }
 

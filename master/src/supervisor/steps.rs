@@ -166,7 +166,9 @@ impl Master {
             health: &self.health,
             token,
         };
-        self.procs.spawn(&ctx, number, slot)
+        let pid = self.procs.spawn(&ctx, number, slot)?;
+        self.helper_worker_forked(pid);
+        Ok(pid)
     }
 
     /// Every worker of `number` is ready: it becomes the serving
@@ -212,6 +214,7 @@ impl Master {
         self.cap_draining(config.max_draining_generations);
         self.running_text = text;
         self.update_admin(&config);
+        self.helper_follow(&config);
         self.arm_idle_exit(&config);
         if first {
             self.started_serving(number);

@@ -31,6 +31,8 @@ pub enum Owner {
     Upgrade,
     /// An active health check is due, or one in flight times out.
     Health,
+    /// The certificate helper died: it is forked again after backoff.
+    Helper,
 }
 
 #[derive(Debug, Default)]

@@ -47,6 +47,7 @@ impl Master {
                 ToMaster::ReopenDone => self.reopen_answered(pid, Ok(())),
                 ToMaster::ReopenFailed(why) => self.reopen_answered(pid, Err(why)),
                 ToMaster::Draining => self.feed(Event::StoppedAccepting { pid }),
+                ToMaster::AcmeApplied(version) => self.helper_applied(pid, version),
                 // Applied by the process table.
                 ToMaster::Stats { .. } => {}
             }
@@ -77,7 +78,7 @@ impl Master {
     }
 
     fn on_child_exit(&mut self, exit: Exit) {
-        if self.preflight_exited(&exit) {
+        if self.preflight_exited(&exit) || self.helper_exited(&exit) {
             return;
         }
         let Exit { pid, how, clean } = exit;
@@ -90,6 +91,7 @@ impl Master {
             log::info!("process {pid} {how}");
             return;
         };
+        self.helper_worker_gone(pid);
         self.reopen_answered(pid, Ok(()));
         let number = child.generation;
         let phase = self.procs.phase(number);

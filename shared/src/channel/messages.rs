@@ -33,6 +33,10 @@ pub enum ToWorker {
     /// checked server, sent whenever one changes. A server not listed is
     /// up as far as active checks go.
     UpstreamHealth(Vec<HealthMark>),
+    /// The ACME challenge answers (HTTP-01 tokens, TLS-ALPN-01
+    /// certificates) the certificate helper needs served now, whole
+    /// (`super::certs`).
+    AcmeChallenges(super::certs::Challenges),
 }
 
 /// One upstream server's active health, in `UpstreamHealth` and in a new
@@ -104,6 +108,8 @@ pub enum ToMaster {
     /// truncated, a file that cannot be used): the worker keeps its old
     /// ones; the reason is for whoever asked for the reopen.
     ReopenFailed(String),
+    /// The `AcmeChallenges` of this version are being served.
+    AcmeApplied(u64),
 }
 
 /// A message that can cross the channel.
@@ -125,12 +131,14 @@ pub(super) const TAG_TICKET_KEYS: u8 = 5;
 pub(super) const TAG_HOLD_LISTENERS: u8 = 6;
 pub(super) const TAG_CLOSE_LISTENERS: u8 = 7;
 pub(super) const TAG_UPSTREAM_HEALTH: u8 = 8;
+pub(super) const TAG_ACME_CHALLENGES: u8 = 9;
 pub(super) const TAG_READY: u8 = 1;
 pub(super) const TAG_STATS: u8 = 2;
 pub(super) const TAG_FAILED: u8 = 3;
 pub(super) const TAG_REOPEN_DONE: u8 = 4;
 pub(super) const TAG_DRAINING: u8 = 5;
 pub(super) const TAG_REOPEN_FAILED: u8 = 6;
+pub(super) const TAG_ACME_APPLIED: u8 = 7;
 
 impl Message for ToWorker {
     const MAX_LEN: usize = MAX_FRAME_TO_WORKER;
@@ -178,6 +186,10 @@ impl Message for ToWorker {
                     out.extend_from_slice(&m.server.to_le_bytes());
                     out.push(u8::from(m.up));
                 }
+            }
+            ToWorker::AcmeChallenges(c) => {
+                out.push(TAG_ACME_CHALLENGES);
+                super::certs::encode_challenges(c, out);
             }
         }
     }
@@ -255,6 +267,12 @@ impl Message for ToWorker {
                     .collect();
                 Ok(ToWorker::UpstreamHealth(marks))
             }
+            TAG_ACME_CHALLENGES => super::certs::decode_challenges(body)
+                .map(ToWorker::AcmeChallenges)
+                .ok_or(ChannelError::BadBody {
+                    tag,
+                    len: body.len(),
+                }),
             t => Err(ChannelError::UnknownTag(t)),
         }
     }
@@ -291,6 +309,10 @@ impl Message for ToMaster {
             ToMaster::ReopenFailed(reason) => {
                 out.push(TAG_REOPEN_FAILED);
                 push_text(out, reason);
+            }
+            ToMaster::AcmeApplied(version) => {
+                out.push(TAG_ACME_APPLIED);
+                out.extend_from_slice(&version.to_le_bytes());
             }
         }
     }
@@ -337,6 +359,13 @@ impl Message for ToMaster {
             TAG_REOPEN_FAILED => Ok(ToMaster::ReopenFailed(
                 String::from_utf8_lossy(body).into_owned(),
             )),
+            TAG_ACME_APPLIED => body
+                .try_into()
+                .map(|b| ToMaster::AcmeApplied(u64::from_le_bytes(b)))
+                .map_err(|_| ChannelError::BadBody {
+                    tag,
+                    len: body.len(),
+                }),
             t => Err(ChannelError::UnknownTag(t)),
         }
     }

@@ -59,6 +59,7 @@ const CARRIER: [u8; 5] = [1, 0, 0, 0, 0];
 /// checked before allocating; a worker trusts its master anyway.
 pub const MAX_FRAME_TO_WORKER: usize = 16 * 1024 * 1024;
 
+pub mod certs;
 mod messages;
 
 pub use messages::*;

@@ -53,6 +53,12 @@ pub const DURATIONS: &[DurationBounds] = &[
     d("tls_watch_interval", Duration::from_millis(100), HOUR),
     // Each rotation is a message to every worker.
     d("tls_ticket_rotation", SEC, Duration::from_secs(24 * 3600)),
+    // The helper's look at expiry dates: cheap (a few files), but each
+    // due name is an order; a day is the longest a renewal may wait.
+    d("acme_renew_check", SEC, Duration::from_secs(24 * 3600)),
+    // A lock file is refreshed every third of this; shorter than a few
+    // seconds and a slow NFS write makes a live holder look dead.
+    d("acme_lock_stale", Duration::from_secs(3), HOUR),
     // [[upstream]]: a request waits this long at most for each step;
     // `keepalive_timeout` and `send_timeout` share the rows above.
     d("connect_timeout", MS, Duration::from_secs(10 * 60)),

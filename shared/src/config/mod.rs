@@ -22,6 +22,8 @@
 //!
 //! Errors read `FILE:LINE:COL: message`, in file order.
 
+pub mod acme;
+mod acme_check;
 mod admin;
 pub mod bounds;
 pub mod compress;

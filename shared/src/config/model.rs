@@ -167,6 +167,9 @@ pub struct SiteTls {
     /// `default = true`: its certificates answer clients that send no SNI
     /// (or a name no site on the address has).
     pub default: bool,
+    /// `acme = true` or `acme = { ... }`: the certificate is obtained and
+    /// renewed by the certificate helper (`certs` and `dir` are empty).
+    pub acme: Option<super::acme::SiteAcme>,
     pub pos: Pos,
 }
 
@@ -475,6 +478,8 @@ pub struct Config {
     /// `[[upstream]]`s (and those routes written as URLs) and
     /// `trusted_proxies`.
     pub proxy: super::upstream::ProxyConfig,
+    /// The `acme_*` settings (used only when a site has `tls.acme`).
+    pub acme: super::acme::AcmeOptions,
 }
 
 /// Loaded certificates inside a `Config`. Configs compare by what is

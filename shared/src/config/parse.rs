@@ -21,6 +21,7 @@ use super::model::{
 };
 use super::suggest;
 
+mod acme;
 mod admin;
 mod compress;
 mod options;
@@ -28,6 +29,7 @@ mod site;
 mod tls;
 pub(crate) mod upstream;
 
+pub(crate) use acme::RawAcme;
 pub(crate) use upstream::{RawRoute, RawServer, RawUpstream};
 
 pub use tls::CIPHER_SUITES;
@@ -71,6 +73,16 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "tls_watch_interval",
     "tls_unknown_sni",
     "tls_ticket_rotation",
+    "acme_directory",
+    "acme_ca",
+    "acme_email",
+    "acme_dir",
+    "acme_user",
+    "acme_placeholder",
+    "acme_http_port",
+    "acme_tls_port",
+    "acme_renew_check",
+    "acme_lock_stale",
     "upstream",
     "trusted_proxies",
 ];
@@ -147,6 +159,8 @@ pub(crate) struct Raw {
     pub upstreams: Vec<RawUpstream>,
     pub trusted_proxies: Vec<super::upstream::Cidr>,
     pub worker_rlimit_nofile: Option<u64>,
+    /// The `acme_*` keys.
+    pub acme: RawAcme,
 }
 
 /// `[admin]`, as written.
@@ -232,6 +246,7 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
         upstreams: Vec::new(),
         trusted_proxies: Vec::new(),
         worker_rlimit_nofile: None,
+        acme: RawAcme::default(),
     };
     let mut have_site = false;
     for (key, value) in table.iter() {
@@ -311,6 +326,9 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
             | "tls_watch_interval"
             | "tls_unknown_sni"
             | "tls_ticket_rotation" => r.tls_option(name, value, &mut raw.tls),
+            n if n.starts_with("acme_") && TOP_KEYS.contains(&n) => {
+                r.acme_option(name, value, &mut raw.acme)
+            }
             "upstream" => raw.upstreams = r.upstreams(value),
             "trusted_proxies" => raw.trusted_proxies = r.trusted_proxies(value),
             _ => {

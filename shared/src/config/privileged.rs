@@ -14,6 +14,9 @@
 //! - `pid_file`, `error_log`, `log_mode`, `log_owner`: files the master
 //!   writes, and who may read the files it creates;
 //! - the whole `[admin]` section: who may use the API;
+//! - `acme_dir`, `acme_user`, `acme_ca`: the directory the master creates
+//!   and gives to the certificate helper, who the helper runs as, and a
+//!   file the master reads as root for it;
 //! - an `access_log` in a directory the running config writes no log to;
 //! - a certificate, key or OCSP file, or a `tls.dir`, in a directory the
 //!   running config reads no TLS file from;
@@ -127,6 +130,30 @@ pub fn root_only_changes(running: &Config, new: &Config, port_start: u16) -> Vec
             "[admin]",
             pos,
             "it decides who may use the admin API; only root may change it".into(),
+        );
+    }
+
+    if running.acme.dir != new.acme.dir {
+        refuse(
+            "acme_dir",
+            Pos::default(),
+            "the master creates it as root and gives it to the certificate helper".into(),
+        );
+    }
+    let helper = |c: &Config| c.acme.user.as_ref().map(|i| (i.uid, i.gid));
+    if helper(running) != helper(new) {
+        let pos = new.acme.user.as_ref().map_or(Pos::default(), |i| i.pos);
+        refuse(
+            "acme_user",
+            pos,
+            "only root may change who the certificate helper runs as".into(),
+        );
+    }
+    if running.acme.ca != new.acme.ca {
+        refuse(
+            "acme_ca",
+            Pos::default(),
+            "the master reads it as root and hands it to the certificate helper".into(),
         );
     }
 

@@ -55,6 +55,7 @@ pub(crate) fn check(mut raw: Raw, source: Source, sys: &System, errs: &mut Error
         check_file_path("error_log", p, errs);
     }
     let identity = identity(&raw, sys, errs);
+    let acme = super::acme_check::check(&raw, sys, errs);
     let admin = raw
         .admin
         .as_ref()
@@ -138,6 +139,7 @@ pub(crate) fn check(mut raw: Raw, source: Source, sys: &System, errs: &mut Error
             upstreams,
             trusted_proxies: raw.trusted_proxies,
         },
+        acme,
     }
 }
 

@@ -8,7 +8,7 @@ use super::{Reader, Value};
 use crate::config::model::{CertFiles, Pos, SiteTls, TlsOptions, TlsVersion};
 use crate::config::suggest;
 
-pub(crate) const TLS_KEYS: &[&str] = &["cert", "key", "ocsp", "dir", "default"];
+pub(crate) const TLS_KEYS: &[&str] = &["cert", "key", "ocsp", "dir", "default", "acme"];
 pub(crate) const CERT_KEYS: &[&str] = &["cert", "key", "ocsp"];
 
 /// The cipher suites `tls_ciphers` may name (those of rustls's ring provider).
@@ -100,12 +100,14 @@ impl Reader<'_, '_, '_> {
             certs: Vec::new(),
             dir: None,
             default: false,
+            acme: None,
             pos,
         };
         for (key, v) in table.iter() {
             let name: &str = key.get_ref();
             match name {
                 "cert" | "key" | "ocsp" => {}
+                "acme" => tls.acme = self.site_acme(v),
                 "dir" => tls.dir = self.path(name, v).map(|at| at.value),
                 "default" => {
                     if let Some(b) = self.boolean(name, v) {
@@ -157,7 +159,7 @@ impl Reader<'_, '_, '_> {
                         "\"key\" without \"cert\": add cert = \"FILE.pem\"",
                     );
                 }
-                if tls.dir.is_none() && !table.contains_key("dir") {
+                if tls.dir.is_none() && !table.contains_key("dir") && !table.contains_key("acme") {
                     self.errs.at(
                         pos,
                         "\"tls\" needs cert and key (cert = \"site.pem\", key = \"site.key\"), \
@@ -165,6 +167,15 @@ impl Reader<'_, '_, '_> {
                     );
                 }
             }
+        }
+        if let Some(acme) = &tls.acme
+            && (!tls.certs.is_empty() || tls.dir.is_some())
+        {
+            self.errs.at(
+                acme.pos,
+                "\"acme\" and \"cert\"/\"dir\" in one tls table: ACME keeps the \
+                 certificate itself; remove one of them",
+            );
         }
         Some(tls)
     }

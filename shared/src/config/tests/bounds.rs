@@ -23,6 +23,8 @@ fn duration_of(c: &crate::config::Config, key: &str) -> Duration {
         "send_timeout" => c.http.send_timeout,
         "tls_watch_interval" => c.tls.watch_interval,
         "tls_ticket_rotation" => c.tls.ticket_rotation,
+        "acme_renew_check" => c.acme.renew_check,
+        "acme_lock_stale" => c.acme.lock_stale,
         other => panic!("no reader for {other} in this test: add it"),
     }
 }
