@@ -17,7 +17,8 @@ use baton_shared::config::{Config, Route, Site};
 use log::debug;
 use mio::Token;
 
-use super::{Budget, Connection, Ctx, Held, PendingLog, Phase};
+use super::access::PendingLog;
+use super::{Budget, Connection, Ctx, Held, Phase};
 use crate::http::body::Step;
 use crate::http::request::Method;
 use crate::http::request::{Request, Version};
