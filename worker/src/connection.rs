@@ -71,6 +71,8 @@ pub struct Ctx<'a> {
     pub registry: &'a mio::Registry,
     /// Upstream pools, balancing and health (`proxy`).
     pub proxy: &'a mut ProxyState,
+    /// HTTP/2 counters, for `Stats`.
+    pub http2: &'a mut crate::http2::Stats,
 }
 
 /// What the loop should do with a connection after driving it.
@@ -192,6 +194,10 @@ pub struct Connection {
     log_start: Option<LogStart>,
     /// The response being sent, to log once it is.
     pending_log: Option<PendingLog>,
+    /// The client speaks HTTP/2: hand the socket over (`into_handover`).
+    http2: bool,
+    /// When it was accepted.
+    accepted: Instant,
 }
 
 impl Connection {
@@ -223,6 +229,31 @@ impl Connection {
             idle_since: now,
             head_started: now,
             last_progress: now,
+            http2: false,
+            accepted: now,
+        }
+    }
+
+    /// Its socket's fd, for the poll.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.stream.raw_fd()
+    }
+
+    /// It found HTTP/2 (ALPN `h2`, or the h2c preface): see `client`.
+    pub fn wants_http2(&self) -> bool {
+        self.http2
+    }
+
+    /// The socket, and what was read from it, for the HTTP/2 side.
+    pub fn into_handover(self) -> crate::http2::Handover {
+        crate::http2::Handover {
+            stream: self.stream,
+            read: self.inbuf,
+            peer: self.peer,
+            listener: self.listener,
+            readable: self.readable,
+            writable: self.writable,
+            accepted: self.accepted,
         }
     }
 
@@ -277,6 +308,9 @@ impl Connection {
                 Phase::Closed => return Drive::Closed,
                 Phase::Lingering { .. } => return self.linger(ctx.scratch, &mut budget),
                 Phase::Open => {}
+            }
+            if self.http2 {
+                return Drive::Wait;
             }
             if budget.exhausted() {
                 return Drive::Again;

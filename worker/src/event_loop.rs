@@ -26,7 +26,8 @@ use slab::Slab;
 use crate::Setup;
 use crate::acceptor::Acceptor;
 use crate::access_log::AccessLog;
-use crate::connection::{Connection, Ctx, Drive};
+use crate::client::Client;
+use crate::connection::{Ctx, Drive};
 use crate::drain::{Cause, Drain};
 use crate::http::response::DateCache;
 use crate::limits::{ACCEPT_BUDGET, READ_CHUNK, STATS_EVERY, TICK, after};
@@ -103,7 +104,7 @@ pub struct Worker {
     /// `None` once the master is gone.
     pub(crate) channel: Option<Channel>,
     signals: Signals,
-    pub(crate) conns: Slab<Connection>,
+    pub(crate) conns: Slab<Client>,
     /// Connections to drive again without waiting for an event.
     runnable: VecDeque<usize>,
     pub(crate) drain: Option<Drain>,
@@ -118,6 +119,8 @@ pub struct Worker {
     files: FileCache,
     /// Upstream pools, balancing and passive health.
     pub(crate) proxy: ProxyState,
+    /// HTTP/2 counters.
+    pub(crate) http2: crate::http2::Stats,
     /// Connections accepted in a batch, before they are served (kept to
     /// reuse its allocation).
     accepted: Vec<(Stream, Option<IpAddr>)>,
@@ -201,6 +204,7 @@ impl Worker {
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             files,
             proxy,
+            http2: crate::http2::Stats::default(),
             accepted: Vec::new(),
             hooks,
             now,
@@ -330,7 +334,7 @@ impl Worker {
         }
     }
 
-    fn ctx(&mut self) -> (Ctx<'_>, &mut Slab<Connection>) {
+    fn ctx(&mut self) -> (Ctx<'_>, &mut Slab<Client>) {
         (
             Ctx {
                 config: &self.config,
@@ -344,6 +348,7 @@ impl Worker {
                 files: &mut self.files,
                 registry: self.poll.registry(),
                 proxy: &mut self.proxy,
+                http2: &mut self.http2,
             },
             &mut self.conns,
         )
@@ -363,7 +368,7 @@ impl Worker {
                 return;
             };
             if let Err(e) = self.poll.registry().reregister(
-                conn.stream_mut(),
+                &mut SourceFd(&conn.raw_fd()),
                 token,
                 Interest::READABLE | Interest::WRITABLE,
             ) {
@@ -384,7 +389,7 @@ impl Worker {
     /// connection.
     fn remove(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
-            conn.abandon_exchange(&mut self.proxy);
+            conn.abandon(&mut self.proxy);
         }
     }
 

@@ -9,6 +9,7 @@ use crate::handler;
 use crate::http::body::{BodyReader, Step};
 use crate::http::request::{self, BodyFraming, Method, Parsed, Version};
 use crate::http::response::{Persistence, Response, Status, write_head};
+use crate::http2;
 use crate::limits::DRAIN_PIPELINED_MAX;
 use crate::outgoing::{Body, Outgoing};
 use log::debug;
@@ -32,6 +33,24 @@ impl Connection {
     /// answers the next complete request, if the previous response is out.
     pub(super) fn process(&mut self, ctx: &mut Ctx, budget: &mut Budget) -> bool {
         let mut progress = false;
+        if self.served == 0 && self.out.is_none() && self.exchange.is_none() {
+            // HTTP/2 from the first byte: agreed with ALPN, or (h2c
+            // listeners) announced by the preface.
+            if self.stream.negotiated_h2() {
+                self.http2 = true;
+                return true;
+            }
+            if ctx.routes.h2c(self.listener) && !self.inbuf.is_empty() {
+                match http2::preface(&self.inbuf) {
+                    http2::Preface::Http2 => {
+                        self.http2 = true;
+                        return true;
+                    }
+                    http2::Preface::Undecided => return false,
+                    http2::Preface::Http1 => {}
+                }
+            }
+        }
         if self.exchange.is_none()
             && let Some(body) = self.body.as_mut()
             && !self.inbuf.is_empty()
@@ -113,10 +132,7 @@ impl Connection {
                     start: self.head_started,
                     method: req.log.method,
                     target: req.target,
-                    protocol: match req.version {
-                        Version::Http10 => "HTTP/1.0",
-                        Version::Http11 => "HTTP/1.1",
-                    },
+                    protocol: req.version.protocol(),
                     host: req.host,
                     referer: req.log.referer,
                     user_agent: req.log.user_agent,
@@ -203,7 +219,7 @@ impl Connection {
         let persistence = match (close, version) {
             (true, _) => Persistence::Close,
             (false, Version::Http10) => Persistence::KeepAlive,
-            (false, Version::Http11) => Persistence::Default,
+            (false, Version::Http11 | Version::Http2) => Persistence::Default,
         };
         // Room for an in-memory body too (`Outgoing::new` appends it), so
         // the head is never reallocated and copied.

@@ -6,8 +6,10 @@ use std::net::IpAddr;
 
 use log::{debug, warn};
 use mio::Interest;
+use mio::unix::SourceFd;
 
 use super::{Worker, connection_token};
+use crate::client::Client;
 use crate::connection::{Connection, Drive};
 use crate::limits::{STATS_EVERY, TICK, after};
 use crate::stream::Stream;
@@ -91,8 +93,8 @@ impl Worker {
         };
         let mut conn = Connection::new(stream, peer, listener, self.now);
         conn.on_ready(true, false, false);
-        let key = self.conns.insert(conn);
-        self.conns[key].set_token(connection_token(key));
+        conn.set_token(connection_token(self.conns.vacant_key()));
+        let key = self.conns.insert(Client::Http1(conn));
         let drive = {
             let (mut ctx, conns) = self.ctx();
             conns[key].drive(&mut ctx)
@@ -107,11 +109,11 @@ impl Worker {
         } else {
             Interest::READABLE
         };
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(conn.stream_mut(), connection_token(key), interest)
-        {
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&conn.raw_fd()),
+            connection_token(key),
+            interest,
+        ) {
             debug!("registering a connection: {e}");
             self.remove(key);
             return;
@@ -149,7 +151,7 @@ impl Worker {
             .register(conn.stream_mut(), token, Interest::READABLE)
         {
             Ok(()) => {
-                entry.insert(conn);
+                entry.insert(Client::Http1(conn));
             }
             Err(e) => debug!("registering a connection: {e}"),
         }

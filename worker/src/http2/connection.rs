@@ -1,0 +1,476 @@
+//! One HTTP/2 connection in the worker's loop: the engine driven with a
+//! waker of our own, its streams answered, its timeouts, its drain.
+//!
+//! The waker only sets a flag (`Flag`): nothing here runs on another
+//! thread and no runtime exists. The engine wakes a task when it has more
+//! to do without new input (a stream got window room, a frame was queued);
+//! `drive` then polls again, within the turn's budget, and otherwise
+//! returns to the loop, which drives the connection again on its socket's
+//! next readiness edge (or next turn, when the budget ran out: `Again`).
+
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Wake, Waker};
+use std::time::{Instant, SystemTime};
+
+use baton_shared::config::Config;
+use log::debug;
+
+use super::Stats;
+use super::engine::{self, Code, End, Engine, Incoming};
+use super::io::{Io, IoState};
+use super::request::to_request;
+use super::response::{Source, split};
+use super::stream::{Active, Step, StreamLog};
+use crate::access_log::Entry;
+use crate::connection::{Ctx, Drive};
+use crate::handler;
+use crate::http::request::Method;
+use crate::http::response::{Response, Status};
+use crate::limits::{LINGERING_CLOSE, TURN_BYTES, after};
+use crate::stream::Stream;
+
+/// The waker: "poll this connection again".
+#[derive(Default)]
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Polls of the engine per turn at most, however often it wakes itself.
+const POLLS_PER_TURN: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// The engine is done; our FIN is sent, input discarded until EOF.
+    Lingering {
+        until: Instant,
+    },
+    Closed,
+}
+
+/// What the HTTP/1.1 side hands over when a connection turns out to
+/// speak HTTP/2 (ALPN `h2`, or the h2c preface).
+pub struct Handover {
+    pub stream: Stream,
+    /// Bytes already read: the preface and what followed it.
+    pub read: Vec<u8>,
+    pub peer: Option<IpAddr>,
+    pub listener: usize,
+    pub readable: bool,
+    pub writable: bool,
+    pub accepted: Instant,
+}
+
+pub struct Http2Connection {
+    io: Rc<RefCell<IoState>>,
+    engine: Engine,
+    flag: Arc<Flag>,
+    waker: Waker,
+    streams: Vec<Active>,
+    listener: usize,
+    peer: Option<IpAddr>,
+    phase: Phase,
+    accepted: Instant,
+    /// When the last stream ended (or the connection opened).
+    idle_since: Instant,
+    /// Last time bytes moved.
+    last_progress: Instant,
+    /// Streams answered.
+    served: u64,
+    /// When the two-GOAWAY shutdown began (drain, or idle).
+    shutdown: Option<Instant>,
+    /// The control-frame flood was answered (GOAWAY ENHANCE_YOUR_CALM).
+    flood_answered: bool,
+    /// The socket's fd, for registrations.
+    fd: std::os::fd::RawFd,
+}
+
+impl Http2Connection {
+    pub fn new(h: Handover, config: &Config, stats: &mut Stats) -> Http2Connection {
+        stats.connections += 1;
+        let fd = h.stream.raw_fd();
+        let io = Rc::new(RefCell::new(IoState::new(
+            h.stream,
+            h.read,
+            h.readable,
+            h.writable,
+            config.http.http2.max_control_frames,
+            h.accepted,
+        )));
+        let engine = Engine::new(Io(Rc::clone(&io)), config);
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(Arc::clone(&flag));
+        Http2Connection {
+            io,
+            engine,
+            flag,
+            waker,
+            streams: Vec::new(),
+            listener: h.listener,
+            peer: h.peer,
+            phase: Phase::Open,
+            accepted: h.accepted,
+            idle_since: h.accepted,
+            last_progress: h.accepted,
+            served: 0,
+            shutdown: None,
+            flood_answered: false,
+            fd,
+        }
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd
+    }
+
+    pub fn on_ready(&mut self, readable: bool, writable: bool) {
+        let mut io = self.io.borrow_mut();
+        io.readable |= readable;
+        io.writable |= writable;
+    }
+
+    pub fn take_write_interest(&mut self) -> bool {
+        std::mem::take(&mut self.io.borrow_mut().write_interest_pending)
+    }
+
+    /// Makes all the progress possible now.
+    pub fn drive(&mut self, ctx: &mut Ctx) -> Drive {
+        match self.phase {
+            Phase::Closed => return Drive::Closed,
+            Phase::Lingering { .. } => return self.linger(ctx),
+            Phase::Open => {}
+        }
+        {
+            let mut io = self.io.borrow_mut();
+            io.budget = TURN_BYTES;
+            io.budget_hit = false;
+            io.now = ctx.now;
+        }
+        if ctx.drain_started.is_some() && self.shutdown.is_none() {
+            self.begin_shutdown(ctx.now);
+        }
+        let mut ended = None;
+        for _ in 0..POLLS_PER_TURN {
+            self.flag.0.store(false, Ordering::Relaxed);
+            let waker = self.waker.clone();
+            let mut cx = Context::from_waker(&waker);
+            if self.io.borrow().flood && !self.flood_answered {
+                debug!("HTTP/2 control frame flood: GOAWAY ENHANCE_YOUR_CALM");
+                self.flood_answered = true;
+                self.engine.abrupt_shutdown(Code::ENHANCE_YOUR_CALM);
+                for s in self.streams.drain(..) {
+                    log_stream(ctx, self.peer, &s, false);
+                }
+            }
+            loop {
+                match self.engine.poll_next(&mut cx) {
+                    std::task::Poll::Pending => break,
+                    std::task::Poll::Ready(Ok(incoming)) => self.start(incoming, ctx),
+                    std::task::Poll::Ready(Err(end)) => {
+                        ended = Some(end);
+                        break;
+                    }
+                }
+            }
+            if ended.is_some() {
+                break;
+            }
+            let mut i = 0;
+            while i < self.streams.len() {
+                match self.streams[i].advance(&mut cx, ctx.now) {
+                    Step::Waiting => i += 1,
+                    step => {
+                        let s = self.streams.swap_remove(i);
+                        log_stream(ctx, self.peer, &s, step == Step::Done);
+                        if self.streams.is_empty() {
+                            self.idle_since = ctx.now;
+                        }
+                    }
+                }
+            }
+            if !self.flag.0.load(Ordering::Relaxed) || self.io.borrow().budget_hit {
+                break;
+            }
+        }
+        self.account(ctx);
+        if let Some(end) = ended {
+            if let End::Error(why) = &end {
+                debug!("HTTP/2 connection ended: {why}");
+            }
+            for s in self.streams.drain(..) {
+                log_stream(ctx, self.peer, &s, false);
+            }
+            return self.start_closing(ctx.now);
+        }
+        if self.io.borrow().budget_hit {
+            Drive::Again
+        } else {
+            Drive::Wait
+        }
+    }
+
+    /// Counts what the socket saw into the worker's metrics.
+    fn account(&mut self, ctx: &mut Ctx) {
+        let mut io = self.io.borrow_mut();
+        if std::mem::take(&mut io.progress) {
+            self.last_progress = ctx.now;
+        }
+        ctx.http2.resets_received += std::mem::take(&mut io.resets);
+        for code in io.goaways.drain(..) {
+            ctx.http2.goaway(code);
+        }
+    }
+
+    /// A stream the client opened: answered now (static files) and sent
+    /// as the windows allow.
+    fn start(&mut self, incoming: Incoming, ctx: &mut Ctx) {
+        ctx.http2.streams += 1;
+        self.served += 1;
+        *ctx.requests += 1;
+        let Incoming {
+            head,
+            body: _,
+            mut respond,
+        } = incoming;
+        let logging = ctx.access_log.enabled();
+        let mut log = StreamLog {
+            time: if logging {
+                SystemTime::now()
+            } else {
+                SystemTime::UNIX_EPOCH
+            },
+            start: ctx.now,
+            method: head.method.as_str().to_owned(),
+            target: head
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            host: None,
+            referer: None,
+            user_agent: None,
+            site: None,
+            status: 0,
+        };
+        let (response, head_only) = match to_request(&head, &ctx.config.http, logging) {
+            Err(status) => (Response::status(status), false),
+            Ok(req) => {
+                let site = ctx
+                    .routes
+                    .pick(ctx.config, self.listener, req.host.as_deref());
+                log.site =
+                    site.and_then(|s| ctx.config.sites.iter().position(|x| std::ptr::eq(x, s)));
+                let proxied = site.and_then(|s| crate::proxy::route_for(s, &req.target));
+                let response = if proxied.is_some() {
+                    // Not yet: HTTP/2 in front of a proxied route.
+                    Response::status(Status::BadGateway)
+                } else {
+                    handler::respond(&req, site, ctx.files, ctx.date)
+                };
+                log.host = req.host;
+                log.referer = req.log.referer;
+                log.user_agent = req.log.user_agent;
+                (response, req.method == Method::Head)
+            }
+        };
+        log.status = response.status.code();
+        let server = ctx.config.http.server_token.as_deref();
+        let (head, source) = split(response, ctx.date.get(), server, head_only);
+        let end = matches!(source, Source::Empty);
+        if respond.send_head(head, end).is_err() {
+            // Reset by the client already.
+            return;
+        }
+        let active = Active::new(respond, source, log, ctx.now);
+        if end {
+            log_stream(ctx, self.peer, &active, true);
+            if self.streams.is_empty() {
+                self.idle_since = ctx.now;
+            }
+            return;
+        }
+        self.streams.push(active);
+    }
+
+    /// GOAWAY twice (see `Engine::graceful_shutdown`), then close once
+    /// every accepted stream is finished.
+    fn begin_shutdown(&mut self, now: Instant) {
+        self.shutdown = Some(now);
+        self.engine.graceful_shutdown();
+    }
+
+    /// The engine is done: our FIN, then input discarded until the
+    /// client's (a lingering close, as for HTTP/1.1).
+    fn start_closing(&mut self, now: Instant) -> Drive {
+        let mut io = self.io.borrow_mut();
+        if io.eof {
+            self.phase = Phase::Closed;
+            return Drive::Closed;
+        }
+        match io.stream.shutdown_write() {
+            Ok(()) => {
+                self.phase = Phase::Lingering {
+                    until: after(now, LINGERING_CLOSE),
+                };
+                Drive::Wait
+            }
+            Err(_) => {
+                self.phase = Phase::Closed;
+                Drive::Closed
+            }
+        }
+    }
+
+    fn linger(&mut self, ctx: &mut Ctx) -> Drive {
+        let mut io = self.io.borrow_mut();
+        let mut budget = TURN_BYTES;
+        while io.readable {
+            if budget == 0 {
+                return Drive::Again;
+            }
+            match io.stream.read(ctx.scratch) {
+                Ok(0) => {
+                    self.phase = Phase::Closed;
+                    return Drive::Closed;
+                }
+                Ok(n) => budget = budget.saturating_sub(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => io.readable = false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.phase = Phase::Closed;
+                    return Drive::Closed;
+                }
+            }
+        }
+        Drive::Wait
+    }
+
+    /// When this connection's current timeout expires.
+    pub fn deadline(&self, config: &Config, drain_started: Option<Instant>) -> Instant {
+        match self.phase {
+            Phase::Closed => self.last_progress,
+            Phase::Lingering { until } => until,
+            Phase::Open if !self.engine.is_open() => after(self.accepted, config.header_timeout),
+            // Told to drain: the shutdown starts on the next drive.
+            Phase::Open if drain_started.is_some() && self.shutdown.is_none() => {
+                drain_started.unwrap_or(self.last_progress)
+            }
+            Phase::Open if !self.streams.is_empty() => {
+                let oldest = self
+                    .streams
+                    .iter()
+                    .map(|s| s.last_progress)
+                    .min()
+                    .unwrap_or(self.last_progress);
+                after(oldest, config.http.send_timeout)
+            }
+            // Shutting down with nothing left to send: the client has a
+            // send timeout to acknowledge the GOAWAY's PING and close.
+            Phase::Open if self.shutdown.is_some() => {
+                let since = self
+                    .shutdown
+                    .unwrap_or(self.idle_since)
+                    .max(self.idle_since);
+                after(
+                    since.max(self.last_progress),
+                    config.http.send_timeout.min(config.grace),
+                )
+            }
+            Phase::Open => {
+                let wait = if self.served == 0 {
+                    config.header_timeout
+                } else {
+                    config.keepalive_timeout
+                };
+                after(self.idle_since, wait)
+            }
+        }
+    }
+
+    /// The deadline passed.
+    pub fn on_deadline(&mut self, ctx: &mut Ctx) {
+        match self.phase {
+            Phase::Closed => {}
+            Phase::Lingering { .. } => self.phase = Phase::Closed,
+            Phase::Open if !self.engine.is_open() => {
+                debug!("HTTP/2 preface not received in time: closed");
+                self.phase = Phase::Closed;
+            }
+            Phase::Open if ctx.drain_started.is_some() && self.shutdown.is_none() => {
+                self.begin_shutdown(ctx.now);
+            }
+            Phase::Open if !self.streams.is_empty() => {
+                // Streams whose window stayed shut (or whose client stopped
+                // reading) for a send timeout are reset; the others go on.
+                let timeout = ctx.config.http.send_timeout;
+                let now = ctx.now;
+                let (stalled, live): (Vec<Active>, Vec<Active>) = self
+                    .streams
+                    .drain(..)
+                    .partition(|s| after(s.last_progress, timeout) <= now);
+                self.streams = live;
+                for mut s in stalled {
+                    debug!("HTTP/2 stream made no progress within the send timeout: reset");
+                    s.out.reset(Code::CANCEL);
+                    log_stream(ctx, self.peer, &s, false);
+                }
+                if self.streams.is_empty() {
+                    self.idle_since = now;
+                }
+            }
+            Phase::Open if self.shutdown.is_some() => {
+                debug!("HTTP/2 client did not close after GOAWAY: closed");
+                self.phase = Phase::Closed;
+            }
+            // Idle for too long: GOAWAY, and close once the client has it.
+            Phase::Open => self.begin_shutdown(ctx.now),
+        }
+    }
+}
+
+/// Logs a stream's response: `complete` when all of it went to the
+/// engine; an abandoned one logs no body bytes.
+fn log_stream(ctx: &mut Ctx, peer: Option<IpAddr>, s: &Active, complete: bool) {
+    let l = &s.log;
+    let remote = match peer {
+        Some(ip) if ctx.access_log.enabled() => ip.to_string(),
+        Some(_) => String::new(),
+        None => "unix:".to_owned(),
+    };
+    ctx.access_log.record(
+        l.site,
+        &Entry {
+            remote: &remote,
+            time: l.time,
+            method: &l.method,
+            target: &l.target,
+            protocol: "HTTP/2.0",
+            host: l.host.as_deref(),
+            status: l.status,
+            bytes: if complete { s.sent } else { 0 },
+            referer: l.referer.as_deref(),
+            user_agent: l.user_agent.as_deref(),
+            request_time: ctx.now.saturating_duration_since(l.start),
+            upstream: None,
+            upstream_status: None,
+            upstream_time: None,
+        },
+    );
+}
+
+/// Names a GOAWAY code for the metrics (see `engine::code_name`).
+pub fn reason_name(code: u32) -> &'static str {
+    engine::code_name(code)
+}
