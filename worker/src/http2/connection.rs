@@ -23,7 +23,7 @@ use super::Stats;
 use super::engine::{self, Code, End, Engine, Incoming};
 use super::io::{Io, IoState};
 use super::request::to_request;
-use super::response::{Source, split};
+use super::response::split;
 use super::stream::{Active, Step, StreamLog};
 use crate::access_log::Entry;
 use crate::connection::{Ctx, Drive};
@@ -241,8 +241,8 @@ impl Http2Connection {
         *ctx.requests += 1;
         let Incoming {
             head,
-            body: _,
-            mut respond,
+            body,
+            respond,
         } = incoming;
         let logging = ctx.access_log.enabled();
         let mut log = StreamLog {
@@ -264,8 +264,16 @@ impl Http2Connection {
             site: None,
             status: 0,
         };
+        let max_body = ctx.config.http.max_body_size;
+        let declared = head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let (response, head_only) = match to_request(&head, &ctx.config.http, logging) {
             Err(status) => (Response::status(status), false),
+            Ok(_) if declared.is_some_and(|n| n > max_body) => {
+                (Response::status(Status::PayloadTooLarge), false)
+            }
             Ok(req) => {
                 let site = ctx
                     .routes
@@ -288,20 +296,20 @@ impl Http2Connection {
         log.status = response.status.code();
         let server = ctx.config.http.server_token.as_deref();
         let (head, source) = split(response, ctx.date.get(), server, head_only);
-        let end = matches!(source, Source::Empty);
-        if respond.send_head(head, end).is_err() {
-            // Reset by the client already.
-            return;
-        }
-        let active = Active::new(respond, source, log, ctx.now);
-        if end {
-            log_stream(ctx, self.peer, &active, true);
-            if self.streams.is_empty() {
-                self.idle_since = ctx.now;
+        let inbound = (!body.is_empty()).then_some(body);
+        let mut active = Active::new(respond, head, inbound, max_body, source, log, ctx.now);
+        // Most streams are answered at once, with no body left to wait
+        // for: only the others are kept.
+        let mut cx = Context::from_waker(&self.waker);
+        match active.advance(&mut cx, ctx.now) {
+            Step::Waiting => self.streams.push(active),
+            step => {
+                log_stream(ctx, self.peer, &active, step == Step::Done);
+                if self.streams.is_empty() {
+                    self.idle_since = ctx.now;
+                }
             }
-            return;
         }
-        self.streams.push(active);
     }
 
     /// GOAWAY twice (see `Engine::graceful_shutdown`), then close once

@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
-use super::engine::Outbound;
+use super::engine::{Code, Inbound, Outbound};
 use super::response::Source;
 
 /// The most read from a file (or taken from a compressor) per DATA send.
@@ -32,6 +32,13 @@ pub struct StreamLog {
 
 pub struct Active {
     pub out: Outbound,
+    /// The request's body, still arriving: read and discarded before the
+    /// response goes (as HTTP/1.1 does), within `max_body`.
+    inbound: Option<Inbound>,
+    discarded: u64,
+    max_body: u64,
+    /// The response head, sent once the request is complete.
+    head: Option<http::Response<()>>,
     source: Source,
     /// When the stream last moved a byte (its timeout counts from here).
     pub last_progress: Instant,
@@ -52,9 +59,23 @@ pub enum Step {
 }
 
 impl Active {
-    pub fn new(out: Outbound, source: Source, log: StreamLog, now: Instant) -> Active {
+    /// A response to send once `inbound` (the request body, if it has
+    /// not ended) is read, at most `max_body` bytes of it.
+    pub fn new(
+        out: Outbound,
+        head: http::Response<()>,
+        inbound: Option<Inbound>,
+        max_body: u64,
+        source: Source,
+        log: StreamLog,
+        now: Instant,
+    ) -> Active {
         Active {
             out,
+            inbound,
+            discarded: 0,
+            max_body,
+            head: Some(head),
             source,
             last_progress: now,
             log,
@@ -64,6 +85,33 @@ impl Active {
 
     /// Sends what the windows have room for.
     pub fn advance(&mut self, cx: &mut Context<'_>, now: Instant) -> Step {
+        while let Some(inbound) = self.inbound.as_mut() {
+            match inbound.poll_chunk(cx) {
+                Poll::Pending => return Step::Waiting,
+                Poll::Ready(None) => self.inbound = None,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    self.discarded += chunk.len() as u64;
+                    inbound.release(chunk.len());
+                    self.last_progress = now;
+                    if self.discarded > self.max_body {
+                        // Past max_body_size with no Content-Length to
+                        // refuse it by (that gets a 413 up front).
+                        self.out.reset(Code::CANCEL);
+                        return Step::Failed;
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => return Step::Failed,
+            }
+        }
+        if let Some(head) = self.head.take() {
+            let end = matches!(self.source, Source::Empty);
+            if self.out.send_head(head, end).is_err() {
+                return Step::Failed;
+            }
+            if end {
+                return Step::Done;
+            }
+        }
         loop {
             let want = match &mut self.source {
                 Source::Empty => return Step::Done,
@@ -85,7 +133,7 @@ impl Active {
                     }
                     Err(e) => {
                         log::warn!("compressing a response: {e}");
-                        self.out.reset(super::engine::Code::INTERNAL_ERROR);
+                        self.out.reset(Code::INTERNAL_ERROR);
                         return Step::Failed;
                     }
                 },
@@ -99,7 +147,7 @@ impl Active {
                 Ok(c) => c,
                 Err(e) => {
                     log::warn!("reading a response body: {e}");
-                    self.out.reset(super::engine::Code::INTERNAL_ERROR);
+                    self.out.reset(Code::INTERNAL_ERROR);
                     return Step::Failed;
                 }
             };
