@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod h2;
 pub mod load;
 pub mod sockets;
 pub mod tls;
