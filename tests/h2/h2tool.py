@@ -329,7 +329,10 @@ def main():
         # Reads nothing: N streams of a big file, the socket left full.
         n = int(args.pop(0))
         path = args.pop(0)
-        c = Client(port, tls)
+        # Windows wide open: only the server's own bounds hold it back.
+        c = Client(port, tls, window=2**31 - 1)
+        c.conn.increment_flow_control_window(2**31 - 1 - 65535)
+        c.flush()
         for _ in range(n):
             c.request(path)
         print("READY", flush=True)
@@ -342,6 +345,18 @@ def main():
         enc = hpack.Encoder()
         sock.sendall(frame(HEADERS, 0x5, 1, enc.encode(request_headers(args[0], tls=tls))))
         out = watch(sock, seconds=float(args[1]) if len(args) > 1 else 10)
+
+    elif mode == "over_limit":
+        # More streams than the server allows at once (windows shut, so
+        # none finishes): the extra ones must be refused.
+        n = int(args.pop(0))
+        sock = raw_start(port, tls, struct.pack(">HI", 4, 0))
+        enc = hpack.Encoder()
+        data = b"".join(
+            frame(HEADERS, 0x5, 1 + 2 * i, enc.encode(request_headers(args[0], tls=tls))) for i in range(n)
+        )
+        sock.sendall(data)
+        out = watch(sock, seconds=3)
 
     elif mode == "flood":
         kind = args.pop(0)

@@ -200,7 +200,13 @@ impl Http2Connection {
                     }
                 }
             }
-            if !self.flag.0.load(Ordering::Relaxed) || self.io.borrow().budget_hit {
+            let (budget_hit, flood) = {
+                let io = self.io.borrow();
+                (io.budget_hit, io.flood)
+            };
+            // A flood found in this poll is answered in the next.
+            let unanswered = flood && !self.flood_answered;
+            if budget_hit || !(self.flag.0.load(Ordering::Relaxed) || unanswered) {
                 break;
             }
         }
