@@ -189,3 +189,42 @@ fn a_client_that_reads_nothing_costs_bounded_memory() {
     still_serves(&env);
     drop(held);
 }
+
+#[test]
+fn metrics_count_streams_resets_and_goaways_by_reason() {
+    let env = Env::new();
+    env.write_file("www/big.bin", b"x");
+    let config = tls_config(&env, "workers = 1", "").replacen("workers = 2\n", "", 1);
+    env.write_config(&with_admin(&env, &config));
+    let _server = env.start();
+    let port = env.port.to_string();
+    h2tool(&["--tls", &port, "get", "/index.html", "/big.bin", "/nope"]);
+    h2tool(&["--tls", &port, "flood", "rapid_reset", "2000"]);
+    h2tool(&["--tls", &port, "flood", "ping", "5000"]);
+    let sock = env.path("admin.sock");
+    let value = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // Workers report about every second: wait for the counts to arrive.
+    let mut text = String::new();
+    let arrived = wait_until(Duration::from_secs(10), || {
+        text = admin_get(&sock, "/metrics");
+        value(
+            &text,
+            "baton_http2_goaways_sent_total{reason=\"enhance_your_calm\"}",
+        ) >= 2
+    });
+    assert!(arrived, "{text}");
+    assert!(value(&text, "baton_http2_connections_total") >= 3, "{text}");
+    assert!(value(&text, "baton_http2_streams_total") >= 3, "{text}");
+    assert!(
+        value(&text, "baton_http2_resets_received_total") >= 20,
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE baton_http2_goaways_sent_total counter"),
+        "{text}"
+    );
+}

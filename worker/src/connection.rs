@@ -72,7 +72,7 @@ pub struct Ctx<'a> {
     /// Upstream pools, balancing and health (`proxy`).
     pub proxy: &'a mut ProxyState,
     /// HTTP/2 counters, for `Stats`.
-    pub http2: &'a mut crate::http2::Stats,
+    pub http2: &'a mut baton_shared::channel::Http2Counters,
 }
 
 /// What the loop should do with a connection after driving it.

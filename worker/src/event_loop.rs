@@ -120,7 +120,7 @@ pub struct Worker {
     /// Upstream pools, balancing and passive health.
     pub(crate) proxy: ProxyState,
     /// HTTP/2 counters.
-    pub(crate) http2: crate::http2::Stats,
+    pub(crate) http2: baton_shared::channel::Http2Counters,
     /// Connections accepted in a batch, before they are served (kept to
     /// reuse its allocation).
     accepted: Vec<(Stream, Option<IpAddr>)>,
@@ -204,7 +204,7 @@ impl Worker {
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             files,
             proxy,
-            http2: crate::http2::Stats::default(),
+            http2: Default::default(),
             accepted: Vec::new(),
             hooks,
             now,
@@ -427,6 +427,7 @@ impl Worker {
                 bytes: self.access_log.bytes,
                 file_cache: self.files.stats(),
                 upstreams: self.proxy.counters(&self.config, self.now),
+                http2: self.http2.clone(),
             };
             self.send_to_master(&stats);
         }

@@ -19,8 +19,7 @@ use std::time::{Instant, SystemTime};
 use baton_shared::config::Config;
 use log::debug;
 
-use super::Stats;
-use super::engine::{self, Code, End, Engine, Incoming};
+use super::engine::{Code, End, Engine, Incoming};
 use super::io::{Io, IoState};
 use super::request::to_request;
 use super::response::split;
@@ -32,6 +31,7 @@ use crate::http::request::Method;
 use crate::http::response::{Response, Status};
 use crate::limits::{LINGERING_CLOSE, TURN_BYTES, after};
 use crate::stream::Stream;
+use baton_shared::channel::Http2Counters;
 
 /// The waker: "poll this connection again".
 #[derive(Default)]
@@ -98,7 +98,7 @@ pub struct Http2Connection {
 }
 
 impl Http2Connection {
-    pub fn new(h: Handover, config: &Config, stats: &mut Stats) -> Http2Connection {
+    pub fn new(h: Handover, config: &Config, stats: &mut Http2Counters) -> Http2Connection {
         stats.connections += 1;
         let fd = h.stream.raw_fd();
         let io = Rc::new(RefCell::new(IoState::new(
@@ -482,9 +482,4 @@ fn log_stream(ctx: &mut Ctx, peer: Option<IpAddr>, s: &Active, complete: bool) {
             upstream_time: None,
         },
     );
-}
-
-/// Names a GOAWAY code for the metrics (see `engine::code_name`).
-pub fn reason_name(code: u32) -> &'static str {
-    engine::code_name(code)
 }

@@ -7,6 +7,7 @@
 //! sans-IO engine can replace it behind the same methods; nothing else
 //! names an `h2` type.
 
+use std::future::Future;
 use std::io;
 use std::task::{Context, Poll};
 
@@ -264,26 +265,5 @@ impl Outbound {
             Outbound::Body(s) => s.poll_reset(cx).is_ready(),
             Outbound::Done => false,
         }
-    }
-}
-
-/// A name for a GOAWAY or RST_STREAM code, for logs and metrics.
-pub fn code_name(code: u32) -> &'static str {
-    match code {
-        0x0 => "no_error",
-        0x1 => "protocol_error",
-        0x2 => "internal_error",
-        0x3 => "flow_control_error",
-        0x4 => "settings_timeout",
-        0x5 => "stream_closed",
-        0x6 => "frame_size_error",
-        0x7 => "refused_stream",
-        0x8 => "cancel",
-        0x9 => "compression_error",
-        0xa => "connect_error",
-        0xb => "enhance_your_calm",
-        0xc => "inadequate_security",
-        0xd => "http_1_1_required",
-        _ => "unknown",
     }
 }

@@ -74,36 +74,6 @@ pub fn preface(read: &[u8]) -> Preface {
     }
 }
 
-/// The worker's HTTP/2 counters, for `Stats` (and `/metrics`).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Stats {
-    /// Connections that spoke HTTP/2.
-    pub connections: u64,
-    /// Streams opened by clients.
-    pub streams: u64,
-    /// RST_STREAM frames received.
-    pub resets_received: u64,
-    /// GOAWAY frames sent, by error code (index: the code, up to
-    /// HTTP_1_1_REQUIRED; the last slot counts any other).
-    pub goaways: [u64; 15],
-}
-
-impl Stats {
-    pub fn goaway(&mut self, code: u32) {
-        let i = usize::try_from(code).unwrap_or(14).min(14);
-        self.goaways[i] += 1;
-    }
-
-    /// `(reason, count)` for each reason sent at least once.
-    pub fn goaways_by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        self.goaways
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| **n > 0)
-            .map(|(code, n)| (connection::reason_name(code as u32), *n))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
