@@ -14,7 +14,8 @@ pub(crate) const HTTP2_KEYS: &[&str] = &[
     "http2_max_send_buffer",
 ];
 
-/// The largest flow-control window HTTP/2 allows (RFC 9113 6.9.1).
+/// The largest flow-control window HTTP/2 allows (RFC 9113 6.9.1); the
+/// bounds (`bounds::SIZES`) keep below it anyway.
 const MAX_WINDOW: u64 = (1 << 31) - 1;
 
 impl Reader<'_, '_, '_> {
