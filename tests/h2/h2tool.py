@@ -361,6 +361,32 @@ def main():
         c.pump(timeout=60)
         out = c.results()
 
+    elif mode == "post":
+        # A request body of LEN pattern bytes (i % 251), sent as the
+        # server's windows allow; with "chunked", no content-length.
+        path = args.pop(0)
+        length = int(args.pop(0))
+        declared = not (args and args[0] == "chunked")
+        c = Client(port, tls)
+        sid = c.conn.get_next_available_stream_id()
+        extra = [("content-length", str(length))] if declared else []
+        c.conn.send_headers(sid, request_headers(path, c.authority, tls, "POST", extra), end_stream=length == 0)
+        c.streams[sid] = {"path": path, "status": None, "headers": {}, "body": bytearray(), "done": False, "reset": None}
+        c.flush()
+        body = bytes(i % 251 for i in range(length))
+        sent = 0
+        deadline = time.time() + 60
+        while sent < length and time.time() < deadline and not c.closed:
+            room = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size, length - sent)
+            if room > 0:
+                c.conn.send_data(sid, body[sent : sent + room], end_stream=sent + room == length)
+                sent += room
+                c.flush()
+            else:
+                c.pump(timeout=1, until=lambda: c.conn.local_flow_control_window(sid) > 0)
+        c.pump(timeout=30)
+        out = c.results()
+
     elif mode == "slow":
         # A small window, opened a little at a time: the server must keep
         # within it and still deliver every byte.

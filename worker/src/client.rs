@@ -11,6 +11,10 @@ use crate::connection::{Connection, Ctx, Drive};
 use crate::http2::Http2Connection;
 use crate::proxy::ProxyState;
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per connection, in the slab: boxing the HTTP/1.1 side would cost every connection an allocation"
+)]
 pub enum Client {
     Http1(Connection),
     Http2(Box<Http2Connection>),
@@ -35,10 +39,12 @@ impl Client {
         }
     }
 
-    /// The upstream socket of a proxied request (HTTP/1.1 only so far).
+    /// The upstream socket of a proxied request (HTTP/2: of each).
     pub fn on_upstream_ready(&mut self, readable: bool, writable: bool) {
-        if let Client::Http1(c) = self {
-            c.on_upstream_ready(readable, writable);
+        match self {
+            Client::Http1(c) => c.on_upstream_ready(readable, writable),
+            Client::Http2(c) => c.on_upstream_ready(readable, writable),
+            Client::Switching => {}
         }
     }
 
@@ -88,8 +94,10 @@ impl Client {
 
     /// Releases what a dropped connection holds elsewhere.
     pub fn abandon(&mut self, proxy: &mut ProxyState) {
-        if let Client::Http1(c) = self {
-            c.abandon_exchange(proxy);
+        match self {
+            Client::Http1(c) => c.abandon_exchange(proxy),
+            Client::Http2(c) => c.abandon(proxy),
+            Client::Switching => {}
         }
     }
 }

@@ -24,6 +24,7 @@
 mod access;
 mod closing;
 mod proxy;
+pub(crate) use proxy::{Client as ProxyClient, new_exchange};
 mod requests;
 mod timers;
 
@@ -247,6 +248,7 @@ impl Connection {
     /// The socket, and what was read from it, for the HTTP/2 side.
     pub fn into_handover(self) -> crate::http2::Handover {
         crate::http2::Handover {
+            token: self.token,
             stream: self.stream,
             read: self.inbuf,
             peer: self.peer,

@@ -427,7 +427,7 @@ impl Worker {
                 bytes: self.access_log.bytes,
                 file_cache: self.files.stats(),
                 upstreams: self.proxy.counters(&self.config, self.now),
-                http2: self.http2.clone(),
+                http2: Box::new(self.http2.clone()),
             };
             self.send_to_master(&stats);
         }

@@ -237,7 +237,7 @@ impl ProcessTable {
                         c.bytes = bytes;
                         c.file_cache = file_cache;
                         c.upstreams = upstreams;
-                        c.http2 = http2;
+                        c.http2 = *http2;
                     }
                 }
                 other => rest.push(other),

@@ -159,8 +159,9 @@ pub enum ToMaster {
         /// Per upstream server (the first `MAX_UPSTREAM_COUNTERS`).
         upstreams: Vec<UpstreamCounters>,
         /// HTTP/2 (after the upstreams; absent from a worker of an older
-        /// image, adopted across a binary upgrade: zeros then).
-        http2: Http2Counters,
+        /// image, adopted across a binary upgrade: zeros then). Boxed: the
+        /// other messages are small.
+        http2: Box<Http2Counters>,
     },
     /// The worker cannot serve (say, a site root its user cannot reach) and
     /// is exiting; the reason is for the log and for whoever asked for the
@@ -407,7 +408,7 @@ impl Message for ToMaster {
                         bytes: next(),
                     },
                     upstreams,
-                    http2,
+                    http2: Box::new(http2),
                 })
             }
             TAG_FAILED => Ok(ToMaster::Failed(String::from_utf8_lossy(body).into_owned())),

@@ -44,12 +44,12 @@ fn messages_round_trip_in_order() {
                 ..Default::default()
             },
         ],
-        http2: Http2Counters {
+        http2: Box::new(Http2Counters {
             connections: 3,
             streams: u64::MAX,
             resets_received: 9,
             goaways: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 2],
-        },
+        }),
     };
     let failed = ToMaster::Failed("root \u{e9}t\u{e9} unreachable".into());
     w.send(&ToMaster::Ready).unwrap();
@@ -342,7 +342,7 @@ fn stats_of_a_worker_without_http2_counters_still_decode() {
         bytes: 3,
         file_cache: FileCacheStats::default(),
         upstreams: Vec::new(),
-        http2: Http2Counters::default(),
+        http2: Default::default(),
     };
     let mut full = Vec::new();
     stats.encode(&mut full);

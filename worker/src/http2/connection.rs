@@ -21,6 +21,7 @@ use log::debug;
 
 use super::engine::{Code, End, Engine, Incoming};
 use super::io::{Io, IoState};
+use super::proxy::{Proxied, is_head, request_for};
 use super::request::to_request;
 use super::response::split;
 use super::stream::{Active, Step, StreamLog};
@@ -64,6 +65,9 @@ enum Phase {
 /// speak HTTP/2 (ALPN `h2`, or the h2c preface).
 pub struct Handover {
     pub stream: Stream,
+    /// The client socket's token; proxied streams' upstream sockets are
+    /// registered under the next one (`side` 1), all of them.
+    pub token: mio::Token,
     /// Bytes already read: the preface and what followed it.
     pub read: Vec<u8>,
     pub peer: Option<IpAddr>,
@@ -79,6 +83,9 @@ pub struct Http2Connection {
     flag: Arc<Flag>,
     waker: Waker,
     streams: Vec<Active>,
+    /// Streams whose route is proxied (`proxy`).
+    proxied: Vec<Proxied>,
+    token: mio::Token,
     listener: usize,
     peer: Option<IpAddr>,
     phase: Phase,
@@ -118,6 +125,8 @@ impl Http2Connection {
             flag,
             waker,
             streams: Vec::new(),
+            proxied: Vec::new(),
+            token: h.token,
             listener: h.listener,
             peer: h.peer,
             phase: Phase::Open,
@@ -139,6 +148,30 @@ impl Http2Connection {
         let mut io = self.io.borrow_mut();
         io.readable |= readable;
         io.writable |= writable;
+    }
+
+    /// Readiness of the upstream sockets (all under one token): each
+    /// proxied stream looks at its own.
+    pub fn on_upstream_ready(&mut self, readable: bool, writable: bool) {
+        for p in &mut self.proxied {
+            p.on_upstream_ready(readable, writable);
+        }
+    }
+
+    /// The connection is dropped: upstream connections are closed.
+    pub fn abandon(&mut self, state: &mut crate::proxy::ProxyState) {
+        for p in &mut self.proxied {
+            p.abandon(state);
+        }
+    }
+
+    fn upstream_token(&self) -> mio::Token {
+        mio::Token(self.token.0 + 1)
+    }
+
+    /// No stream of either kind is open.
+    fn no_streams(&self) -> bool {
+        self.streams.is_empty() && self.proxied.is_empty()
     }
 
     pub fn take_write_interest(&mut self) -> bool {
@@ -171,7 +204,11 @@ impl Http2Connection {
                 self.flood_answered = true;
                 self.engine.abrupt_shutdown(Code::ENHANCE_YOUR_CALM);
                 for s in self.streams.drain(..) {
-                    log_stream(ctx, self.peer, &s, false);
+                    log_stream(ctx, self.peer, &s.log, s.sent, false);
+                }
+                for mut p in self.proxied.drain(..) {
+                    p.abandon(ctx.proxy);
+                    log_stream(ctx, self.peer, &p.log, p.sent, false);
                 }
             }
             loop {
@@ -193,8 +230,22 @@ impl Http2Connection {
                     Step::Waiting => i += 1,
                     step => {
                         let s = self.streams.swap_remove(i);
-                        log_stream(ctx, self.peer, &s, step == Step::Done);
-                        if self.streams.is_empty() {
+                        log_stream(ctx, self.peer, &s.log, s.sent, step == Step::Done);
+                        if self.no_streams() {
+                            self.idle_since = ctx.now;
+                        }
+                    }
+                }
+            }
+            let token = self.upstream_token();
+            let mut i = 0;
+            while i < self.proxied.len() {
+                match self.proxied[i].advance(&mut cx, token, ctx) {
+                    Step::Waiting => i += 1,
+                    step => {
+                        let p = self.proxied.swap_remove(i);
+                        log_stream(ctx, self.peer, &p.log, p.sent, step == Step::Done);
+                        if self.no_streams() {
                             self.idle_since = ctx.now;
                         }
                     }
@@ -216,7 +267,11 @@ impl Http2Connection {
                 debug!("HTTP/2 connection ended: {why}");
             }
             for s in self.streams.drain(..) {
-                log_stream(ctx, self.peer, &s, false);
+                log_stream(ctx, self.peer, &s.log, s.sent, false);
+            }
+            for mut p in self.proxied.drain(..) {
+                p.abandon(ctx.proxy);
+                log_stream(ctx, self.peer, &p.log, p.sent, false);
             }
             return self.start_closing(ctx.now);
         }
@@ -269,36 +324,70 @@ impl Http2Connection {
             user_agent: None,
             site: None,
             status: 0,
+            upstream: None,
+            upstream_status: None,
+            upstream_time: None,
         };
         let max_body = ctx.config.http.max_body_size;
         let declared = head
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let mut proxied = None;
         let (response, head_only) = match to_request(&head, &ctx.config.http, logging) {
             Err(status) => (Response::status(status), false),
             Ok(_) if declared.is_some_and(|n| n > max_body) => {
                 (Response::status(Status::PayloadTooLarge), false)
             }
-            Ok(req) => {
+            Ok(mut req) => {
+                let head_request = req.method == Method::Head;
                 let site = ctx
                     .routes
                     .pick(ctx.config, self.listener, req.host.as_deref());
                 log.site =
                     site.and_then(|s| ctx.config.sites.iter().position(|x| std::ptr::eq(x, s)));
-                let proxied = site.and_then(|s| crate::proxy::route_for(s, &req.target));
-                let response = if proxied.is_some() {
-                    // Not yet: HTTP/2 in front of a proxied route.
-                    Response::status(Status::BadGateway)
-                } else {
-                    handler::respond(&req, site, ctx.files, ctx.date)
+                let route = site.and_then(|s| Some((s, crate::proxy::route_for(s, &req.target)?)));
+                let response = match route {
+                    Some((site, route)) => {
+                        let raw = request_for(&mut req, &head, !body.is_empty());
+                        let client = crate::connection::ProxyClient {
+                            peer: self.peer,
+                            tls: self.io.borrow().stream.is_tls(),
+                            close: false,
+                        };
+                        match crate::connection::new_exchange(&client, &raw, &req, site, route, ctx)
+                        {
+                            Ok(ex) => {
+                                proxied = Some((ex, is_head(&req)));
+                                // Never sent: the exchange answers.
+                                Response::status(Status::BadGateway)
+                            }
+                            Err(status) => Response::status(status),
+                        }
+                    }
+                    None => handler::respond(&req, site, ctx.files, ctx.date),
                 };
                 log.host = req.host;
                 log.referer = req.log.referer;
                 log.user_agent = req.log.user_agent;
-                (response, req.method == Method::Head)
+                (response, head_request)
             }
         };
+        if let Some((ex, head_request)) = proxied {
+            let inbound = (!body.is_empty()).then_some(body);
+            let mut p = Proxied::new(ex, inbound, respond, head_request, log, ctx.now);
+            let mut cx = Context::from_waker(&self.waker);
+            match p.advance(&mut cx, self.upstream_token(), ctx) {
+                Step::Waiting => self.proxied.push(p),
+                step => {
+                    log_stream(ctx, self.peer, &p.log, p.sent, step == Step::Done);
+                    if self.no_streams() {
+                        self.idle_since = ctx.now;
+                    }
+                }
+            }
+            return;
+        }
         log.status = response.status.code();
         let server = ctx.config.http.server_token.as_deref();
         let (head, source) = split(response, ctx.date.get(), server, head_only);
@@ -310,8 +399,8 @@ impl Http2Connection {
         match active.advance(&mut cx, ctx.now) {
             Step::Waiting => self.streams.push(active),
             step => {
-                log_stream(ctx, self.peer, &active, step == Step::Done);
-                if self.streams.is_empty() {
+                log_stream(ctx, self.peer, &active.log, active.sent, step == Step::Done);
+                if self.no_streams() {
                     self.idle_since = ctx.now;
                 }
             }
@@ -381,14 +470,17 @@ impl Http2Connection {
             Phase::Open if drain_started.is_some() && self.shutdown.is_none() => {
                 drain_started.unwrap_or(self.last_progress)
             }
-            Phase::Open if !self.streams.is_empty() => {
+            Phase::Open if !self.no_streams() => {
                 let oldest = self
                     .streams
                     .iter()
                     .map(|s| s.last_progress)
+                    .chain(self.proxied.iter().map(|p| p.last_progress))
                     .min()
                     .unwrap_or(self.last_progress);
-                after(oldest, config.http.send_timeout)
+                let upstream = self.proxied.iter().filter_map(|p| p.deadline(config)).min();
+                let client = after(oldest, config.http.send_timeout);
+                upstream.map_or(client, |u| u.min(client))
             }
             // Shutting down with nothing left to send: the client has a
             // send timeout to acknowledge the GOAWAY's PING and close.
@@ -425,7 +517,30 @@ impl Http2Connection {
             Phase::Open if ctx.drain_started.is_some() && self.shutdown.is_none() => {
                 self.begin_shutdown(ctx.now);
             }
-            Phase::Open if !self.streams.is_empty() => {
+            Phase::Open if !self.no_streams() => {
+                let token = self.upstream_token();
+                let now = ctx.now;
+                let mut i = 0;
+                while i < self.proxied.len() {
+                    let p = &mut self.proxied[i];
+                    let stalled = after(p.last_progress, ctx.config.http.send_timeout) <= now;
+                    let step = if stalled {
+                        debug!("HTTP/2 proxied stream made no progress within the send timeout");
+                        p.abandon(ctx.proxy);
+                        p.out.reset(Code::CANCEL);
+                        Step::Failed
+                    } else if p.deadline(ctx.config).is_some_and(|d| d <= now) {
+                        p.on_timeout(token, ctx)
+                    } else {
+                        Step::Waiting
+                    };
+                    if step == Step::Waiting {
+                        i += 1;
+                    } else {
+                        let p = self.proxied.swap_remove(i);
+                        log_stream(ctx, self.peer, &p.log, p.sent, step == Step::Done);
+                    }
+                }
                 // Streams whose window stayed shut (or whose client stopped
                 // reading) for a send timeout are reset; the others go on.
                 let timeout = ctx.config.http.send_timeout;
@@ -438,9 +553,9 @@ impl Http2Connection {
                 for mut s in stalled {
                     debug!("HTTP/2 stream made no progress within the send timeout: reset");
                     s.out.reset(Code::CANCEL);
-                    log_stream(ctx, self.peer, &s, false);
+                    log_stream(ctx, self.peer, &s.log, s.sent, false);
                 }
-                if self.streams.is_empty() {
+                if self.no_streams() {
                     self.idle_since = now;
                 }
             }
@@ -456,8 +571,7 @@ impl Http2Connection {
 
 /// Logs a stream's response: `complete` when all of it went to the
 /// engine; an abandoned one logs no body bytes.
-fn log_stream(ctx: &mut Ctx, peer: Option<IpAddr>, s: &Active, complete: bool) {
-    let l = &s.log;
+fn log_stream(ctx: &mut Ctx, peer: Option<IpAddr>, l: &StreamLog, sent: u64, complete: bool) {
     let remote = match peer {
         Some(ip) if ctx.access_log.enabled() => ip.to_string(),
         Some(_) => String::new(),
@@ -473,13 +587,13 @@ fn log_stream(ctx: &mut Ctx, peer: Option<IpAddr>, s: &Active, complete: bool) {
             protocol: "HTTP/2.0",
             host: l.host.as_deref(),
             status: l.status,
-            bytes: if complete { s.sent } else { 0 },
+            bytes: if complete { sent } else { 0 },
             referer: l.referer.as_deref(),
             user_agent: l.user_agent.as_deref(),
             request_time: ctx.now.saturating_duration_since(l.start),
-            upstream: None,
-            upstream_status: None,
-            upstream_time: None,
+            upstream: l.upstream.as_deref(),
+            upstream_status: l.upstream_status,
+            upstream_time: l.upstream_time,
         },
     );
 }

@@ -17,7 +17,9 @@
 mod connection;
 mod engine;
 mod frames;
+mod h1_response;
 mod io;
+mod proxy;
 mod request;
 mod response;
 mod stream;

@@ -28,6 +28,11 @@ pub struct StreamLog {
     pub user_agent: Option<String>,
     pub site: Option<usize>,
     pub status: u16,
+    /// A proxied stream's upstream: its address, status and how long its
+    /// response head took.
+    pub upstream: Option<String>,
+    pub upstream_status: Option<u16>,
+    pub upstream_time: Option<std::time::Duration>,
 }
 
 pub struct Active {
