@@ -103,6 +103,9 @@ http {
     access_log off;
     sendfile on;
     ssl_protocols TLSv1.2 TLSv1.3;
+    # h2load keeps its connections for the whole run: nginx's default of
+    # 1000 requests per connection would end them (counted as failures).
+    keepalive_requests 100000000;
     server {
         listen 127.0.0.1:${PORT[nginx]} ssl http2;
         ssl_certificate $TMP/cert.pem;
@@ -161,7 +164,10 @@ run() {
 	errs=$(awk '/^requests:/ {print $10}' <<<"$out")
 	# The log: start time, status, duration in microseconds.
 	p99=$(awk '{print $3}' "$TMP/h2load.log" 2>/dev/null | sort -n |
-		awk '{a[NR]=$1} END {if (NR) printf "%.2f", a[int(NR*0.99 + 0.5) > NR ? NR : int(NR*0.99 + 0.5)]/1000; else print "?"}')
+		awk '{a[NR] = $1} END {
+			if (NR == 0) { print "?"; exit }
+			i = int(NR * 0.99 + 0.5); if (i > NR) i = NR; if (i < 1) i = 1
+			printf "%.2f", a[i] / 1000 }')
 	[[ ${errs:-0} != 0 ]] && log "$s $load: $errs requests failed"
 	echo "${rps:-?} ${p99:-?}"
 }

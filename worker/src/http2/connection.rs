@@ -54,6 +54,8 @@ const POLLS_PER_TURN: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Open,
+    /// The engine is done; its last bytes (a GOAWAY) wait for the socket.
+    Flushing,
     /// The engine is done; our FIN is sent, input discarded until EOF.
     Lingering {
         until: Instant,
@@ -183,6 +185,7 @@ impl Http2Connection {
         match self.phase {
             Phase::Closed => return Drive::Closed,
             Phase::Lingering { .. } => return self.linger(ctx),
+            Phase::Flushing => return self.start_closing(ctx.now),
             Phase::Open => {}
         }
         {
@@ -261,7 +264,13 @@ impl Http2Connection {
                 break;
             }
         }
+        // What the engine wrote this turn goes out in one send.
+        let flushed = self.io.borrow_mut().flush_now();
         self.account(ctx);
+        if let Err(e) = flushed {
+            debug!("HTTP/2 connection: send: {e}");
+            ended = Some(End::Error(e.to_string()));
+        }
         if let Some(end) = ended {
             if let End::Error(why) = &end {
                 debug!("HTTP/2 connection ended: {why}");
@@ -418,6 +427,15 @@ impl Http2Connection {
     /// client's (a lingering close, as for HTTP/1.1).
     fn start_closing(&mut self, now: Instant) -> Drive {
         let mut io = self.io.borrow_mut();
+        if io.flush_now().is_err() {
+            self.phase = Phase::Closed;
+            return Drive::Closed;
+        }
+        if io.has_output() {
+            // The socket is full: the rest goes on its writable edge.
+            self.phase = Phase::Flushing;
+            return Drive::Wait;
+        }
         if io.eof {
             self.phase = Phase::Closed;
             return Drive::Closed;
@@ -465,6 +483,7 @@ impl Http2Connection {
         match self.phase {
             Phase::Closed => self.last_progress,
             Phase::Lingering { until } => until,
+            Phase::Flushing => after(self.last_progress, config.http.send_timeout),
             Phase::Open if !self.engine.is_open() => after(self.accepted, config.header_timeout),
             // Told to drain: the shutdown starts on the next drive.
             Phase::Open if drain_started.is_some() && self.shutdown.is_none() => {
@@ -509,7 +528,7 @@ impl Http2Connection {
     pub fn on_deadline(&mut self, ctx: &mut Ctx) {
         match self.phase {
             Phase::Closed => {}
-            Phase::Lingering { .. } => self.phase = Phase::Closed,
+            Phase::Lingering { .. } | Phase::Flushing => self.phase = Phase::Closed,
             Phase::Open if !self.engine.is_open() => {
                 debug!("HTTP/2 preface not received in time: closed");
                 self.phase = Phase::Closed;

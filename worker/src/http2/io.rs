@@ -6,6 +6,14 @@
 //! the worker, reads go on until `WouldBlock` and a write waits for a
 //! writable edge only after the socket itself refused bytes.
 //!
+//! Writes are gathered, not sent one by one: the engine writes each frame
+//! (or a few) and flushes after every poll, and a connection is polled
+//! several times a turn, so sending at each flush would cost a syscall
+//! (and under TLS a record, and a syscall per record) per few hundred
+//! bytes. The output is gathered in `out` and goes to the socket (under
+//! TLS, as full-size records) once per turn (`flush_now`, called by the
+//! connection at the end of `drive`), or as soon as `OUT_MAX` is reached.
+//!
 //! The state lives behind an `Rc<RefCell>` shared with the connection,
 //! which needs the socket (registrations, the lingering close) and the
 //! counters while the engine owns the `Io`. It is borrowed only inside
@@ -26,6 +34,9 @@ use crate::stream::Stream;
 #[derive(Debug)]
 pub struct IoState {
     pub stream: Stream,
+    /// Output gathered until `flush_now`.
+    out: Vec<u8>,
+    out_pos: usize,
     /// Bytes the HTTP/1.1 side had read before the switch (the preface,
     /// often more): served first.
     prefix: Vec<u8>,
@@ -67,6 +78,8 @@ impl IoState {
     ) -> IoState {
         IoState {
             stream,
+            out: Vec::new(),
+            out_pos: 0,
             prefix,
             prefix_pos: 0,
             readable,
@@ -97,6 +110,41 @@ impl IoState {
         }
     }
 
+    /// Sends what was gathered. `WouldBlock` (the socket is full) is not
+    /// an error: the connection then waits for a writable edge.
+    pub fn flush_now(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            if !self.writable {
+                return Ok(());
+            }
+            match self.stream.send(&self.out[self.out_pos..], false) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked_on_write();
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        if self.writable {
+            match self.stream.flush_pending() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocked_on_write(),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Output gathered and not yet sent.
+    pub fn has_output(&self) -> bool {
+        self.out_pos < self.out.len() || self.stream.has_pending()
+    }
+
     fn took(&mut self, n: usize) {
         self.budget = self.budget.saturating_sub(n);
         self.progress |= n > 0;
@@ -109,6 +157,9 @@ impl IoState {
         }
     }
 }
+
+/// Plain output gathered per turn at most before it goes to the socket.
+const OUT_MAX: usize = 64 * 1024;
 
 /// The engine's handle on the shared state.
 pub struct Io(pub Rc<RefCell<IoState>>);
@@ -189,43 +240,44 @@ impl AsyncWrite for Io {
             s.budget_hit = true;
             return Poll::Pending;
         }
-        // Under TLS the records wait in rustls for `poll_flush` (the
-        // engine flushes after each batch of frames); a plain socket gets
-        // each write at once (MSG_MORE would hold it back).
-        let more = s.stream.is_tls();
-        loop {
-            match s.stream.send(buf, more) {
-                Ok(n) => {
-                    s.took(n);
-                    let goaways = &mut s.goaways;
-                    s.outgoing.feed(&buf[..n], |code| goaways.push(code));
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    s.blocked_on_write();
-                    return Poll::Pending;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
+        // Gathered (see the module's comment); a full buffer goes to the
+        // socket first.
+        if s.out.len() - s.out_pos >= OUT_MAX {
+            if let Err(e) = s.flush_now() {
+                return Poll::Ready(Err(e));
+            }
+            if s.out.len() - s.out_pos >= OUT_MAX {
+                return Poll::Pending;
             }
         }
+        if s.out_pos > 0 && s.out_pos == s.out.len() {
+            s.out.clear();
+            s.out_pos = 0;
+        }
+        let n = buf.len().min(OUT_MAX);
+        s.out.extend_from_slice(&buf[..n]);
+        s.took(n);
+        let goaways = &mut s.goaways;
+        s.outgoing.feed(&buf[..n], |code| goaways.push(code));
+        Poll::Ready(Ok(n))
     }
 
+    /// Deferred to the end of the turn (`flush_now`).
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut s = self.0.borrow_mut();
-        match s.stream.flush_pending() {
-            Ok(()) => Poll::Ready(Ok(())),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                s.blocked_on_write();
-                Poll::Pending
-            }
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // The connection closes the socket itself (lingering), once the
-        // engine is done: here only what is queued goes out.
-        self.poll_flush(cx)
+    /// The engine is done: what is gathered goes out now. The connection
+    /// closes the socket itself (lingering).
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut s = self.0.borrow_mut();
+        if let Err(e) = s.flush_now() {
+            return Poll::Ready(Err(e));
+        }
+        if s.has_output() {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
     }
 }
