@@ -78,3 +78,26 @@ fn a_graceful_stop_with_100_open_streams_loses_none() {
     check(&held.finish());
     assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
 }
+
+#[test]
+fn a_client_that_never_answers_the_goaway_ping_does_not_hold_the_drain() {
+    let env = Env::new();
+    let _server = setup(&env);
+    let old = env.status().serving_pids();
+    let mute = Held::start(&["--tls", &env.port.to_string(), "mute", "/index.html"]);
+    let out = env.reload();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // grace is 60 s: the old worker must be gone long before, once the
+    // client had drain_linger (1 s) to answer.
+    assert!(
+        wait_until(Duration::from_secs(10), || old
+            .iter()
+            .all(|&p| !pid_alive(p))),
+        "old workers {old:?} still alive with a mute HTTP/2 client"
+    );
+    drop(mute);
+}

@@ -425,6 +425,16 @@ def main():
         c.pump(lambda: False, 10)
         out = raw_results(c)
 
+    elif mode == "mute":
+        # One request answered, then silence: no PING answered, no close,
+        # nothing read, until a line on stdin.
+        c = RawClient(port, tls, 65535)
+        c.request(args[0])
+        c.pump(lambda: all(s["done"] for s in c.streams.values()), 30)
+        print("READY", flush=True)
+        sys.stdin.readline()
+        out = {"ok": True}
+
     elif mode == "stall":
         # Reads nothing: N streams of a big file, the socket left full.
         n = int(args.pop(0))

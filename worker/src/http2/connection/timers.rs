@@ -11,7 +11,7 @@ use super::{Http2Connection, Phase, log_stream};
 use crate::connection::Ctx;
 use crate::http2::engine::Code;
 use crate::http2::stream::{Active, Step};
-use crate::limits::after;
+use crate::limits::{LINGERING_CLOSE, after};
 
 impl Http2Connection {
     /// When this connection's current timeout expires.
@@ -37,8 +37,11 @@ impl Http2Connection {
                 let client = after(oldest, config.http.send_timeout);
                 upstream.map_or(client, |u| u.min(client))
             }
-            // Shutting down with nothing left to send: the client has a
-            // send timeout to acknowledge the GOAWAY's PING and close.
+            // Shutting down with nothing left to send: the client has
+            // `drain_linger` (at least a second, a slow round trip) to
+            // answer the GOAWAY's PING, and to open the streams it had
+            // sent before it saw the GOAWAY; then it is closed, as an
+            // idle HTTP/1.1 connection of a draining worker is.
             Phase::Open if self.shutdown.is_some() => {
                 let since = self
                     .shutdown
@@ -46,7 +49,7 @@ impl Http2Connection {
                     .max(self.idle_since);
                 after(
                     since.max(self.last_progress),
-                    config.http.send_timeout.min(config.grace),
+                    config.drain_linger.max(LINGERING_CLOSE),
                 )
             }
             Phase::Open => {
