@@ -14,10 +14,10 @@ mod pki;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use common::tls::have;
 use common::*;
 use pki::{Leaf, Pki};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 /// What `openssl s_client -status` says about the staple of a.test.
 fn s_client_status(port: u16) -> String {

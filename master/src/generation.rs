@@ -148,6 +148,8 @@ pub struct Child {
     pub file_cache: FileCacheStats,
     /// Its upstream servers' counters, as last reported.
     pub upstreams: Vec<baton_shared::channel::UpstreamCounters>,
+    /// Its HTTP/2 counters, as last reported.
+    pub http2: baton_shared::channel::Http2Counters,
 }
 
 impl Child {

@@ -25,6 +25,8 @@ pub struct WorkerView {
     pub file_cache: FileCacheStats,
     /// Its upstream servers' counters.
     pub upstreams: Vec<baton_shared::channel::UpstreamCounters>,
+    /// Its HTTP/2 counters.
+    pub http2: baton_shared::channel::Http2Counters,
 }
 
 pub struct Snapshot {
@@ -49,6 +51,8 @@ pub struct Snapshot {
     pub bytes_by_gone_workers: u64,
     /// File cache (hits, misses) of workers that have exited.
     pub file_cache_by_gone_workers: (u64, u64),
+    /// HTTP/2 counters of workers that have exited.
+    pub http2_by_gone_workers: baton_shared::channel::Http2Counters,
     /// What an operator should act on (an OCSP staple refused or expired).
     pub warnings: Vec<String>,
     /// Where the reload transaction is: `idle`, or its state and the
@@ -364,6 +368,55 @@ fn traffic_counters(out: &mut String, s: &Snapshot) {
         "Bytes of files the workers' caches hold now.",
         held,
     );
+    http2_metrics(out, s);
+}
+
+/// HTTP/2: connections, streams, resets received, GOAWAYs sent by reason;
+/// live workers' counters plus those of workers that have exited.
+fn http2_metrics(out: &mut String, s: &Snapshot) {
+    use baton_shared::channel::{HTTP2_CODES, Http2Counters, http2_code_name};
+    let mut sum: Http2Counters = s.http2_by_gone_workers.clone();
+    for w in &s.workers {
+        sum.add(&w.http2);
+    }
+    single(
+        out,
+        "baton_http2_connections_total",
+        "counter",
+        "Connections that spoke HTTP/2.",
+        sum.connections,
+    );
+    single(
+        out,
+        "baton_http2_streams_total",
+        "counter",
+        "HTTP/2 streams opened by clients.",
+        sum.streams,
+    );
+    single(
+        out,
+        "baton_http2_resets_received_total",
+        "counter",
+        "RST_STREAM frames received from HTTP/2 clients.",
+        sum.resets_received,
+    );
+    family(
+        out,
+        "baton_http2_goaways_sent_total",
+        "counter",
+        "GOAWAY frames sent, by error code (no_error: drains and idle closes; enhance_your_calm: floods and rapid resets).",
+    );
+    for code in 0..HTTP2_CODES {
+        let n = sum.goaways[code];
+        // The usual reasons always, so a dashboard has a series to show.
+        if n > 0 || matches!(code, 0 | 1 | 11) {
+            let _ = writeln!(
+                out,
+                "baton_http2_goaways_sent_total{{reason=\"{}\"}} {n}",
+                http2_code_name(code)
+            );
+        }
+    }
 }
 
 /// Per upstream server, summed over the live workers (each worker has its
@@ -456,6 +509,7 @@ mod tests {
             responses: [0; 5],
             bytes: 0,
             file_cache: FileCacheStats::default(),
+            http2: Default::default(),
             upstreams: vec![UpstreamCounters {
                 upstream: "app".into(),
                 server: "127.0.0.1:9000".into(),
@@ -483,6 +537,7 @@ mod tests {
             responses_by_gone_workers: [0; 5],
             bytes_by_gone_workers: 0,
             file_cache_by_gone_workers: (0, 0),
+            http2_by_gone_workers: Default::default(),
             warnings: Vec::new(),
             reload: "idle".into(),
             draining_stopped: 0,
@@ -518,6 +573,7 @@ mod tests {
                 bytes: u64::MAX,
             },
             upstreams: Vec::new(),
+            http2: Default::default(),
         };
         let s = Snapshot {
             pid: 1,
@@ -536,6 +592,7 @@ mod tests {
             responses_by_gone_workers: [u64::MAX; 5],
             bytes_by_gone_workers: u64::MAX,
             file_cache_by_gone_workers: (u64::MAX, u64::MAX),
+            http2_by_gone_workers: Default::default(),
             warnings: Vec::new(),
             reload: "idle".into(),
             draining_stopped: 0,

@@ -17,6 +17,7 @@
 pub mod acme;
 pub mod admin;
 pub mod backend;
+pub mod h2;
 pub mod load;
 pub mod sockets;
 pub mod tls;

@@ -21,24 +21,28 @@
 //! (the event loop's tokens already leave room for it) and a body that
 //! streams from it instead of from a file.
 
+mod access;
+mod closing;
 mod proxy;
+pub(crate) use proxy::{Client as ProxyClient, new_exchange};
+mod requests;
+mod timers;
 
 use std::io;
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use baton_shared::config::Config;
 use log::debug;
 
-use crate::access_log::{AccessLog, Entry};
-use crate::handler;
-use crate::http::body::{BodyReader, Step};
-use crate::http::request::{self, BodyFraming, Method, Parsed, Version};
-use crate::http::response::{DateCache, Persistence, Response, Status, write_head};
-use crate::limits::{
-    DRAIN_PIPELINED_MAX, LINGERING_CLOSE, READ_CHUNK, TURN_BYTES, TURN_REQUESTS, after,
-};
-use crate::outgoing::{Body, Outgoing, Sent};
+use access::{LogStart, PendingLog};
+
+use crate::access_log::AccessLog;
+use crate::http::body::BodyReader;
+use crate::http::request::Version;
+use crate::http::response::{DateCache, Response, Status};
+use crate::limits::{READ_CHUNK, TURN_BYTES, TURN_REQUESTS};
+use crate::outgoing::{Outgoing, Sent};
 use crate::proxy::ProxyState;
 use crate::proxy::exchange::Exchange;
 use crate::routing::Routes;
@@ -68,31 +72,8 @@ pub struct Ctx<'a> {
     pub registry: &'a mio::Registry,
     /// Upstream pools, balancing and health (`proxy`).
     pub proxy: &'a mut ProxyState,
-}
-
-/// A request being answered, as the access log will record it.
-struct LogStart {
-    time: SystemTime,
-    start: Instant,
-    method: String,
-    target: String,
-    protocol: &'static str,
-    host: Option<String>,
-    referer: Option<String>,
-    user_agent: Option<String>,
-    site: Option<usize>,
-}
-
-/// A response on its way out: logged once sent (or abandoned).
-struct PendingLog {
-    start: LogStart,
-    status: u16,
-    bytes: u64,
-    /// A proxied response: the server, its status, and how long its
-    /// response head took.
-    upstream: Option<String>,
-    upstream_status: Option<u16>,
-    upstream_time: Option<std::time::Duration>,
+    /// HTTP/2 counters, for `Stats`.
+    pub http2: &'a mut baton_shared::channel::Http2Counters,
 }
 
 /// What the loop should do with a connection after driving it.
@@ -214,6 +195,10 @@ pub struct Connection {
     log_start: Option<LogStart>,
     /// The response being sent, to log once it is.
     pending_log: Option<PendingLog>,
+    /// The client speaks HTTP/2: hand the socket over (`into_handover`).
+    http2: bool,
+    /// When it was accepted.
+    accepted: Instant,
 }
 
 impl Connection {
@@ -245,6 +230,32 @@ impl Connection {
             idle_since: now,
             head_started: now,
             last_progress: now,
+            http2: false,
+            accepted: now,
+        }
+    }
+
+    /// Its socket's fd, for the poll.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.stream.raw_fd()
+    }
+
+    /// It found HTTP/2 (ALPN `h2`, or the h2c preface): see `client`.
+    pub fn wants_http2(&self) -> bool {
+        self.http2
+    }
+
+    /// The socket, and what was read from it, for the HTTP/2 side.
+    pub fn into_handover(self) -> crate::http2::Handover {
+        crate::http2::Handover {
+            token: self.token,
+            stream: self.stream,
+            read: self.inbuf,
+            peer: self.peer,
+            listener: self.listener,
+            readable: self.readable,
+            writable: self.writable,
+            accepted: self.accepted,
         }
     }
 
@@ -291,79 +302,6 @@ impl Connection {
             && self.inbuf.is_empty()
     }
 
-    /// When this connection's current timeout expires.
-    pub fn deadline(&self, config: &Config, drain_started: Option<Instant>) -> Instant {
-        match self.phase {
-            Phase::Closed => self.last_progress,
-            Phase::Lingering { until } => until,
-            Phase::Open if self.out.is_some() => {
-                after(self.last_progress, config.http.send_timeout)
-            }
-            Phase::Open if self.exchange.is_some() => self.exchange_deadline(config, drain_started),
-            Phase::Open if self.body.is_some() => {
-                after(self.last_progress, config.http.body_timeout)
-            }
-            Phase::Open if !self.inbuf.is_empty() => {
-                after(self.head_started, config.header_timeout)
-            }
-            Phase::Open => {
-                // A new connection has header_timeout to send its first
-                // request; a kept-alive one keepalive_timeout for the next.
-                let wait = if self.served == 0 {
-                    config.header_timeout
-                } else {
-                    config.keepalive_timeout
-                };
-                let deadline = after(self.idle_since, wait);
-                match drain_started {
-                    // Draining: one more request within the linger.
-                    Some(d) => deadline.min(after(self.idle_since.max(d), config.drain_linger)),
-                    None => deadline,
-                }
-            }
-        }
-    }
-
-    /// The deadline passed: time out whatever is in progress.
-    pub fn on_deadline(&mut self, ctx: &mut Ctx) {
-        match self.phase {
-            Phase::Closed => {}
-            Phase::Lingering { .. } => self.phase = Phase::Closed,
-            Phase::Open if self.out.is_some() => {
-                debug!("connection made no progress within the send timeout: closed");
-                self.log_done(ctx, false);
-                self.phase = Phase::Closed;
-            }
-            Phase::Open if self.exchange.is_some() => self.exchange_expired(ctx),
-            Phase::Open if self.body.is_some() => {
-                // A body that stopped coming: say so, as for a head, and
-                // close (lingering: the rest may still be on its way).
-                self.body = None;
-                self.inbuf.clear();
-                self.held = None;
-                self.finish(Held::error(Status::RequestTimeout), ctx);
-            }
-            Phase::Open if !self.inbuf.is_empty() => {
-                // A head that did not complete in time (slowloris).
-                self.inbuf.clear();
-                let response = Response::status(Status::RequestTimeout);
-                self.queue(response, false, Version::Http11, true, ctx);
-            }
-            Phase::Open => {
-                // Idle for too long. A request already in the receive buffer
-                // whose event is not processed yet is served, not dropped:
-                // look once more before closing.
-                self.readable = true;
-                if self.fill(ctx, &mut Budget::turn()).is_err() {
-                    return;
-                }
-                if self.idle() {
-                    self.start_closing(ctx.now);
-                }
-            }
-        }
-    }
-
     /// Makes all the progress possible now.
     pub fn drive(&mut self, ctx: &mut Ctx) -> Drive {
         let mut budget = Budget::turn();
@@ -372,6 +310,9 @@ impl Connection {
                 Phase::Closed => return Drive::Closed,
                 Phase::Lingering { .. } => return self.linger(ctx.scratch, &mut budget),
                 Phase::Open => {}
+            }
+            if self.http2 {
+                return Drive::Wait;
             }
             if budget.exhausted() {
                 return Drive::Again;
@@ -529,314 +470,6 @@ impl Connection {
             }
         }
         Ok(progress)
-    }
-
-    /// Plain HTTP on a TLS port: a 400 in the clear that says what is
-    /// wrong (nginx answers the same), then a close that discards the
-    /// request, unread, while it lingers.
-    fn refuse_plain_http(&mut self, ctx: &Ctx) {
-        debug!("plain HTTP on a TLS port: answered with a 400");
-        self.inbuf.clear();
-        let mut response = Response::status(Status::BadRequest);
-        response.body = Body::Bytes(
-            b"400 Bad Request\nThe plain HTTP request was sent to an HTTPS port: use https:// here.\n"
-                .to_vec(),
-        );
-        self.queue(response, false, Version::Http11, true, ctx);
-    }
-
-    /// Discards body bytes, sends a response whose body is read, and
-    /// answers the next complete request, if the previous response is out.
-    fn process(&mut self, ctx: &mut Ctx, budget: &mut Budget) -> bool {
-        let mut progress = false;
-        if self.exchange.is_none()
-            && let Some(body) = self.body.as_mut()
-            && !self.inbuf.is_empty()
-        {
-            let http = &ctx.config.http;
-            let (used, step) = body.consume(&self.inbuf, http.max_body_size, http.max_header_size);
-            self.inbuf.drain(..used);
-            progress = used > 0 || step != Step::More;
-            match step {
-                Step::More => {}
-                Step::Done => self.body = None,
-                Step::Invalid(status) => {
-                    // The framing is lost: nothing after this can be read.
-                    self.body = None;
-                    self.inbuf.clear();
-                    self.held = Some(Held::error(status));
-                }
-            }
-        }
-        if self.body.is_none()
-            && self.out.is_none()
-            && let Some(held) = self.held.take()
-        {
-            self.finish(held, ctx);
-            progress = true;
-        }
-        if self.phase != Phase::Open
-            || self.out.is_some()
-            || self.body.is_some()
-            || self.held.is_some()
-            || self.exchange.is_some()
-            || self.inbuf.is_empty()
-            || budget.requests == 0
-        {
-            return progress;
-        }
-        let logging = ctx.access_log.enabled();
-        match request::parse_head(&self.inbuf, &ctx.config.http, logging) {
-            Parsed::Partial => progress,
-            Parsed::Reject(status) => {
-                self.inbuf.clear();
-                self.queue(Response::status(status), false, Version::Http11, true, ctx);
-                true
-            }
-            Parsed::Request(req) => {
-                budget.requests -= 1;
-                self.served += 1;
-                *ctx.requests += 1;
-                let site = ctx
-                    .routes
-                    .pick(ctx.config, self.listener, req.host.as_deref());
-                // ACME HTTP-01 before any routing (plain HTTP only).
-                let acme = (!self.stream.is_tls())
-                    .then(|| crate::acme::http_answer(&req.target))
-                    .flatten();
-                let routed = site.filter(|_| acme.is_none()).and_then(|s| {
-                    let route = crate::proxy::route_for(s, &req.target)?;
-                    Some(self.route_request(&req, s, route, ctx))
-                });
-                self.inbuf.drain(..req.head_len);
-                let proxied = matches!(routed, Some(Ok(())));
-                let response = match routed {
-                    // Never sent: the exchange answers.
-                    Some(Ok(())) => Response::status(Status::BadGateway),
-                    Some(Err(status)) => Response::status(status),
-                    None => {
-                        acme.unwrap_or_else(|| handler::respond(&req, site, ctx.files, ctx.date))
-                    }
-                };
-                let held = Held {
-                    response,
-                    head_only: req.method == Method::Head,
-                    version: req.version,
-                    keep_alive: req.keep_alive,
-                    // Its body, if any, is read before the response goes.
-                    last: !req.keep_alive,
-                };
-                self.log_start = Some(LogStart {
-                    // Only a log line shows it.
-                    time: if logging {
-                        SystemTime::now()
-                    } else {
-                        SystemTime::UNIX_EPOCH
-                    },
-                    start: self.head_started,
-                    method: req.log.method,
-                    target: req.target,
-                    protocol: match req.version {
-                        Version::Http10 => "HTTP/1.0",
-                        Version::Http11 => "HTTP/1.1",
-                    },
-                    host: req.host,
-                    referer: req.log.referer,
-                    user_agent: req.log.user_agent,
-                    site: site
-                        .and_then(|s| ctx.config.sites.iter().position(|x| std::ptr::eq(x, s))),
-                });
-                self.body = match req.body {
-                    BodyFraming::None => None,
-                    BodyFraming::Length(n) => Some(BodyReader::length(n)),
-                    BodyFraming::Chunked => Some(BodyReader::chunked()),
-                };
-                if proxied {
-                    // The exchange streams the body and answers (an
-                    // `Expect: 100-continue` goes to the upstream, whose
-                    // 100 is passed on).
-                    return true;
-                }
-                if self.body.is_none() {
-                    self.finish(held, ctx);
-                    return true;
-                }
-                self.held = Some(held);
-                if req.expects_continue {
-                    // The client waits for this before sending its body.
-                    let interim = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
-                    self.out = Some(Outgoing::new(interim, Body::Empty, false));
-                    self.close_after = false;
-                    self.last_progress = ctx.now;
-                }
-                true
-            }
-        }
-    }
-
-    /// Queues the response of a request whose body is consumed, deciding
-    /// whether the connection stays open after it.
-    fn finish(&mut self, held: Held, ctx: &Ctx) {
-        // Whether the next request is already here: if so it is served
-        // too, even when closing for a drain.
-        let next_is_here = !self.inbuf.is_empty();
-        let close = !held.keep_alive
-            || (self.peer_eof && !next_is_here)
-            || self.served >= ctx.config.http.keepalive_requests
-            || self.closing_for_drain(ctx, next_is_here);
-        if let Some(start) = self.log_start.take() {
-            self.pending_log = Some(PendingLog {
-                start,
-                status: held.response.status.code(),
-                bytes: if held.head_only {
-                    0
-                } else {
-                    held.response.body.len()
-                },
-                upstream: None,
-                upstream_status: None,
-                upstream_time: None,
-            });
-        }
-        self.queue(held.response, held.head_only, held.version, close, ctx);
-        self.input_done = held.last;
-    }
-
-    /// While draining, every response says `Connection: close`, except
-    /// that a pipelined request already received is served first.
-    fn closing_for_drain(&mut self, ctx: &Ctx, next_is_here: bool) -> bool {
-        if ctx.drain_started.is_none() {
-            return false;
-        }
-        if next_is_here && self.drain_pipelined < DRAIN_PIPELINED_MAX {
-            self.drain_pipelined += 1;
-            return false;
-        }
-        true
-    }
-
-    fn queue(
-        &mut self,
-        response: Response,
-        head_only: bool,
-        version: Version,
-        close: bool,
-        ctx: &Ctx,
-    ) {
-        let persistence = match (close, version) {
-            (true, _) => Persistence::Close,
-            (false, Version::Http10) => Persistence::KeepAlive,
-            (false, Version::Http11) => Persistence::Default,
-        };
-        // Room for an in-memory body too (`Outgoing::new` appends it), so
-        // the head is never reallocated and copied.
-        let inline_body = match &response.body {
-            Body::Bytes(b) if !head_only => b.len(),
-            Body::Shared { len, .. } if !head_only => *len,
-            _ => 0,
-        };
-        let mut head = Vec::with_capacity(512 + inline_body);
-        let server = ctx.config.http.server_token.as_deref();
-        write_head(&mut head, &response, ctx.date.get(), server, persistence);
-        let mut out = Outgoing::new(head, response.body, !head_only);
-        if close {
-            out.set_last();
-        }
-        self.out = Some(out);
-        self.close_after = close;
-        // Only `finish` knows a request was the client's last.
-        self.input_done = false;
-        self.last_progress = ctx.now;
-    }
-
-    /// Logs the response just sent (`complete`) or abandoned: an abandoned
-    /// one logs no body bytes, as nothing says how much the client got.
-    fn log_done(&mut self, ctx: &mut Ctx, complete: bool) {
-        let Some(p) = self.pending_log.take() else {
-            return;
-        };
-        let s = &p.start;
-        // Only a log line shows it (the metrics count statuses and bytes).
-        let remote = match self.peer {
-            Some(ip) if ctx.access_log.enabled() => ip.to_string(),
-            Some(_) => String::new(),
-            None => "unix:".to_owned(),
-        };
-        ctx.access_log.record(
-            s.site,
-            &Entry {
-                remote: &remote,
-                time: s.time,
-                method: &s.method,
-                target: &s.target,
-                protocol: s.protocol,
-                host: s.host.as_deref(),
-                status: p.status,
-                bytes: if complete { p.bytes } else { 0 },
-                referer: s.referer.as_deref(),
-                user_agent: s.user_agent.as_deref(),
-                request_time: ctx.now.saturating_duration_since(s.start),
-                upstream: p.upstream.as_deref(),
-                upstream_status: p.upstream_status,
-                upstream_time: p.upstream_time,
-            },
-        );
-    }
-
-    /// Closes after the last response: at once when the client has said
-    /// it sends nothing more, all of that was read and nothing unread is
-    /// known to be queued, as nginx does (`lingering_close on`); else (on
-    /// every error close, every timeout, every close of our own) sends our
-    /// FIN and discards input until the client's (lingering close),
-    /// because closing a socket with unread input makes the kernel send an
-    /// RST that can destroy the response before the client reads it. TLS
-    /// always takes the second way, whose FIN follows a close_notify.
-    fn start_closing(&mut self, now: Instant) {
-        // (An exchange still here is dropped: its upstream connection is
-        // closed; the caller has logged and released what it could.)
-        let nothing_coming =
-            self.input_done && self.inbuf.is_empty() && !self.readable && !self.stream.is_tls();
-        self.out = None;
-        self.inbuf = Vec::new();
-        self.body = None;
-        self.held = None;
-        if self.peer_eof || nothing_coming {
-            self.phase = Phase::Closed;
-            return;
-        }
-        match self.stream.shutdown_write() {
-            Ok(()) => {
-                self.phase = Phase::Lingering {
-                    until: after(now, LINGERING_CLOSE),
-                }
-            }
-            Err(e) => {
-                log_io("shutdown", &e);
-                self.phase = Phase::Closed;
-            }
-        }
-    }
-
-    fn linger(&mut self, scratch: &mut [u8], budget: &mut Budget) -> Drive {
-        while self.readable {
-            if budget.bytes == 0 {
-                return Drive::Again;
-            }
-            match self.stream.read(scratch) {
-                Ok(0) => {
-                    self.phase = Phase::Closed;
-                    return Drive::Closed;
-                }
-                Ok(n) => budget.bytes = budget.bytes.saturating_sub(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.phase = Phase::Closed;
-                    return Drive::Closed;
-                }
-            }
-        }
-        Drive::Wait
     }
 }
 

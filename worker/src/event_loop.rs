@@ -5,6 +5,9 @@
 //! budget and listeners with more queued another go, and on the tick check
 //! deadlines and send `Stats`.
 
+mod accept;
+mod channel;
+
 use std::collections::VecDeque;
 use std::io;
 use std::net::IpAddr;
@@ -12,9 +15,9 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use baton_shared::channel::{Channel, ToMaster, ToWorker};
+use baton_shared::channel::{Channel, ToMaster};
 use baton_shared::config::Config;
-use log::{debug, info, warn};
+use log::{debug, info};
 use mio::event::Event;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -23,7 +26,8 @@ use slab::Slab;
 use crate::Setup;
 use crate::acceptor::Acceptor;
 use crate::access_log::AccessLog;
-use crate::connection::{Connection, Ctx, Drive};
+use crate::client::Client;
+use crate::connection::{Ctx, Drive};
 use crate::drain::{Cause, Drain};
 use crate::http::response::DateCache;
 use crate::limits::{ACCEPT_BUDGET, READ_CHUNK, STATS_EVERY, TICK, after};
@@ -100,7 +104,7 @@ pub struct Worker {
     /// `None` once the master is gone.
     pub(crate) channel: Option<Channel>,
     signals: Signals,
-    pub(crate) conns: Slab<Connection>,
+    pub(crate) conns: Slab<Client>,
     /// Connections to drive again without waiting for an event.
     runnable: VecDeque<usize>,
     pub(crate) drain: Option<Drain>,
@@ -115,6 +119,8 @@ pub struct Worker {
     files: FileCache,
     /// Upstream pools, balancing and passive health.
     pub(crate) proxy: ProxyState,
+    /// HTTP/2 counters.
+    pub(crate) http2: baton_shared::channel::Http2Counters,
     /// Connections accepted in a batch, before they are served (kept to
     /// reuse its allocation).
     accepted: Vec<(Stream, Option<IpAddr>)>,
@@ -198,6 +204,7 @@ impl Worker {
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             files,
             proxy,
+            http2: Default::default(),
             accepted: Vec::new(),
             hooks,
             now,
@@ -327,149 +334,7 @@ impl Worker {
         }
     }
 
-    /// Accepts up to `budget` connections from listener `i` and serves
-    /// each at once (see `serve_new`).
-    fn accept_from(&mut self, i: usize, budget: usize) {
-        let mut accepted = std::mem::take(&mut self.accepted);
-        self.accept_batch(i, budget, &mut accepted);
-        if !accepted.is_empty() {
-            // These connections' requests are read below without a poll,
-            // so a change on disk that happened before they connected must
-            // be known first: one read of the file cache's queue for the
-            // whole batch, after accept4 returned them.
-            self.files.on_events();
-        }
-        for (stream, peer) in accepted.drain(..) {
-            self.serve_new(stream, peer, i);
-        }
-        self.accepted = accepted;
-    }
-
-    fn accept_batch(
-        &mut self,
-        i: usize,
-        budget: usize,
-        accepted: &mut Vec<(Stream, Option<IpAddr>)>,
-    ) {
-        for _ in 0..budget {
-            let Some(Some(slot)) = self.listeners.get_mut(i) else {
-                return;
-            };
-            if slot.paused_until.is_some() {
-                return;
-            }
-            // At the limit, connections stay in the listen queue, where
-            // another worker (or this one, a tick later) takes them.
-            if self.conns.len() + accepted.len() >= self.config.http.max_connections {
-                slot.paused_until = Some(after(self.now, TICK));
-                return;
-            }
-            match slot.acceptor.accept() {
-                Ok(conn) => accepted.push(conn),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    slot.ready = false;
-                    return;
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
-                Err(e) => {
-                    // Out of fds or memory, most likely: the connection
-                    // stays queued; try again on the next tick.
-                    slot.paused_until = Some(after(self.now, TICK));
-                    let quiet = self
-                        .last_accept_warning
-                        .is_some_and(|t| self.now.duration_since(t) < STATS_EVERY * 10);
-                    if !quiet {
-                        warn!("accept failed: {e} (retrying; further failures not logged for 10s)");
-                        self.last_accept_warning = Some(self.now);
-                    }
-                    return;
-                }
-            }
-        }
-    }
-
-    /// A connection just accepted: a fresh socket can take a response, and
-    /// its request has often arrived already, so it is driven now and
-    /// registered with the poll only if it has to wait. A short
-    /// connection thus costs no epoll_ctl and no second wake-up. (The
-    /// caller has read the file cache's queue since accepting it.)
-    /// Registering late loses nothing: epoll reports what is already
-    /// ready when a socket is added.
-    fn serve_new(&mut self, stream: Stream, peer: Option<IpAddr>, listener: usize) {
-        let Some(stream) = self.wrap_tls(stream, listener) else {
-            return;
-        };
-        let mut conn = Connection::new(stream, peer, listener, self.now);
-        conn.on_ready(true, false, false);
-        let key = self.conns.insert(conn);
-        self.conns[key].set_token(connection_token(key));
-        let drive = {
-            let (mut ctx, conns) = self.ctx();
-            conns[key].drive(&mut ctx)
-        };
-        if drive == Drive::Closed {
-            self.remove(key);
-            return;
-        }
-        let conn = &mut self.conns[key];
-        let interest = if conn.take_write_interest() {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(conn.stream_mut(), connection_token(key), interest)
-        {
-            debug!("registering a connection: {e}");
-            self.remove(key);
-            return;
-        }
-        if drive == Drive::Again {
-            self.runnable.push_back(key);
-        }
-    }
-
-    /// The stream as the listener serves it: under TLS, a new session.
-    fn wrap_tls(&self, stream: Stream, listener: usize) -> Option<Stream> {
-        match self.tls.session(listener) {
-            None => Some(stream),
-            Some(Ok(session)) => Some(Stream::tls(stream, session)),
-            Some(Err(e)) => {
-                debug!("cannot start a TLS session: {e}");
-                None
-            }
-        }
-    }
-
-    /// A connection accepted while draining: registered, served when the
-    /// poll says so.
-    pub(crate) fn add_connection(&mut self, stream: Stream, peer: Option<IpAddr>, listener: usize) {
-        let Some(stream) = self.wrap_tls(stream, listener) else {
-            return;
-        };
-        let entry = self.conns.vacant_entry();
-        let token = connection_token(entry.key());
-        let mut conn = Connection::new(stream, peer, listener, self.now);
-        conn.set_token(token);
-        match self
-            .poll
-            .registry()
-            .register(conn.stream_mut(), token, Interest::READABLE)
-        {
-            Ok(()) => {
-                entry.insert(conn);
-            }
-            Err(e) => debug!("registering a connection: {e}"),
-        }
-    }
-
-    fn ctx(&mut self) -> (Ctx<'_>, &mut Slab<Connection>) {
+    fn ctx(&mut self) -> (Ctx<'_>, &mut Slab<Client>) {
         (
             Ctx {
                 config: &self.config,
@@ -483,6 +348,7 @@ impl Worker {
                 files: &mut self.files,
                 registry: self.poll.registry(),
                 proxy: &mut self.proxy,
+                http2: &mut self.http2,
             },
             &mut self.conns,
         )
@@ -502,7 +368,7 @@ impl Worker {
                 return;
             };
             if let Err(e) = self.poll.registry().reregister(
-                conn.stream_mut(),
+                &mut SourceFd(&conn.raw_fd()),
                 token,
                 Interest::READABLE | Interest::WRITABLE,
             ) {
@@ -523,7 +389,7 @@ impl Worker {
     /// connection.
     fn remove(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
-            conn.abandon_exchange(&mut self.proxy);
+            conn.abandon(&mut self.proxy);
         }
     }
 
@@ -561,115 +427,10 @@ impl Worker {
                 bytes: self.access_log.bytes,
                 file_cache: self.files.stats(),
                 upstreams: self.proxy.counters(&self.config, self.now),
+                http2: Box::new(self.http2.clone()),
             };
             self.send_to_master(&stats);
         }
-    }
-
-    fn on_channel(&mut self, event: &Event) {
-        let Some(channel) = self.channel.as_mut() else {
-            return;
-        };
-        if event.is_writable()
-            && channel.has_pending_output()
-            && let Err(e) = channel.flush()
-        {
-            self.master_lost(&e.to_string());
-            return;
-        }
-        let messages = match channel.receive::<ToWorker>() {
-            Ok(m) => m,
-            Err(e) => {
-                self.master_lost(&e.to_string());
-                return;
-            }
-        };
-        let eof = channel.eof();
-        for message in messages {
-            match message {
-                ToWorker::Drain => self.begin_drain(Cause::Ordered),
-                ToWorker::Stop => {
-                    info!("told to stop");
-                    self.stop = true;
-                }
-                ToWorker::ReopenLogs { error_log, files } => self.reopen_logs(error_log, files),
-                ToWorker::Certificates(bundles) => match self.tls.replace(&self.config, &bundles) {
-                    Ok(n) => info!("certificates replaced ({n} in use)"),
-                    Err(e) => warn!("new certificates refused, the old ones stay: {e}"),
-                },
-                ToWorker::TicketKeys(keys) => self.tls.set_ticket_keys(&keys),
-                ToWorker::HoldListeners(list) => self.held = list,
-                ToWorker::UpstreamHealth(marks) => self.proxy.apply_health(&marks),
-                ToWorker::AcmeChallenges(c) => {
-                    crate::acme::set(&c);
-                    self.send_to_master(&ToMaster::AcmeApplied(c.version));
-                }
-                ToWorker::CloseListeners(list) => {
-                    for i in list {
-                        self.close_listener(i as usize);
-                    }
-                }
-            }
-        }
-        if eof {
-            self.master_lost("channel closed");
-        }
-    }
-
-    /// Takes the log files the master reopened (log rotation): the error log
-    /// goes onto fd 2, where every log line is written; then confirms, or
-    /// tells the master why not (its `-s reopen` then reports it). Either
-    /// way the channel goes on: a reopen that failed is that reopen's
-    /// error, not a lost master.
-    fn reopen_logs(&mut self, error_log: bool, files: u32) {
-        let reply = match self.take_reopened_logs(error_log, files) {
-            Ok(()) => ToMaster::ReopenDone,
-            Err(why) => {
-                warn!("cannot reopen logs, keeping the old files: {why}");
-                ToMaster::ReopenFailed(why)
-            }
-        };
-        self.send_to_master(&reply);
-    }
-
-    fn take_reopened_logs(&mut self, error_log: bool, files: u32) -> Result<(), String> {
-        let channel = self.channel.as_mut().ok_or("no channel")?;
-        let fds = channel
-            .take_fds(files as usize)
-            .map_err(|e| e.to_string())?;
-        let mut fds = fds.into_iter();
-        if error_log && let Some(fd) = fds.next() {
-            // SAFETY: dup2 between two open fds; replaces fd 2 atomically, so
-            // no log line is lost or split.
-            if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&fd), 2) } < 0 {
-                let e = std::io::Error::last_os_error();
-                return Err(format!("cannot reopen the error log: {e}"));
-            }
-        }
-        self.access_log.replace(fds.collect())
-    }
-
-    pub(crate) fn send_to_master(&mut self, message: &ToMaster) {
-        if let Some(channel) = self.channel.as_mut()
-            && let Err(e) = channel.send(message)
-        {
-            self.master_lost(&e.to_string());
-        }
-    }
-
-    /// The channel ended or broke: the master is gone (or has given up on
-    /// us). Drain, and exit within the grace period whatever is left.
-    fn master_lost(&mut self, why: &str) {
-        if let Some(channel) = self.channel.take() {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&channel.stream().as_raw_fd()));
-            if !self.stop {
-                warn!("lost the master ({why}): draining");
-            }
-        }
-        self.begin_drain(Cause::Orphaned);
     }
 }
 

@@ -11,6 +11,8 @@
 //! - `event_loop`: the `Poll`, tokens, accepting, the tick, the channel;
 //! - `drain`: how a worker stops accepting and hands over;
 //! - `connection`: one client's state machine, its timeouts, lingering close;
+//! - `http2`: HTTP/2 connections (ALPN `h2`, h2c), which take over from
+//!   `connection` when a client speaks it (`client`: either, in the slab);
 //! - `http::request` / `http::response`: heads in, heads out;
 //! - `http::body`: request bodies, read and discarded within limits;
 //! - `handler`, `routing`, `static_files`: what a request is answered with;
@@ -20,12 +22,14 @@
 mod acceptor;
 mod access_log;
 mod acme;
+mod client;
 pub mod compress;
 mod connection;
 mod drain;
 mod event_loop;
 mod handler;
 pub mod http;
+mod http2;
 mod limits;
 mod outgoing;
 mod proxy;

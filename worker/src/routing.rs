@@ -7,6 +7,8 @@ use baton_shared::config::{Config, ListenAddr, Site};
 #[derive(Debug)]
 pub struct Routes {
     per_listener: Vec<Vec<usize>>,
+    /// Listeners that take cleartext HTTP/2 with prior knowledge (`h2c`).
+    h2c: Vec<bool>,
 }
 
 impl Routes {
@@ -23,7 +25,16 @@ impl Routes {
                     .collect()
             })
             .collect();
-        Routes { per_listener }
+        let h2c = addrs
+            .iter()
+            .map(|addr| crate::http2::h2c_on(config, addr))
+            .collect();
+        Routes { per_listener, h2c }
+    }
+
+    /// Whether `listener` takes h2c with prior knowledge.
+    pub fn h2c(&self, listener: usize) -> bool {
+        self.h2c.get(listener).copied().unwrap_or(false)
     }
 
     /// Among the sites on `listener`: the one whose `names` has `host`

@@ -97,6 +97,18 @@ impl Stream {
         }
     }
 
+    /// A TLS session whose client and we agreed on `h2` (ALPN): the
+    /// connection speaks HTTP/2 from its first byte of application data.
+    pub fn negotiated_h2(&self) -> bool {
+        matches!(self, Stream::Tls(t) if !t.plain_http && t.conn.alpn_protocol() == Some(b"h2"))
+    }
+
+    /// The socket's fd, for registrations made without the stream at
+    /// hand (an HTTP/2 connection's stream lives inside its engine).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd()
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }

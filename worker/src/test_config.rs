@@ -13,6 +13,7 @@ pub fn site(root: &str, listen: &[&str], names: &[&str]) -> Site {
                 addr: ListenAddr::Tcp(a.parse().unwrap()),
                 backlog: 128,
                 mode: 0o666,
+                h2c: false,
                 pos: Pos::default(),
             })
             .collect(),
@@ -24,6 +25,7 @@ pub fn site(root: &str, listen: &[&str], names: &[&str]) -> Site {
         access_log: None,
         tls: None,
         redirect_https: None,
+        http2: true,
         pos: Pos::default(),
     }
 }

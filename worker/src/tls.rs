@@ -319,7 +319,13 @@ impl Tls {
                 store: Arc::clone(&store),
                 reject_unknown: config.tls.reject_unknown_sni,
             });
-            configs.push(Some(server_config(config, resolver, Arc::clone(&tickets))?));
+            let h2 = crate::http2::offered(config, addr);
+            configs.push(Some(server_config(
+                config,
+                resolver,
+                Arc::clone(&tickets),
+                h2,
+            )?));
         }
         Ok(Tls {
             store,
@@ -361,10 +367,27 @@ impl Tls {
     }
 }
 
+/// What ALPN offers, in our order of preference (rustls picks the first
+/// of ours the client also offers): `h2` first where the listener's sites
+/// have HTTP/2 (`http2`, on by default). A client offering only
+/// `http/1.0` is served too (HTTP/1.1 servers answer 1.0 requests);
+/// refusing it would be a fatal `no_application_protocol`. A client that
+/// offers no ALPN at all gets HTTP/1.1.
+fn alpn_protocols(http2: bool) -> Vec<Vec<u8>> {
+    let mut list = Vec::with_capacity(3);
+    if http2 {
+        list.push(b"h2".to_vec());
+    }
+    list.push(b"http/1.1".to_vec());
+    list.push(b"http/1.0".to_vec());
+    list
+}
+
 fn server_config(
     config: &Config,
     resolver: Arc<Resolver>,
     tickets: Arc<Tickets>,
+    http2: bool,
 ) -> Result<Arc<ServerConfig>, String> {
     let mut provider = rustls::crypto::ring::default_provider();
     if !config.tls.ciphers.is_empty() {
@@ -384,10 +407,7 @@ fn server_config(
         .map_err(|e| format!("TLS settings: {e}"))?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    // Leave room for h2 later. A client offering only `http/1.0` is
-    // served too (HTTP/1.1 servers answer 1.0 requests); refusing it
-    // would be a fatal `no_application_protocol`.
-    sc.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+    sc.alpn_protocols = alpn_protocols(http2);
     // Last: chosen only when a client offers nothing else (the ACME CA).
     sc.alpn_protocols.push(crate::acme::ACME_TLS_ALPN.to_vec());
     // Our order (rustls's, or `tls_ciphers`'), not the client's: every

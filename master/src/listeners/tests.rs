@@ -47,6 +47,7 @@ fn a_retired_socket_lingers_once_and_a_failed_revival_changes_nothing() {
         addr: addr.clone(),
         backlog: 16,
         mode: 0o666,
+        h2c: false,
         pos: Pos::default(),
     };
     let bound = set.bind(&listen).unwrap();
@@ -102,6 +103,7 @@ mod plan {
             addr: ListenAddr::Tcp(addr.parse().unwrap()),
             backlog,
             mode: 0o666,
+            h2c: false,
             pos: Pos::default(),
         }
     }

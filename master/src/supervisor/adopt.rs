@@ -410,6 +410,7 @@ impl Master {
                 bytes: c.bytes,
                 file_cache: FileCacheStats::default(),
                 upstreams: Vec::new(),
+                http2: Default::default(),
             };
             master.procs.adopt(master.poll.registry(), token, child)?;
         }

@@ -23,12 +23,13 @@ use crate::spawn;
 
 /// Counters of workers that have exited, so totals never go down. A
 /// worker's counters are its word: they are added with saturation.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct GoneTotals {
     pub requests: u64,
     pub responses: [u64; 5],
     pub bytes: u64,
     pub file_cache: (u64, u64),
+    pub http2: baton_shared::channel::Http2Counters,
 }
 
 impl GoneTotals {
@@ -40,6 +41,7 @@ impl GoneTotals {
         self.bytes = self.bytes.saturating_add(child.bytes);
         self.file_cache.0 = self.file_cache.0.saturating_add(child.file_cache.hits);
         self.file_cache.1 = self.file_cache.1.saturating_add(child.file_cache.misses);
+        self.http2.add(&child.http2);
     }
 }
 
@@ -187,6 +189,7 @@ impl ProcessTable {
                 bytes: 0,
                 file_cache: FileCacheStats::default(),
                 upstreams: Vec::new(),
+                http2: Default::default(),
             },
         );
         Ok(pid)
@@ -225,6 +228,7 @@ impl ProcessTable {
                     bytes,
                     file_cache,
                     upstreams,
+                    http2,
                 } => {
                     if let Some(c) = self.children.get_mut(&pid) {
                         c.connections = connections;
@@ -233,6 +237,7 @@ impl ProcessTable {
                         c.bytes = bytes;
                         c.file_cache = file_cache;
                         c.upstreams = upstreams;
+                        c.http2 = *http2;
                     }
                 }
                 other => rest.push(other),

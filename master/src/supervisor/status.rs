@@ -44,6 +44,7 @@ impl Master {
                     bytes: c.bytes,
                     file_cache: c.file_cache,
                     upstreams: c.upstreams.clone(),
+                    http2: c.http2.clone(),
                 })
                 .collect(),
             restarts: procs.restarts,
@@ -69,6 +70,7 @@ impl Master {
             responses_by_gone_workers: procs.gone.responses,
             bytes_by_gone_workers: procs.gone.bytes,
             file_cache_by_gone_workers: procs.gone.file_cache,
+            http2_by_gone_workers: procs.gone.http2.clone(),
             warnings: match (&self.tls.watch, procs.generations.get(&procs.current)) {
                 (Some(watch), Some(g)) => watch.warnings(&g.tls),
                 _ => Vec::new(),

@@ -58,6 +58,73 @@ pub struct FileCacheStats {
     pub bytes: u64,
 }
 
+/// A worker's HTTP/2 counters, in `Stats` (for `/metrics`): totals since
+/// the worker started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Http2Counters {
+    /// Connections that spoke HTTP/2.
+    pub connections: u64,
+    /// Streams clients opened.
+    pub streams: u64,
+    /// RST_STREAM frames received.
+    pub resets_received: u64,
+    /// GOAWAY frames sent, by error code (the index; the last slot counts
+    /// codes past HTTP_1_1_REQUIRED).
+    pub goaways: [u64; HTTP2_CODES],
+}
+
+/// HTTP/2 error codes counted one by one (NO_ERROR to HTTP_1_1_REQUIRED),
+/// plus one slot for any other.
+pub const HTTP2_CODES: usize = 15;
+
+impl Http2Counters {
+    /// Counts a GOAWAY sent with `code`.
+    pub fn goaway(&mut self, code: u32) {
+        let i = usize::try_from(code)
+            .unwrap_or(HTTP2_CODES - 1)
+            .min(HTTP2_CODES - 1);
+        self.goaways[i] = self.goaways[i].saturating_add(1);
+    }
+
+    /// Adds `other` (saturating: a worker's counters are its word).
+    pub fn add(&mut self, other: &Http2Counters) {
+        self.connections = self.connections.saturating_add(other.connections);
+        self.streams = self.streams.saturating_add(other.streams);
+        self.resets_received = self.resets_received.saturating_add(other.resets_received);
+        for (a, b) in self.goaways.iter_mut().zip(other.goaways) {
+            *a = a.saturating_add(b);
+        }
+    }
+
+    fn words(&self) -> impl Iterator<Item = u64> + '_ {
+        [self.connections, self.streams, self.resets_received]
+            .into_iter()
+            .chain(self.goaways)
+    }
+}
+
+/// The name of an HTTP/2 error code (RFC 9113 7), by `goaways` slot.
+pub fn http2_code_name(code: usize) -> &'static str {
+    const NAMES: [&str; HTTP2_CODES] = [
+        "no_error",
+        "protocol_error",
+        "internal_error",
+        "flow_control_error",
+        "settings_timeout",
+        "stream_closed",
+        "frame_size_error",
+        "refused_stream",
+        "cancel",
+        "compression_error",
+        "connect_error",
+        "enhance_your_calm",
+        "inadequate_security",
+        "http_1_1_required",
+        "other",
+    ];
+    NAMES.get(code).copied().unwrap_or("other")
+}
+
 /// One upstream server as a worker sees it, in `Stats` (for `/metrics`):
 /// totals since the worker started, and its state now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,6 +162,10 @@ pub enum ToMaster {
         file_cache: FileCacheStats,
         /// Per upstream server (the first `MAX_UPSTREAM_COUNTERS`).
         upstreams: Vec<UpstreamCounters>,
+        /// HTTP/2 (after the upstreams; absent from a worker of an older
+        /// image, adopted across a binary upgrade: zeros then). Boxed: the
+        /// other messages are small.
+        http2: Box<Http2Counters>,
     },
     /// The worker cannot serve (say, a site root its user cannot reach) and
     /// is exiting; the reason is for the log and for whoever asked for the
@@ -289,6 +360,7 @@ impl Message for ToMaster {
                 bytes,
                 file_cache,
                 upstreams,
+                http2,
             } => {
                 out.push(TAG_STATS);
                 for n in [*connections, *requests]
@@ -299,6 +371,9 @@ impl Message for ToMaster {
                     out.extend_from_slice(&n.to_le_bytes());
                 }
                 encode_upstreams(out, upstreams);
+                for n in http2.words() {
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
             }
             ToMaster::Failed(reason) => {
                 out.push(TAG_FAILED);
@@ -332,7 +407,11 @@ impl Message for ToMaster {
                 let Some((fixed, rest)) = body.split_at_checked(11 * 8) else {
                     return Err(bad);
                 };
-                let upstreams = decode_upstreams(rest).ok_or(bad)?;
+                let (upstreams, rest) = decode_upstreams(rest).ok_or(bad)?;
+                let http2 = decode_http2(rest).ok_or(ChannelError::BadBody {
+                    tag,
+                    len: body.len(),
+                })?;
                 let body = fixed;
                 let mut n = body.chunks_exact(8).map(|c| {
                     let mut b = [0u8; 8];
@@ -351,6 +430,7 @@ impl Message for ToMaster {
                         bytes: next(),
                     },
                     upstreams,
+                    http2: Box::new(http2),
                 })
             }
             TAG_FAILED => Ok(ToMaster::Failed(String::from_utf8_lossy(body).into_owned())),
@@ -392,10 +472,37 @@ pub(super) fn encode_upstreams(out: &mut Vec<u8>, list: &[UpstreamCounters]) {
     }
 }
 
-/// `None` if malformed; every length is checked before use.
-fn decode_upstreams(mut b: &[u8]) -> Option<Vec<UpstreamCounters>> {
+/// `Http2Counters` as `encode` wrote them, or nothing (an older worker).
+fn decode_http2(b: &[u8]) -> Option<Http2Counters> {
     if b.is_empty() {
-        return Some(Vec::new());
+        return Some(Http2Counters::default());
+    }
+    if b.len() != (3 + HTTP2_CODES) * 8 {
+        return None;
+    }
+    let mut n = b.chunks_exact(8).map(|c| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        u64::from_le_bytes(w)
+    });
+    let mut next = || n.next().unwrap_or(0);
+    let mut c = Http2Counters {
+        connections: next(),
+        streams: next(),
+        resets_received: next(),
+        goaways: [0; HTTP2_CODES],
+    };
+    for g in &mut c.goaways {
+        *g = next();
+    }
+    Some(c)
+}
+
+/// The upstreams and what follows them; `None` if malformed; every length
+/// is checked before use.
+fn decode_upstreams(mut b: &[u8]) -> Option<(Vec<UpstreamCounters>, &[u8])> {
+    if b.is_empty() {
+        return Some((Vec::new(), b));
     }
     let (count, rest) = b.split_first_chunk::<2>()?;
     b = rest;
@@ -427,7 +534,7 @@ fn decode_upstreams(mut b: &[u8]) -> Option<Vec<UpstreamCounters>> {
             down: num()? != 0,
         });
     }
-    b.is_empty().then_some(out)
+    Some((out, b))
 }
 
 /// A reason, kept well under MAX_FRAME, cut on a char boundary.

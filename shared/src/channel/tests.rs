@@ -44,6 +44,12 @@ fn messages_round_trip_in_order() {
                 ..Default::default()
             },
         ],
+        http2: Box::new(Http2Counters {
+            connections: 3,
+            streams: u64::MAX,
+            resets_received: 9,
+            goaways: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 2],
+        }),
     };
     let failed = ToMaster::Failed("root \u{e9}t\u{e9} unreachable".into());
     w.send(&ToMaster::Ready).unwrap();
@@ -133,6 +139,7 @@ fn partial_frames_wait_for_the_rest() {
             bytes: 0,
             file_cache: FileCacheStats::default(),
             upstreams: Vec::new(),
+            http2: Default::default(),
         },
         &mut bytes,
     );
@@ -322,4 +329,25 @@ fn eof_is_reported_after_the_last_message() {
     drop(a);
     assert_eq!(b.receive::<ToWorker>().unwrap(), vec![ToWorker::Drain]);
     assert!(b.eof());
+}
+
+#[test]
+fn stats_of_a_worker_without_http2_counters_still_decode() {
+    // A worker of an older image (adopted across a binary upgrade) sends
+    // its upstreams last: its HTTP/2 counters read as zeros.
+    let stats = ToMaster::Stats {
+        connections: 1,
+        requests: 2,
+        responses: [0; 5],
+        bytes: 3,
+        file_cache: FileCacheStats::default(),
+        upstreams: Vec::new(),
+        http2: Default::default(),
+    };
+    let mut full = Vec::new();
+    stats.encode(&mut full);
+    let old = &full[..full.len() - (3 + HTTP2_CODES) * 8];
+    assert_eq!(ToMaster::decode(old).unwrap(), stats);
+    // Anything else after the upstreams is malformed.
+    assert!(ToMaster::decode(&full[..full.len() - 1]).is_err());
 }

@@ -131,6 +131,13 @@ pub const SIZES: &[SizeBounds] = &[
     // Above 16 MiB a file is better sent with sendfile than held in
     // every worker's memory.
     s("file_cache_max_file_size", 0, 16 * MIB),
+    // HTTP/2 windows: from the protocol's default to 1 GiB (the protocol
+    // allows 2^31-1; more than a gigabyte in flight per connection is a
+    // typo).
+    s("http2_window_size", 65_535, GIB),
+    s("http2_connection_window_size", 65_535, GIB),
+    // Per stream, times http2_max_concurrent_streams per connection.
+    s("http2_max_send_buffer", 16 * KIB, 16 * MIB),
 ];
 
 /// Size settings inside a table, named `table.key`.

@@ -28,6 +28,7 @@ mod admin;
 pub mod bounds;
 pub mod compress;
 mod duration;
+mod http2;
 mod listen;
 mod locate;
 mod model;
@@ -41,6 +42,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use http2::Http2Limits;
 pub use model::*;
 pub use parse::CIPHER_SUITES;
 pub use privileged::{RootOnly, root_only_changes, unprivileged_port_start};

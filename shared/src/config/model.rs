@@ -113,6 +113,10 @@ pub struct Listen {
     /// File mode of a unix socket (ignored for TCP). Default 0o666, as a
     /// socket is reached through its directory's permissions anyway.
     pub mode: u32,
+    /// `h2c = true`: cleartext HTTP/2 with prior knowledge is served here
+    /// too (a connection that starts with the HTTP/2 preface), for use
+    /// behind a TLS-terminating load balancer. No h2c upgrade.
+    pub h2c: bool,
     pub pos: Pos,
 }
 
@@ -153,6 +157,9 @@ pub struct Site {
     pub redirect_https: Option<u16>,
     /// `[[site.route]]`s: path prefixes answered by an upstream.
     pub routes: Vec<super::upstream::Route>,
+    /// `http2` (default true): HTTP/2 is offered (ALPN `h2` on TLS, h2c
+    /// where the listen entry asks for it). Sites sharing an address agree.
+    pub http2: bool,
     pub pos: Pos,
 }
 
@@ -395,6 +402,8 @@ pub struct HttpLimits {
     pub file_cache_size: u64,
     /// Files larger than this are never cached.
     pub file_cache_max_file_size: u64,
+    /// HTTP/2 connections' limits (`http2_*`).
+    pub http2: super::http2::Http2Limits,
 }
 
 /// Upper bound of `max_headers` (the parser's slots live on the stack).
@@ -414,6 +423,7 @@ impl Default for HttpLimits {
             server_token: Some("baton".to_owned()),
             file_cache_size: 8 * 1024 * 1024,
             file_cache_max_file_size: 64 * 1024,
+            http2: super::http2::Http2Limits::default(),
         }
     }
 }

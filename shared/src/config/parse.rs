@@ -24,6 +24,7 @@ use super::suggest;
 mod acme;
 mod admin;
 mod compress;
+mod http2;
 mod options;
 mod site;
 mod tls;
@@ -62,6 +63,13 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "server_token",
     "file_cache_size",
     "file_cache_max_file_size",
+    "http2_max_concurrent_streams",
+    "http2_max_pending_resets",
+    "http2_max_error_resets",
+    "http2_max_control_frames",
+    "http2_window_size",
+    "http2_connection_window_size",
+    "http2_max_send_buffer",
     "access_log",
     "access_log_format",
     "log_mode",
@@ -107,8 +115,9 @@ pub(crate) const SITE_KEYS: &[&str] = &[
     "redirect_https",
     "compress",
     "route",
+    "http2",
 ];
-pub(crate) const LISTEN_KEYS: &[&str] = &["address", "backlog", "mode"];
+pub(crate) const LISTEN_KEYS: &[&str] = &["address", "backlog", "mode", "h2c"];
 pub(crate) const ADMIN_KEYS: &[&str] = &["listen", "mode", "owner", "token_file"];
 pub(crate) const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
@@ -191,6 +200,8 @@ pub(crate) struct RawSite {
     pub redirect_https: Option<At<u16>>,
     /// `[[site.route]]`s, in order.
     pub routes: Vec<RawRoute>,
+    /// `http2 = false` turns HTTP/2 off (default on).
+    pub http2: Option<At<bool>>,
 }
 
 /// Parses the TOML syntax. `None` after recording the first syntax error
@@ -299,6 +310,9 @@ pub(crate) fn read(table: &DeTable<'_>, base: &Path, errs: &mut Errors<'_>) -> R
             | "server_token"
             | "file_cache_size"
             | "file_cache_max_file_size" => r.http_limit(name, value, &mut raw.http),
+            _ if http2::HTTP2_KEYS.contains(&name) => {
+                r.http2_limit(name, value, &mut raw.http.http2);
+            }
             "site" => {
                 have_site = true;
                 raw.sites = r.sites(value);

@@ -142,6 +142,7 @@ root = "./www/"
         addr,
         backlog,
         mode,
+        h2c: false,
         pos: pos(line, col),
     };
     assert_eq!(
@@ -243,7 +244,7 @@ frob = 1
             r#"1:1: unknown key "wokers", did you mean "workers"?"#,
             r#"3:39: unknown key "backlogg", did you mean "backlog"?"#,
             r#"4:1: unknown key "rot", did you mean "root"?"#,
-            r#"6:1: unknown key "frob" (expected listen, names, root, index, directory_listing, dotfiles, symlinks, types, default_type, charset, precompressed, headers, path_headers, error_pages, fallback, access_log, tls, redirect_https, compress, route)"#,
+            r#"6:1: unknown key "frob" (expected listen, names, root, index, directory_listing, dotfiles, symlinks, types, default_type, charset, precompressed, headers, path_headers, error_pages, fallback, access_log, tls, redirect_https, compress, route, http2)"#,
         ]
     );
 }

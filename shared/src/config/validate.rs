@@ -106,6 +106,7 @@ pub(crate) fn check(mut raw: Raw, source: Source, sys: &System, errs: &mut Error
                 },
                 tls: s.tls,
                 redirect_https: s.redirect_https.map(|r| r.value),
+                http2: s.http2.is_none_or(|h| h.value),
                 pos: s.pos,
             })
         })
@@ -140,6 +141,56 @@ pub(crate) fn check(mut raw: Raw, source: Source, sys: &System, errs: &mut Error
             trusted_proxies: raw.trusted_proxies,
         },
         acme,
+    }
+}
+
+/// HTTP/2 on one address: every site there offers it or none does (one
+/// ALPN list per TLS listener, one preface check per plain one), `h2c` is
+/// for plain listeners of sites that have HTTP/2, and every entry of an
+/// address says the same about it.
+fn check_http2(
+    site: &RawSite,
+    l: &Listen,
+    first: &Listen,
+    others: &[&RawSite],
+    errs: &mut Errors<'_>,
+) {
+    let on = |s: &RawSite| s.http2.as_ref().is_none_or(|h| h.value);
+    if let Some(other) = others.iter().find(|o| on(o) != on(site)) {
+        let (off_line, on_line) = if on(site) {
+            (other.pos.line, site.pos.line)
+        } else {
+            (site.pos.line, other.pos.line)
+        };
+        let pos = site.http2.as_ref().map_or(l.pos, |h| h.pos);
+        let message = format!(
+            "{} has HTTP/2 off for the site on line {off_line} but on for the site on line \
+             {on_line}: sites sharing an address must agree (set \"http2\" the same in both, \
+             or give them different addresses)",
+            l.addr
+        );
+        errs.at(pos, message);
+    }
+    if l.h2c && site.tls.is_some() {
+        let message = format!(
+            "\"h2c\" is cleartext HTTP/2, but {} is a TLS address of this site: \
+             TLS clients get HTTP/2 with ALPN, no \"h2c\" needed",
+            l.addr
+        );
+        errs.at(l.pos, message);
+    } else if l.h2c && !on(site) {
+        errs.at(
+            l.pos,
+            format!("\"h2c\" on {} but this site has \"http2 = false\"", l.addr),
+        );
+    }
+    if first.h2c != l.h2c && !std::ptr::eq(first, l) {
+        let message = format!(
+            "{} has h2c = {} here but {} on line {}: an address has one h2c setting for all \
+             its sites",
+            l.addr, l.h2c, first.h2c, first.pos.line
+        );
+        errs.at(l.pos, message);
     }
 }
 
@@ -198,6 +249,7 @@ fn check_listens(sites: &[RawSite], errs: &mut Errors<'_>) {
                 );
                 errs.at(l.pos, message);
             }
+            check_http2(site, l, first, others, errs);
             if site.tls.is_some() && site.redirect_https.is_some() {
                 // Reported once per site, at its first address.
                 if in_site.len() == 1 {

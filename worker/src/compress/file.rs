@@ -56,58 +56,87 @@ impl EncodedFile {
         self.sent
     }
 
-    /// Sends as much as the socket and `budget` allow.
-    pub fn write_to(&mut self, stream: &mut Stream, budget: &mut usize) -> io::Result<Sent> {
+    /// Makes the next output ready (`pending`), reading and compressing
+    /// more of the file once everything before was taken: `false` once
+    /// the whole body has been handed out. `chunked`: HTTP/1.1's framing
+    /// (HTTP/2's DATA frames need none); fixed by the first call.
+    pub fn prepare(&mut self, chunked: bool) -> io::Result<bool> {
         if self.body.is_none() {
             let encoder = Encoder::new(self.coding, self.level, Some(self.len))?;
-            self.body = Some(BodyEncoder::new(encoder, true));
+            self.body = Some(BodyEncoder::new(encoder, chunked));
             self.input = vec![0; MAX_INPUT];
         }
         let Some(body) = self.body.as_mut() else {
-            return Ok(Sent::All);
+            return Ok(false);
         };
         loop {
             if body.is_done() {
-                return Ok(Sent::All);
+                return Ok(false);
             }
-            if body.wants_input() {
-                if self.remaining == 0 {
-                    body.finish()?;
-                } else {
-                    let want = usize::try_from(self.remaining)
-                        .unwrap_or(MAX_INPUT)
-                        .min(MAX_INPUT);
-                    let n = loop {
-                        match self.file.read_at(&mut self.input[..want], self.offset) {
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            other => break other?,
-                        }
-                    };
-                    if n == 0 {
-                        // Shrank under us: end the connection without the
-                        // last chunk, so the client sees a truncated body
-                        // rather than a complete, wrong one.
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "file truncated while sending",
-                        ));
-                    }
-                    self.offset += n as u64;
-                    self.remaining -= n as u64;
-                    body.push(&self.input[..n])?;
-                }
+            if !body.wants_input() {
+                return Ok(true);
+            }
+            if self.remaining == 0 {
+                body.finish()?;
                 continue;
+            }
+            let want = usize::try_from(self.remaining)
+                .unwrap_or(MAX_INPUT)
+                .min(MAX_INPUT);
+            let n = loop {
+                match self.file.read_at(&mut self.input[..want], self.offset) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other?,
+                }
+            };
+            if n == 0 {
+                // Shrank under us: end the connection without the last
+                // chunk, so the client sees a truncated body rather than
+                // a complete, wrong one.
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file truncated while sending",
+                ));
+            }
+            self.offset += n as u64;
+            self.remaining -= n as u64;
+            body.push(&self.input[..n])?;
+        }
+    }
+
+    /// Output made ready by `prepare` and not yet taken.
+    pub fn pending(&self) -> &[u8] {
+        self.body.as_ref().map_or(&[], |b| b.pending())
+    }
+
+    /// `n` bytes of `pending` were taken.
+    pub fn consume(&mut self, n: usize) {
+        if let Some(body) = self.body.as_mut() {
+            body.consume(n);
+            self.sent += n as u64;
+        }
+    }
+
+    /// What is pending is the body's end.
+    pub fn finished(&self) -> bool {
+        self.body.as_ref().is_some_and(BodyEncoder::is_finished)
+    }
+
+    /// Sends as much as the socket and `budget` allow.
+    pub fn write_to(&mut self, stream: &mut Stream, budget: &mut usize) -> io::Result<Sent> {
+        loop {
+            if !self.prepare(true)? {
+                return Ok(Sent::All);
             }
             if *budget == 0 {
                 return Ok(Sent::Budget);
             }
             // More follows until the last chunk is out.
-            let more = !body.is_finished();
-            match stream.send(body.pending(), more) {
+            let more = !self.finished();
+            match stream.send(self.pending(), more) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    body.consume(n);
-                    self.sent += n as u64;
+                    self.consume(n);
                     *budget = budget.saturating_sub(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Sent::Blocked),

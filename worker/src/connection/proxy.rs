@@ -17,7 +17,8 @@ use baton_shared::config::{Config, Route, Site};
 use log::debug;
 use mio::Token;
 
-use super::{Budget, Connection, Ctx, Held, PendingLog, Phase};
+use super::access::PendingLog;
+use super::{Budget, Connection, Ctx, Held, Phase};
 use crate::http::body::Step;
 use crate::http::request::Method;
 use crate::http::request::{Request, Version};
@@ -30,7 +31,8 @@ use crate::proxy::{self, head, transform};
 fn via_version(v: Version) -> &'static str {
     match v {
         Version::Http10 => "1.0",
-        _ => "1.1",
+        Version::Http11 => "1.1",
+        Version::Http2 => "2",
     }
 }
 
@@ -40,63 +42,113 @@ fn via_pseudonym(config: &Config) -> &str {
     config.http.server_token.as_deref().unwrap_or("baton")
 }
 
+/// The client side of a proxied request, as the exchange needs it.
+pub(crate) struct Client {
+    pub peer: Option<std::net::IpAddr>,
+    pub tls: bool,
+    /// The client connection closes after this response.
+    pub close: bool,
+}
+
+/// The exchange for a routed request whose HTTP/1.1 head is `raw` (as the
+/// client sent it, or as HTTP/2's was translated, `http2::proxy`), with
+/// the site's and the route's headers, compression and Via; or the status
+/// to answer instead. One path for both protocols.
+pub(crate) fn new_exchange(
+    client: &Client,
+    raw: &[u8],
+    req: &Request,
+    site: &Site,
+    route: &Route,
+    ctx: &Ctx,
+) -> Result<Exchange, Status> {
+    let config = ctx.config;
+    let up = config
+        .proxy
+        .upstreams
+        .get(route.upstream)
+        .ok_or(Status::InternalServerError)?;
+    let trusted = client
+        .peer
+        .is_some_and(|ip| config.proxy.trusted_proxies.iter().any(|c| c.contains(ip)));
+    let target = proxy::upstream_target(route, &req.target);
+    let hash_header = match &up.balance {
+        baton_shared::config::Balance::Header(h) => Some(h.as_str()),
+        _ => None,
+    };
+    let forwarding = head::Forwarding {
+        peer: client.peer,
+        trusted,
+        tls: client.tls,
+        target: &target,
+        body: req.body,
+        keep_alive: up.keepalive > 0,
+        allow_upgrade: route.websocket,
+    };
+    // A proxy that forwarded CONNECT would open tunnels to anywhere
+    // the upstream can reach.
+    if raw.starts_with(b"CONNECT ") {
+        return Err(Status::MethodNotAllowed);
+    }
+    let mut info = head::request(raw, &forwarding, hash_header).ok_or(Status::BadRequest)?;
+    if route.via {
+        let value = transform::via_value(via_version(req.version), via_pseudonym(config));
+        transform::add_via_to_request(&mut info.head, &value);
+    }
+    if matches!(up.balance, baton_shared::config::Balance::IpHash) {
+        info.hash_value = client.peer.map(|ip| ip.to_string().into_bytes());
+    }
+    let mut ex = Exchange::new(
+        route.upstream,
+        info,
+        req.body,
+        client.close,
+        req.version == Version::Http10,
+        ctx.now,
+    );
+    // The site's `headers`, then the route's (which win).
+    let mut headers = site.files.headers.clone();
+    for (name, value) in &route.headers {
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        headers.push((name.clone(), value.clone()));
+    }
+    ex.route_headers = headers;
+    // The route's `compress`, else the site's.
+    let setting = match &route.compress {
+        Some(c) => c.as_ref(),
+        None => site.files.compress.as_ref(),
+    };
+    ex.compress = transform::CompressRequest::new(
+        setting,
+        matches!(req.method, Method::Get | Method::Head),
+        &req.conditions,
+    );
+    if route.via {
+        ex.via = Some(via_pseudonym(config).to_owned());
+    }
+    Ok(ex)
+}
+
 impl Connection {
     /// The exchange for a routed request whose head is `inbuf[..head_len]`
     /// (still there), or the status to answer instead.
     pub(super) fn start_proxy(
         &mut self,
         req: &Request,
+        site: &Site,
         route: &Route,
         ctx: &Ctx,
     ) -> Result<Exchange, Status> {
-        let config = ctx.config;
-        let up = config
-            .proxy
-            .upstreams
-            .get(route.upstream)
-            .ok_or(Status::InternalServerError)?;
-        let trusted = self
-            .peer
-            .is_some_and(|ip| config.proxy.trusted_proxies.iter().any(|c| c.contains(ip)));
-        let target = proxy::upstream_target(route, &req.target);
-        let hash_header = match &up.balance {
-            baton_shared::config::Balance::Header(h) => Some(h.as_str()),
-            _ => None,
-        };
-        let forwarding = head::Forwarding {
-            peer: self.peer,
-            trusted,
-            tls: self.stream.is_tls(),
-            target: &target,
-            body: req.body,
-            keep_alive: up.keepalive > 0,
-            allow_upgrade: route.websocket,
-        };
         let raw = self.inbuf.get(..req.head_len).ok_or(Status::BadRequest)?;
-        // A proxy that forwarded CONNECT would open tunnels to anywhere
-        // the upstream can reach.
-        if raw.starts_with(b"CONNECT ") {
-            return Err(Status::MethodNotAllowed);
-        }
-        let mut info = head::request(raw, &forwarding, hash_header).ok_or(Status::BadRequest)?;
-        if route.via {
-            let value = transform::via_value(via_version(req.version), via_pseudonym(config));
-            transform::add_via_to_request(&mut info.head, &value);
-        }
-        if matches!(up.balance, baton_shared::config::Balance::IpHash) {
-            info.hash_value = self.peer.map(|ip| ip.to_string().into_bytes());
-        }
         let client_close = !req.keep_alive
-            || self.served >= config.http.keepalive_requests
+            || self.served >= ctx.config.http.keepalive_requests
             || ctx.drain_started.is_some();
-        Ok(Exchange::new(
-            route.upstream,
-            info,
-            req.body,
-            client_close,
-            req.version == Version::Http10,
-            ctx.now,
-        ))
+        let client = Client {
+            peer: self.peer,
+            tls: self.stream.is_tls(),
+            close: client_close,
+        };
+        new_exchange(&client, raw, req, site, route, ctx)
     }
 
     /// The token of this connection's upstream socket.
@@ -416,29 +468,11 @@ impl Connection {
         route: &Route,
         ctx: &mut Ctx,
     ) -> Result<(), Status> {
-        let mut ex = self.start_proxy(req, route, ctx).inspect_err(|status| {
-            debug!("cannot proxy the request: {}", status.code());
-        })?;
-        // The site's `headers`, then the route's (which win).
-        let mut headers = site.files.headers.clone();
-        for (name, value) in &route.headers {
-            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-            headers.push((name.clone(), value.clone()));
-        }
-        ex.route_headers = headers;
-        // The route's `compress`, else the site's.
-        let setting = match &route.compress {
-            Some(c) => c.as_ref(),
-            None => site.files.compress.as_ref(),
-        };
-        ex.compress = transform::CompressRequest::new(
-            setting,
-            matches!(req.method, Method::Get | Method::Head),
-            &req.conditions,
-        );
-        if route.via {
-            ex.via = Some(via_pseudonym(ctx.config).to_owned());
-        }
+        let ex = self
+            .start_proxy(req, site, route, ctx)
+            .inspect_err(|status| {
+                debug!("cannot proxy the request: {}", status.code());
+            })?;
         self.exchange = Some(Box::new(ex));
         Ok(())
     }

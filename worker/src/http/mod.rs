@@ -5,5 +5,5 @@
 
 pub mod body;
 pub mod request;
-mod request_line;
+pub(crate) mod request_line;
 pub mod response;

@@ -27,7 +27,7 @@ pub enum Method {
 }
 
 impl Method {
-    fn from_token(token: &str) -> Method {
+    pub(crate) fn from_token(token: &str) -> Method {
         match token {
             "GET" => Method::Get,
             "HEAD" => Method::Head,
@@ -41,6 +41,20 @@ impl Method {
 pub enum Version {
     Http10,
     Http11,
+    /// A stream of an HTTP/2 connection (`http2`): no head of ours to
+    /// frame, and the connection's persistence is the protocol's.
+    Http2,
+}
+
+impl Version {
+    /// As the access log writes it.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+            Version::Http2 => "HTTP/2.0",
+        }
+    }
 }
 
 /// How the request's body is framed (RFC 9112 6.3).
@@ -266,7 +280,7 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits, capture: bool) -> Parsed {
         target,
         host,
         keep_alive: match version {
-            Version::Http11 => !close,
+            Version::Http11 | Version::Http2 => !close,
             Version::Http10 => keep_alive_token && !close,
         },
         body,
@@ -312,7 +326,10 @@ fn chunked_only(te: &[u8]) -> Result<(), Status> {
 }
 
 /// Where a conditional or negotiation header goes, if `name` is one.
-fn condition_slot<'c>(c: &'c mut Conditions, name: &str) -> Option<&'c mut Option<String>> {
+pub(crate) fn condition_slot<'c>(
+    c: &'c mut Conditions,
+    name: &str,
+) -> Option<&'c mut Option<String>> {
     let slot = match name.len() {
         5 if name.eq_ignore_ascii_case("range") => &mut c.range,
         8 if name.eq_ignore_ascii_case("if-match") => &mut c.if_match,

@@ -12,7 +12,7 @@ use super::response::Status;
 /// http(s) URI with an empty host, which its recipient must reject (RFC
 /// 9110 4.2.1). An empty Host header is allowed beside a target with no
 /// authority (RFC 9112 3.2), and names no host.
-pub(super) fn request_host(
+pub(crate) fn request_host(
     target_host: Option<&str>,
     host_header: Option<&[u8]>,
 ) -> Result<Option<String>, ()> {

@@ -190,7 +190,7 @@ pub fn write_head(
 /// Expires, Content-Location and Date, and Last-Modified may guide the
 /// cache's update). Content-Location stays; so does any other header,
 /// Content-Security-Policy among them, which the cache updates from a 304.
-fn is_representation_metadata(name: &str) -> bool {
+pub(crate) fn is_representation_metadata(name: &str) -> bool {
     [
         "Content-Type",
         "Content-Encoding",

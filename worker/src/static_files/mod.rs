@@ -248,9 +248,10 @@ fn file_response(
         Some(len),
         encoding.is_some(),
     );
-    // Compressed while sent, with chunked framing: HTTP/1.0 has none, so
-    // it gets the identity body (still with Vary).
-    if let (Some(coding), Some(setting), Version::Http11) =
+    // Compressed while sent, with chunked framing (HTTP/2: in DATA
+    // frames): HTTP/1.0 has neither, so it gets the identity body (still
+    // with Vary).
+    if let (Some(coding), Some(setting), Version::Http11 | Version::Http2) =
         (plan.coding, &files.compress, req.version)
     {
         let level = setting.level(coding);

@@ -36,6 +36,7 @@ impl Reader<'_, '_, '_> {
             tls: None,
             redirect_https: None,
             routes: Vec::new(),
+            http2: None,
         };
         let mut have_listen = false;
         // Required keys an unknown key was taken for ("rot": "root"), so
@@ -53,6 +54,10 @@ impl Reader<'_, '_, '_> {
                 "root" => site.root = self.path(name, value),
                 "access_log" => site.access_log = self.access_log(value),
                 "tls" => site.tls = self.site_tls(value),
+                "http2" => {
+                    let pos = self.pos(value);
+                    site.http2 = self.boolean(name, value).map(|value| At { value, pos });
+                }
                 "redirect_https" => {
                     let pos = self.pos(value);
                     let port = match value.get_ref() {
@@ -165,6 +170,7 @@ impl Reader<'_, '_, '_> {
             addr: addr?,
             backlog: DEFAULT_BACKLOG,
             mode: DEFAULT_MODE,
+            h2c: false,
             pos,
         };
         let DeValue::Table(t) = item.get_ref() else {
@@ -204,6 +210,17 @@ impl Reader<'_, '_, '_> {
                     self.errs.at_span(&v.span(), message);
                 }
                 (Some(m), ListenAddr::Unix(_)) => listen.mode = m,
+            }
+        }
+        if let Some(v) = t.get("h2c") {
+            match (self.boolean("h2c", v), &listen.addr) {
+                (None, _) => ok = false,
+                (Some(_), ListenAddr::Stdin) => {
+                    ok = false;
+                    self.errs
+                        .at_span(&v.span(), "\"h2c\" does not apply to stdin (inetd)");
+                }
+                (Some(b), _) => listen.h2c = b,
             }
         }
         ok.then_some(listen)

@@ -36,6 +36,9 @@ fn size_of(c: &crate::config::Config, key: &str) -> u64 {
         "max_body_size" => c.http.max_body_size,
         "file_cache_size" => c.http.file_cache_size,
         "file_cache_max_file_size" => c.http.file_cache_max_file_size,
+        "http2_window_size" => u64::from(c.http.http2.window_size),
+        "http2_connection_window_size" => u64::from(c.http.http2.connection_window_size),
+        "http2_max_send_buffer" => c.http.http2.max_send_buffer as u64,
         other => panic!("no reader for {other} in this test: add it"),
     }
 }

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# bench/http2.sh: HTTP/2 over TLS, Baton beside nginx (http2 on) and h2o,
+# the same site, the same certificate, the same worker count, one run:
+#
+#   1k     1 KiB file:            h2load -c 50 -m 10 -D DURATION
+#   100k   100 KiB file:          h2load -c 50 -m 10 -D DURATION
+#   page   a 64-file page load:   h2load -c 8 -m 64 -i (the 64 URLs) -D DURATION
+#          (few connections, each with all 64 files in flight: a browser's
+#          page over one HTTP/2 connection)
+#
+# Each row gives requests/s and the p99 latency of a request (from
+# h2load's --log-file: every request's duration), and Baton's req/s over
+# the best of the others. ECDSA P-256 certificate made here, access logs
+# off, WORKERS workers (nginx worker_processes, h2o num-threads), on
+# 127.0.0.1 in a temp dir. Loads are interleaved per row so noise on a
+# shared machine hits each server alike. Exits 0 whatever the numbers.
+#
+# Knobs: DURATION=5 (seconds per run), WORKERS=2, SERVERS="baton nginx h2o",
+#        BATON_BIN=path (skip cargo build --release), KEEP_TMP=1.
+set -uo pipefail
+
+DURATION=${DURATION:-5}
+WORKERS=${WORKERS:-2}
+SERVERS=${SERVERS:-baton nginx h2o}
+BATON_BIN=${BATON_BIN:-}
+KEEP_TMP=${KEEP_TMP:-0}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+log() { printf 'http2.sh: %s\n' "$*" >&2; }
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]] || [[ -x /usr/bin/$1 ]]; }
+
+need=()
+have h2load || need+=(nghttp2-client)
+have openssl || need+=(openssl)
+have curl || need+=(curl)
+[[ " $SERVERS " == *" nginx "* ]] && ! have nginx && need+=(nginx-light)
+[[ " $SERVERS " == *" h2o "* ]] && ! have h2o && need+=(h2o)
+if ((${#need[@]})); then
+	log "installing ${need[*]}"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+H2O=$(command -v h2o || echo /usr/bin/h2o)
+
+if [[ -z $BATON_BIN ]]; then
+	(cd "$ROOT" && cargo build --release -q) || exit 1
+	BATON_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/baton
+fi
+
+TMP=$(mktemp -d)
+chmod 755 "$TMP"
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	sleep 0.5
+	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	[[ $KEEP_TMP == 1 ]] && log "kept $TMP" || rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+mkdir -p "$TMP/www/page"
+head -c 1024 /dev/urandom >"$TMP/www/1k.bin"
+head -c 102400 /dev/urandom >"$TMP/www/100k.bin"
+# A page: 64 files from 1 to 32 KiB (scripts, styles, images).
+for i in $(seq 1 64); do
+	head -c $(((i * 2654435761 % 32 + 1) * 1024)) /dev/urandom >"$TMP/www/page/f$i.bin"
+done
+chmod -R a+rX "$TMP/www"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+	-keyout "$TMP/key.pem" -out "$TMP/cert.pem" -subj /CN=bench.test \
+	-addext subjectAltName=DNS:bench.test 2>/dev/null
+chmod 644 "$TMP/key.pem"
+
+root=$([[ $(id -u) == 0 ]] && echo 1 || echo 0)
+declare -A PORT
+for s in $SERVERS; do PORT[$s]=$(free_port); done
+
+if [[ " $SERVERS " == *" baton "* ]]; then
+	cat >"$TMP/baton.toml" <<CONF
+$([[ $root == 1 ]] && echo 'user = "nobody"')
+workers = $WORKERS
+pid_file = "$TMP/baton.pid"
+error_log = "$TMP/baton.log"
+access_log = "off"
+[[site]]
+listen = ["127.0.0.1:${PORT[baton]}"]
+root = "$TMP/www"
+tls = { cert = "$TMP/cert.pem", key = "$TMP/key.pem" }
+CONF
+	"$BATON_BIN" -c "$TMP/baton.toml" --daemon || exit 1
+	PIDS+=("$(cat "$TMP/baton.pid")")
+fi
+if [[ " $SERVERS " == *" nginx "* ]]; then
+	cat >"$TMP/nginx.conf" <<CONF
+worker_processes $WORKERS;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx.log;
+$([[ $root == 1 ]] && echo 'user nobody nogroup;')
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    # h2load keeps its connections for the whole run: nginx's default of
+    # 1000 requests per connection would end them (counted as failures).
+    keepalive_requests 100000000;
+    server {
+        listen 127.0.0.1:${PORT[nginx]} ssl http2;
+        ssl_certificate $TMP/cert.pem;
+        ssl_certificate_key $TMP/key.pem;
+        root $TMP/www;
+    }
+}
+CONF
+	"$NGINX" -c "$TMP/nginx.conf" -p "$TMP" || exit 1
+	sleep 0.5
+	PIDS+=("$(cat "$TMP/nginx.pid")")
+fi
+if [[ " $SERVERS " == *" h2o "* ]]; then
+	cat >"$TMP/h2o.conf" <<CONF
+$([[ $root == 1 ]] && echo 'user: nobody')
+num-threads: $WORKERS
+pid-file: $TMP/h2o.pid
+error-log: $TMP/h2o.log
+listen:
+  host: 127.0.0.1
+  port: ${PORT[h2o]}
+  ssl:
+    certificate-file: $TMP/cert.pem
+    key-file: $TMP/key.pem
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: $TMP/www
+CONF
+	"$H2O" -c "$TMP/h2o.conf" -m daemon >/dev/null 2>&1 || { log "h2o did not start: $(cat "$TMP/h2o.log" 2>/dev/null)"; exit 1; }
+	for _ in $(seq 50); do [[ -s $TMP/h2o.pid ]] && break; sleep 0.1; done
+	PIDS+=("$(cat "$TMP/h2o.pid")")
+fi
+
+for s in $SERVERS; do
+	proto=$(curl -sk --http2 -o /dev/null -w '%{http_version} %{http_code}' "https://127.0.0.1:${PORT[$s]}/1k.bin")
+	[[ $proto == "2 200" ]] || { log "$s answers '$proto' (want HTTP/2 200)"; exit 1; }
+done
+
+for i in $(seq 1 64); do echo "/page/f$i.bin"; done >"$TMP/page.txt"
+
+# run SERVER LOAD: "req/s p99_ms"
+run() {
+	local s=$1 load=$2 base="https://127.0.0.1:${PORT[$1]}"
+	local args=(-D "$DURATION" --log-file="$TMP/h2load.log")
+	case $load in
+	1k) args+=(-c 50 -m 10 -t 2 "$base/1k.bin") ;;
+	100k) args+=(-c 50 -m 10 -t 2 "$base/100k.bin") ;;
+	page) args+=(-c 8 -m 64 -t 2 -B "$base" -i "$TMP/page.txt") ;;
+	esac
+	rm -f "$TMP/h2load.log"
+	local out rps errs p99
+	out=$(h2load "${args[@]}" 2>&1)
+	rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+	errs=$(awk '/^requests:/ {print $10}' <<<"$out")
+	# The log: start time, status, duration in microseconds.
+	p99=$(awk '{print $3}' "$TMP/h2load.log" 2>/dev/null | sort -n |
+		awk '{a[NR] = $1} END {
+			if (NR == 0) { print "?"; exit }
+			i = int(NR * 0.99 + 0.5); if (i > NR) i = NR; if (i < 1) i = 1
+			printf "%.2f", a[i] / 1000 }')
+	[[ ${errs:-0} != 0 ]] && log "$s $load: $errs requests failed"
+	echo "${rps:-?} ${p99:-?}"
+}
+
+declare -A RPS P99
+for load in 1k 100k page; do
+	for s in $SERVERS; do
+		read -r r p < <(run "$s" "$load")
+		RPS[$s,$load]=$r
+		P99[$s,$load]=$p
+		log "$s $load: $r req/s, p99 $p ms"
+	done
+done
+
+printf '\n| load | %s | baton / best other |\n' "$(for s in $SERVERS; do printf '%s req/s (p99 ms) | ' "$s"; done | sed 's/ | $//')"
+printf '| --- |%s --- |\n' "$(for s in $SERVERS; do printf ' --- |'; done)"
+for load in 1k 100k page; do
+	row="| $load |"
+	best=0
+	for s in $SERVERS; do
+		row+=" ${RPS[$s,$load]} (${P99[$s,$load]}) |"
+		[[ $s != baton ]] && best=$(awk -v a="$best" -v b="${RPS[$s,$load]}" 'BEGIN {print (b+0 > a+0) ? b : a}')
+	done
+	ratio=$(awk -v a="${RPS[baton,$load]:-0}" -v b="$best" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}')
+	printf '%s %s |\n' "$row" "$ratio"
+done
+printf '\n(%s workers each; h2load -D %ss; %s)\n' "$WORKERS" "$DURATION" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"

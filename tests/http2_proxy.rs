@@ -1,0 +1,185 @@
+//! HTTP/2 in front, HTTP/1.1 to the upstream: bodies of every framing the
+//! upstream uses (length, chunked, close-delimited) streamed down with
+//! flow control, request bodies streamed up (with a length, and without
+//! one: chunked), the head translated (request line and Host from the
+//! pseudo-headers, cookies joined, no `te` or connection fields), a
+//! failed upstream's 502, and many proxied streams at once.
+
+mod common;
+
+use common::backend::{Backend, pattern, proxy_config, quoted, route, upstream};
+use common::h2::{h2tool, sha256_hex};
+use common::tls::ecdsa_cert;
+use common::*;
+use serde_json::Value;
+
+/// A TLS site proxying `/app/` to `backend` (prefix stripped).
+fn start(env: &Env, backend: &Backend) -> Server {
+    start_to(env, &quoted(backend))
+}
+
+/// The same to the server address `server` (a quoted TOML string).
+fn start_to(env: &Env, server: &str) -> Server {
+    let (cert, key) = ecdsa_cert(&["localhost"]);
+    env.write_file("tls/cert.pem", cert.as_bytes());
+    env.write_file("tls/key.pem", key.as_bytes());
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        env.path("tls/cert.pem").display(),
+        env.path("tls/key.pem").display()
+    );
+    let config = proxy_config(
+        env,
+        "",
+        &upstream("app", &[server.to_owned()], ""),
+        &format!("{tls}{}", route("/app/", "app")),
+    );
+    env.write_config(&config);
+    env.start()
+}
+
+fn streams(v: &Value) -> &Vec<Value> {
+    v["streams"].as_array().expect("streams")
+}
+
+fn expected_sha(n: u64) -> String {
+    let body: Vec<u8> = (0..n).map(pattern).collect();
+    sha256_hex(&body)
+}
+
+#[test]
+fn responses_of_every_framing_stream_down_byte_exact() {
+    let backend = Backend::start("b1");
+    let env = Env::new();
+    let _server = start(&env, &backend);
+    let sizes = [0u64, 1, 16_385, 100_000, 1_048_576];
+    let mut paths = Vec::new();
+    for kind in ["cl", "chunked", "close"] {
+        for n in sizes {
+            paths.push(format!("/app/{kind}/{n}"));
+        }
+    }
+    let port = env.port.to_string();
+    let mut args = vec!["--tls", port.as_str(), "get"];
+    args.extend(paths.iter().map(String::as_str));
+    let got = h2tool(&args);
+    assert_eq!(got["alpn"], "h2");
+    for s in streams(&got) {
+        let path = s["path"].as_str().unwrap_or_default();
+        let n: u64 = path.rsplit('/').next().unwrap_or("0").parse().unwrap_or(0);
+        assert_eq!(s["status"], 200, "{path}: {s}");
+        assert_eq!(s["done"], true, "{path}: {s}");
+        assert_eq!(s["len"], n, "{path}");
+        assert_eq!(s["sha256"], expected_sha(n).as_str(), "{path}: wrong bytes");
+        assert_eq!(s["headers"]["x-backend"], "b1", "{path}");
+        for h in ["connection", "transfer-encoding", "keep-alive"] {
+            assert!(s["headers"].get(h).is_none(), "{path}: {h} in {s}");
+        }
+    }
+}
+
+#[test]
+fn the_request_head_is_translated_for_http11() {
+    let backend = Backend::start("b1");
+    let env = Env::new();
+    let _server = start(&env, &backend);
+    let got = h2tool(&[
+        "--tls",
+        &env.port.to_string(),
+        "get",
+        "/app/echo?q=1",
+        "H:cookie: a=1",
+        "H:cookie: b=2",
+        "H:te: trailers",
+        "H:x-custom: yes",
+    ]);
+    let s = &streams(&got)[0];
+    assert_eq!(s["status"], 200, "{s}");
+    let echoed = s["body"].as_str().unwrap_or_default().to_ascii_lowercase();
+    assert!(echoed.starts_with("get /echo?q=1 http/1.1\r\n"), "{echoed}");
+    assert!(echoed.contains("host: localhost\r\n"), "{echoed}");
+    assert!(echoed.contains("cookie: a=1; b=2\r\n"), "{echoed}");
+    assert!(echoed.contains("x-custom: yes\r\n"), "{echoed}");
+    assert!(!echoed.contains("\r\nte:"), "{echoed}");
+    assert!(!echoed.contains(":authority"), "{echoed}");
+    assert!(echoed.contains("x-forwarded-for: 127.0.0.1"), "{echoed}");
+}
+
+#[test]
+fn request_bodies_stream_up_with_and_without_a_length() {
+    let backend = Backend::start("b1");
+    let env = Env::new();
+    let _server = start(&env, &backend);
+    let port = env.port.to_string();
+    for (len, how) in [(0u64, ""), (5, ""), (300_000, ""), (300_000, "chunked")] {
+        let mut args = vec!["--tls", port.as_str(), "post", "/app/echo"];
+        let l = len.to_string();
+        args.push(&l);
+        if !how.is_empty() {
+            args.push(how);
+        }
+        let got = h2tool(&args);
+        let s = &streams(&got)[0];
+        assert_eq!(s["status"], 200, "{len} {how}: {got}");
+        assert_eq!(
+            s["headers"]["x-body-len"],
+            len.to_string().as_str(),
+            "{len} {how}"
+        );
+        let body: Vec<u8> = (0..len).map(pattern).collect();
+        let sum = common::backend::checksum(&body, common::backend::FNV_START);
+        assert_eq!(
+            s["headers"]["x-body-sum"],
+            format!("{sum:x}").as_str(),
+            "{len} {how}"
+        );
+    }
+}
+
+#[test]
+fn many_proxied_streams_at_once() {
+    let backend = Backend::start("b1");
+    let env = Env::new();
+    let _server = start(&env, &backend);
+    let port = env.port.to_string();
+    let got = h2tool(&[
+        "--tls",
+        &port,
+        "many",
+        "60",
+        "/app/cl/70000",
+        "/app/chunked/5000",
+        "/index.html",
+    ]);
+    for s in streams(&got) {
+        assert_eq!(s["status"], 200, "{s}");
+        assert_eq!(s["done"], true, "{s}");
+    }
+    assert!(streams(&got).iter().filter(|s| s["len"] == 70_000).count() == 20);
+    let sixty = streams(&got)
+        .iter()
+        .filter(|s| s["path"] == "/app/cl/70000");
+    assert!(
+        sixty
+            .clone()
+            .all(|s| s["sha256"] == expected_sha(70_000).as_str())
+    );
+}
+
+#[test]
+fn an_upstream_that_refuses_gets_a_502_over_http2() {
+    let env = Env::new();
+    // Nothing listens there.
+    let _server = start_to(&env, &format!("\"127.0.0.1:{}\"", free_port()));
+    let got = h2tool(&[
+        "--tls",
+        &env.port.to_string(),
+        "get",
+        "/app/cl/10",
+        "/index.html",
+    ]);
+    assert_eq!(streams(&got)[0]["status"], 502, "{got}");
+    assert_eq!(streams(&got)[0]["done"], true, "{got}");
+    // The connection goes on: the other stream is served.
+    assert_eq!(streams(&got)[1]["status"], 200, "{got}");
+}

@@ -1,0 +1,442 @@
+//! A stream whose route is proxied: HTTP/2 in front, HTTP/1.1 to the
+//! upstream, through the same `Exchange` as an HTTP/1.1 client's request
+//! (`connection::proxy::new_exchange`: balancing, retries, pools, health,
+//! forwarding headers, the route's headers and compression, Via). Only
+//! the framing is translated, both ways:
+//!
+//! - up: the pseudo-headers become the request line and Host (from
+//!   `:authority`), connection-specific fields and `te` are left out (an
+//!   HTTP/2 request may carry only `te: trailers`, which means nothing to
+//!   an HTTP/1.1 hop), the `cookie` fields are joined with "; " (RFC 9113
+//!   8.2.3), and the body goes with its Content-Length or chunked;
+//! - down: the HTTP/1.1 response the exchange frames is read back
+//!   (`h1_response`) into a head without connection-specific fields and
+//!   DATA frames.
+//!
+//! Both bodies are streamed with flow control: the client's DATA goes up
+//! only as the exchange has room (its window is released as it does), and
+//! the response is read from the upstream only as the client's windows
+//! take it (the exchange stops reading while its output is full).
+
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use mio::Token;
+
+use super::engine::{Code, Head, Inbound, Outbound};
+use super::h1_response::{Decoder, Piece};
+use super::stream::{Step, StreamLog};
+use crate::connection::Ctx;
+use crate::http::request::{BodyFraming, Method, Request};
+use crate::http::response::{Response, Status};
+use crate::proxy::exchange::{Env, Exchange, Stop};
+
+/// Fields an HTTP/1.1 hop must not get from an HTTP/2 request: the ones
+/// HTTP/2 forbids anyway, `te`, and those this translation writes itself.
+fn left_out(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "host"
+            | "content-length"
+            | "cookie"
+    )
+}
+
+/// The HTTP/1.1 request head for `head`, and how its body is framed.
+pub fn http1_head(head: &Head, target: &str, body_follows: bool) -> (Vec<u8>, BodyFraming) {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    let host = head
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| head.headers.get(http::header::HOST).map(|v| v.as_bytes()))
+        .unwrap_or_default();
+    out.extend_from_slice(host);
+    out.extend_from_slice(b"\r\n");
+    let mut cookies: Vec<&[u8]> = Vec::new();
+    for (name, value) in &head.headers {
+        let name = name.as_str();
+        if name == "cookie" {
+            cookies.push(value.as_bytes());
+        }
+        if left_out(name) {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !cookies.is_empty() {
+        out.extend_from_slice(b"cookie: ");
+        out.extend_from_slice(&cookies.join(&b"; "[..]));
+        out.extend_from_slice(b"\r\n");
+    }
+    let declared = head
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    let framing = match declared {
+        Some(0) => BodyFraming::None,
+        Some(n) => BodyFraming::Length(n),
+        None if body_follows => BodyFraming::Chunked,
+        None => BodyFraming::None,
+    };
+    match framing {
+        BodyFraming::Length(n) => {
+            out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+        }
+        BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        BodyFraming::None => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    (out, framing)
+}
+
+/// Fields of the exchange's HTTP/1.1 response that HTTP/2 does not carry.
+fn connection_specific(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n))
+}
+
+pub struct Proxied {
+    ex: Box<Exchange>,
+    /// The request body still arriving, and a chunk of it the exchange
+    /// had no room for yet.
+    inbound: Option<Inbound>,
+    held: Option<Bytes>,
+    pub out: Outbound,
+    decoder: Decoder,
+    pub log: StreamLog,
+    pub last_progress: Instant,
+    pub sent: u64,
+    head_sent: bool,
+}
+
+/// Most response bytes handed to the engine per send.
+const CHUNK: usize = 64 * 1024;
+
+impl Proxied {
+    pub fn new(
+        ex: Exchange,
+        inbound: Option<Inbound>,
+        out: Outbound,
+        head_request: bool,
+        log: StreamLog,
+        now: Instant,
+    ) -> Proxied {
+        Proxied {
+            ex: Box::new(ex),
+            inbound,
+            held: None,
+            out,
+            decoder: Decoder::new(head_request),
+            log,
+            last_progress: now,
+            sent: 0,
+            head_sent: false,
+        }
+    }
+
+    pub fn on_upstream_ready(&mut self, readable: bool, writable: bool) {
+        self.ex.on_ready(readable, writable);
+    }
+
+    /// When the upstream side times out, if it is waiting on it.
+    pub fn deadline(&self, config: &baton_shared::config::Config) -> Option<Instant> {
+        self.ex.deadline(config)
+    }
+
+    /// The stream or its connection is dropped: the upstream connection
+    /// is closed, never pooled.
+    pub fn abandon(&mut self, state: &mut crate::proxy::ProxyState) {
+        self.ex.abandon(state);
+    }
+
+    /// The upstream took too long.
+    pub fn on_timeout(&mut self, token: Token, ctx: &mut Ctx) -> Step {
+        let mut env = env(token, ctx);
+        match self.ex.on_timeout(&mut env) {
+            Ok(_) => Step::Waiting,
+            Err(stop) => self.stopped(stop, ctx),
+        }
+    }
+
+    /// Moves the request body up, the upstream along, and the response
+    /// down, as far as the windows and buffers allow.
+    pub fn advance(&mut self, cx: &mut Context<'_>, token: Token, ctx: &mut Ctx) -> Step {
+        if self.out.poll_reset(cx) {
+            self.ex.abandon(ctx.proxy);
+            return Step::Failed;
+        }
+        for _ in 0..8 {
+            let mut moved = self.feed_body(cx, ctx.now);
+            let pumped = {
+                let mut env = env(token, ctx);
+                self.ex.pump(&mut env)
+            };
+            match pumped {
+                Ok(p) => moved |= p,
+                Err(stop) => return self.stopped(stop, ctx),
+            }
+            match self.send_down(cx, ctx) {
+                Ok(true) => moved = true,
+                Ok(false) => {}
+                Err(step) => return step,
+            }
+            if self.decoder.done() || (self.decoder.close_delimited() && self.ex.finished()) {
+                if self.decoder.close_delimited() || !self.out_ended() {
+                    // The end of the stream in an empty DATA frame.
+                    if self.out.send(Bytes::new(), true).is_err() {
+                        return Step::Failed;
+                    }
+                }
+                let mut env = env(token, ctx);
+                self.ex.release(&mut env);
+                self.log.upstream = self.ex.server_addr(ctx.config);
+                self.log.upstream_status = self.ex.status;
+                self.log.upstream_time = self.ex.upstream_time;
+                return Step::Done;
+            }
+            if !moved {
+                break;
+            }
+            self.last_progress = ctx.now;
+        }
+        Step::Waiting
+    }
+
+    fn out_ended(&self) -> bool {
+        matches!(self.out, Outbound::Done)
+    }
+
+    /// Request body from the client into the exchange, while it has room.
+    fn feed_body(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let mut moved = false;
+        loop {
+            if let Some(chunk) = self.held.as_mut() {
+                let n = chunk.len().min(self.ex.body_room());
+                if n > 0 {
+                    self.ex.push_body(&chunk[..n]);
+                    let _ = chunk.split_to(n);
+                    if let Some(inbound) = self.inbound.as_mut() {
+                        inbound.release(n);
+                    }
+                    moved = true;
+                    self.last_progress = now;
+                }
+                if !chunk.is_empty() {
+                    return moved;
+                }
+                self.held = None;
+            }
+            let Some(inbound) = self.inbound.as_mut() else {
+                return moved;
+            };
+            if !self.ex.wants_body() {
+                return moved;
+            }
+            match inbound.poll_chunk(cx) {
+                Poll::Pending => return moved,
+                Poll::Ready(Some(Ok(chunk))) => self.held = Some(chunk),
+                Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                    // (A reset stream is seen by `poll_reset`.)
+                    self.inbound = None;
+                    self.ex.end_body();
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// The exchange's response, as HTTP/2. `Ok(moved)`, or how the stream
+    /// ended.
+    fn send_down(&mut self, cx: &mut Context<'_>, ctx: &mut Ctx) -> Result<bool, Step> {
+        let mut moved = false;
+        loop {
+            let pos = self.ex.client_pos.min(self.ex.to_client.len());
+            let input = &self.ex.to_client[pos..];
+            let (n, piece) = match self.decoder.next(input) {
+                Ok(r) => r,
+                Err(()) => {
+                    self.out.reset(Code::INTERNAL_ERROR);
+                    self.ex.abandon(ctx.proxy);
+                    return Err(Step::Failed);
+                }
+            };
+            match piece {
+                Piece::Head(code, fields) => {
+                    let mut head = http::Response::new(());
+                    *head.status_mut() =
+                        http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_GATEWAY);
+                    for (name, value) in &fields {
+                        if connection_specific(name) {
+                            continue;
+                        }
+                        if let (Ok(n), Ok(v)) = (
+                            http::HeaderName::from_bytes(name.as_bytes()),
+                            http::HeaderValue::from_bytes(value),
+                        ) {
+                            head.headers_mut().append(n, v);
+                        }
+                    }
+                    self.log.status = code;
+                    let end = self.decoder.done();
+                    if self.out.send_head(head, end).is_err() {
+                        self.ex.abandon(ctx.proxy);
+                        return Err(Step::Failed);
+                    }
+                    self.head_sent = true;
+                    self.ex.client_pos += n;
+                    moved = true;
+                }
+                Piece::Data(k) => {
+                    let room = match self.out.poll_room(k.min(CHUNK), cx) {
+                        Poll::Pending => return Ok(moved),
+                        Poll::Ready(Err(_)) => {
+                            self.ex.abandon(ctx.proxy);
+                            return Err(Step::Failed);
+                        }
+                        Poll::Ready(Ok(r)) => r.min(k).min(CHUNK),
+                    };
+                    let data = Bytes::copy_from_slice(&input[..room]);
+                    self.decoder.took(room);
+                    if self.out.send(data, false).is_err() {
+                        self.ex.abandon(ctx.proxy);
+                        return Err(Step::Failed);
+                    }
+                    self.sent += room as u64;
+                    self.ex.client_pos += room;
+                    moved = true;
+                }
+                Piece::More if n > 0 => {
+                    self.ex.client_pos += n;
+                    moved = true;
+                }
+                Piece::More | Piece::End => {
+                    self.ex.client_pos += n;
+                    return Ok(moved);
+                }
+            }
+        }
+    }
+
+    /// The exchange gave up: an answer of our own if nothing was sent,
+    /// else the stream is reset (the client must not take a cut response
+    /// for a whole one).
+    fn stopped(&mut self, stop: Stop, ctx: &mut Ctx) -> Step {
+        self.ex.abandon(ctx.proxy);
+        self.log.upstream = self.ex.server_addr(ctx.config);
+        match stop {
+            Stop::Answer(code, _) if !self.head_sent => {
+                let status = match code {
+                    503 => Status::ServiceUnavailable,
+                    504 => Status::GatewayTimeout,
+                    _ => Status::BadGateway,
+                };
+                let response = Response::status(status);
+                self.log.status = status.code();
+                let server = ctx.config.http.server_token.as_deref();
+                let (head, source) =
+                    super::response::split(response, ctx.date.get(), server, false);
+                let body = match source {
+                    super::response::Source::Bytes(b) => b,
+                    _ => Bytes::new(),
+                };
+                if self.out.send_head(head, false).is_err()
+                    || self.out.send(body.clone(), true).is_err()
+                {
+                    return Step::Failed;
+                }
+                self.sent = body.len() as u64;
+                Step::Done
+            }
+            _ => {
+                self.out.reset(Code::INTERNAL_ERROR);
+                Step::Failed
+            }
+        }
+    }
+}
+
+fn env<'a>(token: Token, ctx: &'a mut Ctx) -> Env<'a> {
+    Env {
+        config: ctx.config,
+        state: ctx.proxy,
+        registry: ctx.registry,
+        token,
+        scratch: ctx.scratch,
+        now: ctx.now,
+        date: ctx.date.get(),
+    }
+}
+
+/// The proxied request `req` for the exchange: its head translated.
+pub fn request_for(req: &mut Request, head: &Head, body_follows: bool) -> Vec<u8> {
+    let (raw, framing) = http1_head(head, &req.target, body_follows);
+    req.body = framing;
+    raw
+}
+
+/// A HEAD request: its response has no body.
+pub fn is_head(req: &Request) -> bool {
+    req.method == Method::Head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_translates_to_http11() {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("https://example.test:8443/a?b=c")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .header("te", "trailers")
+            .header("accept", "*/*")
+            .header("content-length", "3")
+            .body(())
+            .unwrap();
+        let (head, _) = req.into_parts();
+        let (raw, framing) = http1_head(&head, "/a?b=c", true);
+        assert_eq!(framing, BodyFraming::Length(3));
+        assert_eq!(
+            String::from_utf8(raw).unwrap(),
+            "POST /a?b=c HTTP/1.1\r\nhost: example.test:8443\r\naccept: */*\r\n\
+             cookie: a=1; b=2\r\ncontent-length: 3\r\n\r\n"
+        );
+        let req = http::Request::builder()
+            .method("PUT")
+            .uri("https://h/x")
+            .body(())
+            .unwrap();
+        let (head, _) = req.into_parts();
+        let (raw, framing) = http1_head(&head, "/x", true);
+        assert_eq!(framing, BodyFraming::Chunked);
+        assert!(
+            String::from_utf8(raw)
+                .unwrap()
+                .ends_with("transfer-encoding: chunked\r\n\r\n")
+        );
+    }
+}
