@@ -7,3 +7,4 @@ pub mod config;
 pub mod deadline;
 pub mod logging;
 pub mod tls;
+pub mod upstream_tls;

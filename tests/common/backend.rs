@@ -119,6 +119,34 @@ impl Backend {
         b
     }
 
+    /// A backend speaking HTTPS with `tls` on a free loopback port: each
+    /// accepted connection is counted (a failed handshake too), then served
+    /// through a rustls session as a plain one is.
+    pub fn start_tls(name: &str, tls: Arc<rustls::ServerConfig>) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let b = Backend::new(name, port, None);
+        let (conns, requests, stop, name) = b.shared();
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).ok();
+                        s.set_nodelay(true).ok();
+                        let Ok(session) = rustls::ServerConnection::new(tls.clone()) else {
+                            continue;
+                        };
+                        let stream = rustls::StreamOwned::new(session, s);
+                        spawn_conn(Box::new(stream), &conns, &requests, &name, &stop);
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        b
+    }
+
     /// A backend on a unix socket at `path`.
     pub fn start_unix(name: &str, path: PathBuf) -> Backend {
         let listener = UnixListener::bind(&path).expect("bind unix backend");

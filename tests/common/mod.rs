@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod backend;
 pub mod load;
+pub mod pki;
 pub mod sockets;
 pub mod tls;
 pub mod upgrade;

@@ -321,7 +321,7 @@ impl Checker {
 /// Counts one result of `key`'s check; returns whether it went up or down.
 fn count(key: &Key, s: &mut Server, result: Result<u16, String>) -> bool {
     let result = match result {
-        Ok(status) if status == s.check.expect => Ok(()),
+        Ok(status) if s.check.expect.accepts(status) => Ok(()),
         Ok(status) => Err(format!("status {status}, expected {}", s.check.expect)),
         Err(e) => Err(e),
     };

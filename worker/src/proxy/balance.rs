@@ -190,6 +190,7 @@ mod tests {
                 addr: UpstreamAddr::Tcp(format!("127.0.0.1:{}", 1000 + i).parse().unwrap()),
                 weight,
                 backup,
+                host: None,
                 pos: Pos::default(),
             })
             .collect();

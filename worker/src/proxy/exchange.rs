@@ -279,7 +279,7 @@ impl Exchange {
             // Idle both ways for read_timeout: closed.
             return Some(after(self.last_io, up.read_timeout));
         }
-        if self.out_pos < self.out.len() {
+        if self.out_pos < self.out.len() || conn.has_pending() {
             return Some(after(self.last_io, up.send_timeout));
         }
         match self.resp {
@@ -335,18 +335,13 @@ impl Exchange {
                 return Ok(progress);
             };
             if !conn.connected {
-                if !conn.writable {
-                    return Ok(progress);
-                }
                 match conn.finish_connect() {
                     Ok(true) => {
                         self.last_io = env.now;
                         progress = true;
                     }
-                    Ok(false) => {
-                        conn.writable = false;
-                        return Ok(progress);
-                    }
+                    // Waiting for the connect or the TLS handshake.
+                    Ok(false) => return Ok(progress),
                     Err(e) => {
                         self.fail(Failure::Refused, &format!("connect: {e}"), env)?;
                         continue;
@@ -422,7 +417,7 @@ impl Exchange {
             let state = &mut env.state.upstreams[self.upstream];
             let conn = match pooled {
                 Some(c) => Ok(c),
-                None => UpConn::connect(&up.servers[server].addr, server, env.now),
+                None => state.connect(up, server, env.now),
             };
             let mut conn = match conn {
                 Ok(c) => c,
@@ -512,6 +507,15 @@ impl Exchange {
                 Err(e) => return Err(e),
             }
         }
+        // TLS records rustls holds after the last write (the socket was
+        // full) go as soon as the socket takes them.
+        if conn.writable && conn.has_pending() {
+            match conn.flush_pending() {
+                Ok(()) => progress = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
+                Err(e) => return Err(e),
+            }
+        }
         if !self.replayable && self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;
@@ -520,6 +524,7 @@ impl Exchange {
             client_eof: true, ..
         } = self.resp
             && self.out_pos >= self.out.len()
+            && !conn.has_pending()
         {
             conn.shutdown_write();
         }

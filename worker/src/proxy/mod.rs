@@ -20,14 +20,16 @@ pub mod socket;
 pub mod transform;
 pub mod websocket;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use baton_shared::channel::{HealthMark, UpstreamCounters};
-use baton_shared::config::{Config, Route, Site};
+use baton_shared::config::{Config, Route, Site, Upstream, UpstreamAddr};
 use mio::Registry;
+use rustls::pki_types::ServerName;
 
 use balance::ServerState;
-use socket::UpConn;
+use socket::{TlsTarget, UpConn};
 
 /// Bytes buffered per direction of an exchange.
 pub const BUFFER: usize = 64 * 1024;
@@ -74,8 +76,65 @@ pub fn upstream_target(route: &Route, target: &str) -> String {
 /// One upstream's state in this worker.
 pub struct UpstreamState {
     pub servers: Vec<ServerState>,
-    /// Idle connections, most recently used last.
+    /// Idle connections, most recently used last. An upstream is HTTPS or
+    /// not as a whole (an `https://` URL is an upstream of its own), so
+    /// TLS and plain connections never share a pool.
     pub pool: Vec<UpConn>,
+    /// An HTTPS upstream's client configuration (its session cache is
+    /// this worker's, per upstream) and the name each server is verified
+    /// against.
+    tls: Option<(Arc<rustls::ClientConfig>, Vec<Option<ServerName<'static>>>)>,
+}
+
+impl UpstreamState {
+    fn new(up: &Upstream) -> UpstreamState {
+        let tls = up.tls.as_ref().map(|t| {
+            let names = up
+                .servers
+                .iter()
+                .map(|s| {
+                    let ip = match &s.addr {
+                        UpstreamAddr::Tcp(a) => Some(a.ip()),
+                        UpstreamAddr::Unix(_) => None,
+                    };
+                    baton_shared::upstream_tls::server_name(
+                        t.server_name.as_deref(),
+                        s.host.as_deref(),
+                        ip,
+                    )
+                })
+                .collect();
+            (Arc::clone(&t.client.0), names)
+        });
+        UpstreamState {
+            servers: vec![ServerState::default(); up.servers.len()],
+            pool: Vec::new(),
+            tls,
+        }
+    }
+
+    /// Starts a new connection to `server` of `up` (TLS for an HTTPS
+    /// upstream: never plain instead).
+    pub fn connect(&self, up: &Upstream, server: usize, now: Instant) -> std::io::Result<UpConn> {
+        let addr = &up
+            .servers
+            .get(server)
+            .ok_or_else(|| std::io::Error::other("no such server"))?
+            .addr;
+        let tls = match &self.tls {
+            None => None,
+            Some((config, names)) => match names.get(server).and_then(Option::as_ref) {
+                Some(name) => Some(TlsTarget { config, name }),
+                // The config's validation gives every server a name.
+                None => {
+                    return Err(std::io::Error::other(
+                        "no name to verify the server's certificate against",
+                    ));
+                }
+            },
+        };
+        UpConn::connect(addr, server, tls, now)
+    }
 }
 
 /// Every upstream's state in this worker.
@@ -93,10 +152,7 @@ impl ProxyState {
                 .proxy
                 .upstreams
                 .iter()
-                .map(|u| UpstreamState {
-                    servers: vec![ServerState::default(); u.servers.len()],
-                    pool: Vec::new(),
-                })
+                .map(UpstreamState::new)
                 .collect(),
             closing: false,
         }
