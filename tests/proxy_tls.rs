@@ -212,3 +212,230 @@ fn a_certificate_that_does_not_verify_is_a_502_logged_with_the_reason() {
     });
     assert!(shown, "{line} in\n{metrics}");
 }
+
+/// `baton -t` on `text`: (accepted, stderr).
+fn check(env: &Env, text: &str) -> (bool, String) {
+    env.write_config(text);
+    let out = env.baton(&["-t"]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tls_files_are_checked_when_the_config_loads_with_located_errors() {
+    let env = Env::new();
+    let ca = Ca::new("test CA");
+    let file = env.config_path().display().to_string();
+    let config = |tls: &str| {
+        proxy_config(
+            &env,
+            "",
+            &upstream("app", &["\"127.0.0.1:9\"".into()], &format!("tls = {tls}")),
+            &route("/api/", "app"),
+        )
+    };
+    // The line of `tls = ...` in `config`.
+    let line = config("{}")
+        .lines()
+        .position(|l| l.starts_with("tls = "))
+        .unwrap()
+        + 1;
+    let missing = env.path("missing-ca.pem");
+    let (ok, err) = check(
+        &env,
+        &config(&format!("{{ ca = \"{}\" }}", missing.display())),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{file}:{line}:14: the ca file {} cannot be read: No such file or directory",
+            missing.display()
+        )),
+        "{err}"
+    );
+    let empty = env.write_file("empty.pem", b"not a certificate\n");
+    let (ok, err) = check(
+        &env,
+        &config(&format!("{{ ca = \"{}\" }}", empty.display())),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{file}:{line}:14: the ca file {} holds no certificate",
+            empty.display()
+        )),
+        "{err}"
+    );
+    // Misspelt keys get a suggestion; a cert needs its key.
+    let (ok, err) = check(&env, &config("{ server_nme = \"a.b\" }"));
+    assert!(!ok);
+    assert!(err.contains("did you mean \"server_name\"?"), "{err}");
+    let cert = env.write_file("client.pem", ca.leaf(&["client"]).cert_pem.as_bytes());
+    let (ok, err) = check(
+        &env,
+        &config(&format!("{{ cert = \"{}\" }}", cert.display())),
+    );
+    assert!(!ok);
+    assert!(err.contains("\"cert\" needs a \"key\" beside it"), "{err}");
+    let (ok, err) = check(&env, &config("{ server_name = \"not a name\" }"));
+    assert!(!ok);
+    assert!(err.contains("\"server_name\" must be a host name"), "{err}");
+    // A unix socket has no name to verify: server_name is required.
+    let sock_path = env.path("app.sock");
+    let _sock = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    let ca_file = env.write_file("ca.pem", ca.pem().as_bytes());
+    let unix = proxy_config(
+        &env,
+        "",
+        &upstream(
+            "app",
+            &[format!("\"unix:{}\"", sock_path.display())],
+            &format!("tls = {{ ca = \"{}\" }}", ca_file.display()),
+        ),
+        &route("/", "app"),
+    );
+    let (ok, err) = check(&env, &unix);
+    assert!(!ok);
+    assert!(
+        err.contains("has no host name to verify its certificate against"),
+        "{err}"
+    );
+    let fixed = unix.replace("tls = {", "tls = { server_name = \"app.internal\",");
+    let (ok, err) = check(&env, &fixed);
+    assert!(ok, "{err}");
+    // The same checks refuse a reload, which keeps the running generation.
+    let good = config(&format!("{{ ca = \"{}\" }}", ca_file.display()));
+    env.write_config(&good);
+    let server = env.start();
+    env.write_config(&config(&format!("{{ ca = \"{}\" }}", missing.display())));
+    let out = env.reload();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be read"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(env.port, "/index.html").status, 200);
+    drop(server);
+}
+
+#[test]
+fn an_https_url_route_verifies_against_the_system_store_and_the_url_host() {
+    let env = Env::new();
+    let ca = Ca::new("system CA");
+    let b = tls_backend("tls", &ca, &["localhost"]);
+    let ip = tls_backend("ip", &ca, &["127.0.0.1"]);
+    let routes = [
+        route("/name/", &format!("https://localhost:{}", b.port)),
+        route("/ip/", &format!("https://127.0.0.1:{}", ip.port)),
+    ]
+    .concat();
+    env.write_config(&proxy_config(&env, "", "", &routes));
+    // The system's store is SSL_CERT_FILE when set (as OpenSSL reads it):
+    // here, the test CA.
+    let store = env.write_file("store.pem", ca.pem().as_bytes());
+    let mut command = std::process::Command::new(common::BIN);
+    command
+        .arg("-c")
+        .arg(env.config_path())
+        .env("SSL_CERT_FILE", &store)
+        .stdin(std::process::Stdio::null());
+    let server = env.spawn_command(command).wait_ready();
+    let r = get(env.port, "/name/cl/1000");
+    assert_eq!(r.status, 200, "{}", server.log_text());
+    assert!(backend::is_pattern(&r.body) && r.body.len() == 1000);
+    // An IP address is verified as an IP SAN.
+    let r = get(env.port, "/ip/");
+    assert_eq!((r.status, r.body.as_slice()), (200, backend::BODY));
+    drop(server);
+    let before = b.requests();
+    // Without it, the system's own roots do not know the test CA: a 502.
+    env.write_config(&proxy_config(&env, "", "", &routes));
+    let server = env.start();
+    let r = get(env.port, "/name/");
+    assert_eq!(r.status, 502);
+    assert!(
+        wait_until(Duration::from_secs(5), || server
+            .log_text()
+            .contains("invalid peer certificate: UnknownIssuer")),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(b.requests(), before);
+}
+
+#[test]
+fn a_client_certificate_is_presented_when_configured() {
+    let env = Env::new();
+    let ca = Ca::new("server CA");
+    let clients = Ca::new("client CA");
+    let b = Backend::start_tls(
+        "mtls",
+        pki::server_config_mtls(&ca.leaf(&["app.internal"]), &clients),
+    );
+    let id = clients.leaf(&["baton.client"]);
+    let cert = env.write_file("client.pem", id.cert_pem.as_bytes());
+    let key = env.write_file("client.key", id.key_pem.as_bytes());
+    let ca_line = tls_line(&env, &ca, "ca.pem", "app.internal");
+    let with_cert = ca_line.replace(
+        " }\n",
+        &format!(
+            ", cert = \"{}\", key = \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let ups = [
+        upstream("with", &[format!("\"{}\"", b.address())], &with_cert),
+        upstream("without", &[format!("\"{}\"", b.address())], &ca_line),
+    ]
+    .concat();
+    let routes = [route("/with/", "with"), route("/without/", "without")].concat();
+    let server = start(&env, &ups, &routes);
+    let r = get(env.port, "/with/");
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, backend::BODY),
+        "{}",
+        server.log_text()
+    );
+    // Without one, the server refuses the handshake (TLS 1.3: after the
+    // client's Finished, so it shows as a failure before the response).
+    let r = get(env.port, "/without/");
+    assert_eq!(r.status, 502);
+    assert_eq!(b.requests(), 1);
+}
+
+#[test]
+fn reloads_under_load_with_an_https_upstream_lose_nothing() {
+    let env = Env::new();
+    let ca = Ca::new("test CA");
+    let b = tls_backend("tls", &ca, &["app.internal"]);
+    let ups = upstream(
+        "app",
+        &[format!("\"{}\"", b.address())],
+        &tls_line(&env, &ca, "ca.pem", "app.internal"),
+    );
+    let server = start(&env, &ups, &route("/", "app"));
+    let load = Load::start(env.port, 3, 3, backend::BODY);
+    for i in 0..20 {
+        let out = env.reload();
+        assert!(
+            out.status.success(),
+            "reload {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let counts = load.finish();
+    assert_eq!(
+        counts.failed, 0,
+        "failed requests across 20 reloads ({} ok): {:?}",
+        counts.ok, counts.errors
+    );
+    assert!(counts.ok >= 100, "the load barely ran: {}", counts.ok);
+    let log = server.log_text();
+    assert!(!log.contains("[WARN] baton worker"), "{log}");
+}
