@@ -439,3 +439,59 @@ fn reloads_under_load_with_an_https_upstream_lose_nothing() {
     let log = server.log_text();
     assert!(!log.contains("[WARN] baton worker"), "{log}");
 }
+
+#[test]
+fn health_checks_of_an_https_upstream_speak_tls_and_verify() {
+    let env = Env::new();
+    let ca = Ca::new("test CA");
+    let other = Ca::new("another CA");
+    let good = tls_backend("good", &ca, &["app.internal"]);
+    let health = "health = { path = \"/healthz\", interval = \"200ms\", timeout = \"1s\" }\n";
+    let ups = [
+        upstream(
+            "app",
+            &[format!("\"{}\"", good.address())],
+            &format!("{health}{}", tls_line(&env, &ca, "ca.pem", "app.internal")),
+        ),
+        upstream(
+            "untrusted",
+            &[format!("\"{}\"", good.address())],
+            &format!(
+                "{health}{}",
+                tls_line(&env, &other, "other.pem", "app.internal")
+            ),
+        ),
+    ]
+    .concat();
+    let _server = start(&env, &ups, &route("/", "app"));
+    let shows = |line: &str| env.status().raw.lines().any(|l| l.starts_with(line));
+    let up = format!("upstream_health: app {} up", good.address());
+    assert!(
+        wait_until(Duration::from_secs(5), || shows(&up)
+            && good.health_checks() > 0),
+        "{}",
+        env.status().raw
+    );
+    // The same server, not trusted by the other upstream's CA: down, and
+    // why.
+    let down = format!(
+        "upstream_health: untrusted {} down (cannot read the answer: TLS handshake: invalid \
+         peer certificate: UnknownIssuer)",
+        good.address()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || shows(&down)),
+        "{}",
+        env.status().raw
+    );
+    good.set_health(503);
+    let down = format!(
+        "upstream_health: app {} down (status 503, expected 200)",
+        good.address()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || shows(&down)),
+        "{}",
+        env.status().raw
+    );
+}
