@@ -436,6 +436,7 @@ impl Connection {
             matches!(req.method, Method::Get | Method::Head),
             &req.conditions,
         );
+        ex.translate_validators();
         if route.via {
             ex.via = Some(via_pseudonym(ctx.config).to_owned());
         }

@@ -187,6 +187,18 @@ impl Exchange {
         }
     }
 
+    /// A compressing route: `If-None-Match` variant tags of compressed
+    /// responses go up with the upstream's own tags beside them (see
+    /// `transform`). Before anything is sent.
+    pub fn translate_validators(&mut self) {
+        if let Some(c) = self.compress.as_mut()
+            && self.out_pos == 0
+            && !self.sent_any
+        {
+            c.translated = super::transform::translate_if_none_match(&mut self.out);
+        }
+    }
+
     /// The upstream's address, for the log.
     pub fn server_addr(&self, config: &Config) -> Option<String> {
         let up = config.proxy.upstreams.get(self.upstream)?;

@@ -184,6 +184,9 @@ impl Exchange {
         self.upstream_time = Some(env.now.saturating_duration_since(self.started));
         self.status = Some(resp.status);
         self.reusable = !resp.closes;
+        if let Some(c) = self.compress.as_ref() {
+            transform::not_modified_head(c, resp);
+        }
         let coding = self
             .compress
             .as_ref()
