@@ -495,3 +495,27 @@ fn health_checks_of_an_https_upstream_speak_tls_and_verify() {
         env.status().raw
     );
 }
+
+#[test]
+fn new_connections_resume_the_tls_session() {
+    let env = Env::new();
+    let ca = Ca::new("test CA");
+    let b = tls_backend("tls", &ca, &["app.internal"]);
+    // No pooling: every request makes a connection, and a handshake.
+    let ups = upstream(
+        "app",
+        &[format!("\"{}\"", b.address())],
+        &format!(
+            "keepalive = 0\n{}",
+            tls_line(&env, &ca, "ca.pem", "app.internal")
+        ),
+    );
+    let _server = start(&env, &ups, &route("/", "app"));
+    for i in 0..10 {
+        let r = get(env.port, "/");
+        assert_eq!((r.status, r.body.as_slice()), (200, backend::BODY), "{i}");
+    }
+    assert_eq!(b.connections(), 10);
+    // A full handshake per worker (2) at most; the rest resume.
+    assert!(b.resumed() >= 8, "{} of 10 resumed", b.resumed());
+}

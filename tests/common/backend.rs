@@ -67,6 +67,39 @@ pub struct Backend {
     /// own close).
     closed: Arc<AtomicUsize>,
     health: Arc<Health>,
+    /// TLS handshakes that resumed a session (`start_tls`).
+    resumed: Arc<AtomicUsize>,
+}
+
+/// A TLS backend's connection, noting whether its handshake resumed a
+/// session once the handshake is over.
+struct TlsConn {
+    s: rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>,
+    resumed: Arc<AtomicUsize>,
+    noted: bool,
+}
+
+impl Read for TlsConn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.s.read(buf)?;
+        if !self.noted && !self.s.conn.is_handshaking() {
+            self.noted = true;
+            if self.s.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                self.resumed.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Write for TlsConn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.s.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.s.flush()
+    }
 }
 
 /// What `/healthz` answers, and how often it was asked.
@@ -128,6 +161,7 @@ impl Backend {
         listener.set_nonblocking(true).expect("nonblocking");
         let b = Backend::new(name, port, None);
         let (conns, requests, stop, name) = b.shared();
+        let resumed = b.resumed.clone();
         thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -137,8 +171,12 @@ impl Backend {
                         let Ok(session) = rustls::ServerConnection::new(tls.clone()) else {
                             continue;
                         };
-                        let stream = rustls::StreamOwned::new(session, s);
-                        spawn_conn(Box::new(stream), &conns, &requests, &name, &stop);
+                        let conn = TlsConn {
+                            s: rustls::StreamOwned::new(session, s),
+                            resumed: resumed.clone(),
+                            noted: false,
+                        };
+                        spawn_conn(Box::new(conn), &conns, &requests, &name, &stop);
                     }
                     Err(_) => thread::sleep(Duration::from_millis(2)),
                 }
@@ -180,6 +218,7 @@ impl Backend {
                 status: AtomicU16::new(200),
                 hits: AtomicUsize::new(0),
             }),
+            resumed: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -221,6 +260,11 @@ impl Backend {
     /// What `/healthz` answers from now on (0: never answers).
     pub fn set_health(&self, status: u16) {
         self.health.status.store(status, Ordering::SeqCst);
+    }
+
+    /// TLS handshakes that resumed a session (a TLS backend's).
+    pub fn resumed(&self) -> usize {
+        self.resumed.load(Ordering::SeqCst)
     }
 
     /// `/healthz` requests so far.
