@@ -104,10 +104,10 @@ impl Connection {
         Token(self.token.0 + 1)
     }
 
-    /// Readiness of the upstream socket.
-    pub fn on_upstream_ready(&mut self, readable: bool, writable: bool) {
+    /// Readiness of the upstream socket (`read_closed`: its FIN came).
+    pub fn on_upstream_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
         if let Some(ex) = self.exchange.as_mut() {
-            ex.on_ready(readable, writable);
+            ex.on_ready(readable, writable, read_closed);
         }
     }
 

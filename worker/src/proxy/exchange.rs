@@ -316,10 +316,13 @@ impl Exchange {
     }
 
     /// Readiness of the upstream socket.
-    pub fn on_ready(&mut self, readable: bool, writable: bool) {
+    /// `read_closed`: the event said the server sent its FIN (the
+    /// connection cannot go back to the pool).
+    pub fn on_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
         if let Some(c) = self.conn.as_mut() {
             c.readable |= readable;
             c.writable |= writable;
+            c.peer_closed |= read_closed;
         }
     }
 
@@ -423,8 +426,11 @@ impl Exchange {
             let pooled = if fresh {
                 None
             } else {
+                // Only a request that may go twice risks the rare close
+                // no poll has reported yet (see `take_pooled`).
+                let must_probe = !self.idempotent;
                 env.state
-                    .take_pooled(config, self.upstream, server, env.now)
+                    .take_pooled(config, self.upstream, server, must_probe, env.now)
             };
             let state = &mut env.state.upstreams[self.upstream];
             let conn = match pooled {
@@ -441,7 +447,7 @@ impl Exchange {
                     continue;
                 }
             };
-            if let Err(e) = conn.register(env.registry, env.token) {
+            if let Err(e) = conn.attach(env.registry, env.token) {
                 log_failure(up, server, &format!("cannot watch the connection: {e}"));
                 continue;
             }
@@ -560,8 +566,7 @@ impl Exchange {
             && self.request_done
             && self.out_pos >= self.out.len();
         if clean {
-            env.state
-                .put(env.config, self.upstream, conn, env.registry, env.now);
+            env.state.put(env.config, self.upstream, conn, env.now);
         }
     }
 

@@ -14,6 +14,7 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 use rustls::pki_types::ServerName;
 
+use super::tokens::{Owner, Slot, Tokens};
 use crate::stream::{Handshake, Stream};
 
 /// What a connection to a server of an HTTPS upstream needs.
@@ -39,9 +40,16 @@ pub struct UpConn {
     pub reused: bool,
     /// When it went idle (in the pool).
     pub idle_since: Instant,
+    /// An event came that no read has exhausted yet (a read that blocked,
+    /// or a short one on TCP, clears it).
     pub readable: bool,
     pub writable: bool,
-    pub registered: bool,
+    /// An event said the server sent its FIN.
+    pub peer_closed: bool,
+    /// Registered with the poll (once, under `slot`'s token).
+    registered: bool,
+    /// Its token, and where its events go.
+    pub slot: Slot,
 }
 
 impl UpConn {
@@ -51,6 +59,7 @@ impl UpConn {
         addr: &UpstreamAddr,
         server: usize,
         tls: Option<TlsTarget<'_>>,
+        tokens: &Tokens,
         now: Instant,
     ) -> io::Result<UpConn> {
         let plain = match addr {
@@ -80,7 +89,9 @@ impl UpConn {
             idle_since: now,
             readable: false,
             writable: false,
+            peer_closed: false,
             registered: false,
+            slot: Slot::new(tokens),
         })
     }
 
@@ -166,24 +177,25 @@ impl UpConn {
         let _ = self.stream.shutdown_write();
     }
 
-    /// Watched (again) for the connection `token` belongs to.
-    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        self.watch(registry, token, Interest::READABLE | Interest::WRITABLE)
-    }
-
-    /// Watched, idle in the pool, for input only: the server closing it
-    /// (or sending what no request asked for) wakes the pool, which
-    /// closes it then rather than when it would be reused.
-    pub fn watch_idle(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        self.watch(registry, token, Interest::READABLE)
-    }
-
-    fn watch(&mut self, registry: &Registry, token: Token, interest: Interest) -> io::Result<()> {
-        if self.registered {
-            registry.reregister(&mut self.stream, token, interest)
-        } else {
+    /// Its events go to the exchange of the connection whose upstream
+    /// token is `owner` from now on; registered (for reading and writing,
+    /// once for its life) if it was not yet.
+    pub fn attach(&mut self, registry: &Registry, owner: Token) -> io::Result<()> {
+        if !self.registered {
+            registry.register(
+                &mut self.stream,
+                self.slot.token(),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
             self.registered = true;
-            registry.register(&mut self.stream, token, interest)
         }
+        self.slot.set(Owner::Exchange(owner));
+        Ok(())
+    }
+
+    /// Idle in the pool: its events (the server closing it, or sending
+    /// what no request asked for) go to the pool, which then closes it.
+    pub fn detach(&mut self) {
+        self.slot.set(Owner::Pooled);
     }
 }
