@@ -519,3 +519,68 @@ fn new_connections_resume_the_tls_session() {
     // A full handshake per worker (2) at most; the rest resume.
     assert!(b.resumed() >= 8, "{} of 10 resumed", b.resumed());
 }
+
+#[test]
+fn a_server_that_never_finishes_the_handshake_or_speaks_plain_http_fails_in_time() {
+    let env = Env::new();
+    let ca = Ca::new("test CA");
+    // Accepts and says nothing: the handshake waits on it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    // Plain HTTP where TLS is expected: a server that answers the
+    // ClientHello as the bad request it is.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain_addr = plain.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in plain.incoming().flatten() {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let ups = [
+        upstream(
+            "silent",
+            &[format!("\"{silent_addr}\"")],
+            &format!(
+                "connect_timeout = \"500ms\"\n{}",
+                tls_line(&env, &ca, "ca.pem", "app.internal")
+            ),
+        ),
+        upstream(
+            "plain",
+            &[format!("\"{plain_addr}\"")],
+            &tls_line(&env, &ca, "ca.pem", "app.internal"),
+        ),
+    ]
+    .concat();
+    let routes = [route("/silent/", "silent"), route("/plain/", "plain")].concat();
+    let server = start(&env, &ups, &routes);
+    // connect_timeout covers the handshake: a 504, in about that time.
+    let started = std::time::Instant::now();
+    let r = get(env.port, "/silent/");
+    assert_eq!(r.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let r = get(env.port, "/plain/");
+    assert_eq!(r.status, 502);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let log = server.log_text();
+            log.contains(&format!(
+                "upstream \"silent\" server {silent_addr}: timed out"
+            )) && log.contains(&format!(
+                "upstream \"plain\" server {plain_addr}: connect: TLS handshake:"
+            ))
+        }),
+        "{}",
+        server.log_text()
+    );
+}
