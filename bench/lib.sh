@@ -138,6 +138,33 @@ rss_tree() {
 	PY
 }
 
+# CPU time (user + system, in clock ticks) of a pid and its descendants
+# alive now: sampled around a load, the difference divided by the
+# requests served is the CPU cost per request, which a busy shared
+# machine disturbs far less than it does req/s.
+cpu_tree() {
+	python3 - "$1" <<-'PY'
+		import os, sys
+		root = int(sys.argv[1]); kids = {}; ticks = {}
+		for p in os.listdir("/proc"):
+		    if not p.isdigit(): continue
+		    try:
+		        st = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+		        kids.setdefault(int(st[1]), []).append(int(p))
+		        ticks[int(p)] = int(st[11]) + int(st[12])
+		    except (OSError, IndexError, ValueError): pass
+		total, todo = 0, [root]
+		while todo:
+		    p = todo.pop(); todo += kids.get(p, []); total += ticks.get(p, 0)
+		print(total)
+	PY
+}
+
+# usec_per_req TICKS REQUESTS: CPU microseconds per request.
+usec_per_req() {
+	awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "-" }'
+}
+
 # wrk_numbers LABEL: wrk's output on stdin → "req/s MB/s p99" (p99 "-"
 # without --latency); errors it reports are logged under LABEL.
 wrk_numbers() {
