@@ -307,8 +307,11 @@ impl Connection {
         ex.release(&mut env);
         self.log_done_proxied(ctx, &ex, true);
         // A body not all read (the upstream answered early): closing
-        // discards it (lingering), whatever the client may still send.
+        // discards it (lingering), whatever the client may still send. A
+        // client that said this request was its last, all of it read, is
+        // closed at once, as after a static response (`start_closing`).
         if ex.closes_client() || self.body.is_some() {
+            self.input_done = ex.client_last && self.body.is_none();
             self.start_closing(ctx.now);
         } else {
             self.idle_since = ctx.now;
@@ -437,6 +440,7 @@ impl Connection {
             &req.conditions,
         );
         ex.translate_validators();
+        ex.client_last = !req.keep_alive;
         if route.via {
             ex.via = Some(via_pseudonym(ctx.config).to_owned());
         }

@@ -116,6 +116,10 @@ pub struct Exchange {
     reusable: bool,
     /// The client connection closes after this response.
     pub client_close: bool,
+    /// The client said this request is its last (`Connection: close`, or
+    /// HTTP/1.0 without keep-alive): once its body is read, nothing more
+    /// comes, and the close needs no lingering.
+    pub client_last: bool,
     pub client_http10: bool,
     started: Instant,
     connect_started: Instant,
@@ -172,6 +176,7 @@ impl Exchange {
             body_bytes: 0,
             reusable: false,
             client_close,
+            client_last: false,
             client_http10,
             started: now,
             connect_started: now,
