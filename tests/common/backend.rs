@@ -71,37 +71,6 @@ pub struct Backend {
     resumed: Arc<AtomicUsize>,
 }
 
-/// A TLS backend's connection, noting whether its handshake resumed a
-/// session once the handshake is over.
-struct TlsConn {
-    s: rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>,
-    resumed: Arc<AtomicUsize>,
-    noted: bool,
-}
-
-impl Read for TlsConn {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.s.read(buf)?;
-        if !self.noted && !self.s.conn.is_handshaking() {
-            self.noted = true;
-            if self.s.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
-                self.resumed.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        Ok(n)
-    }
-}
-
-impl Write for TlsConn {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.s.write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.s.flush()
-    }
-}
-
 /// What `/healthz` answers, and how often it was asked.
 struct Health {
     status: AtomicU16,
@@ -171,11 +140,7 @@ impl Backend {
                         let Ok(session) = rustls::ServerConnection::new(tls.clone()) else {
                             continue;
                         };
-                        let conn = TlsConn {
-                            s: rustls::StreamOwned::new(session, s),
-                            resumed: resumed.clone(),
-                            noted: false,
-                        };
+                        let conn = super::pki::TlsConn::new(session, s, &resumed);
                         spawn_conn(Box::new(conn), &conns, &requests, &name, &stop);
                     }
                     Err(_) => thread::sleep(Duration::from_millis(2)),

@@ -3,6 +3,7 @@
 //! ones), and the rustls server configurations the TLS backends use.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls::ServerConfig;
@@ -109,4 +110,51 @@ pub fn server_config_mtls(leaf: &Leaf, clients: &Ca) -> Arc<ServerConfig> {
         .expect("server config");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
+}
+
+/// A TLS backend's connection, noting whether its handshake resumed a
+/// session once the handshake is over.
+pub struct TlsConn {
+    s: rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>,
+    resumed: Arc<AtomicUsize>,
+    noted: bool,
+}
+
+impl TlsConn {
+    /// `session` over `tcp`, counting a resumed handshake in `resumed`.
+    pub fn new(
+        session: rustls::ServerConnection,
+        tcp: std::net::TcpStream,
+        resumed: &Arc<AtomicUsize>,
+    ) -> TlsConn {
+        TlsConn {
+            s: rustls::StreamOwned::new(session, tcp),
+            resumed: Arc::clone(resumed),
+            noted: false,
+        }
+    }
+}
+
+impl std::io::Read for TlsConn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::io::Read::read(&mut self.s, buf)?;
+        if !self.noted && !self.s.conn.is_handshaking() {
+            self.noted = true;
+            if self.s.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                self.resumed
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl std::io::Write for TlsConn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::Write::write(&mut self.s, buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::Write::flush(&mut self.s)
+    }
 }
