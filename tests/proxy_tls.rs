@@ -112,6 +112,13 @@ fn requests_and_bodies_pass_byte_exact_over_tls_and_connections_are_reused() {
         "{} upstream connections for 30 requests",
         b.connections() - before
     );
+    // Every handshake named server_name (SNI).
+    let names = b.sni();
+    assert!(!names.is_empty());
+    assert!(
+        names.iter().all(|n| n.as_deref() == Some("app.internal")),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -346,9 +353,12 @@ fn an_https_url_route_verifies_against_the_system_store_and_the_url_host() {
     let r = get(env.port, "/name/cl/1000");
     assert_eq!(r.status, 200, "{}", server.log_text());
     assert!(backend::is_pattern(&r.body) && r.body.len() == 1000);
-    // An IP address is verified as an IP SAN.
+    // An IP address is verified as an IP SAN, and sent no SNI (RFC 6066);
+    // a name is the SNI.
     let r = get(env.port, "/ip/");
     assert_eq!((r.status, r.body.as_slice()), (200, backend::BODY));
+    assert_eq!(ip.sni(), [None]);
+    assert_eq!(b.sni(), [Some("localhost".to_owned())]);
     drop(server);
     let before = b.requests();
     // Without it, the system's own roots do not know the test CA: a 502.

@@ -67,8 +67,8 @@ pub struct Backend {
     /// own close).
     closed: Arc<AtomicUsize>,
     health: Arc<Health>,
-    /// TLS handshakes that resumed a session (`start_tls`).
-    resumed: Arc<AtomicUsize>,
+    /// What TLS handshakes showed (`start_tls`).
+    tls_seen: Arc<super::pki::Seen>,
 }
 
 /// What `/healthz` answers, and how often it was asked.
@@ -130,7 +130,7 @@ impl Backend {
         listener.set_nonblocking(true).expect("nonblocking");
         let b = Backend::new(name, port, None);
         let (conns, requests, stop, name) = b.shared();
-        let resumed = b.resumed.clone();
+        let seen = b.tls_seen.clone();
         thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -140,7 +140,7 @@ impl Backend {
                         let Ok(session) = rustls::ServerConnection::new(tls.clone()) else {
                             continue;
                         };
-                        let conn = super::pki::TlsConn::new(session, s, &resumed);
+                        let conn = super::pki::TlsConn::new(session, s, &seen);
                         spawn_conn(Box::new(conn), &conns, &requests, &name, &stop);
                     }
                     Err(_) => thread::sleep(Duration::from_millis(2)),
@@ -183,7 +183,7 @@ impl Backend {
                 status: AtomicU16::new(200),
                 hits: AtomicUsize::new(0),
             }),
-            resumed: Arc::new(AtomicUsize::new(0)),
+            tls_seen: Arc::default(),
         }
     }
 
@@ -229,7 +229,17 @@ impl Backend {
 
     /// TLS handshakes that resumed a session (a TLS backend's).
     pub fn resumed(&self) -> usize {
-        self.resumed.load(Ordering::SeqCst)
+        self.tls_seen.resumed.load(Ordering::SeqCst)
+    }
+
+    /// The server name (SNI) each completed TLS handshake asked for, in
+    /// order (`None`: no SNI).
+    pub fn sni(&self) -> Vec<Option<String>> {
+        self.tls_seen
+            .names
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default()
     }
 
     /// `/healthz` requests so far.

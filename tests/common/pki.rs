@@ -112,24 +112,33 @@ pub fn server_config_mtls(leaf: &Leaf, clients: &Ca) -> Arc<ServerConfig> {
     Arc::new(config)
 }
 
-/// A TLS backend's connection, noting whether its handshake resumed a
-/// session once the handshake is over.
+/// What a TLS backend's handshakes showed.
+#[derive(Default)]
+pub struct Seen {
+    /// Handshakes that resumed a session.
+    pub resumed: AtomicUsize,
+    /// The SNI each handshake asked for.
+    pub names: std::sync::Mutex<Vec<Option<String>>>,
+}
+
+/// A TLS backend's connection, noting what its handshake showed once it
+/// is over.
 pub struct TlsConn {
     s: rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>,
-    resumed: Arc<AtomicUsize>,
+    seen: Arc<Seen>,
     noted: bool,
 }
 
 impl TlsConn {
-    /// `session` over `tcp`, counting a resumed handshake in `resumed`.
+    /// `session` over `tcp`, its handshake noted in `seen`.
     pub fn new(
         session: rustls::ServerConnection,
         tcp: std::net::TcpStream,
-        resumed: &Arc<AtomicUsize>,
+        seen: &Arc<Seen>,
     ) -> TlsConn {
         TlsConn {
             s: rustls::StreamOwned::new(session, tcp),
-            resumed: Arc::clone(resumed),
+            seen: Arc::clone(seen),
             noted: false,
         }
     }
@@ -141,8 +150,12 @@ impl std::io::Read for TlsConn {
         if !self.noted && !self.s.conn.is_handshaking() {
             self.noted = true;
             if self.s.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
-                self.resumed
+                self.seen
+                    .resumed
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            if let Ok(mut names) = self.seen.names.lock() {
+                names.push(self.s.conn.server_name().map(str::to_owned));
             }
         }
         Ok(n)
