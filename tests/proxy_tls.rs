@@ -594,3 +594,28 @@ fn a_server_that_never_finishes_the_handshake_or_speaks_plain_http_fails_in_time
         server.log_text()
     );
 }
+
+#[test]
+fn a_websocket_tunnel_runs_over_an_https_upstream() {
+    let env = Env::new();
+    let ca = Ca::new("test CA");
+    let ws =
+        common::websocket::WsBackend::start_tls(pki::server_config(&ca.leaf(&["app.internal"])));
+    let ups = upstream(
+        "ws",
+        &[format!("\"127.0.0.1:{}\"", ws.port)],
+        &tls_line(&env, &ca, "ca.pem", "app.internal"),
+    );
+    let _server = start(
+        &env,
+        &ups,
+        "[[site.route]]\npath = \"/ws\"\nproxy = \"ws\"\n",
+    );
+    let mut c = common::websocket::WsClient::connect(env.port, "/ws").unwrap();
+    for i in 0..20 {
+        assert!(c.echo(&format!("message {i}")));
+    }
+    // Bigger than a TLS record and than the tunnel's buffer.
+    assert!(c.echo(&"x".repeat(300_000)));
+    assert_eq!(ws.upgraded.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
