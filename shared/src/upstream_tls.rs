@@ -5,7 +5,7 @@
 //!
 //! Certificates are always verified: against `ca` when given, else against
 //! the system's trust store (`SSL_CERT_FILE` when set, as OpenSSL and
-//! rustls-native-certs read it, else Debian's bundle). No roots are
+//! rustls-native-certs read it, else the distribution's bundle). No roots are
 //! compiled in. The worker's connections and the master's health checks
 //! share the same `ClientConfig`, so they verify alike; each process's copy
 //! keeps its own session cache (rustls's in-memory one, per upstream), so
@@ -18,14 +18,28 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
-/// Debian's (and Ubuntu's, Alpine's, Arch's) bundle of trusted roots.
-pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Where distributions keep their bundle of trusted roots, the first that
+/// exists is used (the list openssl-probe and rustls-native-certs look
+/// through): Debian, Ubuntu, Arch and Gentoo; Fedora and RHEL; openSUSE;
+/// Alpine.
+pub const SYSTEM_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
 
-/// The system's trust store: `SSL_CERT_FILE` if set, else `SYSTEM_CA_FILE`.
+/// The system's trust store: `SSL_CERT_FILE` if set, else the first of
+/// `SYSTEM_CA_FILES` that exists (else the first, for the error).
 pub fn system_ca_file() -> PathBuf {
-    std::env::var_os("SSL_CERT_FILE")
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| PathBuf::from(SYSTEM_CA_FILE), PathBuf::from)
+    if let Some(v) = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
+        return PathBuf::from(v);
+    }
+    SYSTEM_CA_FILES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_FILES[0]))
 }
 
 /// The trust anchors in the PEM file `path`. The error completes
