@@ -21,64 +21,17 @@
 # nginx", BATON_BIN=path (skip cargo build --release), KEEP_TMP=1.
 set -uo pipefail
 
-DURATION=${DURATION:-5}
+BENCH=compress.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 SERVERS=${SERVERS:-baton-cached baton-stream nginx}
-BATON_BIN=${BATON_BIN:-}
-KEEP_TMP=${KEEP_TMP:-0}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
-log() { printf 'compress.sh: %s\n' "$*" >&2; }
-have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
-bin() { command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"; }
-
-install_missing() {
-	local -a pkgs=()
-	have wrk || pkgs+=(wrk)
-	have python3 || pkgs+=(python3)
-	[[ $SERVERS == *nginx* ]] && ! have nginx && pkgs+=(nginx-light)
-	((${#pkgs[@]} > 0)) || return 0
-	local -a sudo=()
-	((EUID == 0)) || sudo=(sudo)
-	log "installing: ${pkgs[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	"${sudo[@]}" apt-get update -qq || true
-	# Do not let the packages start their own daemons on port 80.
-	printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-	"${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
-	# The table goes to stdout: apt's chatter to stderr.
-	{ "${sudo[@]}" apt-get install -y -qq "${pkgs[@]}" ||
-		"${sudo[@]}" apt-get install -y -qq "${pkgs[@]/nginx-light/nginx}" || log "apt-get install failed"; } >&2
-	"${sudo[@]}" rm -f /usr/sbin/policy-rc.d
-}
-install_missing
+install_missing wrk=wrk python3=python3
+[[ $SERVERS == *nginx* ]] && install_missing nginx=nginx-light
 have wrk || { log "wrk is missing: nothing measured"; exit 0; }
+if [[ $SERVERS == *baton* ]]; then build_baton || exit 0; fi
 
-if [[ $SERVERS == *baton* && -z $BATON_BIN ]]; then
-	log "building baton: cargo build --release"
-	(cd "$ROOT" && cargo build --release -q --bin baton) || { log "build failed"; exit 0; }
-	BATON_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/baton
-fi
-
-if ((EUID == 0)); then TMP=$(mktemp -d /tmp/baton-compress.XXXXXX); else TMP=$(mktemp -d -t baton-compress.XXXXXX); fi
-chmod 755 "$TMP"
-declare -A PORT=() PIDFILE=()
-RUNNING=()
-
-cleanup() {
-	set +e
-	local s pid
-	for s in "${RUNNING[@]}"; do
-		pid=$(cat "${PIDFILE[$s]}" 2>/dev/null)
-		[[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null
-	done
-	sleep 1
-	for s in "${RUNNING[@]}"; do
-		pid=$(cat "${PIDFILE[$s]}" 2>/dev/null)
-		[[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null
-	done
-	[[ $KEEP_TMP == 1 ]] && log "kept $TMP" || rm -rf -- "$TMP"
-}
-trap cleanup EXIT INT TERM
+make_tmp compress
 
 WWW=$TMP/www
 mkdir -p "$WWW"
@@ -93,9 +46,6 @@ open(sys.argv[1], "w").write("".join(out)[:65536])
 PY
 chmod -R a+rX "$TMP"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-USER_LINE=
-((EUID == 0)) && USER_LINE=1
 
 write_config() {
 	local s=$1 p=${PORT[$1]} d=$TMP/$1
@@ -138,20 +88,10 @@ write_config() {
 start() {
 	local s=$1 d=$TMP/$1
 	case $s in
-	baton-*) "$BATON_BIN" -c "$d/conf.toml" --daemon >"$d/out.log" 2>&1 ;;
-	nginx) "$(bin nginx)" -c "$d/nginx.conf" >"$d/out.log" 2>&1 ;;
-	esac
-	local i
-	for i in $(seq 50); do
-		if curl -sf -o /dev/null "http://127.0.0.1:${PORT[$s]}/page.html" 2>/dev/null ||
-			python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1])" "http://127.0.0.1:${PORT[$s]}/page.html" 2>/dev/null; then
-			RUNNING+=("$s")
-			return 0
-		fi
-		sleep 0.1
-	done
-	log "$s did not start: $(tail -3 "$d/out.log" "$d/error.log" 2>/dev/null)"
-	return 1
+	baton-*) "$BATON_BIN" -c "$d/conf.toml" --daemon ;;
+	nginx) "$(bin nginx)" -c "$d/nginx.conf" ;;
+	esac >"$d/start.log" 2>&1
+	wait_up "$s" /page.html
 }
 
 # req/s of one wrk run, or "-".
@@ -200,5 +140,5 @@ for s in $SERVERS; do
 	done
 	printf '\n'
 done
-printf 'commit %s\n' "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
+commit_line
 exit 0

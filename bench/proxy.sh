@@ -13,72 +13,26 @@
 #   10m    10 MiB, keep-alive:         wrk -t1 -c8  -dDs
 #
 # then the RSS of all each proxy's processes, and a table (p99 is the
-# keep-alive run's). Exits 0 whatever the numbers; bounded by DURATION.
+# keep-alive run's). The CPU columns are the proxy's processes' CPU time
+# (user + system) during a load divided by the requests it served: on a
+# busy shared machine they move far less than req/s do. Exits 0 whatever the numbers; bounded by DURATION.
 #
 # Knobs: DURATION=5 (seconds per run), SERVERS="baton nginx haproxy",
 #        BATON_BIN=path (skip cargo build --release), KEEP_TMP=1.
 set -uo pipefail
 
-DURATION=${DURATION:-5}
+BENCH=proxy.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 SERVERS=${SERVERS:-baton nginx haproxy}
-BATON_BIN=${BATON_BIN:-}
-KEEP_TMP=${KEEP_TMP:-0}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
-log() { printf 'proxy.sh: %s\n' "$*" >&2; }
-have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
-bin() { command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"; }
+# nginx is the backend whatever SERVERS says.
+install_missing wrk=wrk python3=python3 nginx=nginx-light
+[[ $SERVERS == *haproxy* ]] && install_missing haproxy=haproxy
+if [[ $SERVERS == *baton* ]]; then build_baton || exit 0; fi
 
-# ------------------------------------------------------------------ tools
-install_missing() {
-	local -a pkgs=()
-	have wrk || pkgs+=(wrk)
-	have python3 || pkgs+=(python3)
-	[[ $SERVERS == *nginx* ]] && ! have nginx && pkgs+=(nginx-light)
-	! have nginx && pkgs+=(nginx-light)
-	[[ $SERVERS == *haproxy* ]] && ! have haproxy && pkgs+=(haproxy)
-	((${#pkgs[@]} > 0)) || return 0
-	local -a sudo=()
-	((EUID == 0)) || sudo=(sudo)
-	log "installing: ${pkgs[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	"${sudo[@]}" apt-get update -qq || true
-	# Do not let the packages start their own daemons on port 80.
-	printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-	"${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
-	"${sudo[@]}" apt-get install -y -qq "${pkgs[@]}" ||
-		"${sudo[@]}" apt-get install -y -qq "${pkgs[@]/nginx-light/nginx}" || log "apt-get install failed"
-	"${sudo[@]}" rm -f /usr/sbin/policy-rc.d
-}
-install_missing
-
-if [[ $SERVERS == *baton* && -z $BATON_BIN ]]; then
-	target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
-	log "building baton: cargo build --release"
-	(cd "$ROOT" && cargo build --release -q) || { log "build failed"; exit 0; }
-	BATON_BIN=$target_dir/release/baton
-fi
-
-if ((EUID == 0)); then TMP=$(mktemp -d /tmp/baton-proxy.XXXXXX); else TMP=$(mktemp -d -t baton-proxy.XXXXXX); fi
-chmod 755 "$TMP"
-declare -A PORT=() PIDFILE=()
-RUNNING=()
-
-cleanup() {
-	set +e
-	local s pid
-	for s in "${RUNNING[@]}" backend; do
-		pid=$(cat "${PIDFILE[$s]:-/nonexistent}" 2>/dev/null)
-		[[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null
-	done
-	sleep 1
-	for s in "${RUNNING[@]}" backend; do
-		pid=$(cat "${PIDFILE[$s]:-/nonexistent}" 2>/dev/null)
-		[[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null
-	done
-	[[ $KEEP_TMP == 1 ]] && log "kept $TMP" || rm -rf -- "$TMP"
-}
-trap cleanup EXIT INT TERM
+make_tmp proxy
+STOP_ALSO=(backend)
 
 WWW=$TMP/www
 mkdir -p "$WWW"
@@ -86,9 +40,6 @@ head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$WWW/1k.html"
 head -c $((10 << 20)) /dev/urandom >"$WWW/10m.bin"
 chmod -R a+rX "$TMP"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-USER_LINE=
-((EUID == 0)) && USER_LINE=1
 NGINX_USER=
 [[ -n $USER_LINE ]] && NGINX_USER="user nobody nogroup;"
 
@@ -189,41 +140,7 @@ start() {
 	nginx) "$(bin nginx)" -c "$d/nginx.conf" -p "$d" ;;
 	haproxy) "$(bin haproxy)" -f "$d/haproxy.cfg" ;;
 	esac >"$d/start.log" 2>&1
-	local i
-	for i in $(seq 50); do
-		if python3 - "${PORT[$s]}" <<-'PY' 2>/dev/null; then
-			import sys, urllib.request
-			urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/1k.html", timeout=1).read()
-		PY
-			RUNNING+=("$s")
-			return 0
-		fi
-		sleep 0.1
-	done
-	log "$s did not start: $(cat "$d/start.log" "$d/error.log" 2>/dev/null | tail -3)"
-	return 1
-}
-
-# RSS (KiB) of a pid and all its descendants.
-rss_tree() {
-	python3 - "$1" <<-'PY'
-		import os, sys
-		root = int(sys.argv[1]); kids = {}
-		for p in os.listdir("/proc"):
-		    if not p.isdigit(): continue
-		    try:
-		        st = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
-		        kids.setdefault(int(st[1]), []).append(int(p))
-		    except OSError: pass
-		total, todo = 0, [root]
-		while todo:
-		    p = todo.pop(); todo += kids.get(p, [])
-		    try:
-		        for l in open(f"/proc/{p}/status"):
-		            if l.startswith("VmRSS:"): total += int(l.split()[1])
-		    except OSError: pass
-		print(total)
-	PY
+	wait_up "$s" /1k.html
 }
 
 # wrk → "req/s MB/s p99"
@@ -235,15 +152,18 @@ run_wrk() {
 	10m) out=$(timeout $((DURATION + 10)) wrk -t1 -c8 -d"${DURATION}s" "http://127.0.0.1:${PORT[$s]}/10m.bin" 2>&1) ;;
 	esac
 	echo "$out" >"$TMP/$s/wrk-$load.txt"
-	local rps mbs p99
-	rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
-	mbs=$(awk '/^Transfer\/sec:/ { v=$2; u=v; sub(/[0-9.]+/, "", u); sub(/[A-Za-z]+/, "", v);
-		m = (u=="GB") ? 1024 : (u=="MB") ? 1 : (u=="KB") ? 1/1024 : 1/1048576; printf "%.0f", v*m }' <<<"$out")
-	p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
-	local errs
-	errs=$(awk '/Non-2xx|Socket errors/ { print }' <<<"$out" | tr '\n' ' ')
-	[[ -n $errs ]] && log "$s $load: $errs"
-	echo "${rps:-0} ${mbs:-0} ${p99:--}"
+	wrk_numbers "$s $load" <<<"$out"
+}
+
+# run_wrk, and the proxy's CPU time per request: "req/s MB/s p99 cpu-us".
+measure() {
+	local s=$1 load=$2 pid before after numbers requests
+	pid=$(cat "${PIDFILE[$s]}" 2>/dev/null || echo 0)
+	before=$(cpu_tree "$pid")
+	numbers=$(run_wrk "$s" "$load")
+	after=$(cpu_tree "$pid")
+	requests=$(awk '/requests in/ { print $1 }' "$TMP/$s/wrk-$load.txt")
+	echo "$numbers $(usec_per_req $((after - before)) "${requests:-0}")"
 }
 
 for s in $SERVERS; do
@@ -256,18 +176,19 @@ declare -A R=()
 for load in ka close 10m; do
 	for s in "${RUNNING[@]}"; do
 		log "$s: $load (${DURATION}s)"
-		R[$s,$load]=$(run_wrk "$s" "$load")
+		R[$s,$load]=$(measure "$s" "$load")
 	done
 done
 
-printf '\n| proxy | 1 KiB keep-alive req/s | 1 KiB conn-per-request req/s | 10 MiB MB/s | p99 keep-alive | RSS after load (MiB) |\n'
-printf '| --- | ---: | ---: | ---: | ---: | ---: |\n'
+printf '\n| proxy | 1 KiB keep-alive req/s | 1 KiB conn-per-request req/s | 10 MiB MB/s | p99 keep-alive | RSS after load (MiB) | CPU µs/req keep-alive | CPU µs/req conn-per-request |\n'
+printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
 for s in "${RUNNING[@]}"; do
 	pid=$(cat "${PIDFILE[$s]}" 2>/dev/null || echo 0)
 	rss=$(rss_tree "$pid")
-	read -r ka _ p99 <<<"${R[$s,ka]}"
-	read -r cl _ _ <<<"${R[$s,close]}"
-	read -r _ mb _ <<<"${R[$s,10m]}"
-	printf '| %s | %s | %s | %s | %s | %.1f |\n' "$s" "$ka" "$cl" "$mb" "$p99" "$(awk -v k="$rss" 'BEGIN { print k/1024 }')"
+	read -r ka _ p99 cpu_ka <<<"${R[$s,ka]}"
+	read -r cl _ _ cpu_cl <<<"${R[$s,close]}"
+	read -r _ mb _ _ <<<"${R[$s,10m]}"
+	printf '| %s | %s | %s | %s | %s | %.1f | %s | %s |\n' "$s" "$ka" "$cl" "$mb" "$p99" "$(awk -v k="$rss" 'BEGIN { print k/1024 }')" "$cpu_ka" "$cpu_cl"
 done
+commit_line
 exit 0

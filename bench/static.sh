@@ -17,67 +17,18 @@
 #        BATON_BIN=path (skip cargo build --release), KEEP_TMP=1.
 set -uo pipefail
 
-DURATION=${DURATION:-5}
+BENCH=static.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 SERVERS=${SERVERS:-baton nginx lighttpd h2o}
-BATON_BIN=${BATON_BIN:-}
-KEEP_TMP=${KEEP_TMP:-0}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
-log() { printf 'static.sh: %s\n' "$*" >&2; }
-have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
-bin() { command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"; }
+install_missing wrk=wrk python3=python3
+[[ $SERVERS == *nginx* ]] && install_missing nginx=nginx-light
+[[ $SERVERS == *lighttpd* ]] && install_missing lighttpd=lighttpd
+[[ $SERVERS == *h2o* ]] && install_missing h2o=h2o
+if [[ $SERVERS == *baton* ]]; then build_baton || exit 0; fi
 
-# ------------------------------------------------------------------ tools
-install_missing() {
-	local -a pkgs=()
-	have wrk || pkgs+=(wrk)
-	have python3 || pkgs+=(python3)
-	[[ $SERVERS == *nginx* ]] && ! have nginx && pkgs+=(nginx-light)
-	[[ $SERVERS == *lighttpd* ]] && ! have lighttpd && pkgs+=(lighttpd)
-	[[ $SERVERS == *h2o* ]] && ! have h2o && pkgs+=(h2o)
-	((${#pkgs[@]} > 0)) || return 0
-	local -a sudo=()
-	((EUID == 0)) || sudo=(sudo)
-	log "installing: ${pkgs[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	"${sudo[@]}" apt-get update -qq || true
-	# Do not let the packages start their own daemons on port 80.
-	printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-	"${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
-	"${sudo[@]}" apt-get install -y -qq "${pkgs[@]}" ||
-		"${sudo[@]}" apt-get install -y -qq "${pkgs[@]/nginx-light/nginx}" || log "apt-get install failed"
-	"${sudo[@]}" rm -f /usr/sbin/policy-rc.d
-}
-install_missing
-
-if [[ $SERVERS == *baton* && -z $BATON_BIN ]]; then
-	target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
-	log "building baton: cargo build --release"
-	(cd "$ROOT" && cargo build --release -q) || { log "build failed"; exit 0; }
-	BATON_BIN=$target_dir/release/baton
-fi
-
-# --------------------------------------------------------------- temp dir
-if ((EUID == 0)); then TMP=$(mktemp -d /tmp/baton-static.XXXXXX); else TMP=$(mktemp -d -t baton-static.XXXXXX); fi
-chmod 755 "$TMP"
-declare -A PORT=() PIDFILE=()
-RUNNING=()
-
-cleanup() {
-	set +e
-	local s pid
-	for s in "${RUNNING[@]}"; do
-		pid=$(cat "${PIDFILE[$s]}" 2>/dev/null)
-		[[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null
-	done
-	sleep 1
-	for s in "${RUNNING[@]}"; do
-		pid=$(cat "${PIDFILE[$s]}" 2>/dev/null)
-		[[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null
-	done
-	[[ $KEEP_TMP == 1 ]] && log "kept $TMP" || rm -rf -- "$TMP"
-}
-trap cleanup EXIT INT TERM
+make_tmp static
 
 WWW=$TMP/www
 mkdir -p "$WWW"
@@ -85,9 +36,6 @@ head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$WWW/1k.html"
 head -c $((10 << 20)) /dev/urandom >"$WWW/10m.bin"
 chmod -R a+rX "$TMP"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-USER_LINE=
-((EUID == 0)) && USER_LINE=1
 
 write_configs() {
 	local s=$1 p=${PORT[$1]} d=$TMP/$1
@@ -164,45 +112,10 @@ start() {
 	lighttpd) "$(bin lighttpd)" -f "$d/lighttpd.conf" ;;
 	h2o) "$(bin h2o)" -c "$d/h2o.conf" -m daemon ;;
 	esac >"$d/start.log" 2>&1
-	local i
-	for i in $(seq 50); do
-		if curl -fsS -o /dev/null "http://127.0.0.1:${PORT[$s]}/1k.html" 2>/dev/null ||
-			python3 - "${PORT[$s]}" <<-'PY' 2>/dev/null; then
-				import sys, urllib.request
-				urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/1k.html", timeout=1).read()
-			PY
-			RUNNING+=("$s")
-			return 0
-		fi
-		sleep 0.1
-	done
-	log "$s did not start: $(cat "$d/start.log" "$d/error.log" 2>/dev/null | tail -3)"
-	return 1
+	wait_up "$s" /1k.html
 }
 
-# RSS (KiB) of a pid and all its descendants.
-rss_tree() {
-	python3 - "$1" <<-'PY'
-		import os, sys
-		root = int(sys.argv[1]); kids = {}
-		for p in os.listdir("/proc"):
-		    if not p.isdigit(): continue
-		    try:
-		        st = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
-		        kids.setdefault(int(st[1]), []).append(int(p))
-		    except OSError: pass
-		total, todo = 0, [root]
-		while todo:
-		    p = todo.pop(); todo += kids.get(p, [])
-		    try:
-		        for l in open(f"/proc/{p}/status"):
-		            if l.startswith("VmRSS:"): total += int(l.split()[1])
-		    except OSError: pass
-		print(total)
-	PY
-}
-
-# wrk → "req/s MB/s"
+# wrk → "req/s MB/s p99"
 run_wrk() {
 	local s=$1 load=$2 url out
 	case $load in
@@ -211,14 +124,7 @@ run_wrk() {
 	10m) out=$(timeout $((DURATION + 10)) wrk -t1 -c8 -d"${DURATION}s" "http://127.0.0.1:${PORT[$s]}/10m.bin" 2>&1) ;;
 	esac
 	echo "$out" >"$TMP/$s/wrk-$load.txt"
-	local rps mbs
-	rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
-	mbs=$(awk '/^Transfer\/sec:/ { v=$2; u=v; sub(/[0-9.]+/, "", u); sub(/[A-Za-z]+/, "", v);
-		m = (u=="GB") ? 1024 : (u=="MB") ? 1 : (u=="KB") ? 1/1024 : 1/1048576; printf "%.0f", v*m }' <<<"$out")
-	local errs
-	errs=$(awk '/Non-2xx|Socket errors/ { print }' <<<"$out" | tr '\n' ' ')
-	[[ -n $errs ]] && log "$s $load: $errs"
-	echo "${rps:-0} ${mbs:-0}"
+	wrk_numbers "$s $load" <<<"$out"
 }
 
 for s in $SERVERS; do
@@ -240,9 +146,10 @@ printf '| --- | ---: | ---: | ---: | ---: |\n'
 for s in "${RUNNING[@]}"; do
 	pid=$(cat "${PIDFILE[$s]}" 2>/dev/null || echo 0)
 	rss=$(rss_tree "$pid")
-	read -r ka _ <<<"${R[$s,ka]}"
-	read -r cl _ <<<"${R[$s,close]}"
-	read -r _ mb <<<"${R[$s,10m]}"
+	read -r ka _ _ <<<"${R[$s,ka]}"
+	read -r cl _ _ <<<"${R[$s,close]}"
+	read -r _ mb _ <<<"${R[$s,10m]}"
 	printf '| %s | %s | %s | %s | %.1f |\n' "$s" "$ka" "$cl" "$mb" "$(awk -v k="$rss" 'BEGIN { print k/1024 }')"
 done
+commit_line
 exit 0

@@ -331,3 +331,73 @@ fn proxying_behind_tls() {
     .unwrap();
     assert!(r.complete && r.body.len() == 3_000_000 && backend::is_pattern(&r.body));
 }
+
+/// Whether the worker keeps reading (and throwing away) what the client
+/// sends after the response: a lingering close. A socket closed outright
+/// answers the client's next bytes with a reset.
+fn server_lingers(s: &mut std::net::TcpStream) -> bool {
+    let chunk = [b'x'; 1024];
+    // Well inside the lingering close (1 s).
+    !common::wait_until(std::time::Duration::from_millis(300), || {
+        s.write_all(&chunk).is_err()
+    })
+}
+
+#[test]
+fn a_last_request_is_closed_at_once_and_an_unread_body_lingers() {
+    use std::io::Read;
+    // An upstream that answers 413 as soon as it has the head, without
+    // waiting for the body (and drains what comes after).
+    let early = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let early_addr = early.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut s in early.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let env = Env::new();
+    let b = Backend::start("b");
+    let _server = start(&env, &[b.address()], "", "");
+    // The client said it was its last request and sent all of it: nothing
+    // more is coming, so the worker closes without lingering (as after a
+    // static response, and as nginx does).
+    let mut s = connect(env.port);
+    s.write_all(b"GET /api/cl/100 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let reply = read_reply(&mut r, false, &mut Vec::new()).unwrap();
+    assert_eq!((reply.status, reply.body.len()), (200, 100));
+    assert!(!server_lingers(&mut s), "lingered after a last request");
+    drop(_server);
+    // The upstream answers before the body is all sent: the rest of it is
+    // still coming, so the close lingers (a reset could destroy the
+    // response before the client reads it).
+    let env = Env::new();
+    let _server = start(&env, &[early_addr], "", "");
+    let mut s = connect(env.port);
+    s.write_all(
+        b"POST /api/x HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\
+          Connection: close\r\n\r\nxxxx",
+    )
+    .unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let reply = read_reply(&mut r, false, &mut Vec::new()).unwrap();
+    assert_eq!(reply.status, 413);
+    assert!(
+        server_lingers(&mut s),
+        "closed outright with the body unread"
+    );
+}

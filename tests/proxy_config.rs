@@ -63,21 +63,56 @@ fn t_checks_that_unix_sockets_exist() {
 }
 
 #[test]
-fn t_refuses_what_is_not_supported_yet() {
+fn t_checks_the_system_trust_store_of_an_https_upstream() {
     let env = Env::new();
     let text = format!(
         "{}[[upstream]]\nname = \"app\"\nservers = [\"127.0.0.1:9\"]\ntls = {{ server_name = \"x\" }}\n\
-         [[site]]\nlisten = [\"127.0.0.1:{}\"]\nroot = \"www\"\n",
+         [[site]]\nlisten = [\"127.0.0.1:{}\"]\nroot = \"www\"\n\
+         [[site.route]]\npath = \"/api/\"\nproxy = \"app\"\n",
         env.globals(),
         env.port
     );
-    let (ok, err) = check(&env, &text);
+    env.write_config(&text);
+    // `-t` with the system's store where SSL_CERT_FILE says.
+    let t = |store: &std::path::Path| {
+        let out = std::process::Command::new(common::BIN)
+            .arg("-c")
+            .arg(env.config_path())
+            .arg("-t")
+            .env("SSL_CERT_FILE", store)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Without ca, a store that cannot be read is a located error that
+    // says what to do.
+    let missing = env.path("no-store.pem");
+    let (ok, err) = t(&missing);
     assert!(!ok);
     let line = env.globals().lines().count() + 4;
     assert!(
         err.contains(&format!(
-            ":{line}:1: \"tls\" (HTTPS upstreams) is not supported yet"
-        )),
+            ":{line}:7: the system's trust store {} cannot be read",
+            missing.display()
+        )) && err.contains("give the upstream's CA with ca = "),
+        "{err}"
+    );
+    // A store with a certificate: accepted.
+    let (cert, _) = common::tls::ecdsa_cert(&["x"]);
+    let store = env.write_file("store.pem", cert.as_bytes());
+    let (ok, err) = t(&store);
+    assert!(ok, "{err}");
+    // Other schemes are refused.
+    let (ok, err) = check(
+        &env,
+        &text.replace("proxy = \"app\"", "proxy = \"ftp://x\""),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("only http:// and https:// URLs are supported"),
         "{err}"
     );
 }

@@ -106,8 +106,10 @@ fn no_server_left_is_502_then_all_down_is_503_with_retry_after() {
     assert_eq!(r.status, 502);
     let r = get(env.port, "/api/x");
     assert_eq!(r.status, 503);
+    // When the server's fail_timeout ends, rounded up: the 30 s began a
+    // moment ago.
     let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=30).contains(&after), "{after}");
+    assert!((25..=30).contains(&after), "{after}");
     let log = server.log_text();
     let addr = addr.trim_matches('"');
     assert_eq!(

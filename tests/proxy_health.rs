@@ -405,3 +405,50 @@ fn a_binary_upgrade_carries_the_state() {
     );
     assert!(shows(&u.env, &a, "down"), "{}", u.env.status().raw);
 }
+
+#[test]
+fn expect_takes_lists_of_codes_and_classes() {
+    let env = Env::new();
+    let a = Backend::start("a");
+    a.set_health(204);
+    let with = |expect: &str| {
+        config(
+            &env,
+            &[&a],
+            &FAST.replace(" }", &format!(", expect = {expect} }}")),
+        )
+    };
+    env.write_config(&with("[200, 204]"));
+    let _server = env.start();
+    wait_state(&env, &a, "up", Duration::from_secs(5));
+    a.set_health(500);
+    wait_state(
+        &env,
+        &a,
+        "down (status 500, expected 200 or 204)",
+        Duration::from_secs(5),
+    );
+    // A class: any 2xx or 3xx passes.
+    env.write_config(&with("[\"2xx\", \"3xx\"]"));
+    assert!(env.reload().status.success());
+    a.set_health(302);
+    wait_state(&env, &a, "up", Duration::from_secs(5));
+    a.set_health(404);
+    wait_state(
+        &env,
+        &a,
+        "down (status 404, expected 2xx or 3xx)",
+        Duration::from_secs(5),
+    );
+    // What is not a status or a class is a located error.
+    for bad in ["\"6xx\"", "[]", "[200, \"2x\"]", "true"] {
+        env.write_config(&with(bad));
+        let out = env.baton(&["-t"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(
+            err.contains("\"expect\" must be a status from 100 to 599, a class like \"2xx\""),
+            "{bad}: {err}"
+        );
+    }
+}

@@ -9,3 +9,4 @@ pub mod logging;
 pub mod ocsp;
 pub mod tls;
 pub mod tls_acme;
+pub mod upstream_tls;

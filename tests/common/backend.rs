@@ -67,6 +67,8 @@ pub struct Backend {
     /// own close).
     closed: Arc<AtomicUsize>,
     health: Arc<Health>,
+    /// What TLS handshakes showed (`start_tls`).
+    tls_seen: Arc<super::pki::Seen>,
 }
 
 /// What `/healthz` answers, and how often it was asked.
@@ -119,6 +121,35 @@ impl Backend {
         b
     }
 
+    /// A backend speaking HTTPS with `tls` on a free loopback port: each
+    /// accepted connection is counted (a failed handshake too), then served
+    /// through a rustls session as a plain one is.
+    pub fn start_tls(name: &str, tls: Arc<rustls::ServerConfig>) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let b = Backend::new(name, port, None);
+        let (conns, requests, stop, name) = b.shared();
+        let seen = b.tls_seen.clone();
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).ok();
+                        s.set_nodelay(true).ok();
+                        let Ok(session) = rustls::ServerConnection::new(tls.clone()) else {
+                            continue;
+                        };
+                        let conn = super::pki::TlsConn::new(session, s, &seen);
+                        spawn_conn(Box::new(conn), &conns, &requests, &name, &stop);
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        b
+    }
+
     /// A backend on a unix socket at `path`.
     pub fn start_unix(name: &str, path: PathBuf) -> Backend {
         let listener = UnixListener::bind(&path).expect("bind unix backend");
@@ -152,6 +183,7 @@ impl Backend {
                 status: AtomicU16::new(200),
                 hits: AtomicUsize::new(0),
             }),
+            tls_seen: Arc::default(),
         }
     }
 
@@ -193,6 +225,21 @@ impl Backend {
     /// What `/healthz` answers from now on (0: never answers).
     pub fn set_health(&self, status: u16) {
         self.health.status.store(status, Ordering::SeqCst);
+    }
+
+    /// TLS handshakes that resumed a session (a TLS backend's).
+    pub fn resumed(&self) -> usize {
+        self.tls_seen.resumed.load(Ordering::SeqCst)
+    }
+
+    /// The server name (SNI) each completed TLS handshake asked for, in
+    /// order (`None`: no SNI).
+    pub fn sni(&self) -> Vec<Option<String>> {
+        self.tls_seen
+            .names
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default()
     }
 
     /// `/healthz` requests so far.

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod backend;
 pub mod h2;
 pub mod load;
+pub mod pki;
 pub mod sockets;
 pub mod tls;
 pub mod upgrade;

@@ -31,7 +31,33 @@ impl WsBackend {
         thread::spawn(move || {
             for s in listener.incoming().flatten() {
                 let (u, p) = (u.clone(), p.clone());
+                s.set_nodelay(true).ok();
                 thread::spawn(move || serve(s, &u, &p));
+            }
+        });
+        WsBackend {
+            port,
+            upgraded,
+            plain,
+        }
+    }
+
+    /// The same echo server speaking TLS with `tls`.
+    pub fn start_tls(tls: Arc<rustls::ServerConfig>) -> WsBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind ws backend");
+        let port = listener.local_addr().expect("addr").port();
+        let upgraded = Arc::new(AtomicUsize::new(0));
+        let plain = Arc::new(AtomicUsize::new(0));
+        let (u, p) = (upgraded.clone(), plain.clone());
+        thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                let (u, p) = (u.clone(), p.clone());
+                s.set_nodelay(true).ok();
+                let Ok(session) = rustls::ServerConnection::new(tls.clone()) else {
+                    continue;
+                };
+                let stream = rustls::StreamOwned::new(session, s);
+                thread::spawn(move || serve(stream, &u, &p));
             }
         });
         WsBackend {
@@ -42,10 +68,10 @@ impl WsBackend {
     }
 }
 
-fn serve(s: TcpStream, upgraded: &AtomicUsize, plain: &AtomicUsize) {
-    s.set_nodelay(true).ok();
-    let mut r = BufReader::new(s.try_clone().expect("clone"));
-    let mut w = s;
+/// One connection: reads and writes go through one stream (TLS has no
+/// separate halves), in turn.
+fn serve<S: Read + Write>(s: S, upgraded: &AtomicUsize, plain: &AtomicUsize) {
+    let mut r = BufReader::new(s);
     let mut upgrade = false;
     loop {
         let mut line = String::new();
@@ -62,19 +88,19 @@ fn serve(s: TcpStream, upgraded: &AtomicUsize, plain: &AtomicUsize) {
     }
     if !upgrade {
         plain.fetch_add(1, Ordering::SeqCst);
-        let _ = w.write_all(
+        let _ = r.get_mut().write_all(
             b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         );
         return;
     }
-    let _ = w.write_all(
+    let _ = r.get_mut().write_all(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Accept: test\r\n\r\n",
     );
     upgraded.fetch_add(1, Ordering::SeqCst);
     while let Ok((opcode, payload)) = read_frame(&mut r) {
         if opcode == 0x8 {
-            let _ = w.write_all(&frame(0x8, &payload, false));
+            let _ = r.get_mut().write_all(&frame(0x8, &payload, false));
             return;
         }
         let text = String::from_utf8_lossy(&payload).into_owned();
@@ -88,14 +114,14 @@ fn serve(s: TcpStream, upgraded: &AtomicUsize, plain: &AtomicUsize) {
             head.push(0x82);
             head.push(127);
             head.extend_from_slice(&(n as u64).to_be_bytes());
-            if w.write_all(&head).is_err() {
+            if r.get_mut().write_all(&head).is_err() {
                 return;
             }
             let piece = vec![0x5a; 64 * 1024];
             let mut left = n;
             while left > 0 {
                 let k = left.min(piece.len());
-                if w.write_all(&piece[..k]).is_err() {
+                if r.get_mut().write_all(&piece[..k]).is_err() {
                     return;
                 }
                 left -= k;
@@ -103,7 +129,10 @@ fn serve(s: TcpStream, upgraded: &AtomicUsize, plain: &AtomicUsize) {
             }
             continue;
         }
-        if w.write_all(&frame(opcode, &payload, false)).is_err() {
+        if r.get_mut()
+            .write_all(&frame(opcode, &payload, false))
+            .is_err()
+        {
             return;
         }
     }

@@ -40,10 +40,11 @@ impl Client {
     }
 
     /// The upstream socket of a proxied request (HTTP/2: of each).
-    pub fn on_upstream_ready(&mut self, readable: bool, writable: bool) {
+    /// (`read_closed`: its FIN came.)
+    pub fn on_upstream_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
         match self {
-            Client::Http1(c) => c.on_upstream_ready(readable, writable),
-            Client::Http2(c) => c.on_upstream_ready(readable, writable),
+            Client::Http1(c) => c.on_upstream_ready(readable, writable, read_closed),
+            Client::Http2(c) => c.on_upstream_ready(readable, writable, read_closed),
             Client::Switching => {}
         }
     }

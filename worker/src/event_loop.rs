@@ -50,8 +50,9 @@ enum Target {
     Signals,
     FileCache,
     Listener(usize),
-    /// Idle pooled upstream connections (`proxy::POOL_TOKEN`).
-    Pool,
+    /// An upstream connection (`proxy::tokens`): its events go to the
+    /// connection whose exchange uses it, or to the pool.
+    Upstream(usize),
     Connection {
         key: usize,
         side: usize,
@@ -77,8 +78,10 @@ fn target(token: Token) -> Target {
         0 => Target::Channel,
         1 => Target::Signals,
         2 => Target::FileCache,
-        t if t == crate::proxy::POOL_TOKEN.0 => Target::Pool,
         t if t < CONNECTION_BASE => Target::Listener(t - LISTENER_BASE),
+        t if t >= crate::proxy::tokens::UPSTREAM_BASE => {
+            Target::Upstream(t - crate::proxy::tokens::UPSTREAM_BASE)
+        }
         t => Target::Connection {
             key: (t - CONNECTION_BASE) / 2,
             side: (t - CONNECTION_BASE) % 2,
@@ -258,10 +261,20 @@ impl Worker {
     }
 
     fn dispatch(&mut self, event: &Event) {
-        match target(event.token()) {
+        let mut to = target(event.token());
+        if let Target::Upstream(id) = to {
+            match self.proxy.event_owner(id) {
+                Some(token) => to = target(token),
+                // The pool's (handled), or a connection already closed.
+                None => return,
+            }
+        }
+        match to {
             Target::Channel => self.on_channel(event),
             Target::FileCache => {} // read first in the turn
-            Target::Pool => self.proxy.on_pool_event(),
+            // An exchange's token is a connection's, never another
+            // upstream's.
+            Target::Upstream(_) => {}
             Target::Signals => match self.signals.read() {
                 Some(Order::Stop) => {
                     info!("SIGINT: stopping now");
@@ -294,7 +307,11 @@ impl Worker {
                             event.is_read_closed() || event.is_error(),
                         );
                     } else {
-                        conn.on_upstream_ready(readable, writable);
+                        conn.on_upstream_ready(
+                            readable,
+                            writable,
+                            event.is_read_closed() || event.is_error(),
+                        );
                     }
                     self.drive(key);
                 }
@@ -445,8 +462,9 @@ mod tests {
         assert_eq!(target(FILE_CACHE), Target::FileCache);
         assert_eq!(target(listener_token(0)), Target::Listener(0));
         assert_eq!(target(listener_token(7)), Target::Listener(7));
-        assert_eq!(target(crate::proxy::POOL_TOKEN), Target::Pool);
-        assert_eq!(crate::proxy::POOL_TOKEN.0, CONNECTION_BASE - 1);
+        let upstream = crate::proxy::tokens::UPSTREAM_BASE;
+        assert_eq!(target(Token(upstream)), Target::Upstream(0));
+        assert_eq!(target(Token(upstream + 9)), Target::Upstream(9));
         for key in [0, 1, 12345] {
             assert_eq!(
                 target(connection_token(key)),

@@ -1,8 +1,10 @@
-//! A client socket, whatever its kind.
+//! A client socket, whatever its kind (and an upstream one: the proxy's
+//! connections to HTTPS upstreams are the same TLS stream with a client
+//! session, see `Stream::tls_client` and `handshake`).
 //!
 //! `Stream` is an enum so the connection code is written once for TCP,
 //! unix sockets and TLS over either. A TLS stream is a rustls
-//! `ServerConnection` over a plain stream, driven without blocking: `read`
+//! connection over a plain stream, driven without blocking: `read`
 //! feeds it what the socket has and returns plaintext, `send` hands it
 //! plaintext (up to its buffer limit, which is the back-pressure) and pushes
 //! what it can to the socket; what the socket does not take waits in rustls
@@ -36,11 +38,23 @@ pub enum Stream {
     Tls(Box<TlsStream>),
 }
 
+/// Where a handshake is (`Stream::handshake`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    Done,
+    /// Waiting for the socket to become readable...
+    Read,
+    /// ... or writable.
+    Write,
+}
+
 /// TLS over a plain stream.
 #[derive(Debug)]
 pub struct TlsStream {
     inner: Stream,
-    conn: rustls::ServerConnection,
+    /// A server session (a client's connection) or a client one (to an
+    /// HTTPS upstream).
+    conn: rustls::Connection,
     /// The first byte from the client has been looked at (`sniff`).
     sniffed: bool,
     /// ... and it was not TLS but plain HTTP: the rest goes in the clear.
@@ -74,10 +88,74 @@ impl Stream {
     pub fn tls(inner: Stream, conn: rustls::ServerConnection) -> Stream {
         Stream::Tls(Box::new(TlsStream {
             inner,
-            conn,
+            conn: conn.into(),
             sniffed: false,
             plain_http: false,
         }))
+    }
+
+    /// Wraps a connected (or connecting) plain stream to an upstream in a
+    /// TLS client session; `handshake` drives it until it is complete.
+    pub fn tls_client(inner: Stream, conn: rustls::ClientConnection) -> Stream {
+        Stream::Tls(Box::new(TlsStream {
+            inner,
+            conn: conn.into(),
+            // Only a client's first byte is sniffed for plain HTTP.
+            sniffed: true,
+            plain_http: false,
+        }))
+    }
+
+    /// The plain socket (under TLS, the one TLS runs over).
+    pub fn plain(&self) -> &Stream {
+        match self {
+            Stream::Tls(t) => t.inner.plain(),
+            s => s,
+        }
+    }
+
+    /// Drives a TLS session's handshake as far as the socket allows, each
+    /// direction until it would block (edge-triggered). `Done` once it is
+    /// complete (a plain stream has none); what it still has to send then
+    /// goes out with the next write or flush. A failed handshake (an
+    /// unknown CA, a name the certificate does not cover, an expired
+    /// certificate) is an `InvalidData` error carrying rustls's reason,
+    /// after its alert was sent.
+    pub fn handshake(&mut self) -> io::Result<Handshake> {
+        let Stream::Tls(t) = self else {
+            return Ok(Handshake::Done);
+        };
+        while t.conn.is_handshaking() {
+            match t.flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Handshake::Write),
+                Err(e) => return Err(e),
+            }
+            match t.read_tls() {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed during the TLS handshake",
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Handshake::Read),
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = t.conn.process_new_packets() {
+                // Let the alert go out: the peer learns why.
+                let _ = t.flush();
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("TLS handshake: {e}"),
+                ));
+            }
+        }
+        match t.flush() {
+            Ok(()) => Ok(Handshake::Done),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Handshake::Done),
+            Err(e) => Err(e),
+        }
     }
 
     fn fd(&self) -> RawFd {

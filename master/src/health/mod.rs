@@ -31,6 +31,9 @@ type Key = (String, UpstreamAddr);
 
 struct Server {
     check: HealthCheck,
+    /// An HTTPS upstream's server is checked over TLS, verified as the
+    /// workers verify it.
+    tls: Option<probe::ProbeTls>,
     up: bool,
     /// At least one check has finished since it appeared.
     checked: bool,
@@ -80,14 +83,14 @@ impl Checker {
         now: Instant,
     ) -> bool {
         self.built_from = generations;
-        let mut wanted: BTreeMap<Key, HealthCheck> = BTreeMap::new();
+        let mut wanted: BTreeMap<Key, (HealthCheck, Option<probe::ProbeTls>)> = BTreeMap::new();
         for config in configs {
             for up in &config.proxy.upstreams {
                 let Some(check) = &up.health else { continue };
                 for s in &up.servers {
                     wanted
                         .entry((up.name.clone(), s.addr.clone()))
-                        .or_insert_with(|| check.clone());
+                        .or_insert_with(|| (check.clone(), probe::ProbeTls::new(up, s)));
                 }
             }
         }
@@ -107,7 +110,7 @@ impl Checker {
                 }
             }
         }
-        for (key, check) in wanted {
+        for (key, (check, tls)) in wanted {
             match self.servers.get_mut(&key) {
                 Some(s) => {
                     if s.check.interval != check.interval && s.probe.is_none() {
@@ -116,12 +119,14 @@ impl Checker {
                             .min(baton_shared::deadline::after(now, check.interval));
                     }
                     s.check = check;
+                    s.tls = tls;
                 }
                 None => {
                     self.servers.insert(
                         key,
                         Server {
                             check,
+                            tls,
                             up: true,
                             checked: false,
                             streak: 0,
@@ -166,6 +171,7 @@ impl Checker {
                 (e.upstream.clone(), addr),
                 Server {
                     check: HealthCheck::with_defaults(Default::default()),
+                    tls: None,
                     up: e.up,
                     checked: false,
                     streak: 0,
@@ -215,7 +221,7 @@ impl Checker {
                 continue;
             }
             let t = token();
-            match Probe::start(&key.1, &s.check, registry, t, now) {
+            match Probe::start(&key.1, &s.check, s.tls.as_ref(), registry, t, now) {
                 Ok(p) => {
                     s.probe = Some(p);
                     self.tokens.insert(t, key.clone());
@@ -321,7 +327,7 @@ impl Checker {
 /// Counts one result of `key`'s check; returns whether it went up or down.
 fn count(key: &Key, s: &mut Server, result: Result<u16, String>) -> bool {
     let result = match result {
-        Ok(status) if status == s.check.expect => Ok(()),
+        Ok(status) if s.check.expect.accepts(status) => Ok(()),
         Ok(status) => Err(format!("status {status}, expected {}", s.check.expect)),
         Err(e) => Err(e),
     };

@@ -1,12 +1,113 @@
 //! One health check on the wire: a non-blocking connect, `GET path
 //! HTTP/1.1`, and the status line of the answer. Driven by the master's
-//! loop (readiness events and the health timer); it never blocks.
+//! loop (readiness events and the health timer); it never blocks. For an
+//! HTTPS upstream the check speaks TLS, verified with the upstream's own
+//! client configuration: a server whose certificate the workers would
+//! refuse fails its check too (with rustls's reason).
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 use std::time::Instant;
 
-use baton_shared::config::{HealthCheck, UpstreamAddr};
+use baton_shared::config::{HealthCheck, Upstream, UpstreamAddr, UpstreamServer};
 use mio::{Interest, Registry, Token};
+use rustls::pki_types::ServerName;
+
+/// What a check of an HTTPS upstream's server needs.
+#[derive(Clone)]
+pub struct ProbeTls {
+    config: Arc<rustls::ClientConfig>,
+    name: ServerName<'static>,
+}
+
+impl ProbeTls {
+    /// For `server` of `up`; `None` for plain HTTP (or, which validation
+    /// prevents, no name to verify: then the check fails, never plain).
+    pub fn new(up: &Upstream, server: &UpstreamServer) -> Option<ProbeTls> {
+        let tls = up.tls.as_ref()?;
+        let ip = match &server.addr {
+            UpstreamAddr::Tcp(a) => Some(a.ip()),
+            UpstreamAddr::Unix(_) => None,
+        };
+        let name = baton_shared::upstream_tls::server_name(
+            tls.server_name.as_deref(),
+            server.host.as_deref(),
+            ip,
+        )
+        // An unverifiable name: the handshake fails, as it should.
+        .unwrap_or_else(|| ServerName::try_from("invalid.invalid").expect("a valid DNS name"));
+        Some(ProbeTls {
+            config: Arc::clone(&tls.client.0),
+            name,
+        })
+    }
+}
+
+/// A check's TLS session over its socket, read and written without
+/// blocking: plaintext in and out, records pushed and pulled as the
+/// socket allows.
+struct TlsSock {
+    plain: Sock,
+    conn: rustls::ClientConnection,
+}
+
+impl TlsSock {
+    /// Pushes pending records (`WouldBlock` while the socket is full or
+    /// still connecting).
+    fn flush(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            if self.conn.write_tls(&mut self.plain.io())? == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Read for TlsSock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            if self.conn.read_tls(&mut self.plain.io())? == 0 {
+                return Ok(0);
+            }
+            if let Err(e) = self.conn.process_new_packets() {
+                let _ = self.flush();
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("TLS handshake: {e}"),
+                ));
+            }
+            match self.flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Write for TlsSock {
+    /// Takes the plaintext (rustls holds it until the handshake is done)
+    /// and pushes what the socket takes.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.conn.writer().write(buf)?;
+        match self.flush() {
+            Ok(()) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => Ok(n),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        TlsSock::flush(self)
+    }
+}
 
 /// The status line must come within this many bytes.
 const MAX_STATUS_LINE: usize = 1024;
@@ -14,6 +115,7 @@ const MAX_STATUS_LINE: usize = 1024;
 enum Sock {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
+    Tls(Box<TlsSock>),
 }
 
 impl Sock {
@@ -21,6 +123,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s,
             Sock::Unix(s) => s,
+            Sock::Tls(t) => &mut **t,
         }
     }
 
@@ -28,6 +131,23 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.take_error(),
             Sock::Unix(s) => s.take_error(),
+            Sock::Tls(t) => t.plain.take_error(),
+        }
+    }
+
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Sock::Tcp(s) => s,
+            Sock::Unix(s) => s,
+            Sock::Tls(t) => t.plain.source(),
+        }
+    }
+
+    /// TLS records still to push (the handshake's, the request's).
+    fn flush_tls(&mut self) -> io::Result<()> {
+        match self {
+            Sock::Tls(t) => t.flush(),
+            _ => Ok(()),
         }
     }
 }
@@ -60,6 +180,7 @@ impl Probe {
     pub fn start(
         addr: &UpstreamAddr,
         check: &HealthCheck,
+        tls: Option<&ProbeTls>,
         registry: &Registry,
         token: Token,
         now: Instant,
@@ -71,11 +192,13 @@ impl Probe {
                 "localhost".to_owned(),
             ),
         };
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        match &mut sock {
-            Sock::Tcp(s) => registry.register(s, token, interest)?,
-            Sock::Unix(s) => registry.register(s, token, interest)?,
+        if let Some(t) = tls {
+            let conn = rustls::ClientConnection::new(Arc::clone(&t.config), t.name.clone())
+                .map_err(|e| io::Error::other(format!("TLS session: {e}")))?;
+            sock = Sock::Tls(Box::new(TlsSock { plain: sock, conn }));
         }
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        registry.register(sock.source(), token, interest)?;
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: baton-health-check\r\n\
              Connection: close\r\n\r\n",
@@ -108,6 +231,11 @@ impl Probe {
                 Err(e) => return Progress::Done(Err(format!("cannot send the check: {e}"))),
             }
         }
+        match self.sock.flush_tls() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Pending,
+            Err(e) => return Progress::Done(Err(format!("cannot send the check: {e}"))),
+        }
         let mut buf = [0u8; 512];
         loop {
             match self.sock.io().read(&mut buf) {
@@ -138,10 +266,7 @@ impl Probe {
 
     /// Takes the socket out of the loop (it is closed when dropped).
     pub fn close(mut self, registry: &Registry) {
-        let _ = match &mut self.sock {
-            Sock::Tcp(s) => registry.deregister(s),
-            Sock::Unix(s) => registry.deregister(s),
-        };
+        let _ = registry.deregister(self.sock.source());
     }
 }
 

@@ -14,6 +14,7 @@ fn server(port: u16) -> UpstreamServer {
         addr: UpstreamAddr::Tcp(format!("127.0.0.1:{port}").parse().unwrap()),
         weight: 1,
         backup: false,
+        host: None,
         pos: Pos::default(),
     }
 }

@@ -38,6 +38,10 @@ pub struct UpstreamServer {
     pub weight: u32,
     /// Only used when every non-backup server is down.
     pub backup: bool,
+    /// The host name the address was written with (`None` for an IP
+    /// address or a unix socket): what an HTTPS upstream's certificate is
+    /// verified against unless its `tls` names a `server_name`.
+    pub host: Option<String>,
     pub pos: Pos,
 }
 
@@ -80,19 +84,94 @@ pub struct Upstream {
     /// Active health checks, run by the master (once per server, not per
     /// worker); `None`: only passive health.
     pub health: Option<HealthCheck>,
+    /// HTTPS: connections to the servers speak TLS (`None`: plain HTTP).
+    pub tls: Option<UpstreamTls>,
     pub pos: Pos,
+}
+
+/// `tls = { server_name, ca, cert, key }` of an `[[upstream]]`, or an
+/// `https://` route URL: the files are read and the client configuration
+/// built when the config loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The name certificates are verified against (and SNI), for every
+    /// server; `None`: each server's `host`, else its IP address.
+    pub server_name: Option<String>,
+    /// The trust anchors' PEM file; `None`: the system's trust store.
+    pub ca: Option<PathBuf>,
+    /// The client certificate and key files (mTLS), if any.
+    pub cert: Option<(PathBuf, PathBuf)>,
+    pub client: TlsClient,
+    pub pos: Pos,
+}
+
+/// The rustls client configuration made from an `UpstreamTls`'s files.
+#[derive(Clone)]
+pub struct TlsClient(pub std::sync::Arc<rustls::ClientConfig>);
+
+impl fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TlsClient")
+    }
+}
+
+/// Two configs are compared by what they were written with (the files
+/// named beside it); the rustls configuration made from them has no
+/// equality of its own.
+impl PartialEq for TlsClient {
+    fn eq(&self, _: &TlsClient) -> bool {
+        true
+    }
+}
+
+impl Eq for TlsClient {}
+
+/// A health check's `expect`: status codes and classes (`"2xx"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect(pub Vec<ExpectStatus>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectStatus {
+    Code(u16),
+    /// `"2xx"`: the hundreds digit.
+    Class(u16),
+}
+
+impl Expect {
+    pub fn accepts(&self, status: u16) -> bool {
+        self.0.iter().any(|e| match *e {
+            ExpectStatus::Code(c) => c == status,
+            ExpectStatus::Class(c) => status / 100 == c,
+        })
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(if i + 1 == self.0.len() { " or " } else { ", " })?;
+            }
+            match e {
+                ExpectStatus::Code(c) => write!(f, "{c}")?,
+                ExpectStatus::Class(c) => write!(f, "{c}xx")?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `health = { path, interval, timeout, expect, rise, fall }` of an
 /// `[[upstream]]`: the master sends `GET path HTTP/1.1` to each server
 /// every `interval`; a check passes when the status line arrives within
-/// `timeout` with the status `expect`.
+/// `timeout` with a status `expect` accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub path: String,
     pub interval: Duration,
     pub timeout: Duration,
-    pub expect: u16,
+    /// The statuses that pass.
+    pub expect: Expect,
     /// Consecutive passing checks that bring a down server back up.
     pub rise: u32,
     /// Consecutive failing checks that mark an up server down.
@@ -107,7 +186,7 @@ impl HealthCheck {
             path: "/".to_owned(),
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
-            expect: 200,
+            expect: Expect(vec![ExpectStatus::Code(200)]),
             rise: 1,
             fall: 1,
             pos,
@@ -131,6 +210,7 @@ impl Upstream {
             max_fails: 1,
             fail_timeout: Duration::from_secs(10),
             health: None,
+            tls: None,
             pos,
         }
     }
@@ -226,5 +306,18 @@ mod tests {
         assert!(!one.contains("::2".parse().unwrap()));
         assert!(Cidr::parse("1.2.3.4/33").is_none());
         assert!(Cidr::parse("nope").is_none());
+    }
+
+    #[test]
+    fn expected_statuses() {
+        let e = Expect(vec![
+            ExpectStatus::Code(200),
+            ExpectStatus::Code(204),
+            ExpectStatus::Class(3),
+        ]);
+        assert!(e.accepts(200) && e.accepts(204) && e.accepts(301) && e.accepts(399));
+        assert!(!e.accepts(201) && !e.accepts(404));
+        assert_eq!(e.to_string(), "200, 204 or 3xx");
+        assert_eq!(Expect(vec![ExpectStatus::Class(2)]).to_string(), "2xx");
     }
 }

@@ -9,9 +9,11 @@ use std::path::PathBuf;
 
 use super::locate::Errors;
 use super::model::Pos;
+use super::parse::upstream::RawTls;
 use super::parse::{At, RawRoute, RawServer, RawUpstream};
 use super::suggest;
-use super::upstream::{Route, Upstream, UpstreamAddr, UpstreamServer};
+use super::upstream::{Route, TlsClient, Upstream, UpstreamAddr, UpstreamServer, UpstreamTls};
+use crate::upstream_tls;
 
 /// Checks the upstreams, and the routes of every site (in site order);
 /// routes written as URLs add an upstream each (one per distinct URL).
@@ -21,9 +23,18 @@ pub(crate) fn check(
     errs: &mut Errors<'_>,
 ) -> (Vec<Upstream>, Vec<Vec<Route>>) {
     let mut upstreams: Vec<Upstream> = Vec::new();
+    // The system's trust store, read once per load (when needed).
+    let mut system = SystemRoots::default();
     for up in raw {
         // Servers are checked even in an upstream that is in error.
         let servers = servers(&up.servers, errs);
+        let tls = match &up.tls {
+            Some(raw_tls) => match tls(raw_tls, &servers, &mut system, errs) {
+                Some(t) => Some(t),
+                None => continue,
+            },
+            None => None,
+        };
         let Some(name) = up.name else { continue };
         if let Some(first) = upstreams.iter().find(|u| u.name == name.value) {
             let message = format!(
@@ -55,6 +66,7 @@ pub(crate) fn check(
             max_fails: up.max_fails,
             fail_timeout: up.fail_timeout,
             health: up.health,
+            tls,
             pos: up.pos,
         });
     }
@@ -101,7 +113,12 @@ fn target(
     errs: &mut Errors<'_>,
 ) -> Option<usize> {
     let text = proxy.value.as_str();
-    if let Some(rest) = text.strip_prefix("http://") {
+    let url = match (text.strip_prefix("http://"), text.strip_prefix("https://")) {
+        (Some(rest), _) => Some((rest, false)),
+        (_, Some(rest)) => Some((rest, true)),
+        _ => None,
+    };
+    if let Some((rest, https)) = url {
         if let Some(i) = upstreams.iter().position(|u| u.name == text) {
             return Some(i);
         }
@@ -110,7 +127,7 @@ fn target(
             errs.at(
                 proxy.pos,
                 format!(
-                    "proxy URL {text:?} has a path: only http://HOST[:PORT] is supported \
+                    "proxy URL {text:?} has a path: only http[s]://HOST[:PORT] is supported \
                      (strip_prefix removes the route's path)"
                 ),
             );
@@ -118,9 +135,12 @@ fn target(
         }
         let with_port = if has_port(authority) {
             authority.to_owned()
+        } else if https {
+            format!("{authority}:443")
         } else {
             format!("{authority}:80")
         };
+        let host = host_name(&with_port);
         let addrs = resolve_tcp(&with_port).map_err(|why| {
             errs.at(proxy.pos, format!("proxy URL {text:?}: {why}"));
         });
@@ -131,19 +151,31 @@ fn target(
                 addr: UpstreamAddr::Tcp(a),
                 weight: 1,
                 backup: false,
+                host: host.clone(),
                 pos: proxy.pos,
             })
             .collect();
-        upstreams.push(Upstream::with_defaults(text.to_owned(), servers, proxy.pos));
+        let mut up = Upstream::with_defaults(text.to_owned(), servers, proxy.pos);
+        if https {
+            // The system's roots, the URL's host as the name.
+            let raw = RawTls {
+                pos: proxy.pos,
+                server_name: None,
+                ca: None,
+                cert: None,
+                key: None,
+            };
+            let mut system = SystemRoots::default();
+            up.tls = Some(tls(&raw, &up.servers, &mut system, errs)?);
+        }
+        upstreams.push(up);
         return Some(upstreams.len() - 1);
     }
     if text.contains("://") {
-        let message = if text.starts_with("https://") {
-            format!("proxy {text:?}: HTTPS upstreams are not supported yet, use http://")
-        } else {
-            format!("proxy {text:?}: only http:// URLs are supported")
-        };
-        errs.at(proxy.pos, message);
+        errs.at(
+            proxy.pos,
+            format!("proxy {text:?}: only http:// and https:// URLs are supported"),
+        );
         return None;
     }
     if let Some(i) = upstreams[..named].iter().position(|u| u.name == text) {
@@ -170,6 +202,7 @@ fn servers(raw: &[RawServer], errs: &mut Errors<'_>) -> Vec<UpstreamServer> {
     for s in raw {
         let written = s.address.value.as_str();
         let pos = s.address.pos;
+        let host = host_name(written);
         let addrs = match written.strip_prefix("unix:") {
             Some(path) => unix(path, pos, errs).map(|p| vec![UpstreamAddr::Unix(p)]),
             None => match resolve_tcp(written) {
@@ -185,11 +218,121 @@ fn servers(raw: &[RawServer], errs: &mut Errors<'_>) -> Vec<UpstreamServer> {
                 addr,
                 weight: s.weight,
                 backup: s.backup,
+                host: host.clone(),
                 pos,
             });
         }
     }
     out
+}
+
+/// The host name of `HOST:PORT` when it is a name (not an IP address,
+/// not a unix socket), lowercase.
+fn host_name(written: &str) -> Option<String> {
+    if written.starts_with("unix:") || written.parse::<SocketAddr>().is_ok() {
+        return None;
+    }
+    let (host, _) = written.rsplit_once(':')?;
+    (!host.is_empty() && host.parse::<std::net::IpAddr>().is_err())
+        .then(|| host.to_ascii_lowercase())
+}
+
+/// The system's trust anchors, read at most once per config load.
+#[derive(Default)]
+struct SystemRoots(Option<Result<Vec<rustls::pki_types::CertificateDer<'static>>, String>>);
+
+impl SystemRoots {
+    fn get(&mut self) -> &Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+        self.0.get_or_insert_with(|| {
+            let path = upstream_tls::system_ca_file();
+            upstream_tls::load_anchors(&path).map_err(|why| {
+                format!(
+                    "the system's trust store {} {why} (install ca-certificates, or give \
+                     the upstream's CA with ca = \"/path/to/ca.pem\")",
+                    path.display()
+                )
+            })
+        })
+    }
+}
+
+/// An upstream's `tls`: its files read and checked, its client made; and
+/// a name to verify for every server. `None` after an error (recorded).
+fn tls(
+    raw: &RawTls,
+    servers: &[UpstreamServer],
+    system: &mut SystemRoots,
+    errs: &mut Errors<'_>,
+) -> Option<UpstreamTls> {
+    let mut ok = true;
+    for s in servers {
+        let ip = match &s.addr {
+            UpstreamAddr::Tcp(a) => Some(a.ip()),
+            UpstreamAddr::Unix(_) => None,
+        };
+        let name = raw.server_name.as_deref().or(s.host.as_deref());
+        if upstream_tls::server_name(name, None, ip).is_none() {
+            let message = match name {
+                Some(n) => format!(
+                    "server {}: {n:?} is not a name a certificate can be verified against; \
+                     set tls.server_name",
+                    s.addr
+                ),
+                None => format!(
+                    "server {} has no host name to verify its certificate against: \
+                     set server_name in this upstream's tls",
+                    s.addr
+                ),
+            };
+            errs.at(s.pos, message);
+            ok = false;
+        }
+    }
+    let anchors = match &raw.ca {
+        Some(ca) => match upstream_tls::load_anchors(&ca.value) {
+            Ok(a) => Some(a),
+            Err(why) => {
+                errs.at(ca.pos, format!("the ca file {} {why}", ca.value.display()));
+                None
+            }
+        },
+        None => match system.get() {
+            Ok(a) => Some(a.clone()),
+            Err(why) => {
+                errs.at(raw.pos, why.clone());
+                None
+            }
+        },
+    };
+    let identity = match (&raw.cert, &raw.key) {
+        (Some(cert), Some(key)) => match upstream_tls::load_identity(&cert.value, &key.value) {
+            Ok(id) => Some(id),
+            Err(why) => {
+                errs.at(cert.pos, why);
+                ok = false;
+                None
+            }
+        },
+        _ => None,
+    };
+    let anchors = anchors?;
+    if !ok {
+        return None;
+    }
+    let client = upstream_tls::client_config(&anchors, identity)
+        .map_err(|why| errs.at(raw.cert.as_ref().map_or(raw.pos, |c| c.pos), why))
+        .ok()?;
+    Some(UpstreamTls {
+        server_name: raw.server_name.clone(),
+        ca: raw.ca.as_ref().map(|c| c.value.clone()),
+        cert: raw
+            .cert
+            .as_ref()
+            .zip(raw.key.as_ref())
+            .map(|(c, k)| (c.value.clone(), k.value.clone())),
+        client: TlsClient(client),
+        pos: raw.pos,
+    })
 }
 
 /// A unix socket server: an absolute path to an existing socket.

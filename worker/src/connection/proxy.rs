@@ -123,6 +123,7 @@ pub(crate) fn new_exchange(
         matches!(req.method, Method::Get | Method::Head),
         &req.conditions,
     );
+    ex.translate_validators();
     if route.via {
         ex.via = Some(via_pseudonym(config).to_owned());
     }
@@ -156,10 +157,10 @@ impl Connection {
         Token(self.token.0 + 1)
     }
 
-    /// Readiness of the upstream socket.
-    pub fn on_upstream_ready(&mut self, readable: bool, writable: bool) {
+    /// Readiness of the upstream socket (`read_closed`: its FIN came).
+    pub fn on_upstream_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
         if let Some(ex) = self.exchange.as_mut() {
-            ex.on_ready(readable, writable);
+            ex.on_ready(readable, writable, read_closed);
         }
     }
 
@@ -359,8 +360,11 @@ impl Connection {
         ex.release(&mut env);
         self.log_done_proxied(ctx, &ex, true);
         // A body not all read (the upstream answered early): closing
-        // discards it (lingering), whatever the client may still send.
+        // discards it (lingering), whatever the client may still send. A
+        // client that said this request was its last, all of it read, is
+        // closed at once, as after a static response (`start_closing`).
         if ex.closes_client() || self.body.is_some() {
+            self.input_done = ex.client_last && self.body.is_none();
             self.start_closing(ctx.now);
         } else {
             self.idle_since = ctx.now;
@@ -468,11 +472,14 @@ impl Connection {
         route: &Route,
         ctx: &mut Ctx,
     ) -> Result<(), Status> {
-        let ex = self
+        let mut ex = self
             .start_proxy(req, site, route, ctx)
             .inspect_err(|status| {
                 debug!("cannot proxy the request: {}", status.code());
             })?;
+        // The client said this is its last request: once it is all read,
+        // the connection closes as soon as the response is out.
+        ex.client_last = !req.keep_alive;
         self.exchange = Some(Box::new(ex));
         Ok(())
     }

@@ -155,10 +155,14 @@ impl Http2Connection {
     }
 
     /// Readiness of the upstream sockets (all under one token): each
-    /// proxied stream looks at its own.
-    pub fn on_upstream_ready(&mut self, readable: bool, writable: bool) {
+    /// proxied stream looks at its own. A FIN is told to all of them, as
+    /// the token does not say whose it was: each then reads until
+    /// WouldBlock (never missing an EOF behind a short read) and does not
+    /// pool its connection. Pooling is lost for streams that shared a turn
+    /// with a closing upstream; no byte is.
+    pub fn on_upstream_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
         for p in &mut self.proxied {
-            p.on_upstream_ready(readable, writable);
+            p.on_upstream_ready(readable, writable, read_closed);
         }
     }
 

@@ -156,8 +156,8 @@ impl Proxied {
         }
     }
 
-    pub fn on_upstream_ready(&mut self, readable: bool, writable: bool) {
-        self.ex.on_ready(readable, writable);
+    pub fn on_upstream_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
+        self.ex.on_ready(readable, writable, read_closed);
     }
 
     /// When the upstream side times out, if it is waiting on it.

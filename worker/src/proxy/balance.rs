@@ -82,11 +82,29 @@ pub fn pick(
     if untried.is_empty() {
         return Pick::Exhausted;
     }
+    // When the first server may be back: at the end of its fail_timeout
+    // (passive), or after the checks that can bring it up (active: `rise`
+    // passes, one per `interval`); both if it is down by both.
+    let back_in = |s: &&ServerState| -> Option<Duration> {
+        let passive = s
+            .down_until
+            .filter(|t| *t > now)
+            .map(|t| t.saturating_duration_since(now));
+        let active = s.checked_down.then(|| {
+            up.health.as_ref().map_or(Duration::from_secs(1), |h| {
+                h.interval.saturating_mul(h.rise)
+            })
+        });
+        match (passive, active) {
+            (Some(p), Some(a)) => Some(p.max(a)),
+            (p, a) => p.or(a),
+        }
+    };
     let soonest = untried
         .iter()
-        .filter_map(|s| s.down_until)
+        .filter_map(back_in)
         .min()
-        .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
+        .unwrap_or(Duration::from_secs(1));
     Pick::AllDown(soonest)
 }
 
@@ -190,6 +208,7 @@ mod tests {
                 addr: UpstreamAddr::Tcp(format!("127.0.0.1:{}", 1000 + i).parse().unwrap()),
                 weight,
                 backup,
+                host: None,
                 pos: Pos::default(),
             })
             .collect();
@@ -240,10 +259,27 @@ mod tests {
             assert_eq!(pick(&up, &mut st, &[], None, now), Pick::Server(1));
         }
         st[1].checked_down = true;
-        assert!(matches!(
+        // Back after the checks that can bring one up: no health settings
+        // here (a second), then `rise` intervals.
+        assert_eq!(
             pick(&up, &mut st, &[], None, now),
-            Pick::AllDown(_)
-        ));
+            Pick::AllDown(Duration::from_secs(1))
+        );
+        let mut checked = up.clone();
+        let mut health = baton_shared::config::HealthCheck::with_defaults(Pos::default());
+        health.interval = Duration::from_secs(5);
+        health.rise = 2;
+        checked.health = Some(health);
+        assert_eq!(
+            pick(&checked, &mut st, &[], None, now),
+            Pick::AllDown(Duration::from_secs(10))
+        );
+        // Down by both: the later of the two.
+        failed(&checked, &mut st[1], 1, now);
+        assert_eq!(
+            pick(&checked, &mut st, &[], None, now),
+            Pick::AllDown(Duration::from_secs(10))
+        );
         st[0].checked_down = false;
         assert_eq!(pick(&up, &mut st, &[], None, now), Pick::Server(0));
     }

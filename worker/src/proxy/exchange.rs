@@ -116,6 +116,10 @@ pub struct Exchange {
     reusable: bool,
     /// The client connection closes after this response.
     pub client_close: bool,
+    /// The client said this request is its last (`Connection: close`, or
+    /// HTTP/1.0 without keep-alive): once its body is read, nothing more
+    /// comes, and the close needs no lingering.
+    pub client_last: bool,
     pub client_http10: bool,
     started: Instant,
     connect_started: Instant,
@@ -172,6 +176,7 @@ impl Exchange {
             body_bytes: 0,
             reusable: false,
             client_close,
+            client_last: false,
             client_http10,
             started: now,
             connect_started: now,
@@ -184,6 +189,18 @@ impl Exchange {
             compress: None,
             encoder: None,
             via: None,
+        }
+    }
+
+    /// A compressing route: `If-None-Match` variant tags of compressed
+    /// responses go up with the upstream's own tags beside them (see
+    /// `transform`). Before anything is sent.
+    pub fn translate_validators(&mut self) {
+        if let Some(c) = self.compress.as_mut()
+            && self.out_pos == 0
+            && !self.sent_any
+        {
+            c.translated = super::transform::translate_if_none_match(&mut self.out);
         }
     }
 
@@ -279,7 +296,7 @@ impl Exchange {
             // Idle both ways for read_timeout: closed.
             return Some(after(self.last_io, up.read_timeout));
         }
-        if self.out_pos < self.out.len() {
+        if self.out_pos < self.out.len() || conn.has_pending() {
             return Some(after(self.last_io, up.send_timeout));
         }
         match self.resp {
@@ -304,10 +321,13 @@ impl Exchange {
     }
 
     /// Readiness of the upstream socket.
-    pub fn on_ready(&mut self, readable: bool, writable: bool) {
+    /// `read_closed`: the event said the server sent its FIN (the
+    /// connection cannot go back to the pool).
+    pub fn on_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
         if let Some(c) = self.conn.as_mut() {
             c.readable |= readable;
             c.writable |= writable;
+            c.peer_closed |= read_closed;
         }
     }
 
@@ -335,18 +355,13 @@ impl Exchange {
                 return Ok(progress);
             };
             if !conn.connected {
-                if !conn.writable {
-                    return Ok(progress);
-                }
                 match conn.finish_connect() {
                     Ok(true) => {
                         self.last_io = env.now;
                         progress = true;
                     }
-                    Ok(false) => {
-                        conn.writable = false;
-                        return Ok(progress);
-                    }
+                    // Waiting for the connect or the TLS handshake.
+                    Ok(false) => return Ok(progress),
                     Err(e) => {
                         self.fail(Failure::Refused, &format!("connect: {e}"), env)?;
                         continue;
@@ -416,13 +431,16 @@ impl Exchange {
             let pooled = if fresh {
                 None
             } else {
+                // Only a request that may go twice risks the rare close
+                // no poll has reported yet (see `take_pooled`).
+                let must_probe = !self.idempotent;
                 env.state
-                    .take_pooled(config, self.upstream, server, env.now)
+                    .take_pooled(config, self.upstream, server, must_probe, env.now)
             };
             let state = &mut env.state.upstreams[self.upstream];
             let conn = match pooled {
                 Some(c) => Ok(c),
-                None => UpConn::connect(&up.servers[server].addr, server, env.now),
+                None => state.connect(up, server, env.now),
             };
             let mut conn = match conn {
                 Ok(c) => c,
@@ -434,7 +452,7 @@ impl Exchange {
                     continue;
                 }
             };
-            if let Err(e) = conn.register(env.registry, env.token) {
+            if let Err(e) = conn.attach(env.registry, env.token) {
                 log_failure(up, server, &format!("cannot watch the connection: {e}"));
                 continue;
             }
@@ -512,6 +530,15 @@ impl Exchange {
                 Err(e) => return Err(e),
             }
         }
+        // TLS records rustls holds after the last write (the socket was
+        // full) go as soon as the socket takes them.
+        if conn.writable && conn.has_pending() {
+            match conn.flush_pending() {
+                Ok(()) => progress = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
+                Err(e) => return Err(e),
+            }
+        }
         if !self.replayable && self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;
@@ -520,6 +547,7 @@ impl Exchange {
             client_eof: true, ..
         } = self.resp
             && self.out_pos >= self.out.len()
+            && !conn.has_pending()
         {
             conn.shutdown_write();
         }
@@ -543,8 +571,7 @@ impl Exchange {
             && self.request_done
             && self.out_pos >= self.out.len();
         if clean {
-            env.state
-                .put(env.config, self.upstream, conn, env.registry, env.now);
+            env.state.put(env.config, self.upstream, conn, env.now);
         }
     }
 

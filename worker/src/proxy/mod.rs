@@ -17,24 +17,28 @@ pub mod balance;
 pub mod exchange;
 pub mod head;
 pub mod socket;
+pub mod tokens;
 pub mod transform;
 pub mod websocket;
 
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use baton_shared::channel::{HealthMark, UpstreamCounters};
-use baton_shared::config::{Config, Route, Site};
-use mio::Registry;
+use baton_shared::config::{Config, Route, Site, Upstream, UpstreamAddr};
+use rustls::pki_types::ServerName;
 
 use balance::ServerState;
-use socket::UpConn;
+use socket::{TlsTarget, UpConn};
+use tokens::{Owner, Tokens};
 
 /// Bytes buffered per direction of an exchange.
 pub const BUFFER: usize = 64 * 1024;
 
-/// The token idle pooled connections are watched under (one for all:
-/// an event there is rare, a server closing one, and checks them all).
-pub const POOL_TOKEN: mio::Token = mio::Token((1 << 20) - 1);
+/// A pooled connection idle this long is probed before reuse even for a
+/// request that could be retried (see `ProxyState::take_pooled`).
+const PROBE_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Largest upstream response head accepted (a 502 above).
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -74,8 +78,68 @@ pub fn upstream_target(route: &Route, target: &str) -> String {
 /// One upstream's state in this worker.
 pub struct UpstreamState {
     pub servers: Vec<ServerState>,
-    /// Idle connections, most recently used last.
+    /// Idle connections, most recently used last. An upstream is HTTPS or
+    /// not as a whole (an `https://` URL is an upstream of its own), so
+    /// TLS and plain connections never share a pool.
     pub pool: Vec<UpConn>,
+    /// An HTTPS upstream's client configuration (its session cache is
+    /// this worker's, per upstream) and the name each server is verified
+    /// against.
+    tls: Option<(Arc<rustls::ClientConfig>, Vec<Option<ServerName<'static>>>)>,
+    /// The worker's upstream connection tokens (shared by every upstream).
+    tokens: Tokens,
+}
+
+impl UpstreamState {
+    fn new(up: &Upstream, tokens: &Tokens) -> UpstreamState {
+        let tls = up.tls.as_ref().map(|t| {
+            let names = up
+                .servers
+                .iter()
+                .map(|s| {
+                    let ip = match &s.addr {
+                        UpstreamAddr::Tcp(a) => Some(a.ip()),
+                        UpstreamAddr::Unix(_) => None,
+                    };
+                    baton_shared::upstream_tls::server_name(
+                        t.server_name.as_deref(),
+                        s.host.as_deref(),
+                        ip,
+                    )
+                })
+                .collect();
+            (Arc::clone(&t.client.0), names)
+        });
+        UpstreamState {
+            servers: vec![ServerState::default(); up.servers.len()],
+            pool: Vec::new(),
+            tls,
+            tokens: Rc::clone(tokens),
+        }
+    }
+
+    /// Starts a new connection to `server` of `up` (TLS for an HTTPS
+    /// upstream: never plain instead).
+    pub fn connect(&self, up: &Upstream, server: usize, now: Instant) -> std::io::Result<UpConn> {
+        let addr = &up
+            .servers
+            .get(server)
+            .ok_or_else(|| std::io::Error::other("no such server"))?
+            .addr;
+        let tls = match &self.tls {
+            None => None,
+            Some((config, names)) => match names.get(server).and_then(Option::as_ref) {
+                Some(name) => Some(TlsTarget { config, name }),
+                // The config's validation gives every server a name.
+                None => {
+                    return Err(std::io::Error::other(
+                        "no name to verify the server's certificate against",
+                    ));
+                }
+            },
+        };
+        UpConn::connect(addr, server, tls, &self.tokens, now)
+    }
 }
 
 /// Every upstream's state in this worker.
@@ -84,21 +148,37 @@ pub struct ProxyState {
     /// Draining: connections are no longer pooled, and those pooled are
     /// closed.
     pub closing: bool,
+    tokens: Tokens,
 }
 
 impl ProxyState {
     pub fn new(config: &Config) -> ProxyState {
+        let tokens = Tokens::default();
         ProxyState {
             upstreams: config
                 .proxy
                 .upstreams
                 .iter()
-                .map(|u| UpstreamState {
-                    servers: vec![ServerState::default(); u.servers.len()],
-                    pool: Vec::new(),
-                })
+                .map(|u| UpstreamState::new(u, &tokens))
                 .collect(),
             closing: false,
+            tokens,
+        }
+    }
+
+    /// Where an event of upstream connection `id` goes: the token of the
+    /// client connection whose exchange uses it, or `None` (an idle pooled
+    /// connection, which this checks and closes if the server closed it;
+    /// or one already gone).
+    pub fn event_owner(&mut self, id: usize) -> Option<mio::Token> {
+        let owner = self.tokens.borrow().owner(id);
+        match owner {
+            Owner::Exchange(token) => Some(token),
+            Owner::Pooled => {
+                self.on_pool_event(id);
+                None
+            }
+            Owner::Free => None,
         }
     }
 
@@ -125,19 +205,31 @@ impl ProxyState {
 
     /// An idle connection to `server` of `upstream` that is still open,
     /// most recently used first; closed ones met on the way are dropped.
+    ///
+    /// A server closing an idle connection wakes the pool (its events come
+    /// here), which closes it then. A close that has not been seen yet (it
+    /// came after the last poll) is caught by a read that must block,
+    /// before the connection is used: always for a request that cannot be
+    /// sent twice (`must_probe`: a POST whose bytes went out on a dead
+    /// connection is a 502), and for others once the connection was idle
+    /// long enough for a server's idle timeout to have closed it. Below
+    /// that, a request that meets a closed connection is retried once on a
+    /// fresh one anyway, and the probe would cost every request a syscall.
     pub fn take_pooled(
         &mut self,
         config: &Config,
         upstream: usize,
         server: usize,
+        must_probe: bool,
         now: Instant,
     ) -> Option<UpConn> {
         let up = config.proxy.upstreams.get(upstream)?;
         let state = self.upstreams.get_mut(upstream)?;
         while let Some(i) = state.pool.iter().rposition(|c| c.server == server) {
             let mut conn = state.pool.remove(i);
-            let fresh = now.saturating_duration_since(conn.idle_since) < up.keepalive_timeout;
-            if fresh && conn.still_open() {
+            let idle = now.saturating_duration_since(conn.idle_since);
+            let probe = must_probe || idle >= PROBE_IDLE_AFTER;
+            if idle < up.keepalive_timeout && (!probe || conn.still_open()) {
                 conn.reused = true;
                 return Some(conn);
             }
@@ -147,14 +239,7 @@ impl ProxyState {
 
     /// A connection whose exchange completed cleanly: pooled if there is
     /// room and it may serve more, else closed (by being dropped).
-    pub fn put(
-        &mut self,
-        config: &Config,
-        upstream: usize,
-        mut conn: UpConn,
-        registry: &Registry,
-        now: Instant,
-    ) {
+    pub fn put(&mut self, config: &Config, upstream: usize, mut conn: UpConn, now: Instant) {
         let Some(up) = config.proxy.upstreams.get(upstream) else {
             return;
         };
@@ -164,9 +249,13 @@ impl ProxyState {
         if self.closing || up.keepalive == 0 || conn.requests >= up.keepalive_requests {
             return;
         }
-        if conn.watch_idle(registry, POOL_TOKEN).is_err() {
+        // An event the exchange did not exhaust (its last read neither
+        // blocked nor came up short) went to it, not to the pool, and will
+        // not come again: look now. A FIN it saw closes the connection.
+        if conn.peer_closed || (conn.readable && !conn.still_open()) {
             return;
         }
+        conn.detach();
         conn.idle_since = now;
         conn.readable = false;
         conn.writable = true;
@@ -177,12 +266,17 @@ impl ProxyState {
         state.pool.push(conn);
     }
 
-    /// An idle pooled connection became readable: the server closed it
-    /// (or sent what nothing asked for). Closes every pooled connection
-    /// that is no longer usable.
-    pub fn on_pool_event(&mut self) {
+    /// An idle pooled connection had an event: if the server closed it
+    /// (or sent what nothing asked for), it is closed. (A writable edge,
+    /// or a TLS session ticket, leaves it as it was.)
+    pub fn on_pool_event(&mut self, id: usize) {
         for state in &mut self.upstreams {
-            state.pool.retain_mut(UpConn::still_open);
+            if let Some(i) = state.pool.iter().position(|c| c.slot.id() == id) {
+                if !state.pool[i].still_open() {
+                    state.pool.remove(i);
+                }
+                return;
+            }
         }
     }
 

@@ -15,6 +15,11 @@
 //! HTTP/1.0 client) and has the variant's ETag (`"x"` becomes `"x-gz"`),
 //! so a cache never takes one representation for another. A HEAD gets
 //! exactly the headers its GET would.
+//!
+//! Revalidation: a client's `If-None-Match` that holds such a variant tag
+//! goes up with the upstream's own tag beside it (`"x-gz"` also asks for
+//! `"x"`), so the upstream can answer 304; the 304 then comes down with
+//! the variant's tag the client holds and `Vary: Accept-Encoding`.
 
 use std::io;
 
@@ -31,6 +36,9 @@ pub struct CompressRequest {
     pub setting: Compress,
     /// `Accept-Encoding` and `Range` (the rest is not used).
     pub conditions: Conditions,
+    /// `If-None-Match` variant tags translated for the upstream: (the
+    /// upstream's tag, the variant's tag the client sent).
+    pub translated: Vec<(String, String)>,
 }
 
 impl CompressRequest {
@@ -48,8 +56,120 @@ impl CompressRequest {
                 range: conditions.range.clone(),
                 ..Conditions::default()
             },
+            translated: Vec::new(),
         })
     }
+}
+
+/// The entity tags of an `If-None-Match` value, as written (`W/"x"` or
+/// `"x"`); `*` and anything malformed are skipped.
+fn entity_tags(value: &str) -> Vec<&str> {
+    let mut tags = Vec::new();
+    let mut rest = value;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return tags;
+        }
+        let start = rest;
+        let body = rest.strip_prefix("W/").unwrap_or(rest);
+        let Some(inner) = body.strip_prefix('"') else {
+            // `*` or junk: up to the next comma.
+            rest = rest.find(',').map_or("", |i| &rest[i..]);
+            continue;
+        };
+        let Some(end) = inner.find('"') else {
+            return tags;
+        };
+        let len = (start.len() - inner.len()) + end + 1;
+        tags.push(&start[..len]);
+        rest = &start[len..];
+    }
+}
+
+/// The upstream's tag and the coding of a variant tag Baton made
+/// (`"x-gz"` is `"x"` gzipped, `W/"x-br"` is `W/"x"` in brotli).
+fn split_variant(tag: &str) -> Option<(String, Coding)> {
+    let open = tag.strip_suffix('"')?;
+    Coding::ALL.into_iter().find_map(|c| {
+        let base = open.strip_suffix(c.etag_suffix())?;
+        // Something must be left inside the quotes.
+        (!base.ends_with('"')).then(|| (format!("{base}\""), c))
+    })
+}
+
+/// Adds, in a request head's `If-None-Match` fields, the upstream's own
+/// tag after each variant tag of a compressed response (unless already
+/// listed). Returns the pairs added: (upstream's tag, variant tag).
+pub fn translate_if_none_match(head: &mut Vec<u8>) -> Vec<(String, String)> {
+    let Ok(text) = std::str::from_utf8(head) else {
+        return Vec::new();
+    };
+    let mut pairs = Vec::new();
+    let mut out = String::with_capacity(text.len() + 32);
+    for line in text.split_inclusive("\r\n") {
+        let (content, end) = match line.strip_suffix("\r\n") {
+            Some(c) => (c, "\r\n"),
+            None => (line, ""),
+        };
+        let is_inm = content
+            .split_once(':')
+            .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("if-none-match"));
+        if !is_inm {
+            out.push_str(line);
+            continue;
+        }
+        let value = content.split_once(':').map_or("", |(_, v)| v);
+        let tags = entity_tags(value);
+        let mut added = String::new();
+        for tag in &tags {
+            let Some((base, _)) = split_variant(tag) else {
+                continue;
+            };
+            if tags.contains(&base.as_str()) || pairs.iter().any(|(b, _)| *b == base) {
+                continue;
+            }
+            added.push_str(", ");
+            added.push_str(&base);
+            pairs.push((base, (*tag).to_owned()));
+        }
+        out.push_str(content);
+        out.push_str(&added);
+        out.push_str(end);
+    }
+    if !pairs.is_empty() {
+        *head = out.into_bytes();
+    }
+    pairs
+}
+
+/// Opaque tags compare weakly for `If-None-Match` (RFC 9110 13.1.2).
+fn weak_eq(a: &str, b: &str) -> bool {
+    a.strip_prefix("W/").unwrap_or(a) == b.strip_prefix("W/").unwrap_or(b)
+}
+
+/// A 304 answering a translated `If-None-Match`: its `ETag` (the
+/// upstream's tag) becomes the variant's the client holds, and it varies
+/// on `Accept-Encoding` as the 200 did.
+pub fn not_modified_head(req: &CompressRequest, resp: &mut ResponseHead) {
+    if resp.status != 304 || req.translated.is_empty() {
+        return;
+    }
+    for (name, value) in &mut resp.headers {
+        if !name.eq_ignore_ascii_case("etag") {
+            continue;
+        }
+        let tag = String::from_utf8_lossy(value).trim().to_owned();
+        let variant = req
+            .translated
+            .iter()
+            .find(|(base, _)| weak_eq(base, &tag))
+            .and_then(|(_, variant)| split_variant(variant));
+        if let Some((_, coding)) = variant {
+            *value = compress::variant_etag(&tag, coding).into_bytes();
+        }
+    }
+    add_vary(resp);
 }
 
 /// The value of the first field called `name`, as text.
@@ -264,6 +384,56 @@ mod tests {
             Some(Coding::Br)
         );
         assert_eq!(get(&r, "etag"), Some("W/\"x-br\""));
+    }
+
+    #[test]
+    fn variant_tags_are_translated_for_the_upstream() {
+        let mut head =
+            b"GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"v1-gz\", W/\"v2-br\", \"v3\"\r\n\r\n"
+                .to_vec();
+        let pairs = translate_if_none_match(&mut head);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"v1-gz\", W/\"v2-br\", \"v3\", \"v1\", \
+             W/\"v2\"\r\n\r\n"
+        );
+        assert_eq!(
+            pairs,
+            [
+                ("\"v1\"".to_owned(), "\"v1-gz\"".to_owned()),
+                ("W/\"v2\"".to_owned(), "W/\"v2-br\"".to_owned())
+            ]
+        );
+        // Nothing to translate (no variant, `*`, already listed, a tag
+        // with nothing before its suffix): the head is left alone.
+        for value in [
+            "\"v1\"",
+            "*",
+            "\"v1-zst\", \"v1\"",
+            "\"-gz\"",
+            "\"unterminated",
+        ] {
+            let text = format!("GET / HTTP/1.1\r\nif-none-match:{value}\r\n\r\n");
+            let mut head = text.clone().into_bytes();
+            assert!(translate_if_none_match(&mut head).is_empty(), "{value}");
+            assert_eq!(head, text.as_bytes());
+        }
+        // A comma inside a tag is part of it.
+        assert_eq!(entity_tags(" \"a,b\" ,W/\"c\""), ["\"a,b\"", "W/\"c\""]);
+    }
+
+    #[test]
+    fn a_304_gets_the_variant_tag_back() {
+        let mut req = req("gzip");
+        req.translated = vec![("\"v1\"".into(), "\"v1-gz\"".into())];
+        let mut r = parse("HTTP/1.1 304 Not Modified\r\nETag: W/\"v1\"\r\n\r\n");
+        not_modified_head(&req, &mut r);
+        assert_eq!(get(&r, "etag"), Some("W/\"v1-gz\""));
+        assert_eq!(get(&r, "vary"), Some("Accept-Encoding"));
+        // Another tag (the upstream matched one the client sent as is).
+        let mut r = parse("HTTP/1.1 304 Not Modified\r\nETag: \"v0\"\r\n\r\n");
+        not_modified_head(&req, &mut r);
+        assert_eq!(get(&r, "etag"), Some("\"v0\""));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use toml::de::{DeTable, DeValue};
 use super::{At, Reader, Value};
 use crate::config::model::Pos;
 use crate::config::suggest;
-use crate::config::upstream::{Balance, Cidr, HealthCheck};
+use crate::config::upstream::{Balance, Cidr, Expect, ExpectStatus, HealthCheck};
 
 pub(crate) const UPSTREAM_KEYS: &[&str] = &[
     "name",
@@ -26,6 +26,7 @@ pub(crate) const UPSTREAM_KEYS: &[&str] = &[
     "health",
     "tls",
 ];
+pub(crate) const UPSTREAM_TLS_KEYS: &[&str] = &["server_name", "ca", "cert", "key"];
 pub(crate) const HEALTH_KEYS: &[&str] = &["path", "interval", "timeout", "expect", "rise", "fall"];
 pub(crate) const SERVER_KEYS: &[&str] = &["address", "weight", "backup"];
 pub(crate) const ROUTE_KEYS: &[&str] = &[
@@ -63,6 +64,18 @@ pub(crate) struct RawUpstream {
     pub max_fails: u32,
     pub fail_timeout: Duration,
     pub health: Option<HealthCheck>,
+    pub tls: Option<RawTls>,
+}
+
+/// An `[[upstream]]`'s `tls` table, as written (the files are read in
+/// validation).
+#[derive(Debug)]
+pub(crate) struct RawTls {
+    pub pos: Pos,
+    pub server_name: Option<String>,
+    pub ca: Option<At<std::path::PathBuf>>,
+    pub cert: Option<At<std::path::PathBuf>>,
+    pub key: Option<At<std::path::PathBuf>>,
 }
 
 /// `[[site.route]]`, as written.
@@ -112,6 +125,7 @@ impl Reader<'_, '_, '_> {
             max_fails: d.max_fails,
             fail_timeout: d.fail_timeout,
             health: None,
+            tls: None,
         };
         let mut misspelt: Vec<&str> = Vec::new();
         for (key, value) in table.iter() {
@@ -176,10 +190,7 @@ impl Reader<'_, '_, '_> {
                 "send_timeout" => self.duration(name, value, &mut up.send_timeout),
                 "fail_timeout" => self.duration(name, value, &mut up.fail_timeout),
                 "health" => up.health = self.health(value),
-                "tls" => self.errs.at_span(
-                    &key.span(),
-                    "\"tls\" (HTTPS upstreams) is not supported yet: upstreams speak plain HTTP",
-                ),
+                "tls" => up.tls = self.upstream_tls(value),
                 _ => {
                     misspelt.extend(suggest::closest(name, UPSTREAM_KEYS));
                     let message = suggest::unknown_key(name, UPSTREAM_KEYS);
@@ -229,8 +240,8 @@ impl Reader<'_, '_, '_> {
                 "interval" => self.duration(name, v, &mut check.interval),
                 "timeout" => self.duration(name, v, &mut check.timeout),
                 "expect" => {
-                    if let Some(n) = self.count(name, v, 100, 599) {
-                        check.expect = n as u16;
+                    if let Some(e) = self.expect(v) {
+                        check.expect = e;
                     }
                 }
                 "rise" => {
@@ -250,6 +261,102 @@ impl Reader<'_, '_, '_> {
             }
         }
         (self.errs.len() == before).then_some(check)
+    }
+
+    /// `expect = 200`, `expect = "2xx"` or a list of both:
+    /// `expect = [200, 204, "3xx"]`.
+    fn expect(&mut self, value: &Value<'_>) -> Option<Expect> {
+        const EXPECTED: &str =
+            "a status from 100 to 599, a class like \"2xx\", or a list of them like [200, \"3xx\"]";
+        let one = |r: &mut Self, v: &Value<'_>| -> Option<ExpectStatus> {
+            let parsed = match v.get_ref() {
+                DeValue::Integer(_) => {
+                    return r
+                        .count("expect", v, 100, 599)
+                        .map(|n| ExpectStatus::Code(n as u16));
+                }
+                DeValue::String(s) => match s.as_bytes() {
+                    [d @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => {
+                        Some(ExpectStatus::Class(u16::from(d - b'0')))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            if parsed.is_none() {
+                r.wrong("expect", v, EXPECTED);
+            }
+            parsed
+        };
+        match value.get_ref() {
+            DeValue::Array(items) => {
+                if items.is_empty() {
+                    self.wrong("expect", value, EXPECTED);
+                    return None;
+                }
+                let mut out = Vec::new();
+                let mut ok = true;
+                for item in items.iter() {
+                    match one(self, item) {
+                        Some(e) => out.push(e),
+                        None => ok = false,
+                    }
+                }
+                ok.then_some(Expect(out))
+            }
+            _ => one(self, value).map(|e| Expect(vec![e])),
+        }
+    }
+
+    /// `tls = { server_name = "app.internal", ca = "ca.pem", cert = ..., key
+    /// = ... }` (every key optional: `tls = {}` verifies against the system
+    /// store and the servers' own names).
+    fn upstream_tls(&mut self, value: &Value<'_>) -> Option<RawTls> {
+        let expected =
+            "a table like { server_name = \"app.internal\", ca = \"/etc/baton/app-ca.pem\" }";
+        let table = self.table("tls", value, expected)?;
+        let mut tls = RawTls {
+            pos: self.pos(value),
+            server_name: None,
+            ca: None,
+            cert: None,
+            key: None,
+        };
+        let before = self.errs.len();
+        for (key, v) in table.iter() {
+            let name: &str = key.get_ref();
+            match name {
+                "server_name" => {
+                    let expected = "a host name like \"app.internal\" or an IP address";
+                    if let Some(s) = self.string(name, v, expected) {
+                        if rustls::pki_types::ServerName::try_from(s).is_ok() {
+                            tls.server_name = Some(s.to_ascii_lowercase());
+                        } else {
+                            self.wrong(name, v, expected);
+                        }
+                    }
+                }
+                "ca" => tls.ca = self.path(name, v),
+                "cert" => tls.cert = self.path(name, v),
+                "key" => tls.key = self.path(name, v),
+                _ => {
+                    let message = suggest::unknown_key(name, UPSTREAM_TLS_KEYS);
+                    self.errs.at_span(&key.span(), message);
+                }
+            }
+        }
+        match (&tls.cert, &tls.key) {
+            (Some(c), None) => self.errs.at(
+                c.pos,
+                "\"cert\" needs a \"key\" beside it (the client certificate's key)",
+            ),
+            (None, Some(k)) => self.errs.at(
+                k.pos,
+                "\"key\" needs a \"cert\" beside it (the client certificate)",
+            ),
+            _ => {}
+        }
+        (self.errs.len() == before).then_some(tls)
     }
 
     fn servers(&mut self, value: &Value<'_>) -> Vec<RawServer> {

@@ -7,7 +7,7 @@ use super::{errors, errors_in, load_in, ok};
 use crate::config::bounds::{DURATIONS, format_duration};
 use crate::config::parse::TOP_KEYS;
 use crate::config::parse::upstream::HEALTH_KEYS;
-use crate::config::upstream::{Balance, UpstreamAddr};
+use crate::config::upstream::{Balance, Expect, ExpectStatus, UpstreamAddr};
 
 const SITE: &str = "[[site]]\nlisten = [\"127.0.0.1:8080\"]\n";
 
@@ -82,7 +82,7 @@ servers = ["127.0.0.1", {{ adress = "x" }}, "nohost.invalid:80", "127.0.0.1:0", 
 balance = "random"
 keepalive = -1
 health = {{ path = "healthz", intervall = "5s" }}
-tls = {{ server_name = "x" }}
+tls = {{ sever_name = "x" }}
 {SITE}[[site.route]]
 path = "api"
 proxy = "ap"
@@ -119,7 +119,10 @@ strip_prefx = true
         "9:30:",
         "unknown key \"intervall\", did you mean \"interval\"?",
     );
-    has("10:1:", "not supported yet");
+    has(
+        "10:9:",
+        "unknown key \"sever_name\", did you mean \"server_name\"?",
+    );
     has("14:8:", "a URL path prefix");
     has("15:9:", "did you mean \"app\"?");
     has("16:1:", "did you mean \"strip_prefix\"?");
@@ -128,11 +131,8 @@ strip_prefx = true
 #[test]
 fn route_targets() {
     for (proxy, error) in [
-        (
-            "https://127.0.0.1:9000",
-            "HTTPS upstreams are not supported yet",
-        ),
-        ("ftp://x", "only http:// URLs are supported"),
+        ("ftp://x", "only http:// and https:// URLs are supported"),
+        ("https://127.0.0.1:9000/x", "has a path"),
         ("http://127.0.0.1:9000/x", "has a path"),
         ("nothing", "names no [[upstream]] (there is none"),
     ] {
@@ -330,7 +330,10 @@ health = {{}}
     assert_eq!(h.path, "/healthz?full=1");
     assert_eq!(h.interval, Duration::from_millis(500));
     assert_eq!(h.timeout, Duration::from_millis(250));
-    assert_eq!((h.expect, h.rise, h.fall), (204, 2, 3));
+    assert_eq!(
+        (h.expect.clone(), h.rise, h.fall),
+        (Expect(vec![ExpectStatus::Code(204)]), 2, 3)
+    );
     assert_eq!(c.proxy.upstreams[1].health, None);
     let d = c.proxy.upstreams[2].health.as_ref().expect("defaults");
     assert_eq!(
@@ -338,7 +341,7 @@ health = {{}}
             d.path.as_str(),
             d.interval,
             d.timeout,
-            d.expect,
+            d.expect.clone(),
             d.rise,
             d.fall
         ),
@@ -346,7 +349,7 @@ health = {{}}
             "/",
             Duration::from_secs(5),
             Duration::from_secs(2),
-            200,
+            Expect(vec![ExpectStatus::Code(200)]),
             1,
             1
         )
@@ -367,6 +370,8 @@ health = {{}}
     bad("{ interval = \"2h\" }", 23, "too long");
     bad("{ timeout = \"0s\" }", 22, "must be more than 0");
     bad("{ expect = 700 }", 21, "from 100 to 599");
+    bad("{ expect = \"2xy\" }", 21, "a class like \"2xx\"");
+    bad("{ expect = [200, \"0xx\"] }", 27, "a class like \"2xx\"");
     bad("{ rise = 0 }", 19, "from 1 to 100");
     bad("{ fall = 101 }", 19, "from 1 to 100");
     bad("{ path = \"/a b\" }", 19, "a URL path");

@@ -51,6 +51,17 @@ impl Exchange {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Some((Failure::Broken, format!("read: {e}")))),
             };
+            // A short read on TCP emptied the socket: the next bytes (or
+            // FIN) raise a new event, for whoever owns the connection then.
+            // Unless a FIN already came (the event said so): it raises none
+            // again, so read on to the end of the stream.
+            if n > 0
+                && n < env.scratch.len()
+                && !conn.peer_closed
+                && conn.stream.short_read_means_empty()
+            {
+                conn.readable = false;
+            }
             self.last_io = env.now;
             progress = true;
             if n == 0 {
@@ -184,6 +195,9 @@ impl Exchange {
         self.upstream_time = Some(env.now.saturating_duration_since(self.started));
         self.status = Some(resp.status);
         self.reusable = !resp.closes;
+        if let Some(c) = self.compress.as_ref() {
+            transform::not_modified_head(c, resp);
+        }
         let coding = self
             .compress
             .as_ref()
