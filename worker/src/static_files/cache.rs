@@ -64,6 +64,10 @@ use super::open::open_under;
 use super::precompressed;
 use crate::http::response::http_date;
 
+mod inotify;
+
+use inotify::{ancestor_mask, file_mask, parent_mask, parse_events};
+
 /// What an entry costs against `file_cache_size` besides its bytes and its
 /// key (the request path, up to `max_uri_length`): headers, map slots,
 /// watches. So an empty file cannot make the entry count unbounded, and
@@ -137,40 +141,6 @@ pub struct FileCache {
     /// Sites whose root cannot be watched (an ancestor the worker's user
     /// cannot read): never filled.
     unwatchable: HashSet<usize>,
-}
-
-/// IN_MASK_ADD (which nix does not name): widen a watch another entry made
-/// on the same inode instead of replacing its mask.
-fn mask_add() -> AddWatchFlags {
-    AddWatchFlags::from_bits_retain(libc::IN_MASK_ADD)
-}
-
-/// Events on a directory above the file's own: names coming and going, the
-/// directory itself renamed, removed or made unreadable.
-fn ancestor_mask() -> AddWatchFlags {
-    AddWatchFlags::IN_CREATE
-        | AddWatchFlags::IN_DELETE
-        | AddWatchFlags::IN_MOVED_FROM
-        | AddWatchFlags::IN_MOVED_TO
-        | AddWatchFlags::IN_ATTRIB
-        | AddWatchFlags::IN_DELETE_SELF
-        | AddWatchFlags::IN_MOVE_SELF
-        | AddWatchFlags::IN_ONLYDIR
-        | mask_add()
-}
-
-/// The file's own directory also reports writes to the files in it.
-fn parent_mask() -> AddWatchFlags {
-    ancestor_mask() | AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CLOSE_WRITE
-}
-
-fn file_mask() -> AddWatchFlags {
-    AddWatchFlags::IN_MODIFY
-        | AddWatchFlags::IN_ATTRIB
-        | AddWatchFlags::IN_CLOSE_WRITE
-        | AddWatchFlags::IN_DELETE_SELF
-        | AddWatchFlags::IN_MOVE_SELF
-        | mask_add()
 }
 
 /// What the cache knows of a URL.
@@ -546,30 +516,6 @@ fn sibling_names(name: &[u8], index: &[String]) -> Vec<Vec<u8>> {
     }
     names.extend(index.iter().map(|i| i.as_bytes().to_vec()));
     names
-}
-
-/// One event of an inotify read.
-struct Event<'a> {
-    wd: i32,
-    mask: u32,
-    name: Option<&'a [u8]>,
-}
-
-/// The events in what a read of an inotify fd returned (inotify(7)):
-/// `wd: i32, mask: u32, cookie: u32, len: u32` in native byte order, then
-/// `len` bytes of name padded with NULs. A truncated tail is ignored (the
-/// kernel never splits an event across reads).
-fn parse_events(mut buf: &[u8]) -> impl Iterator<Item = Event<'_>> {
-    std::iter::from_fn(move || {
-        let field = |b: &[u8], at: usize| -> Option<[u8; 4]> { b.get(at..at + 4)?.try_into().ok() };
-        let wd = i32::from_ne_bytes(field(buf, 0)?);
-        let mask = u32::from_ne_bytes(field(buf, 4)?);
-        let len = u32::from_ne_bytes(field(buf, 12)?) as usize;
-        let raw = buf.get(16..16 + len)?;
-        buf = &buf[16 + len..];
-        let name = raw.split(|&b| b == 0).next().filter(|n| !n.is_empty());
-        Some(Event { wd, mask, name })
-    })
 }
 
 fn site_id(site: &Site) -> usize {
