@@ -120,20 +120,8 @@ fn child_main(
         log::error!("worker of generation {generation}: {e}; exiting");
         return 3;
     }
-    // Set after the credential change: the kernel clears the parent-death
-    // signal when the effective ids change. SIGTERM makes the worker drain.
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGTERM as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-    }
-    // The master may have died before the prctl took effect.
-    if nix::unistd::getppid().as_raw() as u32 != master_pid {
+    // SIGTERM makes the worker drain.
+    if !die_with_master(master_pid) {
         log::warn!("master {master_pid} died while this worker started; exiting");
         return 1;
     }
@@ -247,4 +235,22 @@ pub(crate) fn drop_to(identity: Option<&Identity>, allow_root: bool) -> Result<(
         ));
     }
     Ok(())
+}
+
+/// In a forked child (worker, certificate helper), after its credential
+/// change: SIGTERM when the master dies. Set after the change because the
+/// kernel clears the parent-death signal when the effective ids change.
+/// False if the master died before it took effect (the child should exit).
+pub(crate) fn die_with_master(master_pid: u32) -> bool {
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+    }
+    nix::unistd::getppid().as_raw() as u32 == master_pid
 }

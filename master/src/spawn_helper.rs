@@ -118,18 +118,7 @@ fn child_main(identity: Option<&Identity>, channel: UnixStream, master_pid: u32)
         log::error!("certificate helper: {e}; exiting");
         return 3;
     }
-    // After the credential change, which clears it.
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGTERM as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-    }
-    if nix::unistd::getppid().as_raw() as u32 != master_pid {
+    if !crate::spawn::die_with_master(master_pid) {
         return 1;
     }
     baton_certs::run(baton_certs::Setup { channel })
