@@ -183,3 +183,17 @@ fn an_upstream_that_refuses_gets_a_502_over_http2() {
     // The connection goes on: the other stream is served.
     assert_eq!(streams(&got)[1]["status"], 200, "{got}");
 }
+
+/// An upstream's 103 Early Hints reaches the HTTP/2 client as an interim
+/// head before the final 200, as it reaches HTTP/1.1 clients.
+#[test]
+fn interim_responses_are_passed_on_over_http2() {
+    let backend = Backend::start("b1");
+    let env = Env::new();
+    let _server = start(&env, &backend);
+    let got = h2tool(&["--tls", &env.port.to_string(), "get", "/app/hints"]);
+    let s = &streams(&got)[0];
+    assert_eq!(s["status"], 200, "{s}");
+    assert_eq!(s["interim"], serde_json::json!([103]), "{s}");
+    assert_eq!(s["done"], true, "{s}");
+}

@@ -186,7 +186,10 @@ class Client:
 
     def feed(self, data, ack=True):
         for ev in self.conn.receive_data(data):
-            if isinstance(ev, h2.events.ResponseReceived):
+            if isinstance(ev, h2.events.InformationalResponseReceived):
+                s = self.streams[ev.stream_id]
+                s.setdefault("interim", []).append(int(dict(ev.headers)[":status"]))
+            elif isinstance(ev, h2.events.ResponseReceived):
                 s = self.streams[ev.stream_id]
                 s["headers"] = dict(ev.headers)
                 s["status"] = int(s["headers"][":status"])
@@ -218,6 +221,7 @@ class Client:
                 "body": bytes(s["body"][:200]).decode("latin-1"),
                 "done": s["done"],
                 "reset": s["reset"],
+                "interim": s.get("interim", []),
             })
         return {"alpn": self.alpn, "streams": out, "goaways": self.goaways, "closed": self.closed}
 

@@ -192,6 +192,14 @@ pub enum Outbound {
 
 impl Outbound {
     /// Sends the head; `end` when there is no body.
+    /// An interim (1xx) head, before the final one.
+    pub fn send_interim(&mut self, head: http::Response<()>) -> Result<(), String> {
+        let Outbound::Head(respond) = self else {
+            return Err("interim head after the final one".to_owned());
+        };
+        respond.send_informational(head).map_err(|e| e.to_string())
+    }
+
     pub fn send_head(&mut self, head: http::Response<()>, end: bool) -> Result<(), String> {
         let Outbound::Head(respond) = self else {
             return Err("response head sent twice".to_owned());

@@ -24,7 +24,9 @@ enum State {
 /// One piece of the response.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Piece {
-    /// The final head (interim 1xx ones are skipped): status and fields.
+    /// An interim (1xx) head: status and fields; the final one follows.
+    Interim(u16, Vec<(String, Vec<u8>)>),
+    /// The final head: status and fields.
     Head(u16, Vec<(String, Vec<u8>)>),
     /// Body data: this many bytes at the start of the input, of which
     /// the caller takes what it can (`took`).
@@ -84,10 +86,20 @@ impl Decoder {
                     Err(_) => return Err(()),
                 };
                 let code = resp.code.ok_or(())?;
+                if code == 101 {
+                    // A switch of protocols has no HTTP/2 form (RFC 9113
+                    // 8.6); the exchange never tunnels for HTTP/2.
+                    return Err(());
+                }
                 if (100..200).contains(&code) {
-                    // 100 Continue and the like: HTTP/2 clients get
-                    // the final response only.
-                    return Ok((n, Piece::More));
+                    // 100 Continue, 103 Early Hints: passed on as they
+                    // come, before the final head.
+                    let fields = resp
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                        .collect();
+                    return Ok((n, Piece::Interim(code, fields)));
                 }
                 let mut fields = Vec::with_capacity(resp.headers.len());
                 let mut length = None;
@@ -189,6 +201,7 @@ mod tests {
             buf.drain(..n);
             match piece {
                 Piece::Head(code, _) => status = code,
+                Piece::Interim(..) => {}
                 Piece::Data(k) => {
                     body.extend_from_slice(&buf[..k]);
                     buf.drain(..k);
@@ -235,5 +248,18 @@ mod tests {
         assert!(matches!(piece, Piece::Head(200, _)));
         assert!(d.close_delimited());
         assert!(Decoder::new(false).next(b"\x00garbage\r\n\r\n").is_err());
+        let hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n";
+        let (n, piece) = Decoder::new(false).next(hints).unwrap();
+        assert_eq!(n, hints.len());
+        assert_eq!(
+            piece,
+            Piece::Interim(103, vec![("Link".into(), b"</a.css>".to_vec())])
+        );
+        // No HTTP/2 form: refused, never passed on.
+        assert!(
+            Decoder::new(false)
+                .next(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+                .is_err()
+        );
     }
 }

@@ -283,21 +283,16 @@ impl Proxied {
                 }
             };
             match piece {
-                Piece::Head(code, fields) => {
-                    let mut head = http::Response::new(());
-                    *head.status_mut() =
-                        http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_GATEWAY);
-                    for (name, value) in &fields {
-                        if connection_specific(name) {
-                            continue;
-                        }
-                        if let (Ok(n), Ok(v)) = (
-                            http::HeaderName::from_bytes(name.as_bytes()),
-                            http::HeaderValue::from_bytes(value),
-                        ) {
-                            head.headers_mut().append(n, v);
-                        }
+                Piece::Interim(code, fields) => {
+                    // The client may have gone; the final head says so.
+                    if let Err(e) = self.out.send_interim(response_head(code, &fields)) {
+                        log::debug!("interim {code} not passed on: {e}");
                     }
+                    self.ex.client_pos += n;
+                    moved = true;
+                }
+                Piece::Head(code, fields) => {
+                    let head = response_head(code, &fields);
                     self.log.status = code;
                     let end = self.decoder.done();
                     if self.out.send_head(head, end).is_err() {
@@ -399,6 +394,25 @@ pub fn request_for(req: &mut Request, head: &Head, body_follows: bool) -> Vec<u8
 /// A HEAD request: its response has no body.
 pub fn is_head(req: &Request) -> bool {
     req.method == Method::Head
+}
+
+/// An HTTP/2 response head from an HTTP/1.1 one's status and fields,
+/// without the connection-specific ones (RFC 9113 8.2.2).
+fn response_head(code: u16, fields: &[(String, Vec<u8>)]) -> http::Response<()> {
+    let mut head = http::Response::new(());
+    *head.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    for (name, value) in fields {
+        if connection_specific(name) {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_bytes(value),
+        ) {
+            head.headers_mut().append(n, v);
+        }
+    }
+    head
 }
 
 #[cfg(test)]
