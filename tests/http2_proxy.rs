@@ -20,6 +20,11 @@ fn start(env: &Env, backend: &Backend) -> Server {
 
 /// The same to the server address `server` (a quoted TOML string).
 fn start_to(env: &Env, server: &str) -> Server {
+    start_with(env, server, "")
+}
+
+/// The same with more top-level settings.
+fn start_with(env: &Env, server: &str, global: &str) -> Server {
     let (cert, key) = ecdsa_cert(&["localhost"]);
     env.write_file("tls/cert.pem", cert.as_bytes());
     env.write_file("tls/key.pem", key.as_bytes());
@@ -30,7 +35,7 @@ fn start_to(env: &Env, server: &str) -> Server {
     );
     let config = proxy_config(
         env,
-        "",
+        global,
         &upstream("app", &[server.to_owned()], ""),
         &format!("{tls}{}", route("/app/", "app")),
     );
@@ -196,4 +201,37 @@ fn interim_responses_are_passed_on_over_http2() {
     assert_eq!(s["status"], 200, "{s}");
     assert_eq!(s["interim"], serde_json::json!([103]), "{s}");
     assert_eq!(s["done"], true, "{s}");
+}
+
+/// A proxied stream whose request body stops arriving is ended after
+/// `body_timeout`, as an HTTP/1.1 request is, not after the (longer)
+/// `send_timeout`.
+#[test]
+fn a_stalled_request_body_is_ended_after_the_body_timeout() {
+    let backend = Backend::start("b1");
+    let env = Env::new();
+    let server = start_with(
+        &env,
+        &quoted(&backend),
+        "body_timeout = \"1s\"\nsend_timeout = \"60s\"\n",
+    );
+    let got = h2tool(&[
+        "--tls",
+        &env.port.to_string(),
+        "stall",
+        "/app/echo",
+        "10000",
+        "30",
+    ]);
+    let s = &streams(&got)[0];
+    let after = got["ended_after"].as_f64().unwrap_or(99.0);
+    assert!(
+        s["reset"].is_number() || s["done"] == true,
+        "the stream was not ended: {got}; {}",
+        server.log_text()
+    );
+    assert!(
+        after < 10.0,
+        "ended after {after:.1} s, not body_timeout: {got}"
+    );
 }

@@ -391,6 +391,25 @@ def main():
         c.pump(timeout=30)
         out = c.results()
 
+    elif mode == "stall":
+        # A POST that declares LEN bytes, sends half of them and then
+        # nothing: how long until the server ends the stream (reset or an
+        # answer), at most WAIT seconds.
+        path = args.pop(0)
+        length = int(args.pop(0))
+        wait = float(args.pop(0))
+        c = Client(port, tls)
+        sid = c.conn.get_next_available_stream_id()
+        extra = [("content-length", str(length))]
+        c.conn.send_headers(sid, request_headers(path, c.authority, tls, "POST", extra))
+        c.streams[sid] = {"path": path, "status": None, "headers": {}, "body": bytearray(), "done": False, "reset": None}
+        c.conn.send_data(sid, b"x" * (length // 2))
+        c.flush()
+        start = time.time()
+        c.pump(timeout=wait, until=lambda: c.streams[sid]["done"] or c.streams[sid]["reset"] is not None)
+        out = c.results()
+        out["ended_after"] = time.time() - start
+
     elif mode == "slow":
         # A small window, opened a little at a time: the server must keep
         # within it and still deliver every byte.

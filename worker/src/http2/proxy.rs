@@ -156,6 +156,17 @@ impl Proxied {
         }
     }
 
+    /// How long this stream may make no progress: `body_timeout` while
+    /// it waits on the client's request body (nothing held back for the
+    /// exchange), else `send_timeout`, as an HTTP/1.1 request would be.
+    pub fn stall_timeout(&self, http: &baton_shared::config::HttpLimits) -> std::time::Duration {
+        if self.inbound.is_some() && self.held.is_none() {
+            http.body_timeout
+        } else {
+            http.send_timeout
+        }
+    }
+
     pub fn on_upstream_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
         self.ex.on_ready(readable, writable, read_closed);
     }

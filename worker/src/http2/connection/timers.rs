@@ -26,15 +26,19 @@ impl Http2Connection {
                 drain_started.unwrap_or(self.last_progress)
             }
             Phase::Open if !self.no_streams() => {
-                let oldest = self
+                let timeout = config.http.send_timeout;
+                let client = self
                     .streams
                     .iter()
-                    .map(|s| s.last_progress)
-                    .chain(self.proxied.iter().map(|p| p.last_progress))
+                    .map(|s| after(s.last_progress, timeout))
+                    .chain(
+                        self.proxied
+                            .iter()
+                            .map(|p| after(p.last_progress, p.stall_timeout(&config.http))),
+                    )
                     .min()
-                    .unwrap_or(self.last_progress);
+                    .unwrap_or_else(|| after(self.last_progress, timeout));
                 let upstream = self.proxied.iter().filter_map(|p| p.deadline(config)).min();
-                let client = after(oldest, config.http.send_timeout);
                 upstream.map_or(client, |u| u.min(client))
             }
             // Shutting down with nothing left to send: the client has
@@ -81,9 +85,11 @@ impl Http2Connection {
                 let mut i = 0;
                 while i < self.proxied.len() {
                     let p = &mut self.proxied[i];
-                    let stalled = after(p.last_progress, ctx.config.http.send_timeout) <= now;
+                    let stalled = after(p.last_progress, p.stall_timeout(&ctx.config.http)) <= now;
                     let step = if stalled {
-                        debug!("HTTP/2 proxied stream made no progress within the send timeout");
+                        debug!(
+                            "HTTP/2 proxied stream made no progress in time (body or send timeout)"
+                        );
                         p.abandon(ctx.proxy);
                         p.out.reset(Code::CANCEL);
                         Step::Failed
