@@ -40,6 +40,7 @@ NAMES = {
     "Zlib": "Zlib",
     "Unicode-3.0": "Unicode-3.0",
     "Unlicense": "Unlicense",
+    "CDLA-Permissive-2.0": "CDLA-Permissive-2.0",
     "LGPL-2.1-or-later": "LGPL-2.1+",
 }
 EXCEPTIONS = {"LLVM-exception": "LLVM"}
@@ -177,7 +178,7 @@ def main():
             meta = json.load(f)
     elif not args:
         out = subprocess.run(
-            ["cargo", "metadata", "--format-version", "1", "--locked", "--offline"],
+            ["cargo", "metadata", "--format-version", "1", "--locked"],
             cwd=REPO, check=True, capture_output=True, text=True,
         ).stdout
         meta = json.loads(out)

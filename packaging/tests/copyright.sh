@@ -9,7 +9,7 @@
 #   bash packaging/tests/copyright.sh
 #   VENDOR=/tmp/src/vendor bash packaging/tests/copyright.sh
 #
-# Prints "N passed, N failed" last. Needs python3 and cargo (offline).
+# Prints "N passed, N failed" last. Needs python3 and cargo (and crates.io, for manifests not in cargo's cache).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 REPO=$PWD
