@@ -16,6 +16,11 @@
 //! 10 s, doubling up to a day, each failure logged with the CA's problem
 //! document and reported to the master for `/status` and `/metrics`.
 //!
+//! A certificate its OCSP responder says is revoked (the staples thread
+//! sends a [`Revoked`]) is ordered again at once, whatever its expiry,
+//! with the same backoff on failure; `GET /status` shows why (`reason`)
+//! until a new certificate is on disk.
+//!
 //! Before ordering, the engine takes the name's lock in `acme_dir`
 //! (`store::Lock`) and looks at the disk again: an instance that waited
 //! for another's order finds the new certificate there and orders nothing.
@@ -35,8 +40,22 @@ use crossbeam_channel::{Receiver, Sender, select};
 const BACKOFF_FIRST: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(24 * 3600);
 
+/// The staples thread's word that an ACME certificate is revoked.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    pub id: String,
+    /// The chain file as it was when the responder said so: a different
+    /// file on disk (another instance re-issued it) is not revoked.
+    pub chain: Vec<u8>,
+    /// For the log and the status: since when, and the responder.
+    pub why: String,
+}
+
 struct Entry {
     spec: OrderSpec,
+    /// The chain on disk the responder said is revoked: not fresh,
+    /// whatever its expiry, while it is still the one on disk.
+    revoked: Option<Vec<u8>>,
     status: NameStatus,
     /// When to look at this certificate next.
     due: Instant,
@@ -50,12 +69,17 @@ struct Engine {
     published: tokio::sync::mpsc::UnboundedReceiver<()>,
     entries: BTreeMap<String, Entry>,
     out: Sender<FromHelper>,
+    /// A `()` each time a certificate is written: the staples thread
+    /// looks at the chains again at once.
+    issued: Sender<()>,
     rt: tokio::runtime::Runtime,
 }
 
 /// The engine's thread: runs until `settings` closes (the helper exits).
 pub fn run(
     settings: Receiver<HelperSettings>,
+    revoked: Receiver<Revoked>,
+    issued: Sender<()>,
     published: tokio::sync::mpsc::UnboundedReceiver<()>,
     out: Sender<FromHelper>,
 ) {
@@ -74,6 +98,7 @@ pub fn run(
         published,
         entries: BTreeMap::new(),
         out,
+        issued,
         rt,
     };
     loop {
@@ -91,6 +116,11 @@ pub fn run(
                 Ok(s) => engine.apply(s),
                 Err(_) => return,
             },
+            recv(revoked) -> msg => {
+                if let Ok(r) = msg {
+                    engine.revoked(r);
+                }
+            }
             default(wait) => {}
         }
         // Settings that came meanwhile win over work planned on old ones.
@@ -126,6 +156,7 @@ impl Engine {
                     },
                     due: now,
                     seen: None,
+                    revoked: None,
                 },
             };
             entries.insert(spec.id.clone(), entry);
@@ -141,6 +172,22 @@ impl Engine {
             "certificate helper: {} ACME certificate(s) to keep",
             self.entries.len()
         );
+    }
+
+    /// Marks `r.id`'s certificate as revoked and makes it due now.
+    fn revoked(&mut self, r: Revoked) {
+        let Some(e) = self.entries.get_mut(&r.id) else {
+            return;
+        };
+        log::error!(
+            "{}: the ACME certificate is REVOKED ({}): ordering a new one now",
+            r.id,
+            r.why
+        );
+        e.revoked = Some(r.chain);
+        e.status.reason = format!("revoked ({}): re-issuing", r.why);
+        e.due = Instant::now();
+        let _ = self.out.send(FromHelper::Status(e.status.clone()));
     }
 
     fn ca_file(&self) -> PathBuf {
@@ -233,7 +280,10 @@ impl Engine {
                     e.status.failures = 0;
                     e.status.last_error.clear();
                     e.status.ordering = false;
+                    e.revoked = None;
+                    e.status.reason.clear();
                 }
+                let _ = self.issued.send(());
                 self.fresh_on_disk(&dir, &spec, renew_check);
             }
             Err(f) => self.failed(id, f.0),
@@ -248,6 +298,16 @@ impl Engine {
         let cert_dir = baton_shared::config::acme::cert_dir(dir, &spec.id);
         let pem = std::fs::read(cert_dir.join("cert.pem")).ok();
         let names = std::fs::read_to_string(cert_dir.join("names")).unwrap_or_default();
+        if let (Some(e), Some(pem)) = (self.entries.get_mut(&spec.id), pem.as_deref())
+            && let Some(revoked) = &e.revoked
+        {
+            if revoked.as_slice() == pem {
+                return false;
+            }
+            // Replaced on disk (by another instance sharing acme_dir).
+            e.revoked = None;
+            e.status.reason.clear();
+        }
         let Some((not_before, not_after)) = pem.as_deref().and_then(pem_validity) else {
             return false;
         };
@@ -303,7 +363,10 @@ impl Engine {
     }
 }
 
-/// Writes the key, then the chain, then the names (see `store`).
+/// Writes the key, then the chain, then the names (see `store`), and
+/// removes the old certificate's OCSP staple: it is not this one's (the
+/// staples thread fetches one for the new certificate if it names a
+/// responder).
 fn save(dir: &Path, spec: &OrderSpec, issued: &order::Issued) -> Result<(), String> {
     let cert_dir = baton_shared::config::acme::cert_dir(dir, &spec.id);
     let names = spec.names.join("\n");
@@ -312,7 +375,17 @@ fn save(dir: &Path, spec: &OrderSpec, issued: &order::Issued) -> Result<(), Stri
         (&cert_dir.join("cert.pem"), issued.chain.as_bytes()),
         (&cert_dir.join("names"), names.as_bytes()),
     ])
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    let staple = cert_dir.join(baton_shared::tls_acme::STAPLE_FILE);
+    match std::fs::remove_file(&staple) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => log::warn!(
+            "{}: cannot remove the old certificate's OCSP staple {}: {e}",
+            spec.id,
+            staple.display()
+        ),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// `d` ± 10%, from the kernel's randomness.
