@@ -8,8 +8,9 @@
 //! seconds, and certificates are renewed weeks ahead.
 //!
 //! When: a name with no usable certificate on disk is ordered at once; a
-//! certificate is renewed once a third of its lifetime is left (Let's
-//! Encrypt's 90 days: 30 days ahead); the files are looked at every
+//! certificate is renewed at the point the CA's renewal information (ARI,
+//! `ari`) suggests if it offers any, otherwise once a third of its
+//! lifetime is left (Let's Encrypt's 90 days: 30 days ahead); the files are looked at every
 //! `acme_renew_check` (default 10 minutes, with ±10% jitter so that
 //! instances sharing a directory spread out), since another instance
 //! sharing `acme_dir` may have renewed. A failed order is retried after
@@ -25,6 +26,7 @@
 //! (`store::Lock`) and looks at the disk again: an instance that waited
 //! for another's order finds the new certificate there and orders nothing.
 
+pub mod ari;
 mod order;
 pub mod store;
 
@@ -61,6 +63,9 @@ struct Entry {
     due: Instant,
     /// The notAfter last seen on disk (news for the master when it moves).
     seen: Option<i64>,
+    /// The CA's renewal window for the certificate on disk: (its notAfter,
+    /// the window, when to ask again).
+    ari: Option<(i64, ari::Window, Instant)>,
 }
 
 struct Engine {
@@ -68,6 +73,9 @@ struct Engine {
     /// One `()` per challenge answer the master confirmed published.
     published: tokio::sync::mpsc::UnboundedReceiver<()>,
     entries: BTreeMap<String, Entry>,
+    /// ACME directories that offer no renewal information (until the
+    /// next settings).
+    no_ari: std::collections::BTreeSet<String>,
     out: Sender<FromHelper>,
     /// A `()` each time a certificate is written: the staples thread
     /// looks at the chains again at once.
@@ -97,6 +105,7 @@ pub fn run(
         settings: HelperSettings::default(),
         published,
         entries: BTreeMap::new(),
+        no_ari: std::collections::BTreeSet::new(),
         out,
         issued,
         rt,
@@ -157,12 +166,14 @@ impl Engine {
                     due: now,
                     seen: None,
                     revoked: None,
+                    ari: None,
                 },
             };
             entries.insert(spec.id.clone(), entry);
         }
         self.entries = entries;
         self.settings = s;
+        self.no_ari.clear();
         if !self.settings.ca_pem.is_empty()
             && let Err(e) = store::write_atomic(&self.ca_file(), &self.settings.ca_pem)
         {
@@ -215,6 +226,7 @@ impl Engine {
         let Some(spec) = self.entries.get(id).map(|e| e.spec.clone()) else {
             return;
         };
+        self.ask_ari(&dir, &spec, renew_check);
         if self.fresh_on_disk(&dir, &spec, renew_check) {
             return;
         }
@@ -314,8 +326,13 @@ impl Engine {
         if names.lines().collect::<Vec<_>>() != spec.names {
             return false;
         }
-        let lifetime = not_after.saturating_sub(not_before).max(0);
-        let renew_at = not_after.saturating_sub(lifetime / 3);
+        let window = self
+            .entries
+            .get(&spec.id)
+            .and_then(|e| e.ari.as_ref())
+            .filter(|(cert, _, _)| *cert == not_after)
+            .map(|(_, w, _)| w);
+        let renew_at = ari::renew_at(not_before, not_after, window);
         let now = unix_now();
         if now >= renew_at {
             return false;
@@ -336,6 +353,93 @@ impl Engine {
         }
         let _ = self.out.send(FromHelper::Status(e.status.clone()));
         true
+    }
+
+    /// Asks the CA for the renewal window of `spec`'s certificate on disk,
+    /// when there is one, the CA offers ARI, and the last answer is due
+    /// for asking again. Any failure leaves the one-third rule in force.
+    fn ask_ari(&mut self, dir: &Path, spec: &OrderSpec, renew_check: Duration) {
+        if self.no_ari.contains(&spec.directory) {
+            return;
+        }
+        let cert_dir = baton_shared::config::acme::cert_dir(dir, &spec.id);
+        let Ok(pem) = std::fs::read(cert_dir.join("cert.pem")) else {
+            return;
+        };
+        let Some((_, not_after)) = pem_validity(&pem) else {
+            return;
+        };
+        let now = Instant::now();
+        let Some(e) = self.entries.get(&spec.id) else {
+            return;
+        };
+        if e.revoked.is_some()
+            || e.ari
+                .as_ref()
+                .is_some_and(|(cert, _, again)| *cert == not_after && now < *again)
+        {
+            return;
+        }
+        let ca = (!self.settings.ca_pem.is_empty()).then(|| self.ca_file());
+        let answer = self.rt.block_on(async {
+            let ask = async {
+                let account = order::account(dir, ca.as_deref(), spec)
+                    .await
+                    .map_err(|f| f.0)?;
+                ari::ask(&account, &pem).await
+            };
+            tokio::time::timeout(Duration::from_secs(20), ask)
+                .await
+                .unwrap_or_else(|_| Err("no answer within 20 s".into()))
+        });
+        let id = &spec.id;
+        match answer {
+            Ok(ari::Answer::Window { start, end, again }) => {
+                let kept = self.entries.get(id).and_then(|e| e.ari.clone());
+                // The same window as before keeps its point: re-rolling at
+                // every ask would drift toward the window's start.
+                let at = match kept {
+                    Some((cert, w, _)) if cert == not_after && (w.start, w.end) == (start, end) => {
+                        w.at
+                    }
+                    _ => ari::choose(start, end, random()),
+                };
+                log::info!(
+                    "{id}: the CA suggests renewing between {} and {}: renewing at {}",
+                    baton_shared::tls::http_date(start),
+                    baton_shared::tls::http_date(end),
+                    baton_shared::tls::http_date(at)
+                );
+                if let Some(e) = self.entries.get_mut(id) {
+                    e.ari = Some((not_after, ari::Window { start, end, at }, now + again));
+                }
+            }
+            Ok(ari::Answer::Unsupported) => {
+                log::info!(
+                    "{}: offers no renewal information (ARI): certificates are renewed once a \
+                     third of their lifetime is left",
+                    spec.directory
+                );
+                self.no_ari.insert(spec.directory.clone());
+            }
+            // Looked at again at the next check (the certificate may be
+            // replaced by one the CA issued).
+            Ok(ari::Answer::Unnamed(why)) => {
+                log::debug!("{id}: no renewal information asked for: {why}");
+            }
+            Err(why) => {
+                log::info!(
+                    "{id}: cannot get the CA's renewal information ({why}); the one-third rule \
+                     applies until the next check"
+                );
+                if let Some(e) = self.entries.get_mut(id) {
+                    e.ari = e
+                        .ari
+                        .take()
+                        .map(|(c, w, _)| (c, w, now + jitter(renew_check)));
+                }
+            }
+        }
     }
 
     fn failed(&mut self, id: &str, why: String) {
@@ -390,12 +494,15 @@ fn save(dir: &Path, spec: &OrderSpec, issued: &order::Issued) -> Result<(), Stri
 
 /// `d` ± 10%, from the kernel's randomness.
 fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.9 + 0.2 * random())
+}
+
+/// Uniform in `[0, 1]`, from the kernel's randomness (0.5 if it fails).
+fn random() -> f64 {
     let mut b = [0u8; 2];
-    let r = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .map_or(0.5, |()| {
-            f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
-        });
-    d.mul_f64(0.9 + 0.2 * r)
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).map_or(0.5, |()| {
+        f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
+    })
 }
 
 #[cfg(test)]
