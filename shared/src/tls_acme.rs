@@ -171,6 +171,30 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_staple_is_not_missed_for_a_certificate_naming_no_responder() {
+        let dir = tempfile::tempdir().expect("dir");
+        let now = crate::tls::unix_now();
+        let (cert, key) = self_signed(&["a.example".into()], now).expect("made");
+        std::fs::write(dir.path().join("cert.pem"), cert).expect("cert");
+        std::fs::write(dir.path().join("key.pem"), key).expect("key");
+        let files = CertFiles {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+            ocsp: Some(dir.path().join(STAPLE_FILE)),
+            pos: Default::default(),
+        };
+        let mut c = load_files(&files, now).expect("loads");
+        assert!(matches!(c.staple, Staple::Refused(_)), "{:?}", c.staple);
+        no_staple_needed(&mut c);
+        assert!(matches!(c.staple, Staple::Absent), "{:?}", c.staple);
+        // A staple file that exists is judged as it is, never waved off.
+        std::fs::write(dir.path().join(STAPLE_FILE), b"junk").expect("staple");
+        let mut c = load_files(&files, now).expect("loads");
+        no_staple_needed(&mut c);
+        assert!(matches!(c.staple, Staple::Refused(_)), "{:?}", c.staple);
+    }
+
+    #[test]
     fn a_placeholder_verifies_for_its_names() {
         let now = crate::tls::unix_now();
         let (cert, key) = self_signed(&["a.example".into()], now).expect("made");

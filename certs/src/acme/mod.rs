@@ -190,6 +190,11 @@ impl Engine {
         let Some(e) = self.entries.get_mut(&r.id) else {
             return;
         };
+        // Known already (the responder says so again at each refresh):
+        // the order under way or its backoff stands.
+        if e.revoked.as_ref() == Some(&r.chain) {
+            return;
+        }
         log::error!(
             "{}: the ACME certificate is REVOKED ({}): ordering a new one now",
             r.id,
@@ -266,7 +271,23 @@ impl Engine {
         let result = self.rt.block_on(async {
             let work = async {
                 let account = order::account(&dir, ca.as_deref(), &spec).await?;
-                order::run(&account, &spec, &out, published).await
+                match order::run(&account, &spec, &out, published).await {
+                    // The CA lost or deleted the account (a test CA
+                    // restarted, an account deactivated): a new one.
+                    Err(f) if f.0.contains("accountDoesNotExist") => {
+                        let stored = store::account_path(&dir, &spec.directory, &spec.email);
+                        log::warn!(
+                            "{id}: {} does not know the account stored in {} any more: \
+                             creating a new one",
+                            spec.directory,
+                            stored.display()
+                        );
+                        let _ = std::fs::remove_file(&stored);
+                        let account = order::account(&dir, ca.as_deref(), &spec).await?;
+                        order::run(&account, &spec, &out, published).await
+                    }
+                    r => r,
+                }
             };
             tokio::pin!(work);
             // The lock is refreshed while the order runs.
