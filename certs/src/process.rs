@@ -76,11 +76,14 @@ fn start_components(out: &Sender<FromHelper>) -> std::io::Result<Components> {
     let (acme_tx, acme_rx) = unbounded::<HelperSettings>();
     let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let acme_out = out.clone();
+    // Staples → ACME: revoked certificates; ACME → staples: one written.
+    let (revoked_tx, revoked_rx) = unbounded::<crate::acme::Revoked>();
+    let (issued_tx, issued_rx) = unbounded::<()>();
     std::thread::Builder::new()
         .name("acme".into())
-        .spawn(move || crate::acme::run(acme_rx, published_rx, acme_out))?;
+        .spawn(move || crate::acme::run(acme_rx, revoked_rx, issued_tx, published_rx, acme_out))?;
     let (staples_tx, staples_rx) = unbounded::<HelperSettings>();
-    crate::staples::start(staples_rx)?;
+    crate::staples::start(staples_rx, issued_rx, revoked_tx)?;
     Ok(Components {
         settings: vec![acme_tx, staples_tx],
         published: published_tx,

@@ -198,7 +198,10 @@ impl Watch {
             // its next change, not every interval.
             *seen = current;
             match load_files(&cert.files, now) {
-                Ok(new) => {
+                Ok(mut new) => {
+                    // An ACME certificate naming no OCSP responder
+                    // (renewed in place) has no staple to miss.
+                    baton_shared::tls_acme::no_staple_needed(&mut new);
                     if new.cert_pem == cert.cert_pem
                         && new.key_pem == cert.key_pem
                         && new.ocsp == cert.ocsp

@@ -9,9 +9,42 @@
 //! true`, get a self-signed placeholder made here. The placeholder carries
 //! the ACME files' paths, so the certificate watch picks the real files up
 //! the moment they appear, as it does any changed certificate.
+//!
+//! An ACME certificate's OCSP staple is `ocsp.der` beside it (the helper
+//! fetches it when the certificate names a responder), loaded and watched
+//! like a configured `ocsp` path. A certificate naming no responder (Let's
+//! Encrypt's since 2025, pebble's) has no staple and needs none: no
+//! warning for the missing file ([`no_staple_needed`]).
+
+use rustls::pki_types::pem::PemObject;
 
 use crate::config::{CertFiles, Config};
-use crate::tls::{LoadedCert, load_files, verify};
+use crate::tls::{LoadedCert, Staple, load_files, verify};
+
+/// The staple's file name in an ACME certificate's directory.
+pub const STAPLE_FILE: &str = "ocsp.der";
+
+/// A certificate whose staple file does not exist and which names no
+/// OCSP responder has nothing to staple: its staple is `Absent`, not
+/// refused with a warning (a debug line says so). Used when the master
+/// loads ACME certificates and when its watch reloads any certificate.
+pub fn no_staple_needed(c: &mut LoadedCert) {
+    let Some(file) = &c.files.ocsp else { return };
+    if !matches!(c.staple, Staple::Refused(_)) || file.exists() {
+        return;
+    }
+    let leaf = rustls::pki_types::CertificateDer::pem_slice_iter(&c.cert_pem)
+        .next()
+        .and_then(Result::ok)
+        .and_then(|der| crate::ocsp::Cert::from_der(&der).ok());
+    if leaf.is_some_and(|l| l.responder_url().is_none()) {
+        log::debug!(
+            "certificate {} names no OCSP responder: served without a staple",
+            c.files.cert.display()
+        );
+        c.staple = Staple::Absent;
+    }
+}
 
 /// An ACME site without a usable certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,17 +70,19 @@ pub(crate) fn load(config: &Config, certs: &mut Vec<LoadedCert>, now: i64) -> Ve
             .and_then(|s| s.tls.as_ref())
             .map(|t| t.pos)
             .unwrap_or_default();
+        let cert = order.cert_path(&config.acme.dir);
         let files = CertFiles {
-            cert: order.cert_path(&config.acme.dir),
+            ocsp: Some(cert.with_file_name(STAPLE_FILE)),
+            cert,
             key: order.key_path(&config.acme.dir),
-            ocsp: None,
             pos,
         };
         let why = if !files.cert.exists() {
             "not obtained yet: the certificate helper is ordering it".to_owned()
         } else {
             match load_files(&files, now) {
-                Ok(c) => {
+                Ok(mut c) => {
+                    no_staple_needed(&mut c);
                     certs.push(LoadedCert {
                         site: order.site,
                         ..c
@@ -133,6 +168,30 @@ mod tests {
         assert_eq!(civil(0), (1970, 1, 1));
         assert_eq!(civil(11017), (2000, 3, 1));
         assert_eq!(civil(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn a_missing_staple_is_not_missed_for_a_certificate_naming_no_responder() {
+        let dir = tempfile::tempdir().expect("dir");
+        let now = crate::tls::unix_now();
+        let (cert, key) = self_signed(&["a.example".into()], now).expect("made");
+        std::fs::write(dir.path().join("cert.pem"), cert).expect("cert");
+        std::fs::write(dir.path().join("key.pem"), key).expect("key");
+        let files = CertFiles {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+            ocsp: Some(dir.path().join(STAPLE_FILE)),
+            pos: Default::default(),
+        };
+        let mut c = load_files(&files, now).expect("loads");
+        assert!(matches!(c.staple, Staple::Refused(_)), "{:?}", c.staple);
+        no_staple_needed(&mut c);
+        assert!(matches!(c.staple, Staple::Absent), "{:?}", c.staple);
+        // A staple file that exists is judged as it is, never waved off.
+        std::fs::write(dir.path().join(STAPLE_FILE), b"junk").expect("staple");
+        let mut c = load_files(&files, now).expect("loads");
+        no_staple_needed(&mut c);
+        assert!(matches!(c.staple, Staple::Refused(_)), "{:?}", c.staple);
     }
 
     #[test]

@@ -8,18 +8,25 @@
 //! seconds, and certificates are renewed weeks ahead.
 //!
 //! When: a name with no usable certificate on disk is ordered at once; a
-//! certificate is renewed once a third of its lifetime is left (Let's
-//! Encrypt's 90 days: 30 days ahead); the files are looked at every
+//! certificate is renewed at the point the CA's renewal information (ARI,
+//! `ari`) suggests if it offers any, otherwise once a third of its
+//! lifetime is left (Let's Encrypt's 90 days: 30 days ahead); the files are looked at every
 //! `acme_renew_check` (default 10 minutes, with ±10% jitter so that
 //! instances sharing a directory spread out), since another instance
 //! sharing `acme_dir` may have renewed. A failed order is retried after
 //! 10 s, doubling up to a day, each failure logged with the CA's problem
 //! document and reported to the master for `/status` and `/metrics`.
 //!
+//! A certificate its OCSP responder says is revoked (the staples thread
+//! sends a [`Revoked`]) is ordered again at once, whatever its expiry,
+//! with the same backoff on failure; `GET /status` shows why (`reason`)
+//! until a new certificate is on disk.
+//!
 //! Before ordering, the engine takes the name's lock in `acme_dir`
 //! (`store::Lock`) and looks at the disk again: an instance that waited
 //! for another's order finds the new certificate there and orders nothing.
 
+pub mod ari;
 mod order;
 pub mod store;
 
@@ -35,13 +42,30 @@ use crossbeam_channel::{Receiver, Sender, select};
 const BACKOFF_FIRST: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(24 * 3600);
 
+/// The staples thread's word that an ACME certificate is revoked.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    pub id: String,
+    /// The chain file as it was when the responder said so: a different
+    /// file on disk (another instance re-issued it) is not revoked.
+    pub chain: Vec<u8>,
+    /// For the log and the status: since when, and the responder.
+    pub why: String,
+}
+
 struct Entry {
     spec: OrderSpec,
+    /// The chain on disk the responder said is revoked: not fresh,
+    /// whatever its expiry, while it is still the one on disk.
+    revoked: Option<Vec<u8>>,
     status: NameStatus,
     /// When to look at this certificate next.
     due: Instant,
     /// The notAfter last seen on disk (news for the master when it moves).
     seen: Option<i64>,
+    /// The CA's renewal window for the certificate on disk: (its notAfter,
+    /// the window, when to ask again).
+    ari: Option<(i64, ari::Window, Instant)>,
 }
 
 struct Engine {
@@ -49,13 +73,21 @@ struct Engine {
     /// One `()` per challenge answer the master confirmed published.
     published: tokio::sync::mpsc::UnboundedReceiver<()>,
     entries: BTreeMap<String, Entry>,
+    /// ACME directories that offer no renewal information (until the
+    /// next settings).
+    no_ari: std::collections::BTreeSet<String>,
     out: Sender<FromHelper>,
+    /// A `()` each time a certificate is written: the staples thread
+    /// looks at the chains again at once.
+    issued: Sender<()>,
     rt: tokio::runtime::Runtime,
 }
 
 /// The engine's thread: runs until `settings` closes (the helper exits).
 pub fn run(
     settings: Receiver<HelperSettings>,
+    revoked: Receiver<Revoked>,
+    issued: Sender<()>,
     published: tokio::sync::mpsc::UnboundedReceiver<()>,
     out: Sender<FromHelper>,
 ) {
@@ -73,7 +105,9 @@ pub fn run(
         settings: HelperSettings::default(),
         published,
         entries: BTreeMap::new(),
+        no_ari: std::collections::BTreeSet::new(),
         out,
+        issued,
         rt,
     };
     loop {
@@ -91,6 +125,11 @@ pub fn run(
                 Ok(s) => engine.apply(s),
                 Err(_) => return,
             },
+            recv(revoked) -> msg => {
+                if let Ok(r) = msg {
+                    engine.revoked(r);
+                }
+            }
             default(wait) => {}
         }
         // Settings that came meanwhile win over work planned on old ones.
@@ -126,12 +165,15 @@ impl Engine {
                     },
                     due: now,
                     seen: None,
+                    revoked: None,
+                    ari: None,
                 },
             };
             entries.insert(spec.id.clone(), entry);
         }
         self.entries = entries;
         self.settings = s;
+        self.no_ari.clear();
         if !self.settings.ca_pem.is_empty()
             && let Err(e) = store::write_atomic(&self.ca_file(), &self.settings.ca_pem)
         {
@@ -141,6 +183,27 @@ impl Engine {
             "certificate helper: {} ACME certificate(s) to keep",
             self.entries.len()
         );
+    }
+
+    /// Marks `r.id`'s certificate as revoked and makes it due now.
+    fn revoked(&mut self, r: Revoked) {
+        let Some(e) = self.entries.get_mut(&r.id) else {
+            return;
+        };
+        // Known already (the responder says so again at each refresh):
+        // the order under way or its backoff stands.
+        if e.revoked.as_ref() == Some(&r.chain) {
+            return;
+        }
+        log::error!(
+            "{}: the ACME certificate is REVOKED ({}): ordering a new one now",
+            r.id,
+            r.why
+        );
+        e.revoked = Some(r.chain);
+        e.status.reason = format!("revoked ({}): re-issuing", r.why);
+        e.due = Instant::now();
+        let _ = self.out.send(FromHelper::Status(e.status.clone()));
     }
 
     fn ca_file(&self) -> PathBuf {
@@ -168,6 +231,7 @@ impl Engine {
         let Some(spec) = self.entries.get(id).map(|e| e.spec.clone()) else {
             return;
         };
+        self.ask_ari(&dir, &spec, renew_check);
         if self.fresh_on_disk(&dir, &spec, renew_check) {
             return;
         }
@@ -207,7 +271,23 @@ impl Engine {
         let result = self.rt.block_on(async {
             let work = async {
                 let account = order::account(&dir, ca.as_deref(), &spec).await?;
-                order::run(&account, &spec, &out, published).await
+                match order::run(&account, &spec, &out, published).await {
+                    // The CA lost or deleted the account (a test CA
+                    // restarted, an account deactivated): a new one.
+                    Err(f) if f.0.contains("accountDoesNotExist") => {
+                        let stored = store::account_path(&dir, &spec.directory, &spec.email);
+                        log::warn!(
+                            "{id}: {} does not know the account stored in {} any more: \
+                             creating a new one",
+                            spec.directory,
+                            stored.display()
+                        );
+                        let _ = std::fs::remove_file(&stored);
+                        let account = order::account(&dir, ca.as_deref(), &spec).await?;
+                        order::run(&account, &spec, &out, published).await
+                    }
+                    r => r,
+                }
             };
             tokio::pin!(work);
             // The lock is refreshed while the order runs.
@@ -233,7 +313,10 @@ impl Engine {
                     e.status.failures = 0;
                     e.status.last_error.clear();
                     e.status.ordering = false;
+                    e.revoked = None;
+                    e.status.reason.clear();
                 }
+                let _ = self.issued.send(());
                 self.fresh_on_disk(&dir, &spec, renew_check);
             }
             Err(f) => self.failed(id, f.0),
@@ -248,14 +331,29 @@ impl Engine {
         let cert_dir = baton_shared::config::acme::cert_dir(dir, &spec.id);
         let pem = std::fs::read(cert_dir.join("cert.pem")).ok();
         let names = std::fs::read_to_string(cert_dir.join("names")).unwrap_or_default();
+        if let (Some(e), Some(pem)) = (self.entries.get_mut(&spec.id), pem.as_deref())
+            && let Some(revoked) = &e.revoked
+        {
+            if revoked.as_slice() == pem {
+                return false;
+            }
+            // Replaced on disk (by another instance sharing acme_dir).
+            e.revoked = None;
+            e.status.reason.clear();
+        }
         let Some((not_before, not_after)) = pem.as_deref().and_then(pem_validity) else {
             return false;
         };
         if names.lines().collect::<Vec<_>>() != spec.names {
             return false;
         }
-        let lifetime = not_after.saturating_sub(not_before).max(0);
-        let renew_at = not_after.saturating_sub(lifetime / 3);
+        let window = self
+            .entries
+            .get(&spec.id)
+            .and_then(|e| e.ari.as_ref())
+            .filter(|(cert, _, _)| *cert == not_after)
+            .map(|(_, w, _)| w);
+        let renew_at = ari::renew_at(not_before, not_after, window);
         let now = unix_now();
         if now >= renew_at {
             return false;
@@ -276,6 +374,93 @@ impl Engine {
         }
         let _ = self.out.send(FromHelper::Status(e.status.clone()));
         true
+    }
+
+    /// Asks the CA for the renewal window of `spec`'s certificate on disk,
+    /// when there is one, the CA offers ARI, and the last answer is due
+    /// for asking again. Any failure leaves the one-third rule in force.
+    fn ask_ari(&mut self, dir: &Path, spec: &OrderSpec, renew_check: Duration) {
+        if self.no_ari.contains(&spec.directory) {
+            return;
+        }
+        let cert_dir = baton_shared::config::acme::cert_dir(dir, &spec.id);
+        let Ok(pem) = std::fs::read(cert_dir.join("cert.pem")) else {
+            return;
+        };
+        let Some((_, not_after)) = pem_validity(&pem) else {
+            return;
+        };
+        let now = Instant::now();
+        let Some(e) = self.entries.get(&spec.id) else {
+            return;
+        };
+        if e.revoked.is_some()
+            || e.ari
+                .as_ref()
+                .is_some_and(|(cert, _, again)| *cert == not_after && now < *again)
+        {
+            return;
+        }
+        let ca = (!self.settings.ca_pem.is_empty()).then(|| self.ca_file());
+        let answer = self.rt.block_on(async {
+            let ask = async {
+                let account = order::account(dir, ca.as_deref(), spec)
+                    .await
+                    .map_err(|f| f.0)?;
+                ari::ask(&account, &pem).await
+            };
+            tokio::time::timeout(Duration::from_secs(20), ask)
+                .await
+                .unwrap_or_else(|_| Err("no answer within 20 s".into()))
+        });
+        let id = &spec.id;
+        match answer {
+            Ok(ari::Answer::Window { start, end, again }) => {
+                let kept = self.entries.get(id).and_then(|e| e.ari.clone());
+                // The same window as before keeps its point: re-rolling at
+                // every ask would drift toward the window's start.
+                let at = match kept {
+                    Some((cert, w, _)) if cert == not_after && (w.start, w.end) == (start, end) => {
+                        w.at
+                    }
+                    _ => ari::choose(start, end, random()),
+                };
+                log::info!(
+                    "{id}: the CA suggests renewing between {} and {}: renewing at {}",
+                    baton_shared::tls::http_date(start),
+                    baton_shared::tls::http_date(end),
+                    baton_shared::tls::http_date(at)
+                );
+                if let Some(e) = self.entries.get_mut(id) {
+                    e.ari = Some((not_after, ari::Window { start, end, at }, now + again));
+                }
+            }
+            Ok(ari::Answer::Unsupported) => {
+                log::info!(
+                    "{}: offers no renewal information (ARI): certificates are renewed once a \
+                     third of their lifetime is left",
+                    spec.directory
+                );
+                self.no_ari.insert(spec.directory.clone());
+            }
+            // Looked at again at the next check (the certificate may be
+            // replaced by one the CA issued).
+            Ok(ari::Answer::Unnamed(why)) => {
+                log::debug!("{id}: no renewal information asked for: {why}");
+            }
+            Err(why) => {
+                log::info!(
+                    "{id}: cannot get the CA's renewal information ({why}); the one-third rule \
+                     applies until the next check"
+                );
+                if let Some(e) = self.entries.get_mut(id) {
+                    e.ari = e
+                        .ari
+                        .take()
+                        .map(|(c, w, _)| (c, w, now + jitter(renew_check)));
+                }
+            }
+        }
     }
 
     fn failed(&mut self, id: &str, why: String) {
@@ -303,7 +488,10 @@ impl Engine {
     }
 }
 
-/// Writes the key, then the chain, then the names (see `store`).
+/// Writes the key, then the chain, then the names (see `store`), and
+/// removes the old certificate's OCSP staple: it is not this one's (the
+/// staples thread fetches one for the new certificate if it names a
+/// responder).
 fn save(dir: &Path, spec: &OrderSpec, issued: &order::Issued) -> Result<(), String> {
     let cert_dir = baton_shared::config::acme::cert_dir(dir, &spec.id);
     let names = spec.names.join("\n");
@@ -312,17 +500,30 @@ fn save(dir: &Path, spec: &OrderSpec, issued: &order::Issued) -> Result<(), Stri
         (&cert_dir.join("cert.pem"), issued.chain.as_bytes()),
         (&cert_dir.join("names"), names.as_bytes()),
     ])
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    let staple = cert_dir.join(baton_shared::tls_acme::STAPLE_FILE);
+    match std::fs::remove_file(&staple) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => log::warn!(
+            "{}: cannot remove the old certificate's OCSP staple {}: {e}",
+            spec.id,
+            staple.display()
+        ),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// `d` ± 10%, from the kernel's randomness.
 fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.9 + 0.2 * random())
+}
+
+/// Uniform in `[0, 1]`, from the kernel's randomness (0.5 if it fails).
+fn random() -> f64 {
     let mut b = [0u8; 2];
-    let r = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .map_or(0.5, |()| {
-            f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
-        });
-    d.mul_f64(0.9 + 0.2 * r)
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).map_or(0.5, |()| {
+        f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
+    })
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub struct View {
     /// Failures in a row, and since the master started.
     pub failures: u64,
     pub failures_total: u64,
+    /// Why it is being replaced out of turn (revoked), if it is.
+    pub reason: Option<String>,
 }
 
 /// The helper and its certificates.
@@ -77,6 +79,9 @@ pub fn text(out: &mut String, a: &Acme) {
         if let Some(e) = &c.last_error {
             let _ = write!(line, " last_error=\"{}\"", e.replace('\n', " "));
         }
+        if let Some(r) = &c.reason {
+            let _ = write!(line, " reason=\"{}\"", r.replace('\n', " "));
+        }
         let _ = writeln!(out, "{line}");
     }
 }
@@ -98,6 +103,7 @@ pub fn json(a: &Acme) -> serde_json::Value {
                 "last_error": c.last_error,
                 "failures": c.failures,
                 "failures_total": c.failures_total,
+                "reason": c.reason,
             })
         })
         .collect();

@@ -400,8 +400,10 @@ impl Master {
                 .find(|c| c.site == order.site && pending.is_none())
                 .and_then(|c| baton_shared::tls::pem_validity(&c.cert_pem))
                 .map_or(0, |(_, not_after)| not_after);
+            let revoked = status.is_some_and(|s| !s.reason.is_empty());
             let state = match (status.is_some_and(|s| s.ordering), pending) {
                 (true, _) => "ordering",
+                (false, None) if revoked => "revoked",
                 (false, Some(_)) => "pending",
                 (false, None) => "valid",
             };
@@ -419,6 +421,7 @@ impl Master {
                 next_attempt: status.map_or(0, |s| s.next_attempt),
                 failures: status.map_or(0, |s| s.failures),
                 failures_total: self.helper.failures_total(&order.id),
+                reason: status.map(|s| s.reason.clone()).filter(|r| !r.is_empty()),
             });
         }
         view

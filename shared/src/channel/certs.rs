@@ -72,6 +72,9 @@ pub struct NameStatus {
     pub failures_total: u64,
     /// An order is under way now.
     pub ordering: bool,
+    /// Why the certificate is being replaced out of turn (empty: it is
+    /// not): its OCSP responder said it is revoked.
+    pub reason: String,
 }
 
 /// Helper → master.
@@ -349,7 +352,8 @@ impl Message for FromHelper {
                     .i64(s.next_attempt)
                     .u64(s.failures)
                     .u64(s.failures_total)
-                    .u8(u8::from(s.ordering));
+                    .u8(u8::from(s.ordering))
+                    .text(&s.reason, 1024);
             }
         }
     }
@@ -389,6 +393,7 @@ impl Message for FromHelper {
                         1 => true,
                         _ => return None,
                     },
+                    reason: r.text()?,
                 }))
             })(),
             t => return Err(ChannelError::UnknownTag(t)),
@@ -490,6 +495,7 @@ mod tests {
             failures: 2,
             failures_total: 3,
             ordering: true,
+            reason: "revoked".into(),
         }));
         let c = Challenges {
             version: 3,
