@@ -19,9 +19,32 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// How often `Stats` go to the master.
 pub const STATS_EVERY: Duration = Duration::from_secs(1);
 
-/// Connections accepted per listener per loop turn, so that one busy
-/// listener cannot starve the connections already open.
+/// Connections accepted per listener per loop turn by a worker alone on its
+/// listen sockets, so that one busy listener cannot starve the connections
+/// already open.
 pub const ACCEPT_BUDGET: usize = 64;
+
+/// The same when other workers of the generation share the listen sockets:
+/// one per pass, as nginx does without `multi_accept`. A burst of
+/// connections (h2load's 50 at once) is queued before any worker has woken,
+/// and the first worker to run used to take the whole queue in one batch:
+/// 46 of 50 connections on one worker, measured, for the whole life of
+/// long-lived HTTP/2 connections. Taking one and serving it before taking
+/// the next leaves the rest to whichever worker runs first, so connections
+/// go to the workers that have time for them. Nothing waits for it: a
+/// listener with more queued keeps the loop from sleeping (`run_pending`
+/// takes the next at once), so a worker alone in practice (the others busy,
+/// full or gone) still drains the queue, one per pass.
+pub const ACCEPT_BUDGET_SHARED: usize = 1;
+
+/// How many connections a pass of the loop takes from a listener.
+pub fn accept_budget(workers: usize) -> usize {
+    if workers > 1 {
+        ACCEPT_BUDGET_SHARED
+    } else {
+        ACCEPT_BUDGET
+    }
+}
 
 /// Connections accepted from a listener's queue when draining, before it is
 /// closed: what was queued is served, but a flood cannot keep us there.
