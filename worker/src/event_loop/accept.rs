@@ -56,7 +56,7 @@ impl Worker {
                 slot.registered = false;
                 slot.ready = true;
                 slot.paused_until = Some(after(self.now, TICK));
-                debug!("registering a listener again: {e}");
+                warn!("registering a listener again: {e} (retrying)");
             }
         }
     }
