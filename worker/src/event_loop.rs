@@ -30,7 +30,7 @@ use crate::client::Client;
 use crate::connection::{Ctx, Drive};
 use crate::drain::{Cause, Drain};
 use crate::http::response::DateCache;
-use crate::limits::{ACCEPT_BUDGET, READ_CHUNK, STATS_EVERY, TICK, after};
+use crate::limits::{READ_CHUNK, STATS_EVERY, TICK, accept_budget, after};
 use crate::proxy::ProxyState;
 use crate::routing::Routes;
 use crate::signals::{Order, Signals};
@@ -95,6 +95,9 @@ pub(crate) struct ListenerSlot {
     ready: bool,
     /// Accepting failed for lack of resources (fds, memory): retry after.
     paused_until: Option<Instant>,
+    /// In the poll (false after a failed `requeue`: retried on the next
+    /// pass, ready stays set meanwhile).
+    registered: bool,
 }
 
 pub struct Worker {
@@ -127,6 +130,8 @@ pub struct Worker {
     /// Connections accepted in a batch, before they are served (kept to
     /// reuse its allocation).
     accepted: Vec<(Stream, Option<IpAddr>)>,
+    /// Connections a pass takes from a listener (see `accept_budget`).
+    accept_budget: usize,
     pub(crate) hooks: Hooks,
     pub(crate) now: Instant,
     next_tick: Instant,
@@ -159,6 +164,7 @@ impl Worker {
                 // Connections may have queued before we registered.
                 ready: true,
                 paused_until: None,
+                registered: true,
             }));
         }
         let channel = Channel::new(setup.channel)?;
@@ -185,6 +191,7 @@ impl Worker {
         }
         let mut proxy = ProxyState::new(&setup.config);
         proxy.apply_health(&setup.health);
+        let accept_budget = accept_budget(setup.config.workers);
         let now = Instant::now();
         let mut date = DateCache::default();
         date.update(SystemTime::now());
@@ -209,6 +216,7 @@ impl Worker {
             proxy,
             http2: Default::default(),
             accepted: Vec::new(),
+            accept_budget,
             hooks,
             now,
             next_tick: after(now, TICK),
@@ -292,7 +300,7 @@ impl Worker {
                 if let Some(Some(slot)) = self.listeners.get_mut(i) {
                     slot.ready = true;
                 }
-                self.accept_from(i, ACCEPT_BUDGET);
+                self.accept_from(i, self.accept_budget);
             }
             Target::Connection { key, side } => {
                 if let Some(conn) = self.conns.get_mut(key) {
@@ -346,7 +354,7 @@ impl Worker {
                 .as_ref()
                 .is_some_and(|l| l.ready && l.paused_until.is_none())
             {
-                self.accept_from(i, ACCEPT_BUDGET);
+                self.accept_from(i, self.accept_budget);
             }
         }
     }

@@ -8,10 +8,10 @@ use log::{debug, warn};
 use mio::Interest;
 use mio::unix::SourceFd;
 
-use super::{Worker, connection_token};
+use super::{Worker, connection_token, listener_token};
 use crate::client::Client;
 use crate::connection::{Connection, Drive};
-use crate::limits::{STATS_EVERY, TICK, after};
+use crate::limits::{ACCEPT_BUDGET_SHARED, STATS_EVERY, TICK, after};
 use crate::stream::Stream;
 
 impl Worker {
@@ -20,6 +20,9 @@ impl Worker {
     pub(super) fn accept_from(&mut self, i: usize, budget: usize) {
         let mut accepted = std::mem::take(&mut self.accepted);
         self.accept_batch(i, budget, &mut accepted);
+        if budget == ACCEPT_BUDGET_SHARED {
+            self.requeue(i, !accepted.is_empty());
+        }
         if !accepted.is_empty() {
             // These connections' requests are read below without a poll,
             // so a change on disk that happened before they connected must
@@ -31,6 +34,31 @@ impl Worker {
             self.serve_new(stream, peer, i);
         }
         self.accepted = accepted;
+    }
+
+    /// Other workers share listener `i`: after taking a connection, go to
+    /// the back of its wake-up order (see `Acceptor::requeue`), so that the
+    /// next one goes to another worker if one is idle. A busy worker is
+    /// not woken anyway, and this one still takes what is queued (its
+    /// listener stays ready until accept says WouldBlock): nothing waits.
+    fn requeue(&mut self, i: usize, took: bool) {
+        let Some(Some(slot)) = self.listeners.get_mut(i) else {
+            return;
+        };
+        if !took && slot.registered {
+            return;
+        }
+        match slot.acceptor.requeue(&self.poll, listener_token(i)) {
+            Ok(()) => slot.registered = true,
+            Err(e) => {
+                // Out of memory, most likely. Unregistered, it would never
+                // be woken: stay ready, and try again after a tick.
+                slot.registered = false;
+                slot.ready = true;
+                slot.paused_until = Some(after(self.now, TICK));
+                warn!("registering a listener again: {e} (retrying)");
+            }
+        }
     }
 
     pub(super) fn accept_batch(
