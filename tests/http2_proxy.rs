@@ -218,7 +218,7 @@ fn a_stalled_request_body_is_ended_after_the_body_timeout() {
     let got = h2tool(&[
         "--tls",
         &env.port.to_string(),
-        "stall",
+        "stall-body",
         "/app/echo",
         "10000",
         "30",

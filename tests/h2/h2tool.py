@@ -391,7 +391,7 @@ def main():
         c.pump(timeout=30)
         out = c.results()
 
-    elif mode == "stall":
+    elif mode == "stall-body":
         # A POST that declares LEN bytes, sends half of them and then
         # nothing: how long until the server ends the stream (reset or an
         # answer), at most WAIT seconds.
