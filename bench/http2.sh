@@ -19,46 +19,33 @@
 #        BATON_BIN=path (skip cargo build --release), KEEP_TMP=1.
 set -uo pipefail
 
-DURATION=${DURATION:-5}
 WORKERS=${WORKERS:-2}
 SERVERS=${SERVERS:-baton nginx h2o}
-BATON_BIN=${BATON_BIN:-}
-KEEP_TMP=${KEEP_TMP:-0}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=http2.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-log() { printf 'http2.sh: %s\n' "$*" >&2; }
-have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]] || [[ -x /usr/bin/$1 ]]; }
-
-need=()
-have h2load || need+=(nghttp2-client)
-have openssl || need+=(openssl)
-have curl || need+=(curl)
-[[ " $SERVERS " == *" nginx "* ]] && ! have nginx && need+=(nginx-light)
-[[ " $SERVERS " == *" h2o "* ]] && ! have h2o && need+=(h2o)
-if ((${#need[@]})); then
-	log "installing ${need[*]}"
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+peers=()
+[[ " $SERVERS " == *" nginx "* ]] && peers+=(nginx=nginx-light)
+[[ " $SERVERS " == *" h2o "* ]] && peers+=(h2o=h2o)
+install_missing h2load=nghttp2-client openssl=openssl curl=curl "${peers[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 H2O=$(command -v h2o || echo /usr/bin/h2o)
 
-if [[ -z $BATON_BIN ]]; then
-	(cd "$ROOT" && cargo build --release -q) || exit 1
-	BATON_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/baton
-fi
+build_baton || exit 1
 
+# Servers here are recorded by pid (PIDS), not by pidfile as lib.sh's
+# make_tmp/cleanup do.
 TMP=$(mktemp -d)
 chmod 755 "$TMP"
 PIDS=()
-cleanup() {
+stop_servers() {
 	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
 	sleep 0.5
 	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-	[[ $KEEP_TMP == 1 ]] && log "kept $TMP" || rm -rf "$TMP"
+	if [[ $KEEP_TMP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
 }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+trap stop_servers EXIT
 
 mkdir -p "$TMP/www/page"
 head -c 1024 /dev/urandom >"$TMP/www/1k.bin"
