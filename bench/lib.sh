@@ -1,7 +1,6 @@
 # shellcheck shell=bash
 # bench/lib.sh: what the comparison benches share (static.sh, proxy.sh,
-# tls.sh, http2.sh,
-# compress.sh): the knobs, installing the peers from apt without letting
+# compress.sh, tls.sh, http2.sh): the knobs, installing the peers from apt without letting
 # their packages start daemons, building Baton, a temp dir whose servers
 # are stopped (TERM, then KILL, by their pidfiles) however the script ends,
 # waiting for a server to answer, the RSS of a process tree, and wrk's
