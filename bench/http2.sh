@@ -9,8 +9,10 @@
 #          page over one HTTP/2 connection)
 #
 # Each row gives requests/s and the p99 latency of a request (from
-# h2load's --log-file: every request's duration), and Baton's req/s over
-# the best of the others. ECDSA P-256 certificate made here, access logs
+# h2load's --log-file: every request's duration), the server's CPU time
+# per request (user + system of all its processes and threads, divided by
+# the requests served: what a noisy shared machine disturbs least), and
+# Baton's req/s over the best of the others. ECDSA P-256 certificate made here, access logs
 # off, WORKERS workers (nginx worker_processes, h2o num-threads), on
 # 127.0.0.1 in a temp dir. Loads are interleaved per row so noise on a
 # shared machine hits each server alike. Exits 0 whatever the numbers.
@@ -61,7 +63,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 chmod 644 "$TMP/key.pem"
 
 root=$([[ $(id -u) == 0 ]] && echo 1 || echo 0)
-declare -A PORT
+declare -A PORT PID
 for s in $SERVERS; do PORT[$s]=$(free_port); done
 
 if [[ " $SERVERS " == *" baton "* ]]; then
@@ -78,6 +80,7 @@ tls = { cert = "$TMP/cert.pem", key = "$TMP/key.pem" }
 CONF
 	"$BATON_BIN" -c "$TMP/baton.toml" --daemon || exit 1
 	PIDS+=("$(cat "$TMP/baton.pid")")
+	PID[baton]=${PIDS[-1]}
 fi
 if [[ " $SERVERS " == *" nginx "* ]]; then
 	cat >"$TMP/nginx.conf" <<CONF
@@ -104,6 +107,7 @@ CONF
 	"$NGINX" -c "$TMP/nginx.conf" -p "$TMP" || exit 1
 	sleep 0.5
 	PIDS+=("$(cat "$TMP/nginx.pid")")
+	PID[nginx]=${PIDS[-1]}
 fi
 if [[ " $SERVERS " == *" h2o "* ]]; then
 	cat >"$TMP/h2o.conf" <<CONF
@@ -126,6 +130,7 @@ CONF
 	"$H2O" -c "$TMP/h2o.conf" -m daemon >/dev/null 2>&1 || { log "h2o did not start: $(cat "$TMP/h2o.log" 2>/dev/null)"; exit 1; }
 	for _ in $(seq 50); do [[ -s $TMP/h2o.pid ]] && break; sleep 0.1; done
 	PIDS+=("$(cat "$TMP/h2o.pid")")
+	PID[h2o]=${PIDS[-1]}
 fi
 
 for s in $SERVERS; do
@@ -135,7 +140,7 @@ done
 
 for i in $(seq 1 64); do echo "/page/f$i.bin"; done >"$TMP/page.txt"
 
-# run SERVER LOAD: "req/s p99_ms"
+# run SERVER LOAD: "req/s p99_ms cpu_us_per_request"
 run() {
 	local s=$1 load=$2 base="https://127.0.0.1:${PORT[$1]}"
 	local args=(-D "$DURATION" --log-file="$TMP/h2load.log")
@@ -145,9 +150,12 @@ run() {
 	page) args+=(-c 8 -m 64 -t 2 -B "$base" -i "$TMP/page.txt") ;;
 	esac
 	rm -f "$TMP/h2load.log"
-	local out rps errs p99
+	local out rps errs served p99 before after
+	before=$(cpu_tree "${PID[$s]}")
 	out=$(h2load "${args[@]}" 2>&1)
+	after=$(cpu_tree "${PID[$s]}")
 	rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+	served=$(awk '/^requests:/ {print $8}' <<<"$out")
 	errs=$(awk '/^requests:/ {print $10}' <<<"$out")
 	# The log: start time, status, duration in microseconds.
 	p99=$(awk '{print $3}' "$TMP/h2load.log" 2>/dev/null | sort -n |
@@ -156,26 +164,27 @@ run() {
 			i = int(NR * 0.99 + 0.5); if (i > NR) i = NR; if (i < 1) i = 1
 			printf "%.2f", a[i] / 1000 }')
 	[[ ${errs:-0} != 0 ]] && log "$s $load: $errs requests failed"
-	echo "${rps:-?} ${p99:-?}"
+	echo "${rps:-?} ${p99:-?} $(usec_per_req $((after - before)) "${served:-0}")"
 }
 
-declare -A RPS P99
+declare -A RPS P99 CPU
 for load in 1k 100k page; do
 	for s in $SERVERS; do
-		read -r r p < <(run "$s" "$load")
+		read -r r p c < <(run "$s" "$load")
 		RPS[$s,$load]=$r
 		P99[$s,$load]=$p
-		log "$s $load: $r req/s, p99 $p ms"
+		CPU[$s,$load]=$c
+		log "$s $load: $r req/s, p99 $p ms, $c CPU µs/req"
 	done
 done
 
-printf '\n| load | %s | baton / best other |\n' "$(for s in $SERVERS; do printf '%s req/s (p99 ms) | ' "$s"; done | sed 's/ | $//')"
+printf '\n| load | %s | baton / best other |\n' "$(for s in $SERVERS; do printf '%s req/s (p99 ms, CPU µs/req) | ' "$s"; done | sed 's/ | $//')"
 printf '| --- |%s --- |\n' "$(for s in $SERVERS; do printf ' --- |'; done)"
 for load in 1k 100k page; do
 	row="| $load |"
 	best=0
 	for s in $SERVERS; do
-		row+=" ${RPS[$s,$load]} (${P99[$s,$load]}) |"
+		row+=" ${RPS[$s,$load]} (${P99[$s,$load]}, ${CPU[$s,$load]}) |"
 		[[ $s != baton ]] && best=$(awk -v a="$best" -v b="${RPS[$s,$load]}" 'BEGIN {print (b+0 > a+0) ? b : a}')
 	done
 	ratio=$(awk -v a="${RPS[baton,$load]:-0}" -v b="$best" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}')

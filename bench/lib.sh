@@ -162,7 +162,7 @@ cpu_tree() {
 
 # usec_per_req TICKS REQUESTS: CPU microseconds per request.
 usec_per_req() {
-	awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "-" }'
+	awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "-" }'
 }
 
 # wrk_numbers LABEL: wrk's output on stdin → "req/s MB/s p99" (p99 "-"

@@ -3,7 +3,7 @@
 //! (every byte checked), the HTTP/1.1 path's semantics per stream (HEAD,
 //! conditional, ranges, precompressed and compressed variants, error
 //! pages, site headers, host routing by :authority, the access log), a
-//! slow reader, h2c with prior knowledge, config errors, and interop:
+//! slow reader, a file truncated while it is sent, h2c with prior knowledge, config errors, and interop:
 //! `nghttp` and the h2spec conformance suite.
 //!
 //! The client is `tests/h2/h2tool.py` (Python's `h2`), see common/h2.rs.
@@ -232,6 +232,32 @@ fn a_slow_reader_with_a_small_window_gets_every_byte() {
     assert_eq!(s["done"], true, "{got}");
     assert_eq!(s["len"], data.len() as u64);
     assert_eq!(s["sha256"], sha256_hex(&data).as_str());
+}
+
+#[test]
+fn a_file_truncated_while_it_is_sent_resets_its_stream() {
+    let env = Env::new();
+    // Past the file cache: read from the file chunk by chunk as the
+    // windows open.
+    let data = bytes(1_000_000, 11);
+    env.write_file("www/shrinks.bin", &data);
+    env.write_file("www/after.txt", b"still serving\n");
+    env.write_config(&tls_config(&env, "", ""));
+    let _server = env.start();
+    // The head (with its Content-Length) goes out while the window is
+    // shut; the file shrinks before a byte of the body is read.
+    let held = Held::start(&["--tls", &env.port.to_string(), "hold", "1", "/shrinks.bin"]);
+    std::fs::write(env.path("www/shrinks.bin"), &data[..100_000]).unwrap();
+    let got = held.finish();
+    let s = &streams(&got)[0];
+    assert_eq!(s["status"], 200, "{got}");
+    assert_eq!(s["done"], false, "a cut body passed for a whole one: {got}");
+    // INTERNAL_ERROR, after no more than the bytes the file still had.
+    assert_eq!(s["reset"], 2, "{got}");
+    assert!(s["len"].as_u64().unwrap_or(u64::MAX) <= 100_000, "{got}");
+    // The worker goes on serving.
+    let got = h2tool(&["--tls", &env.port.to_string(), "get", "/after.txt"]);
+    assert_eq!(streams(&got)[0]["body"], "still serving\n", "{got}");
 }
 
 #[test]

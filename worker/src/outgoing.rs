@@ -9,9 +9,9 @@
 //! back-pressure; the response counts as sent only once rustls has handed
 //! everything to the socket.
 
+use bytes::Bytes;
 use std::fs::File;
 use std::io;
-use std::rc::Rc;
 
 use crate::compress::file::EncodedFile;
 use crate::stream::Stream;
@@ -24,7 +24,7 @@ pub enum Body {
     Bytes(Vec<u8>),
     /// A cached file's bytes (or a range of them).
     Shared {
-        bytes: Rc<[u8]>,
+        bytes: Bytes,
         start: usize,
         len: usize,
     },

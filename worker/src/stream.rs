@@ -251,6 +251,31 @@ impl Stream {
         }
     }
 
+    /// Writes from several buffers in one system call (sendmsg(2)), as if
+    /// they were one: TLS records queued in rustls go out together, in as
+    /// few segments as the socket makes of them, instead of a `send` each.
+    /// Plain sockets only; a TLS stream's own output goes through `send`.
+    fn send_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        // The kernel takes at most IOV_MAX (1024) entries; rustls passes
+        // at most 64.
+        let bufs = &bufs[..bufs.len().min(1024)];
+        // SAFETY: an all-zero msghdr is valid (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // `IoSlice` is ABI-compatible with `struct iovec` on Unix (std
+        // guarantees it); the kernel only reads through the pointers.
+        msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+        msg.msg_iovlen = bufs.len();
+        // SAFETY: `msg` points at `bufs.len()` valid iovecs, each valid for
+        // its length for the duration of the call; the fd is owned by
+        // `self`.
+        let n = unsafe { libc::sendmsg(self.fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
     /// Sends up to `count` bytes of `file` from `offset` with sendfile(2),
     /// straight from the page cache. `Ok(0)` means the file ended early.
     pub fn sendfile(&mut self, file: &File, offset: u64, count: usize) -> io::Result<usize> {
@@ -326,6 +351,14 @@ impl Read for Sniff<'_> {
 impl Write for Plain<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.send(buf, false)
+    }
+
+    /// rustls hands every record it holds at once (`write_tls`): one
+    /// system call for all of them. Measured on 100 KiB HTTP/2 responses:
+    /// a `send` per 16 KiB record cost about 8 system calls per response,
+    /// where h2o makes 1.4.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.send_vectored(bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -23,7 +23,7 @@ use super::engine::{Code, End, Engine, Incoming};
 use super::io::{Io, IoState};
 use super::proxy::{Proxied, is_head, request_for};
 use super::request::to_request;
-use super::response::split;
+use super::response::{FixedFields, split};
 use super::stream::{Active, Step, StreamLog};
 use crate::access_log::Entry;
 use crate::connection::{Ctx, Drive};
@@ -106,6 +106,8 @@ pub struct Http2Connection {
     flood_answered: bool,
     /// The socket's fd, for registrations.
     fd: std::os::fd::RawFd,
+    /// Server and Date, as the engine takes them.
+    fixed: FixedFields,
 }
 
 impl Http2Connection {
@@ -141,6 +143,7 @@ impl Http2Connection {
             shutdown: None,
             flood_answered: false,
             fd,
+            fixed: FixedFields::new(config.http.server_token.as_deref()),
         }
     }
 
@@ -404,8 +407,7 @@ impl Http2Connection {
             return;
         }
         log.status = response.status.code();
-        let server = ctx.config.http.server_token.as_deref();
-        let (head, source) = split(response, ctx.date.get(), server, head_only);
+        let (head, source) = split(response, &mut self.fixed, ctx.date, head_only);
         let inbound = (!body.is_empty()).then_some(body);
         let mut active = Active::new(respond, head, inbound, max_body, source, log, ctx.now);
         // Most streams are answered at once, with no body left to wait

@@ -360,9 +360,11 @@ impl Proxied {
                 };
                 let response = Response::status(status);
                 self.log.status = status.code();
-                let server = ctx.config.http.server_token.as_deref();
-                let (head, source) =
-                    super::response::split(response, ctx.date.get(), server, false);
+                // Rare: the connection's cached fields are not worth
+                // threading through.
+                let mut fixed =
+                    super::response::FixedFields::new(ctx.config.http.server_token.as_deref());
+                let (head, source) = super::response::split(response, &mut fixed, ctx.date, false);
                 let body = match source {
                     super::response::Source::Bytes(b) => b,
                     _ => Bytes::new(),

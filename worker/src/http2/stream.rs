@@ -4,12 +4,13 @@
 //! for them. A stream thus holds at most one chunk, and the engine at most
 //! `http2_max_send_buffer` of it; a file is never read whole.
 
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::engine::{Code, Inbound, Outbound};
 use super::response::Source;
@@ -183,26 +184,10 @@ impl Active {
                 remaining,
             } => {
                 let want = usize::try_from(*remaining).unwrap_or(room).min(room);
-                let mut buf = vec![0; want];
-                let mut done = 0;
-                while done < want {
-                    match file.read_at(&mut buf[done..], *offset + done as u64) {
-                        // Shrank under us: the promised length cannot be
-                        // delivered, the stream must end without it.
-                        Ok(0) => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "file truncated while sending",
-                            ));
-                        }
-                        Ok(n) => done += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+                let chunk = read_chunk(file, *offset, want)?;
                 *offset += want as u64;
                 *remaining -= want as u64;
-                Ok((Bytes::from(buf), *remaining == 0))
+                Ok((chunk, *remaining == 0))
             }
             Source::Encoded(e) => {
                 let pending = e.pending();
@@ -214,4 +199,45 @@ impl Active {
             }
         }
     }
+}
+
+/// `want` bytes of `file` from `offset`, in a buffer of their own that is
+/// never zeroed first: the bytes go to the engine, which holds them until
+/// they are framed and sent, so one buffer cannot be reused; writing zeros
+/// over 64 KiB only to overwrite them was a pass over memory per chunk.
+fn read_chunk(file: &File, offset: u64, want: usize) -> io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(want);
+    while buf.len() < want {
+        let at = offset
+            .checked_add(buf.len() as u64)
+            .and_then(|at| libc::off_t::try_from(at).ok())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let filled = buf.len();
+        let spare = buf.spare_capacity_mut();
+        let len = spare.len().min(want - filled);
+        // SAFETY: `spare` is `len` or more writable bytes owned by `buf`,
+        // and pread(2) writes at most `len` bytes into them; the fd is
+        // open for the call (borrowed from `file`).
+        let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), len, at) };
+        match n {
+            // Shrank under us: the promised length cannot be delivered,
+            // the stream must end without it.
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file truncated while sending",
+                ));
+            }
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            // SAFETY: pread initialised the first `n` (<= `len`) bytes of
+            // the spare capacity.
+            n => unsafe { buf.set_len(filled + n as usize) },
+        }
+    }
+    Ok(buf.freeze())
 }

@@ -55,6 +55,7 @@ use std::rc::Rc;
 use baton_shared::channel::FileCacheStats;
 use baton_shared::config::compress::Coding;
 use baton_shared::config::{Site, Symlinks};
+use bytes::Bytes;
 use log::{debug, warn};
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
@@ -78,7 +79,7 @@ const ENTRY_OVERHEAD: u64 = 256;
 /// A cached file: its bytes and everything its headers are made of.
 #[derive(Debug)]
 pub struct Entry {
-    pub bytes: Rc<[u8]>,
+    pub bytes: Bytes,
     pub content_type: String,
     /// The precompressed variant's `Content-Encoding`, if it is one.
     pub encoding: Option<&'static str>,
@@ -88,7 +89,7 @@ pub struct Entry {
     pub last_modified: Option<String>,
     /// Its compressed variants (`compress`), each made once, on the first
     /// request that negotiates it (`FileCache::variant`).
-    variants: RefCell<Vec<(Coding, Rc<[u8]>)>>,
+    variants: RefCell<Vec<(Coding, Bytes)>>,
 }
 
 /// Which response a URL gives: the site (by address: sites live as long as
@@ -306,11 +307,11 @@ impl FileCache {
     /// `entry` is one `get` or `fill` just returned, in the same request:
     /// nothing can have emptied the cache since, so its cost is counted
     /// against the cache that holds it.
-    pub fn variant(&mut self, entry: &Entry, coding: Coding, level: i32) -> Option<Rc<[u8]>> {
+    pub fn variant(&mut self, entry: &Entry, coding: Coding, level: i32) -> Option<Bytes> {
         if let Some((_, v)) = entry.variants.borrow().iter().find(|(c, _)| *c == coding) {
-            return Some(Rc::clone(v));
+            return Some(v.clone());
         }
-        let bytes: Rc<[u8]> = match crate::compress::encode_all(coding, level, &entry.bytes) {
+        let bytes: Bytes = match crate::compress::encode_all(coding, level, &entry.bytes) {
             Ok(b) => b.into(),
             Err(e) => {
                 warn!("compress: {} failed: {e}", coding.name());
@@ -320,10 +321,7 @@ impl FileCache {
         let cost = bytes.len() as u64 + ENTRY_OVERHEAD;
         if self.used + cost <= self.max_size {
             self.used += cost;
-            entry
-                .variants
-                .borrow_mut()
-                .push((coding, Rc::clone(&bytes)));
+            entry.variants.borrow_mut().push((coding, bytes.clone()));
         }
         Some(bytes)
     }

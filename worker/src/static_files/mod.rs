@@ -346,7 +346,7 @@ fn cached_response(
         last_modified: entry.last_modified.clone(),
     };
     respond(req, described, date, |offset, remaining| Body::Shared {
-        bytes: Rc::clone(&entry.bytes),
+        bytes: entry.bytes.clone(),
         // Both within the entry's length, which is a usize.
         start: offset as usize,
         len: remaining as usize,
