@@ -3,7 +3,8 @@
 //! flow control, request bodies streamed up (with a length, and without
 //! one: chunked), the head translated (request line and Host from the
 //! pseudo-headers, cookies joined, no `te` or connection fields), a
-//! failed upstream's 502, and many proxied streams at once.
+//! failed upstream's 502, many proxied streams at once, and pooling
+//! kept when another stream's upstream closes.
 
 mod common;
 
@@ -168,6 +169,56 @@ fn many_proxied_streams_at_once() {
         sixty
             .clone()
             .all(|s| s["sha256"] == expected_sha(70_000).as_str())
+    );
+}
+
+#[test]
+fn an_upstream_closing_does_not_keep_other_streams_connections_from_the_pool() {
+    // Streams of one HTTP/2 connection to two upstreams: one answers
+    // close-delimited (it closes after each response), the other with a
+    // length (its connections go back to the pool). A FIN belongs to the
+    // stream whose upstream sent it: the other upstream's connections are
+    // reused round after round.
+    let closing = Backend::start("closing");
+    let pooled = Backend::start("pooled");
+    let env = Env::new();
+    let (cert, key) = ecdsa_cert(&["localhost"]);
+    env.write_file("tls/cert.pem", cert.as_bytes());
+    env.write_file("tls/key.pem", key.as_bytes());
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        env.path("tls/cert.pem").display(),
+        env.path("tls/key.pem").display()
+    );
+    let upstreams =
+        upstream("closing", &[quoted(&closing)], "") + &upstream("pooled", &[quoted(&pooled)], "");
+    let routes = tls + &route("/c/", "closing") + &route("/p/", "pooled");
+    env.write_config(&proxy_config(&env, "", &upstreams, &routes));
+    let _server = env.start();
+    let port = env.port.to_string();
+    let rounds = 10;
+    for _ in 0..rounds {
+        let mut args = vec!["--tls", &port, "get"];
+        for _ in 0..5 {
+            args.extend(["/c/close/3000", "/p/cl/3000"]);
+        }
+        let got = h2tool(&args);
+        for s in streams(&got) {
+            assert_eq!(s["status"], 200, "{s}");
+            assert_eq!(s["done"], true, "{s}");
+            assert_eq!(s["len"], 3000, "{s}");
+        }
+    }
+    assert_eq!(closing.connections(), 5 * rounds);
+    // At most one per concurrent stream in each of the 2 workers' pools
+    // (a round's connection lands on either worker), made in their first
+    // rounds: 10, where a FIN told to every stream made about 30.
+    let made = pooled.connections();
+    assert!(
+        made <= 5 * 2,
+        "{made} connections for {} requests to a keep-alive upstream: \
+         its pool lost them to the other upstream's FINs",
+        5 * rounds
     );
 }
 

@@ -39,12 +39,18 @@ impl Client {
         }
     }
 
-    /// The upstream socket of a proxied request (HTTP/2: of each).
-    /// (`read_closed`: its FIN came.)
-    pub fn on_upstream_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
+    /// The upstream socket of a proxied request (HTTP/2: the one whose
+    /// poll id is `id`). (`read_closed`: its FIN came.)
+    pub fn on_upstream_ready(
+        &mut self,
+        id: Option<usize>,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+    ) {
         match self {
             Client::Http1(c) => c.on_upstream_ready(readable, writable, read_closed),
-            Client::Http2(c) => c.on_upstream_ready(readable, writable, read_closed),
+            Client::Http2(c) => c.on_upstream_ready(id, readable, writable, read_closed),
             Client::Switching => {}
         }
     }

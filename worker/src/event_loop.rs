@@ -270,7 +270,10 @@ impl Worker {
 
     fn dispatch(&mut self, event: &Event) {
         let mut to = target(event.token());
+        // Which upstream connection an event is for, when it is for one.
+        let mut upstream = None;
         if let Target::Upstream(id) = to {
+            upstream = Some(id);
             match self.proxy.event_owner(id) {
                 Some(token) => to = target(token),
                 // The pool's (handled), or a connection already closed.
@@ -316,6 +319,7 @@ impl Worker {
                         );
                     } else {
                         conn.on_upstream_ready(
+                            upstream,
                             readable,
                             writable,
                             event.is_read_closed() || event.is_error(),

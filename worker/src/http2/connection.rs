@@ -157,13 +157,28 @@ impl Http2Connection {
         io.writable |= writable;
     }
 
-    /// Readiness of the upstream sockets (all under one token): each
-    /// proxied stream looks at its own. A FIN is told to all of them, as
-    /// the token does not say whose it was: each then reads until
-    /// WouldBlock (never missing an EOF behind a short read) and does not
-    /// pool its connection. Pooling is lost for streams that shared a turn
-    /// with a closing upstream; no byte is.
-    pub fn on_upstream_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
+    /// Readiness of upstream connection `id` (its poll id, `tokens::Slot`):
+    /// told to the proxied stream using it, so that another stream's
+    /// upstream closing does not keep this one's from its pool. Without an
+    /// id, or for a connection no stream uses any more, every stream hears
+    /// it (as all did before events carried the id): each then reads until
+    /// WouldBlock, never missing an EOF behind a short read, and does not
+    /// pool its connection.
+    pub fn on_upstream_ready(
+        &mut self,
+        id: Option<usize>,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+    ) {
+        if let Some(p) = id.and_then(|id| {
+            self.proxied
+                .iter_mut()
+                .find(|p| p.upstream_id() == Some(id))
+        }) {
+            p.on_upstream_ready(readable, writable, read_closed);
+            return;
+        }
         for p in &mut self.proxied {
             p.on_upstream_ready(readable, writable, read_closed);
         }

@@ -171,6 +171,11 @@ impl Proxied {
         self.ex.on_ready(readable, writable, read_closed);
     }
 
+    /// The poll id of its upstream connection, if it has one.
+    pub fn upstream_id(&self) -> Option<usize> {
+        self.ex.upstream_id()
+    }
+
     /// When the upstream side times out, if it is waiting on it.
     pub fn deadline(&self, config: &baton_shared::config::Config) -> Option<Instant> {
         self.ex.deadline(config)

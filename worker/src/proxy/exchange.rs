@@ -320,6 +320,13 @@ impl Exchange {
         self.pump(env)
     }
 
+    /// The poll id of the upstream connection in use (`tokens::Slot`),
+    /// which says whose an event is when one client connection has many
+    /// exchanges (HTTP/2).
+    pub fn upstream_id(&self) -> Option<usize> {
+        self.conn.as_ref().map(|c| c.slot.id())
+    }
+
     /// Readiness of the upstream socket.
     /// `read_closed`: the event said the server sent its FIN (the
     /// connection cannot go back to the pool).
