@@ -264,3 +264,70 @@ fn the_admin_api_the_lock_and_the_counters_survive_an_upgrade() {
     assert_eq!(r.status, 200, "{}", text(&r.body));
     assert!(text(&r.body).contains(&format!("\"pid\":{pid}")));
 }
+
+#[test]
+fn counters_of_workers_that_exited_survive_an_upgrade() {
+    use common::admin::{admin_get, with_admin};
+    use common::h2::h2tool;
+    let u = Upgradable::new("baton-old");
+    // h2c on the listener, for an HTTP/2 stream without TLS.
+    let site = format!(
+        "{}\n[[site]]\nlisten = [{{ address = \"127.0.0.1:{}\", h2c = true }}]\nroot = \"{}\"\n",
+        u.env.globals(),
+        u.env.port,
+        u.env.path("www").display()
+    );
+    u.env.write_file("www/index.html", b"hello\n");
+    u.env.write_config(&with_admin(&u.env, &site));
+    let _server = u.start();
+    for _ in 0..5 {
+        let r = request(
+            u.env.port,
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .expect("request");
+        assert_eq!(r.status, 200);
+    }
+    let got = h2tool(&[&u.env.port.to_string(), "get", "/index.html"]);
+    assert_eq!(got["streams"][0]["status"], 200, "{got}");
+    // A reload: the workers that served them exit, and their counters
+    // move to the master's totals of exited workers.
+    let old = u.env.status().serving_pids();
+    assert!(u.env.reload().status.success());
+    assert!(
+        wait_until(Duration::from_secs(10), || old
+            .iter()
+            .all(|&p| !pid_alive(p))),
+        "old workers {old:?} still alive"
+    );
+    let sock = u.env.path("admin.sock");
+    let value = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = admin_get(&sock, "/metrics");
+    assert!(value(&before, "baton_requests_total ") >= 6, "{before}");
+    assert!(
+        value(&before, "baton_http2_streams_total ") >= 1,
+        "{before}"
+    );
+    u.install_build();
+    let out = u.upgrade();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let after = admin_get(&sock, "/metrics");
+    for name in [
+        "baton_requests_total ",
+        "baton_responses_total{class=\"2xx\"} ",
+        "baton_sent_bytes_total ",
+        "baton_http2_connections_total ",
+        "baton_http2_streams_total ",
+    ] {
+        assert!(
+            value(&after, name) >= value(&before, name),
+            "{name}went down across the upgrade: {} -> {}\n{after}",
+            value(&before, name),
+            value(&after, name)
+        );
+    }
+}

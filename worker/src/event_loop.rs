@@ -234,6 +234,7 @@ impl Worker {
         loop {
             if let Some(code) = self.exit_status() {
                 self.access_log.flush();
+                self.send_stats();
                 return code;
             }
             let timeout = if self.has_work_now() {
@@ -258,6 +259,7 @@ impl Worker {
                 self.dispatch(event);
                 if self.stop {
                     self.access_log.flush();
+                    self.send_stats();
                     return 0;
                 }
             }
@@ -449,17 +451,25 @@ impl Worker {
             self.next_stats = after(self.now, STATS_EVERY);
             // Lines reach the file at least once a second.
             self.access_log.flush();
-            let stats = ToMaster::Stats {
-                connections: self.conns.len() as u64,
-                requests: self.requests,
-                responses: self.access_log.responses,
-                bytes: self.access_log.bytes,
-                file_cache: self.files.stats(),
-                upstreams: self.proxy.counters(&self.config, self.now),
-                http2: Box::new(self.http2.clone()),
-            };
-            self.send_to_master(&stats);
+            self.send_stats();
         }
+    }
+
+    /// Our counters, to the master: every `STATS_EVERY`, and once more as
+    /// the worker exits, so that what it served in its last second is
+    /// counted in the master's totals (which keep an exited worker's last
+    /// report).
+    fn send_stats(&mut self) {
+        let stats = ToMaster::Stats {
+            connections: self.conns.len() as u64,
+            requests: self.requests,
+            responses: self.access_log.responses,
+            bytes: self.access_log.bytes,
+            file_cache: self.files.stats(),
+            upstreams: self.proxy.counters(&self.config, self.now),
+            http2: Box::new(self.http2.clone()),
+        };
+        self.send_to_master(&stats);
     }
 }
 

@@ -15,7 +15,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_shared::channel::{Channel, FileCacheStats};
+use baton_shared::channel::Channel;
 use baton_shared::config::{Config, Source};
 use baton_shared::deadline;
 use mio::unix::SourceFd;
@@ -312,6 +312,7 @@ impl Master {
         procs.continue_numbering(state.last_number);
         procs.current = state.current;
         procs.restarts = state.restarts;
+        procs.gone = super::process_table::GoneTotals::restore(&state.gone);
         let mut master = Master {
             poll,
             signals,
@@ -408,9 +409,9 @@ impl Master {
                 requests: c.requests,
                 responses: c.responses,
                 bytes: c.bytes,
-                file_cache: FileCacheStats::default(),
+                file_cache: c.file_cache,
                 upstreams: Vec::new(),
-                http2: Default::default(),
+                http2: c.http2.clone(),
             };
             master.procs.adopt(master.poll.registry(), token, child)?;
         }

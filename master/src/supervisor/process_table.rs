@@ -43,6 +43,28 @@ impl GoneTotals {
         self.file_cache.1 = self.file_cache.1.saturating_add(child.file_cache.misses);
         self.http2.add(&child.http2);
     }
+
+    /// As an upgrade carries them to the next image.
+    pub fn export(&self) -> crate::upgrade::state::Gone {
+        crate::upgrade::state::Gone {
+            requests: self.requests,
+            responses: self.responses,
+            bytes: self.bytes,
+            file_cache_hits: self.file_cache.0,
+            file_cache_misses: self.file_cache.1,
+            http2: self.http2.clone(),
+        }
+    }
+
+    pub fn restore(g: &crate::upgrade::state::Gone) -> GoneTotals {
+        GoneTotals {
+            requests: g.requests,
+            responses: g.responses,
+            bytes: g.bytes,
+            file_cache: (g.file_cache_hits, g.file_cache_misses),
+            http2: g.http2.clone(),
+        }
+    }
 }
 
 /// How a reaped process ended.

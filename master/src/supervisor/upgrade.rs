@@ -331,6 +331,8 @@ impl Master {
                 requests: c.requests,
                 responses: c.responses,
                 bytes: c.bytes,
+                file_cache: c.file_cache,
+                http2: c.http2.clone(),
             });
         }
         let generations = self
@@ -394,6 +396,7 @@ impl Master {
             waiter,
             old_exe,
             health: self.health.export(),
+            gone: self.procs.gone.export(),
         })
     }
 

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
+use baton_shared::channel::{FileCacheStats, Http2Counters};
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"BATONUPG";
@@ -85,6 +86,25 @@ pub struct Child {
     pub requests: u64,
     pub responses: [u64; 5],
     pub bytes: u64,
+    /// Absent from a state written before they were carried: zero until
+    /// the worker's next report.
+    #[serde(default)]
+    pub file_cache: FileCacheStats,
+    #[serde(default)]
+    pub http2: Http2Counters,
+}
+
+/// Counters of workers that exited before the upgrade
+/// (`supervisor::process_table::GoneTotals`), so that no total goes down
+/// across one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Gone {
+    pub requests: u64,
+    pub responses: [u64; 5],
+    pub bytes: u64,
+    pub file_cache_hits: u64,
+    pub file_cache_misses: u64,
+    pub http2: Http2Counters,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -130,6 +150,10 @@ pub struct State {
     /// then every server starts up and is checked at once.
     #[serde(default)]
     pub health: Vec<HealthEntry>,
+    /// Absent from a state written before exited workers' counters were
+    /// carried.
+    #[serde(default)]
+    pub gone: Gone,
 }
 
 /// One checked upstream server and whether it is up.
@@ -314,6 +338,15 @@ mod tests {
                 requests: 2,
                 responses: [0, 2, 0, 0, 0],
                 bytes: 10,
+                file_cache: FileCacheStats {
+                    hits: 3,
+                    misses: 1,
+                    bytes: 40,
+                },
+                http2: Http2Counters {
+                    streams: 4,
+                    ..Default::default()
+                },
             }],
             current: 7,
             last_number: 7,
@@ -330,6 +363,14 @@ mod tests {
                 server: Addr::Unix("/run/app.sock".into()),
                 up: false,
             }],
+            gone: Gone {
+                requests: 12,
+                http2: Http2Counters {
+                    connections: 5,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
         }
     }
 
@@ -338,6 +379,18 @@ mod tests {
         let s = sample();
         assert_eq!(decode(&encode(&s)).unwrap(), s);
         assert_eq!(s.fds(), vec![3, 4, 5, 6, 8, 9, 10, 11]);
+    }
+
+    #[test]
+    fn a_state_without_the_counters_added_later_still_reads() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v.as_object_mut().unwrap().remove("gone");
+        let child = &mut v["children"][0];
+        child.as_object_mut().unwrap().remove("http2");
+        child.as_object_mut().unwrap().remove("file_cache");
+        let s: State = serde_json::from_value(v).unwrap();
+        assert_eq!(s.gone, Gone::default());
+        assert_eq!(s.children[0].http2, Http2Counters::default());
     }
 
     #[test]

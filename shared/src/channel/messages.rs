@@ -51,7 +51,7 @@ pub struct HealthMark {
 /// A worker's file cache, in `Stats`: lookups answered from it, lookups
 /// that went to the disk (totals since the worker started), and the bytes
 /// it holds now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileCacheStats {
     pub hits: u64,
     pub misses: u64,
@@ -60,7 +60,7 @@ pub struct FileCacheStats {
 
 /// A worker's HTTP/2 counters, in `Stats` (for `/metrics`): totals since
 /// the worker started.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Http2Counters {
     /// Connections that spoke HTTP/2.
     pub connections: u64,
