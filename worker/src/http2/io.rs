@@ -161,6 +161,16 @@ impl IoState {
 /// Plain output gathered per turn at most before it goes to the socket.
 const OUT_MAX: usize = 64 * 1024;
 
+/// The most one read takes from the socket (or from rustls: a TLS record's
+/// plaintext is at most 16 KiB).
+const READ_SCRATCH: usize = 16 * 1024;
+
+thread_local! {
+    /// The reads' buffer, one per worker (a worker is one thread, and a
+    /// read never calls another).
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_SCRATCH]);
+}
+
 /// The engine's handle on the shared state.
 pub struct Io(pub Rc<RefCell<IoState>>);
 
@@ -200,16 +210,23 @@ impl AsyncRead for Io {
         if !s.readable {
             return Poll::Pending;
         }
+        // Read into a buffer that stays initialised, then copy what came:
+        // the engine hands over fresh, uninitialised room each time, and
+        // zeroing all of it (8 KiB or more) before every read cost more
+        // than copying the few hundred bytes a read of requests brings.
+        let want = buf.remaining().min(READ_SCRATCH);
         loop {
-            let unfilled = buf.initialize_unfilled();
-            match s.stream.read(unfilled) {
-                Ok(0) => {
+            let read = SCRATCH.with_borrow_mut(|scratch| {
+                let n = s.stream.read(&mut scratch[..want])?;
+                buf.put_slice(&scratch[..n]);
+                Ok::<_, io::Error>((n, s.incoming.feed(&scratch[..n], |_| {})))
+            });
+            match read {
+                Ok((0, _)) => {
                     s.eof = true;
                     return Poll::Ready(Ok(()));
                 }
-                Ok(n) => {
-                    let seen = s.incoming.feed(&unfilled[..n], |_| {});
-                    buf.advance(n);
+                Ok((n, seen)) => {
                     s.took(n);
                     s.count(seen);
                     return Poll::Ready(Ok(()));
