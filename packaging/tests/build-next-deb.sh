@@ -27,12 +27,18 @@ old, new = sys.argv[1], sys.argv[2]
 toml = open("Cargo.toml").read()
 toml = toml.replace(f'\nversion = "{old}"\n', f'\nversion = "{new}"\n', 1)
 open("Cargo.toml", "w").write(toml)
-# The workspace's own crates in the lock file (build-deb.sh builds --frozen).
-lock = open("Cargo.lock").read()
-lock, n = re.subn(r'(name = "baton(?:-master|-worker|-shared)?"\nversion = )"%s"' % re.escape(old),
-                  r'\1"%s"' % new, lock)
-assert n == 4, f"expected 4 workspace crates in Cargo.lock, found {n}"
-open("Cargo.lock", "w").write(lock)
+# The workspace's own crates in the lock file (build-deb.sh builds
+# --frozen): the packages without a source (registry crates have one),
+# as many as the workspace has members.
+members = re.search(r'members = \[([^\]]*)\]', toml).group(1).count('"') // 2
+blocks = open("Cargo.lock").read().split("\n[[package]]\n")
+n = 0
+for i, b in enumerate(blocks):
+    if "\nsource = " not in b and f'\nversion = "{old}"\n' in b:
+        blocks[i] = b.replace(f'\nversion = "{old}"\n', f'\nversion = "{new}"\n', 1)
+        n += 1
+assert n == members + 1, f"expected {members + 1} workspace crates in Cargo.lock, found {n}"
+open("Cargo.lock", "w").write("\n[[package]]\n".join(blocks))
 PY
 {
     printf 'baton (%s) unstable; urgency=medium\n\n' "$NEXT"
