@@ -346,12 +346,20 @@ impl Http2Connection {
                 SystemTime::UNIX_EPOCH
             },
             start: ctx.now,
-            method: head.method.as_str().to_owned(),
-            target: head
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned(),
+            // Only the access log reads these: not made when it is off.
+            method: if logging {
+                head.method.as_str().to_owned()
+            } else {
+                String::new()
+            },
+            target: if logging {
+                head.uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned()
+            } else {
+                String::new()
+            },
             host: None,
             referer: None,
             user_agent: None,
