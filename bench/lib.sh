@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# bench/lib.sh: what the comparison benches share (static.sh, proxy.sh,
+# bench/lib.sh: what the benches share (static.sh, proxy.sh, profile.sh,
 # compress.sh, tls.sh, http2.sh): the knobs, installing the peers from apt without letting
 # their packages start daemons, building Baton, a temp dir whose servers
 # are stopped (TERM, then KILL, by their pidfiles) however the script ends,

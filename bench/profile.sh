@@ -31,6 +31,9 @@ BATON_BIN=${BATON_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/baton}
 LOADS=${LOADS:-ka close 10m}
 KEEP_TMP=${KEEP_TMP:-0}
 PEERS=${PEERS:-}
+BENCH=profile.sh
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 declare -A N=([ka]=${N_KA:-2000} [close]=${N_CLOSE:-1000} [10m]=${N_10M:-10}
 	[h2]=${N_H2:-5000} [h2-100k]=${N_H2_100K:-500})
 
@@ -45,18 +48,14 @@ head -c $((10 << 20)) /dev/zero >"$TMP/www/10m.bin"
 head -c 1024 /dev/urandom >"$TMP/www/1k.bin"
 head -c 102400 /dev/urandom >"$TMP/www/100k.bin"
 chmod -R a+rX "$TMP"
+install_missing valgrind=valgrind
 if [[ " $LOADS " == *" h2"* ]]; then
-	for tool in valgrind h2load openssl curl; do
-		command -v "$tool" >/dev/null || { echo "profile.sh: the h2 loads need $tool" >&2; exit 1; }
-	done
+	install_missing h2load=nghttp2-client openssl=openssl curl=curl
+	[[ " $PEERS " == *" h2o "* ]] && install_missing h2o=h2o
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
 		-keyout "$TMP/key.pem" -out "$TMP/cert.pem" -subj /CN=bench.test 2>/dev/null
 	chmod 644 "$TMP/key.pem"
 fi
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # The largest instruction count among a run directory's callgrind files
 # (the worker's, or the serving process's).
@@ -129,7 +128,7 @@ run() {
 	mkdir -p "$dir"
 	# Workers run as nobody when started as root: callgrind writes their file.
 	chmod 777 "$dir"
-	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+	port=$(free_port)
 	cat >"$dir/conf.toml" <<-EOF
 		workers = 1
 		pid_file = "$dir/pid"
