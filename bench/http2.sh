@@ -110,23 +110,11 @@ CONF
 	PID[nginx]=${PIDS[-1]}
 fi
 if [[ " $SERVERS " == *" h2o "* ]]; then
-	cat >"$TMP/h2o.conf" <<CONF
-$([[ $root == 1 ]] && echo 'user: nobody')
-num-threads: $WORKERS
-pid-file: $TMP/h2o.pid
-error-log: $TMP/h2o.log
-listen:
-  host: 127.0.0.1
-  port: ${PORT[h2o]}
-  ssl:
-    certificate-file: $TMP/cert.pem
-    key-file: $TMP/key.pem
-hosts:
-  default:
-    paths:
-      /:
-        file.dir: $TMP/www
-CONF
+	{
+		[[ $root == 1 ]] && echo 'user: nobody'
+		printf 'num-threads: %s\npid-file: %s\nerror-log: %s\n' "$WORKERS" "$TMP/h2o.pid" "$TMP/h2o.log"
+		h2o_tls_site "${PORT[h2o]}" "$TMP/www" "$TMP/cert.pem" "$TMP/key.pem"
+	} >"$TMP/h2o.conf"
 	"$H2O" -c "$TMP/h2o.conf" -m daemon >/dev/null 2>&1 || { log "h2o did not start: $(cat "$TMP/h2o.log" 2>/dev/null)"; exit 1; }
 	for _ in $(seq 50); do [[ -s $TMP/h2o.pid ]] && break; sleep 0.1; done
 	PIDS+=("$(cat "$TMP/h2o.pid")")

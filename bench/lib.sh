@@ -48,6 +48,25 @@ install_missing() {
 	} >&2
 }
 
+# h2o_tls_site PORT ROOT CERT KEY: the listen and hosts part of an h2o
+# config serving the directory ROOT over TLS on 127.0.0.1:PORT (the
+# caller writes the global lines: user, threads, logs).
+h2o_tls_site() {
+	cat <<-CONF
+		listen:
+		  host: 127.0.0.1
+		  port: $1
+		  ssl:
+		    certificate-file: $3
+		    key-file: $4
+		hosts:
+		  default:
+		    paths:
+		      /:
+		        file.dir: $2
+	CONF
+}
+
 # Sets BATON_BIN to a release build unless it is set; returns 1 if the
 # build fails.
 build_baton() {

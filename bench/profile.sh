@@ -91,22 +91,11 @@ run_h2() {
 	else
 		# As root, h2o would switch to nobody and could not write its
 		# callgrind file: it stays root here (a temp dir, loopback).
-		cat >"$dir/h2o.conf" <<-EOF
-			num-threads: 1
-			$([[ $(id -u) == 0 ]] && echo 'user: root')
-			error-log: $dir/h2o.log
-			listen:
-			  host: 127.0.0.1
-			  port: $port
-			  ssl:
-			    certificate-file: $TMP/cert.pem
-			    key-file: $TMP/key.pem
-			hosts:
-			  default:
-			    paths:
-			      /:
-			        file.dir: $TMP/www
-		EOF
+		{
+			[[ $(id -u) == 0 ]] && echo 'user: root'
+			printf 'num-threads: 1\nerror-log: %s\n' "$dir/h2o.log"
+			h2o_tls_site "$port" "$TMP/www" "$TMP/cert.pem" "$TMP/key.pem"
+		} >"$dir/h2o.conf"
 		valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p" \
 			h2o -c "$dir/h2o.conf" >"$dir/valgrind.log" 2>&1 &
 	fi

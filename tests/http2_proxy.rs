@@ -24,16 +24,21 @@ fn start_to(env: &Env, server: &str) -> Server {
     start_with(env, server, "")
 }
 
-/// The same with more top-level settings.
-fn start_with(env: &Env, server: &str, global: &str) -> Server {
+/// A certificate for localhost in `env`, and the site's `tls` line for it.
+fn tls_line(env: &Env) -> String {
     let (cert, key) = ecdsa_cert(&["localhost"]);
     env.write_file("tls/cert.pem", cert.as_bytes());
     env.write_file("tls/key.pem", key.as_bytes());
-    let tls = format!(
+    format!(
         "tls = {{ cert = \"{}\", key = \"{}\" }}\n",
         env.path("tls/cert.pem").display(),
         env.path("tls/key.pem").display()
-    );
+    )
+}
+
+/// The same with more top-level settings.
+fn start_with(env: &Env, server: &str, global: &str) -> Server {
+    let tls = tls_line(env);
     let config = proxy_config(
         env,
         global,
@@ -182,14 +187,7 @@ fn an_upstream_closing_does_not_keep_other_streams_connections_from_the_pool() {
     let closing = Backend::start("closing");
     let pooled = Backend::start("pooled");
     let env = Env::new();
-    let (cert, key) = ecdsa_cert(&["localhost"]);
-    env.write_file("tls/cert.pem", cert.as_bytes());
-    env.write_file("tls/key.pem", key.as_bytes());
-    let tls = format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}\n",
-        env.path("tls/cert.pem").display(),
-        env.path("tls/key.pem").display()
-    );
+    let tls = tls_line(&env);
     let upstreams =
         upstream("closing", &[quoted(&closing)], "") + &upstream("pooled", &[quoted(&pooled)], "");
     let routes = tls + &route("/c/", "closing") + &route("/p/", "pooled");
