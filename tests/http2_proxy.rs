@@ -3,14 +3,19 @@
 //! flow control, request bodies streamed up (with a length, and without
 //! one: chunked), the head translated (request line and Host from the
 //! pseudo-headers, cookies joined, no `te` or connection fields), a
-//! failed upstream's 502, many proxied streams at once, and pooling
-//! kept when another stream's upstream closes.
+//! failed upstream's 502, many proxied streams at once, pooling kept when
+//! another stream's upstream closes, and WebSocket over HTTP/2 (RFC 8441:
+//! an extended CONNECT proxied as the HTTP/1.1 handshake).
 
 mod common;
 
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
 use common::backend::{Backend, pattern, proxy_config, quoted, route, upstream};
-use common::h2::{h2tool, sha256_hex};
+use common::h2::{Held, h2tool, sha256_hex};
 use common::tls::ecdsa_cert;
+use common::websocket::WsBackend;
 use common::*;
 use serde_json::Value;
 
@@ -283,4 +288,128 @@ fn a_stalled_request_body_is_ended_after_the_body_timeout() {
         after < 10.0,
         "ended after {after:.1} s, not body_timeout: {got}"
     );
+}
+
+/// A TLS site whose `/ws/` route goes to the WebSocket echo `ws`, with
+/// `route_extra` on the route and `grace`.
+fn start_ws(env: &Env, ws: &WsBackend, route_extra: &str, grace: &str) -> Server {
+    let tls = tls_line(env);
+    let upstreams = upstream("ws", &[format!("\"127.0.0.1:{}\"", ws.port)], "");
+    let routes = format!("{tls}{}{route_extra}", route("/ws/", "ws"));
+    let config = proxy_config(env, "", &upstreams, &routes)
+        .replace("grace = \"5s\"", &format!("grace = \"{grace}\""));
+    env.write_config(&config);
+    env.start()
+}
+
+#[test]
+fn websocket_over_http2_is_proxied_as_the_http11_handshake() {
+    let ws = WsBackend::start();
+    let env = Env::new();
+    let _server = start_ws(&env, &ws, "", "5s");
+    let port = env.port.to_string();
+    let got = h2tool(&["--tls", &port, "ws", "/ws/chat", "hello", "wörld", "third"]);
+    assert_eq!(
+        got["connect_protocol"], true,
+        "SETTINGS_ENABLE_CONNECT_PROTOCOL: {got}"
+    );
+    assert_eq!(got["status"], 200, "{got}");
+    assert!(
+        got["headers"].get("sec-websocket-accept").is_none(),
+        "the upstream's accept is for our key, not the client's: {got}"
+    );
+    let echoes: Vec<&str> = got["echoes"]
+        .as_array()
+        .expect("echoes")
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    // Latin-1 on the tool's side: the bytes of "wörld" come back as sent.
+    assert_eq!(echoes, ["hello", "w\u{c3}\u{b6}rld", "third"], "{got}");
+    // The client ended its side; the upstream's end follows.
+    assert_eq!(got["done"], true, "{got}");
+    assert_eq!(ws.upgraded.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn extended_connect_without_a_websocket_route_gets_501() {
+    let ws = WsBackend::start();
+    let env = Env::new();
+    let _server = start_ws(&env, &ws, "websocket = false\n", "5s");
+    let port = env.port.to_string();
+    // A route that does not allow WebSockets, and a static path.
+    for path in ["/ws/chat", "/index.html"] {
+        let got = h2tool(&["--tls", &port, "ws", path, "hello"]);
+        assert_eq!(got["status"], 501, "{path}: {got}");
+    }
+    assert_eq!(ws.upgraded.load(Ordering::SeqCst), 0);
+    assert_eq!(ws.plain.load(Ordering::SeqCst), 0, "nothing went up");
+}
+
+#[test]
+fn a_websocket_over_http2_gets_close_1001_when_its_worker_drains() {
+    let ws = WsBackend::start();
+    let env = Env::new();
+    let _server = start_ws(&env, &ws, "", "3s");
+    let port = env.port.to_string();
+    let held = Held::start(&["--tls", &port, "ws", "/ws/chat", "first", "second", "hold"]);
+    let started = Instant::now();
+    assert!(env.reload().status.success());
+    let got = held.finish();
+    assert_eq!(got["echoes"][0], "first", "{got}");
+    // Before the grace period (3 s) is over: a close frame 1001 (going
+    // away), at a frame boundary, then the end of the stream.
+    let frames = got["frames"].as_array().expect("frames");
+    let close = frames.iter().find(|f| f[0] == 8);
+    assert!(
+        close.is_some_and(|f| f[1].as_str().is_some_and(|p| p.starts_with("\u{3}\u{e9}"))),
+        "no close frame 1001: {got}"
+    );
+    assert_eq!(got["done"], true, "{got}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The new generation takes new WebSockets.
+    let got = h2tool(&["--tls", &port, "ws", "/ws/chat", "again"]);
+    assert_eq!(got["echoes"][0], "again", "{got}");
+}
+
+#[test]
+fn an_upstream_that_does_not_complete_the_websocket_handshake_resets_the_stream() {
+    use std::io::{BufRead, BufReader, Write};
+    // An upstream that answers `/wrong` with a 101 whose accept is not for
+    // the key, and `/plain` with a 200 that switches nothing: neither may
+    // reach the client as an open tunnel (a 200 to its CONNECT).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s);
+                let mut first = String::new();
+                let mut line = String::new();
+                r.read_line(&mut first).ok();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let answer: &[u8] = if first.contains("/wrong") {
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                      Connection: Upgrade\r\nSec-WebSocket-Accept: bm90IGZvciB5b3U=\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                };
+                let _ = r.get_mut().write_all(answer);
+                std::thread::sleep(Duration::from_secs(5));
+            });
+        }
+    });
+    let env = Env::new();
+    let tls = tls_line(&env);
+    let upstreams = upstream("ws", &[format!("\"127.0.0.1:{port}\"")], "");
+    let routes = format!("{tls}{}", route("/ws/", "ws"));
+    env.write_config(&proxy_config(&env, "", &upstreams, &routes));
+    let _server = env.start();
+    for path in ["/ws/wrong", "/ws/plain"] {
+        let got = h2tool(&["--tls", &env.port.to_string(), "ws", path, "hello"]);
+        assert_ne!(got["status"], 200, "{path}: {got}");
+        assert_eq!(got["reset"], 2, "{path}: INTERNAL_ERROR expected: {got}");
+    }
 }

@@ -1,6 +1,7 @@
-//! A WebSocket echo backend and client, hand-written (RFC 6455 framing
-//! only: the tests look at how the proxy carries frames, not at the
-//! handshake's crypto, so `Sec-WebSocket-Accept` is not computed).
+//! A WebSocket echo backend and client, hand-written (RFC 6455 framing;
+//! the backend answers the handshake's key with the right
+//! `Sec-WebSocket-Accept`, which Baton checks when it makes the handshake
+//! itself for a WebSocket over HTTP/2; the client does not check it).
 //!
 //! The backend echoes every data frame; a text frame `big:N` is answered
 //! with one binary frame of N bytes sent in slow pieces (64 KiB every
@@ -68,11 +69,33 @@ impl WsBackend {
     }
 }
 
+/// `Sec-WebSocket-Accept` for `key` (RFC 6455 4.2.2).
+pub fn accept_for(key: &str) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, input.as_bytes());
+    let mut out = String::new();
+    for chunk in digest.as_ref().chunks(3) {
+        let mut b = [0u8; 3];
+        b[..chunk.len()].copy_from_slice(chunk);
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                char::from(TABLE[(n >> (18 - 6 * i)) as usize & 63])
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
 /// One connection: reads and writes go through one stream (TLS has no
 /// separate halves), in turn.
 fn serve<S: Read + Write>(s: S, upgraded: &AtomicUsize, plain: &AtomicUsize) {
     let mut r = BufReader::new(s);
     let mut upgrade = false;
+    let mut key = String::new();
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).unwrap_or(0) == 0 {
@@ -85,6 +108,9 @@ fn serve<S: Read + Write>(s: S, upgraded: &AtomicUsize, plain: &AtomicUsize) {
         if lower.starts_with("upgrade:") && lower.contains("websocket") {
             upgrade = true;
         }
+        if lower.starts_with("sec-websocket-key:") {
+            key = line["sec-websocket-key:".len()..].trim().to_owned();
+        }
     }
     if !upgrade {
         plain.fetch_add(1, Ordering::SeqCst);
@@ -94,8 +120,12 @@ fn serve<S: Read + Write>(s: S, upgraded: &AtomicUsize, plain: &AtomicUsize) {
         return;
     }
     let _ = r.get_mut().write_all(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Accept: test\r\n\r\n",
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            accept_for(&key)
+        )
+        .as_bytes(),
     );
     upgraded.fetch_add(1, Ordering::SeqCst);
     while let Ok((opcode, payload)) = read_frame(&mut r) {

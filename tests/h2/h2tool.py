@@ -241,12 +241,18 @@ class RawClient:
         self.streams = {}
         self.goaways = []
         self.next_id = 1
+        self.settings = {}
+        self.settings_seen = False
 
     def request(self, path):
+        return self.open(path, request_headers(path, tls=self.tls), True)
+
+    def open(self, path, headers, end):
+        """A stream with `headers`; `end`: no body follows."""
         sid = self.next_id
         self.next_id += 2
-        block = self.enc.encode(request_headers(path, tls=self.tls))
-        self.sock.sendall(frame(HEADERS, 0x5, sid, block))
+        block = self.enc.encode(headers)
+        self.sock.sendall(frame(HEADERS, 0x5 if end else 0x4, sid, block))
         self.streams[sid] = {"path": path, "status": None, "headers": {}, "body": bytearray(), "done": False, "reset": None}
         return sid
 
@@ -268,6 +274,10 @@ class RawClient:
         s = self.streams.get(sid)
         out = b""
         if kind == SETTINGS and not flags & 1:
+            for i in range(0, len(payload) - 5, 6):
+                key, value = struct.unpack(">HI", payload[i:i + 6])
+                self.settings[key] = value
+            self.settings_seen = True
             out = frame(SETTINGS, 1, 0)
         elif kind == PING and not flags & 1:
             out = frame(PING, 1, 0, payload)
@@ -316,6 +326,40 @@ def parse_headers(args):
         else:
             paths.append(a)
     return paths, extra
+
+
+def ws_frame(opcode, payload):
+    """A masked WebSocket frame, as a client sends it (RFC 6455 5.2)."""
+    mask = b"\x11\x22\x33\x44"
+    n = len(payload)
+    if n < 126:
+        head = struct.pack(">BB", 0x80 | opcode, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack(">BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack(">BBQ", 0x80 | opcode, 0x80 | 127, n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def ws_take(buf, frames):
+    """Moves one whole unmasked frame from the front of `buf` to `frames`
+    as (opcode, payload); True if there was one."""
+    if len(buf) < 2:
+        return False
+    n, at = buf[1] & 0x7F, 2
+    if n == 126:
+        if len(buf) < 4:
+            return False
+        n, at = struct.unpack(">H", bytes(buf[2:4]))[0], 4
+    elif n == 127:
+        if len(buf) < 10:
+            return False
+        n, at = struct.unpack(">Q", bytes(buf[2:10]))[0], 10
+    if len(buf) < at + n:
+        return False
+    frames.append((buf[0] & 0x0F, bytes(buf[at:at + n])))
+    del buf[:at + n]
+    return True
 
 
 def main():
@@ -390,6 +434,55 @@ def main():
                 c.pump(timeout=1, until=lambda: c.conn.local_flow_control_window(sid) > 0)
         c.pump(timeout=30)
         out = c.results()
+
+    elif mode == "ws":
+        # WebSocket over HTTP/2 (RFC 8441), with raw frames (the h2
+        # package stops reading at a GOAWAY, and a drain sends one while
+        # the tunnel goes on): whether the server allows extended CONNECT,
+        # then a CONNECT with :protocol websocket to PATH; on a 200, each
+        # MESSAGE goes as a masked text frame and its echo is read back;
+        # then the client ends its side and waits for the server's. With
+        # "hold" last: after the first echo, prints READY, waits for a
+        # line on stdin, then for the server to end the stream (a drain's
+        # close frame), at most 20 s.
+        path = args.pop(0)
+        hold = bool(args) and args[-1] == "hold"
+        messages = args[:-1] if hold else args
+        c = RawClient(port, tls, 65535)
+        c.pump(lambda: c.settings_seen, 10)
+        allowed = c.settings.get(8, 0) == 1
+        out = {"connect_protocol": allowed}
+        if allowed:
+            headers = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https" if tls else "http"),
+                       (":path", path), (":authority", "localhost"), ("sec-websocket-version", "13")]
+            sid = c.open(path, headers, False)
+            s = c.streams[sid]
+            ended = lambda: s["done"] or s["reset"] is not None
+            c.pump(lambda: s["status"] is not None or ended(), 20)
+            echoes = []
+            frames = []
+            if s["status"] == 200:
+                for i, m in enumerate(messages):
+                    if ended():
+                        break
+                    c.sock.sendall(frame(DATA, 0, sid, ws_frame(0x1, m.encode())))
+                    c.pump(lambda: ws_take(s["body"], frames) or ended(), 20)
+                    if frames:
+                        echoes.append(frames.pop(0)[1].decode("latin-1"))
+                    if hold and i == 0:
+                        print("READY", flush=True)
+                        sys.stdin.readline()
+                        c.pump(ended, 20)
+                        while ws_take(s["body"], frames):
+                            pass
+                if not ended():
+                    c.sock.sendall(frame(DATA, 1, sid))
+                c.pump(ended, 20)
+                while ws_take(s["body"], frames):
+                    pass
+            out.update({"status": s["status"], "headers": s["headers"], "echoes": echoes,
+                        "frames": [[op, p.decode("latin-1")] for op, p in frames],
+                        "done": s["done"], "reset": s["reset"]})
 
     elif mode == "stall-body":
         # A POST that declares LEN bytes, sends half of them and then

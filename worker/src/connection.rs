@@ -24,7 +24,7 @@
 mod access;
 mod closing;
 mod proxy;
-pub(crate) use proxy::{Client as ProxyClient, new_exchange};
+pub(crate) use proxy::{Client as ProxyClient, new_exchange, tunnel_grace};
 mod requests;
 mod timers;
 

@@ -591,7 +591,7 @@ impl Connection {
 /// When a draining worker ends its tunnels: a little before the grace
 /// period is over, so that the close frames go out, and the lingering
 /// close that follows ends, before the master kills what is left.
-fn tunnel_grace(config: &baton_shared::config::Config) -> std::time::Duration {
+pub(crate) fn tunnel_grace(config: &baton_shared::config::Config) -> std::time::Duration {
     let margin = (config.grace / 2)
         .min(crate::limits::LINGERING_CLOSE + std::time::Duration::from_millis(500));
     config.grace.saturating_sub(margin)

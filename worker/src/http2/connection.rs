@@ -19,9 +19,9 @@ use std::time::{Instant, SystemTime};
 use baton_shared::config::Config;
 use log::debug;
 
-use super::engine::{Code, End, Engine, Incoming};
+use super::engine::{Code, End, Engine, Incoming, protocol_of};
 use super::io::{Io, IoState};
-use super::proxy::{Proxied, is_head, request_for};
+use super::proxy::{Proxied, is_head, request_for, websocket_key};
 use super::request::to_request;
 use super::response::{FixedFields, split};
 use super::stream::{Active, Step, StreamLog};
@@ -375,6 +375,13 @@ impl Http2Connection {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let mut proxied = None;
+        // An extended CONNECT (RFC 8441): a WebSocket, proxied as the
+        // HTTP/1.1 handshake with a key of ours, to a route that allows
+        // WebSockets; any other protocol, or a route without them, 501.
+        let protocol = protocol_of(&head);
+        let websocket_key = protocol
+            .is_some_and(|p| p.eq_ignore_ascii_case("websocket"))
+            .then(websocket_key);
         let (response, head_only) = match to_request(&head, &ctx.config.http, logging) {
             Err(status) => (Response::status(status), false),
             Ok(_) if declared.is_some_and(|n| n > max_body) => {
@@ -389,8 +396,19 @@ impl Http2Connection {
                     site.and_then(|s| ctx.config.sites.iter().position(|x| std::ptr::eq(x, s)));
                 let route = site.and_then(|s| Some((s, crate::proxy::route_for(s, &req.target)?)));
                 let response = match route {
+                    _ if protocol.is_some()
+                        && !(websocket_key.is_some()
+                            && route.is_some_and(|(_, r)| r.websocket)) =>
+                    {
+                        Response::status(Status::NotImplemented)
+                    }
                     Some((site, route)) => {
-                        let raw = request_for(&mut req, &head, !body.is_empty());
+                        let raw = request_for(
+                            &mut req,
+                            &head,
+                            !body.is_empty(),
+                            websocket_key.as_deref(),
+                        );
                         let client = crate::connection::ProxyClient {
                             peer: self.peer,
                             tls: self.io.borrow().stream.is_tls(),
@@ -416,7 +434,15 @@ impl Http2Connection {
         };
         if let Some((ex, head_request)) = proxied {
             let inbound = (!body.is_empty()).then_some(body);
-            let mut p = Proxied::new(ex, inbound, respond, head_request, log, ctx.now);
+            let mut p = Proxied::new(
+                ex,
+                inbound,
+                respond,
+                head_request,
+                websocket_key.as_deref(),
+                log,
+                ctx.now,
+            );
             let mut cx = Context::from_waker(&self.waker);
             match p.advance(&mut cx, self.upstream_token(), ctx) {
                 Step::Waiting => self.proxied.push(p),
@@ -431,7 +457,9 @@ impl Http2Connection {
         }
         log.status = response.status.code();
         let (head, source) = split(response, &mut self.fixed, ctx.date, head_only);
-        let inbound = (!body.is_empty()).then_some(body);
+        // An extended CONNECT answered here (a 501) never ends its side:
+        // the answer goes at once, not after a body that will not end.
+        let inbound = (!body.is_empty() && protocol.is_none()).then_some(body);
         let mut active = Active::new(respond, head, inbound, max_body, source, log, ctx.now);
         // Most streams are answered at once, with no body left to wait
         // for: only the others are kept.

@@ -68,7 +68,10 @@ impl Engine {
             .max_header_list_size(u32::try_from(config.http.max_header_size).unwrap_or(u32::MAX))
             .max_send_buffer_size(h2.max_send_buffer)
             .max_pending_accept_reset_streams(h2.max_pending_resets)
-            .max_local_error_reset_streams(Some(h2.max_error_resets));
+            .max_local_error_reset_streams(Some(h2.max_error_resets))
+            // WebSocket over HTTP/2 (RFC 8441): extended CONNECT, proxied
+            // to a route that allows WebSockets (`proxy`).
+            .enable_connect_protocol();
         Engine {
             state: State::Handshaking(Box::new(builder.handshake(io))),
             graceful: false,
@@ -144,6 +147,14 @@ impl Engine {
             conn.abrupt_shutdown(reason);
         }
     }
+}
+
+/// The `:protocol` of an extended CONNECT (RFC 8441), if `head` is one.
+pub fn protocol_of(head: &Head) -> Option<&str> {
+    (head.method == http::Method::CONNECT)
+        .then(|| head.extensions.get::<h2::ext::Protocol>())
+        .flatten()
+        .map(|p| p.as_str())
 }
 
 fn end_of(e: &h2::Error) -> End {

@@ -1,8 +1,9 @@
 //! The proxy's HTTP/1.1 response, as the exchange frames it for a client
 //! (`proxy::exchange`: head, then a body with a length, chunked, or until
-//! the end), read back into a head and body data for HTTP/2 frames. The
-//! exchange made these bytes itself, so they are well-formed; anything
-//! else is still refused, never trusted.
+//! the end; or a WebSocket's 101 and its tunnel), read back into a head
+//! and body data for HTTP/2 frames. The exchange made these bytes itself,
+//! so they are well-formed; anything else is still refused, never
+//! trusted.
 
 /// Where the reading is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,13 +42,18 @@ pub struct Decoder {
     state: State,
     /// A HEAD request's response: no body whatever the head says.
     head_request: bool,
+    /// A WebSocket over HTTP/2: the `Sec-WebSocket-Accept` the upstream's
+    /// 101 must carry. That 101 becomes a 200 (RFC 8441 5), and then the
+    /// bytes are the tunnel's until the exchange ends.
+    websocket_accept: Option<String>,
 }
 
 impl Decoder {
-    pub fn new(head_request: bool) -> Decoder {
+    pub fn new(head_request: bool, websocket_accept: Option<String>) -> Decoder {
         Decoder {
             state: State::Head,
             head_request,
+            websocket_accept,
         }
     }
 
@@ -86,9 +92,31 @@ impl Decoder {
                     Err(_) => return Err(()),
                 };
                 let code = resp.code.ok_or(())?;
-                if code == 101 {
+                if let Some(accept) = &self.websocket_accept {
+                    // Only a switch to the WebSocket, with the answer to
+                    // our key, opens the tunnel; any other 2xx would tell
+                    // the client it is open when it is not.
+                    let switched = code == 101
+                        && resp.headers.iter().any(|h| {
+                            h.name.eq_ignore_ascii_case("sec-websocket-accept")
+                                && h.value.trim_ascii() == accept.as_bytes()
+                        });
+                    if switched {
+                        let fields = resp
+                            .headers
+                            .iter()
+                            .filter(|h| !h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+                            .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                            .collect();
+                        self.state = State::Close;
+                        return Ok((n, Piece::Head(200, fields)));
+                    }
+                    if code == 101 || (200..300).contains(&code) {
+                        return Err(());
+                    }
+                } else if code == 101 {
                     // A switch of protocols has no HTTP/2 form (RFC 9113
-                    // 8.6); the exchange never tunnels for HTTP/2.
+                    // 8.6) but as an extended CONNECT's tunnel (above).
                     return Err(());
                 }
                 if (100..200).contains(&code) {
@@ -190,7 +218,7 @@ mod tests {
 
     /// Everything `bytes` says, fed in pieces of `split` bytes.
     fn read_all(bytes: &[u8], split: usize, head_request: bool) -> (u16, Vec<u8>, bool) {
-        let mut d = Decoder::new(head_request);
+        let mut d = Decoder::new(head_request, None);
         let mut buf = Vec::new();
         let mut fed = 0;
         let mut status = 0;
@@ -243,13 +271,17 @@ mod tests {
         }
         let head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
         assert_eq!(read_all(head, 3, true), (200, Vec::new(), true));
-        let mut d = Decoder::new(false);
+        let mut d = Decoder::new(false, None);
         let (_, piece) = d.next(b"HTTP/1.1 200 OK\r\n\r\nrest").unwrap();
         assert!(matches!(piece, Piece::Head(200, _)));
         assert!(d.close_delimited());
-        assert!(Decoder::new(false).next(b"\x00garbage\r\n\r\n").is_err());
+        assert!(
+            Decoder::new(false, None)
+                .next(b"\x00garbage\r\n\r\n")
+                .is_err()
+        );
         let hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n";
-        let (n, piece) = Decoder::new(false).next(hints).unwrap();
+        let (n, piece) = Decoder::new(false, None).next(hints).unwrap();
         assert_eq!(n, hints.len());
         assert_eq!(
             piece,
@@ -257,7 +289,7 @@ mod tests {
         );
         // No HTTP/2 form: refused, never passed on.
         assert!(
-            Decoder::new(false)
+            Decoder::new(false, None)
                 .next(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
                 .is_err()
         );

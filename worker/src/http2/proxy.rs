@@ -17,6 +17,12 @@
 //! only as the exchange has room (its window is released as it does), and
 //! the response is read from the upstream only as the client's windows
 //! take it (the exchange stops reading while its output is full).
+//!
+//! A WebSocket over HTTP/2 (an extended CONNECT, RFC 8441) goes up as the
+//! HTTP/1.1 handshake with a key of ours; the upstream's 101, if it
+//! answers that key, becomes the client's 200, and the exchange's tunnel
+//! carries the stream's DATA both ways (`h1_response` reads the tunnel's
+//! bytes as a body that ends with the exchange).
 
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -46,13 +52,28 @@ fn left_out(name: &str) -> bool {
             | "host"
             | "content-length"
             | "cookie"
+            | "sec-websocket-key"
     )
 }
 
-/// The HTTP/1.1 request head for `head`, and how its body is framed.
-pub fn http1_head(head: &Head, target: &str, body_follows: bool) -> (Vec<u8>, BodyFraming) {
+/// The HTTP/1.1 request head for `head`, and how its body is framed. A
+/// WebSocket over HTTP/2 (an extended CONNECT, RFC 8441 5) goes up as
+/// the HTTP/1.1 handshake: a GET with `Upgrade: websocket` and a key of
+/// our own (an HTTP/2 client sends none), and no body framing: after the
+/// 101 the bytes go both ways as they are.
+pub fn http1_head(
+    head: &Head,
+    target: &str,
+    body_follows: bool,
+    websocket: Option<&str>,
+) -> (Vec<u8>, BodyFraming) {
     let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(head.method.as_str().as_bytes());
+    let method = if websocket.is_some() {
+        "GET"
+    } else {
+        head.method.as_str()
+    };
+    out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
@@ -87,6 +108,12 @@ pub fn http1_head(head: &Head, target: &str, body_follows: bool) -> (Vec<u8>, Bo
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if let Some(key) = websocket {
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\nsec-websocket-key: ");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        return (out, BodyFraming::None);
+    }
     let framing = match declared {
         Some(0) => BodyFraming::None,
         Some(n) => BodyFraming::Length(n),
@@ -140,6 +167,7 @@ impl Proxied {
         inbound: Option<Inbound>,
         out: Outbound,
         head_request: bool,
+        websocket_key: Option<&str>,
         log: StreamLog,
         now: Instant,
     ) -> Proxied {
@@ -148,7 +176,7 @@ impl Proxied {
             inbound,
             held: None,
             out,
-            decoder: Decoder::new(head_request),
+            decoder: Decoder::new(head_request, websocket_key.map(websocket_accept)),
             log,
             last_progress: now,
             sent: 0,
@@ -159,12 +187,31 @@ impl Proxied {
     /// How long this stream may make no progress: `body_timeout` while
     /// it waits on the client's request body (nothing held back for the
     /// exchange), else `send_timeout`, as an HTTP/1.1 request would be.
-    pub fn stall_timeout(&self, http: &baton_shared::config::HttpLimits) -> std::time::Duration {
-        if self.inbound.is_some() && self.held.is_none() {
-            http.body_timeout
+    /// A WebSocket may be idle: only output the client does not take is
+    /// timed (an idle tunnel ends by the upstream's `read_timeout`, as
+    /// over HTTP/1.1).
+    pub fn stall_timeout(
+        &self,
+        http: &baton_shared::config::HttpLimits,
+    ) -> Option<std::time::Duration> {
+        if self.ex.is_tunnel() {
+            self.ex.has_client_output().then_some(http.send_timeout)
+        } else if self.inbound.is_some() && self.held.is_none() {
+            Some(http.body_timeout)
         } else {
-            http.send_timeout
+            Some(http.send_timeout)
         }
+    }
+
+    /// A WebSocket over HTTP/2, open and not being ended.
+    pub fn is_open_tunnel(&self) -> bool {
+        self.ex.is_tunnel() && !self.ex.tunnel_ending()
+    }
+
+    /// A draining worker's grace is almost over: the WebSocket ends at its
+    /// next frame boundary with a close frame 1001, as over HTTP/1.1.
+    pub fn end_tunnel(&mut self) {
+        self.ex.end_tunnel();
     }
 
     pub fn on_upstream_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
@@ -251,7 +298,11 @@ impl Proxied {
             if let Some(chunk) = self.held.as_mut() {
                 let n = chunk.len().min(self.ex.body_room());
                 if n > 0 {
-                    self.ex.push_body(&chunk[..n]);
+                    if self.ex.is_tunnel() {
+                        self.ex.push_raw(&chunk[..n]);
+                    } else {
+                        self.ex.push_body(&chunk[..n]);
+                    }
                     let _ = chunk.split_to(n);
                     if let Some(inbound) = self.inbound.as_mut() {
                         inbound.release(n);
@@ -267,7 +318,9 @@ impl Proxied {
             let Some(inbound) = self.inbound.as_mut() else {
                 return moved;
             };
-            if !self.ex.wants_body() {
+            // A WebSocket's bytes go up once its tunnel is open (the
+            // client waits for the 200 before it sends any).
+            if !self.ex.wants_body() && !self.ex.is_tunnel() {
                 return moved;
             }
             match inbound.poll_chunk(cx) {
@@ -276,7 +329,11 @@ impl Proxied {
                 Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
                     // (A reset stream is seen by `poll_reset`.)
                     self.inbound = None;
-                    self.ex.end_body();
+                    if self.ex.is_tunnel() {
+                        self.ex.client_eof();
+                    } else {
+                        self.ex.end_body();
+                    }
                     return true;
                 }
             }
@@ -402,11 +459,68 @@ fn env<'a>(token: Token, ctx: &'a mut Ctx) -> Env<'a> {
     }
 }
 
-/// The proxied request `req` for the exchange: its head translated.
-pub fn request_for(req: &mut Request, head: &Head, body_follows: bool) -> Vec<u8> {
-    let (raw, framing) = http1_head(head, &req.target, body_follows);
+/// The proxied request `req` for the exchange: its head translated
+/// (`websocket`: the key of the WebSocket handshake it stands for).
+pub fn request_for(
+    req: &mut Request,
+    head: &Head,
+    body_follows: bool,
+    websocket: Option<&str>,
+) -> Vec<u8> {
+    let (raw, framing) = http1_head(head, &req.target, body_follows, websocket);
     req.body = framing;
+    if websocket.is_some() {
+        req.method = Method::Get;
+    }
     raw
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455
+/// 4.1). Written here: 22 characters of base64 do not need a crate.
+pub fn websocket_key() -> String {
+    let mut raw = [0u8; 16];
+    // SAFETY: `raw` is valid for writes of its 16 bytes; getrandom(2)
+    // writes at most that many.
+    let n = unsafe { libc::getrandom(raw.as_mut_ptr().cast(), raw.len(), 0) };
+    if n != raw.len() as isize {
+        // Never in practice (16 bytes from an initialised pool); the key
+        // is a nonce against confused caches, not a secret.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        raw = t.to_le_bytes();
+    }
+    base64(&raw)
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(TABLE[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The `Sec-WebSocket-Accept` an upstream must answer `key` with (RFC
+/// 6455 4.2.2): base64(SHA-1(key + the protocol's GUID)).
+pub fn websocket_accept(key: &str) -> String {
+    let mut input = key.as_bytes().to_vec();
+    input.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &input).as_ref())
 }
 
 /// A HEAD request: its response has no body.
@@ -438,6 +552,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_websocket_handshake_of_an_extended_connect() {
+        // RFC 6455 1.3's example.
+        assert_eq!(
+            websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        let key = websocket_key();
+        assert_eq!(key.len(), 24, "{key}");
+        assert_ne!(key, websocket_key(), "a fresh key each time");
+        let req = http::Request::builder()
+            .method("CONNECT")
+            .uri("https://example.test/chat")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-protocol", "chat")
+            .header("sec-websocket-key", "from-the-client")
+            .body(())
+            .unwrap();
+        let (head, _) = req.into_parts();
+        let (raw, framing) = http1_head(&head, "/chat", true, Some("S2V5"));
+        let text = String::from_utf8(raw).unwrap();
+        assert_eq!(
+            text,
+            "GET /chat HTTP/1.1\r\nhost: example.test\r\nsec-websocket-version: 13\r\n\
+             sec-websocket-protocol: chat\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+             sec-websocket-key: S2V5\r\n\r\n"
+        );
+        assert_eq!(framing, BodyFraming::None);
+    }
+
+    #[test]
     fn the_head_translates_to_http11() {
         let req = http::Request::builder()
             .method("POST")
@@ -450,7 +598,7 @@ mod tests {
             .body(())
             .unwrap();
         let (head, _) = req.into_parts();
-        let (raw, framing) = http1_head(&head, "/a?b=c", true);
+        let (raw, framing) = http1_head(&head, "/a?b=c", true, None);
         assert_eq!(framing, BodyFraming::Length(3));
         assert_eq!(
             String::from_utf8(raw).unwrap(),
@@ -463,7 +611,7 @@ mod tests {
             .body(())
             .unwrap();
         let (head, _) = req.into_parts();
-        let (raw, framing) = http1_head(&head, "/x", true);
+        let (raw, framing) = http1_head(&head, "/x", true, None);
         assert_eq!(framing, BodyFraming::Chunked);
         assert!(
             String::from_utf8(raw)

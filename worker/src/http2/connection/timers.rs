@@ -9,6 +9,7 @@ use log::debug;
 
 use super::{Http2Connection, Phase, log_stream};
 use crate::connection::Ctx;
+use crate::connection::tunnel_grace;
 use crate::http2::engine::Code;
 use crate::http2::stream::{Active, Step};
 use crate::limits::{LINGERING_CLOSE, after};
@@ -31,15 +32,28 @@ impl Http2Connection {
                     .streams
                     .iter()
                     .map(|s| after(s.last_progress, timeout))
-                    .chain(
-                        self.proxied
-                            .iter()
-                            .map(|p| after(p.last_progress, p.stall_timeout(&config.http))),
-                    )
-                    .min()
-                    .unwrap_or_else(|| after(self.last_progress, timeout));
+                    .chain(self.proxied.iter().filter_map(|p| {
+                        Some(after(p.last_progress, p.stall_timeout(&config.http)?))
+                    }))
+                    .min();
                 let upstream = self.proxied.iter().filter_map(|p| p.deadline(config)).min();
-                upstream.map_or(client, |u| u.min(client))
+                // A draining worker ends its WebSockets before its grace
+                // period does (`connection::proxy::tunnel_grace`).
+                let tunnels = drain_started
+                    .filter(|_| self.proxied.iter().any(|p| p.is_open_tunnel()))
+                    .map(|d| after(d, tunnel_grace(config)));
+                [client, upstream, tunnels]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or_else(|| {
+                        // Only idle WebSockets: their upstreams' read
+                        // timeouts end them; look again by then at the latest.
+                        after(
+                            self.last_progress,
+                            config.keepalive_timeout.max(config.http.send_timeout),
+                        )
+                    })
             }
             // Shutting down with nothing left to send: the client has
             // `drain_linger` (at least a second, a slow round trip) to
@@ -83,9 +97,17 @@ impl Http2Connection {
                 let token = self.upstream_token();
                 let now = ctx.now;
                 let mut i = 0;
+                let tunnels_over = ctx
+                    .drain_started
+                    .is_some_and(|d| after(d, tunnel_grace(ctx.config)) <= now);
                 while i < self.proxied.len() {
                     let p = &mut self.proxied[i];
-                    let stalled = after(p.last_progress, p.stall_timeout(&ctx.config.http)) <= now;
+                    if tunnels_over && p.is_open_tunnel() {
+                        p.end_tunnel();
+                    }
+                    let stalled = p
+                        .stall_timeout(&ctx.config.http)
+                        .is_some_and(|t| after(p.last_progress, t) <= now);
                     let step = if stalled {
                         debug!(
                             "HTTP/2 proxied stream made no progress in time (body or send timeout)"

@@ -28,6 +28,11 @@ impl Exchange {
         }
     }
 
+    /// Being ended (`end_tunnel`), at the next frame boundary.
+    pub fn tunnel_ending(&self) -> bool {
+        matches!(self.resp, Resp::Tunnel { closing: true, .. })
+    }
+
     /// The drain's grace is over: end the tunnel (at a frame boundary for
     /// a WebSocket, with a close frame 1001).
     pub fn end_tunnel(&mut self) {
