@@ -344,6 +344,11 @@ fn extended_connect_without_a_websocket_route_gets_501() {
     }
     assert_eq!(ws.upgraded.load(Ordering::SeqCst), 0);
     assert_eq!(ws.plain.load(Ordering::SeqCst), 0, "nothing went up");
+    // A plain CONNECT (a TCP tunnel, not offered) is answered at once,
+    // not after a request body that never ends.
+    let got = h2tool(&["--tls", &port, "connect", "example.test:443"]);
+    assert_eq!(got["status"], 405, "{got}");
+    assert!(got["after"].as_f64().is_some_and(|t| t < 5.0), "{got}");
 }
 
 #[test]

@@ -484,6 +484,16 @@ def main():
                         "frames": [[op, p.decode("latin-1")] for op, p in frames],
                         "done": s["done"], "reset": s["reset"]})
 
+    elif mode == "connect":
+        # A plain CONNECT to AUTHORITY (a tunnel Baton does not offer):
+        # the status, and how long it took.
+        c = RawClient(port, tls, 65535)
+        sid = c.open(args[0], [(":method", "CONNECT"), (":authority", args[0])], False)
+        s = c.streams[sid]
+        start = time.time()
+        c.pump(lambda: s["status"] is not None or s["reset"] is not None, 20)
+        out = {"status": s["status"], "reset": s["reset"], "after": time.time() - start}
+
     elif mode == "stall-body":
         # A POST that declares LEN bytes, sends half of them and then
         # nothing: how long until the server ends the stream (reset or an

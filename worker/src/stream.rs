@@ -264,7 +264,7 @@ impl Stream {
         // `IoSlice` is ABI-compatible with `struct iovec` on Unix (std
         // guarantees it); the kernel only reads through the pointers.
         msg.msg_iov = bufs.as_ptr().cast_mut().cast();
-        msg.msg_iovlen = bufs.len();
+        msg.msg_iovlen = bufs.len() as _;
         // SAFETY: `msg` points at `bufs.len()` valid iovecs, each valid for
         // its length for the duration of the call; the fd is owned by
         // `self`.

@@ -379,6 +379,9 @@ impl Http2Connection {
         // HTTP/1.1 handshake with a key of ours, to a route that allows
         // WebSockets; any other protocol, or a route without them, 501.
         let protocol = protocol_of(&head);
+        // A CONNECT's stream stays open for the tunnel it asks for: one
+        // answered here is answered without waiting for its end.
+        let connect = head.method == http::Method::CONNECT;
         let websocket_key = protocol
             .is_some_and(|p| p.eq_ignore_ascii_case("websocket"))
             .then(websocket_key);
@@ -457,9 +460,7 @@ impl Http2Connection {
         }
         log.status = response.status.code();
         let (head, source) = split(response, &mut self.fixed, ctx.date, head_only);
-        // An extended CONNECT answered here (a 501) never ends its side:
-        // the answer goes at once, not after a body that will not end.
-        let inbound = (!body.is_empty() && protocol.is_none()).then_some(body);
+        let inbound = (!body.is_empty() && !connect).then_some(body);
         let mut active = Active::new(respond, head, inbound, max_body, source, log, ctx.now);
         // Most streams are answered at once, with no body left to wait
         // for: only the others are kept.
