@@ -4,7 +4,8 @@
 
 use std::io;
 
-use super::{Env, Exchange, Failure, Resp, log_failure};
+use super::failover::log_failure;
+use super::{Env, Exchange, Failure, Resp};
 use crate::compress::MAX_INPUT;
 use crate::http::body::{BodyReader, Step};
 use crate::proxy::head::{self, ClientFraming, Framing, ResponseHead};
