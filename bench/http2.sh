@@ -36,18 +36,8 @@ H2O=$(command -v h2o || echo /usr/bin/h2o)
 
 build_baton || exit 1
 
-# Servers here are recorded by pid (PIDS), not by pidfile as lib.sh's
-# make_tmp/cleanup do.
-TMP=$(mktemp -d)
-chmod 755 "$TMP"
-PIDS=()
-stop_servers() {
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	sleep 0.5
-	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-	if [[ $KEEP_TMP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap stop_servers EXIT
+# Servers here are recorded by pid (PIDS), not by pidfile.
+make_pid_tmp
 
 mkdir -p "$TMP/www/page"
 head -c 1024 /dev/urandom >"$TMP/www/1k.bin"
@@ -57,10 +47,7 @@ for i in $(seq 1 64); do
 	head -c $(((i * 2654435761 % 32 + 1) * 1024)) /dev/urandom >"$TMP/www/page/f$i.bin"
 done
 chmod -R a+rX "$TMP/www"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-	-keyout "$TMP/key.pem" -out "$TMP/cert.pem" -subj /CN=bench.test \
-	-addext subjectAltName=DNS:bench.test 2>/dev/null
-chmod 644 "$TMP/key.pem"
+make_ecdsa_cert "$TMP"
 
 root=$([[ $(id -u) == 0 ]] && echo 1 || echo 0)
 declare -A PORT PID

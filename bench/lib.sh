@@ -1,10 +1,11 @@
 # shellcheck shell=bash
 # bench/lib.sh: what the benches share (static.sh, proxy.sh, profile.sh,
-# compress.sh, tls.sh, http2.sh): the knobs, installing the peers from apt without letting
-# their packages start daemons, building Baton, a temp dir whose servers
-# are stopped (TERM, then KILL, by their pidfiles) however the script ends,
-# waiting for a server to answer, the RSS of a process tree, and wrk's
-# numbers.
+# compress.sh, tls.sh, http2.sh): the knobs, installing the peers from
+# apt without letting their packages start daemons, building Baton, a temp
+# dir whose servers are stopped (TERM, then KILL, by their pidfiles or
+# pids) however the script ends, a test certificate, an h2o site, waiting
+# for a server to answer, the RSS and CPU time of a process tree, and
+# wrk's numbers.
 #
 # Source it after setting BENCH (the name log lines start with):
 #
@@ -46,6 +47,33 @@ install_missing() {
 			"${sudo[@]}" apt-get install -y -qq "${pkgs[@]/nginx-light/nginx}" || log "apt-get install failed"
 		"${sudo[@]}" rm -f /usr/sbin/policy-rc.d
 	} >&2
+}
+
+# make_pid_tmp: TMP, a fresh world-readable temp dir, and PIDS, the pids
+# of the servers a bench starts (for those not recorded by pidfile as
+# make_tmp's are): stopped (TERM, then KILL) however the script ends.
+make_pid_tmp() {
+	TMP=$(mktemp -d)
+	chmod 755 "$TMP"
+	PIDS=()
+	trap stop_servers EXIT
+}
+
+stop_servers() {
+	local p
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	sleep 0.5
+	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	if [[ $KEEP_TMP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+}
+
+# make_ecdsa_cert DIR: DIR/cert.pem and DIR/key.pem, an ECDSA P-256
+# certificate for bench.test, the key readable by the servers' users.
+make_ecdsa_cert() {
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+		-keyout "$1/key.pem" -out "$1/cert.pem" -subj /CN=bench.test \
+		-addext subjectAltName=DNS:bench.test 2>/dev/null
+	chmod 644 "$1/key.pem"
 }
 
 # h2o_tls_site PORT ROOT CERT KEY: the listen and hosts part of an h2o

@@ -52,9 +52,7 @@ install_missing valgrind=valgrind
 if [[ " $LOADS " == *" h2"* ]]; then
 	install_missing h2load=nghttp2-client openssl=openssl curl=curl
 	[[ " $PEERS " == *" h2o "* ]] && install_missing h2o=h2o
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-		-keyout "$TMP/key.pem" -out "$TMP/cert.pem" -subj /CN=bench.test 2>/dev/null
-	chmod 644 "$TMP/key.pem"
+	make_ecdsa_cert "$TMP"
 fi
 
 # The largest instruction count among a run directory's callgrind files

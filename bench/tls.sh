@@ -27,25 +27,12 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 build_baton || exit 1
 
-# Servers here are recorded by pid (PIDS), not by pidfile as lib.sh's
-# make_tmp/cleanup do.
-TMP=$(mktemp -d)
-chmod 755 "$TMP"
-PIDS=()
-stop_servers() {
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	sleep 0.5
-	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-	if [[ $KEEP_TMP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap stop_servers EXIT
+# Servers here are recorded by pid (PIDS), not by pidfile.
+make_pid_tmp
 
 mkdir -p "$TMP/www"
 head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$TMP/www/index.html"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-	-keyout "$TMP/key.pem" -out "$TMP/cert.pem" -subj /CN=bench.test \
-	-addext subjectAltName=DNS:bench.test 2>/dev/null
-chmod 644 "$TMP/key.pem" # nginx reads it as root; baton's master too
+make_ecdsa_cert "$TMP" # nginx reads the key as root; baton's master too
 
 user_line=""
 [[ $(id -u) == 0 ]] && user_line='user = "nobody"'
