@@ -24,27 +24,15 @@ pub struct WsBackend {
 
 impl WsBackend {
     pub fn start() -> WsBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind ws backend");
-        let port = listener.local_addr().expect("addr").port();
-        let upgraded = Arc::new(AtomicUsize::new(0));
-        let plain = Arc::new(AtomicUsize::new(0));
-        let (u, p) = (upgraded.clone(), plain.clone());
-        thread::spawn(move || {
-            for s in listener.incoming().flatten() {
-                let (u, p) = (u.clone(), p.clone());
-                s.set_nodelay(true).ok();
-                thread::spawn(move || serve(s, &u, &p));
-            }
-        });
-        WsBackend {
-            port,
-            upgraded,
-            plain,
-        }
+        WsBackend::start_with(None)
     }
 
     /// The same echo server speaking TLS with `tls`.
     pub fn start_tls(tls: Arc<rustls::ServerConfig>) -> WsBackend {
+        WsBackend::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> WsBackend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind ws backend");
         let port = listener.local_addr().expect("addr").port();
         let upgraded = Arc::new(AtomicUsize::new(0));
@@ -54,11 +42,18 @@ impl WsBackend {
             for s in listener.incoming().flatten() {
                 let (u, p) = (u.clone(), p.clone());
                 s.set_nodelay(true).ok();
-                let Ok(session) = rustls::ServerConnection::new(tls.clone()) else {
-                    continue;
-                };
-                let stream = rustls::StreamOwned::new(session, s);
-                thread::spawn(move || serve(stream, &u, &p));
+                match &tls {
+                    None => {
+                        thread::spawn(move || serve(s, &u, &p));
+                    }
+                    Some(tls) => {
+                        let Ok(session) = rustls::ServerConnection::new(tls.clone()) else {
+                            continue;
+                        };
+                        let stream = rustls::StreamOwned::new(session, s);
+                        thread::spawn(move || serve(stream, &u, &p));
+                    }
+                }
             }
         });
         WsBackend {
@@ -71,23 +66,12 @@ impl WsBackend {
 
 /// `Sec-WebSocket-Accept` for `key` (RFC 6455 4.2.2).
 pub fn accept_for(key: &str) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    use base64::prelude::{BASE64_STANDARD, Engine as _};
     let input = format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, input.as_bytes());
-    let mut out = String::new();
-    for chunk in digest.as_ref().chunks(3) {
-        let mut b = [0u8; 3];
-        b[..chunk.len()].copy_from_slice(chunk);
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                char::from(TABLE[(n >> (18 - 6 * i)) as usize & 63])
-            } else {
-                '='
-            });
-        }
-    }
-    out
+    BASE64_STANDARD.encode(ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        input.as_bytes(),
+    ))
 }
 
 /// One connection: reads and writes go through one stream (TLS has no

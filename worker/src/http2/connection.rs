@@ -20,8 +20,9 @@ use baton_shared::config::Config;
 use log::debug;
 
 use super::engine::{Code, End, Engine, Incoming, protocol_of};
+use super::h1_request::{is_head, request_for, websocket_key};
 use super::io::{Io, IoState};
-use super::proxy::{Proxied, is_head, request_for, websocket_key};
+use super::proxy::Proxied;
 use super::request::to_request;
 use super::response::{FixedFields, split};
 use super::stream::{Active, Step, StreamLog};

@@ -17,6 +17,7 @@
 mod connection;
 mod engine;
 mod frames;
+mod h1_request;
 mod h1_response;
 mod io;
 mod proxy;

@@ -67,8 +67,9 @@ pub enum Source {
     Encoded(Box<EncodedFile>),
 }
 
-/// Fields that mean something only to one HTTP/1.1 connection.
-fn connection_specific(name: &str) -> bool {
+/// Fields that mean something only to one HTTP/1.1 connection (RFC 9113
+/// 8.2.2): never in an HTTP/2 response, ours or an upstream's.
+pub(super) fn connection_specific(name: &str) -> bool {
     [
         "connection",
         "keep-alive",
